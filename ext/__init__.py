@@ -1,0 +1,1 @@
+"""spikecast.ext: the compiled event-driven engine and its validating Python wrappers."""
