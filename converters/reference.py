@@ -1,0 +1,212 @@
+"""The dense reference simulator: the step semantics of DESIGN.md, written plainly in torch.
+
+This is the specification the Cython engine is tested against, so it favours being
+obviously correct over being fast. For each step t = 1..T and each layer l:
+
+    V_l += W_l · S_{l-1}(t) + b_l          (frames: layer 1 adds I = W_1·x + b_1)
+    S_l(t) = [V_l >= θ_l]                  (spiking layers)
+    V_l -= θ_l · S_l(t)                    (reset by subtraction; or V_l = 0 on a spike)
+
+Gated max-pool: counts C += S_in(t); in each window the input with the largest count
+(lowest flat index on a tie) is the winner, and the output spikes iff the winner spiked.
+The last layer only integrates: z(t) = λ_L · V_L / t, c(t) = max softmax(z(t) / temperature).
+SynOps: every spike (or event) adds its border-aware fan-out; analog frame input adds none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spikecast.converters.errors import ParameterError
+from spikecast.converters.network import Layer, Network
+
+
+@dataclass(frozen=True, eq=False)
+class SimResult:
+    """What a simulation of a batch of B samples over T steps returns.
+
+    logits: (T, B, K) z(t); confidence: (T, B) c(t);
+    spike_counts: per layer, (B, *out_shape) total spikes (max-pool: passed spikes;
+    output layer: zeros); synops: (B, L) per layer; spikes: per layer (T, B, *out_shape)
+    uint8 trains when recorded.
+    """
+
+    logits: np.ndarray
+    confidence: np.ndarray
+    spike_counts: list[np.ndarray]
+    synops: np.ndarray
+    spikes: list[np.ndarray] | None
+
+    def predictions(self) -> np.ndarray:
+        """(T, B) argmax of z(t)."""
+        return np.asarray(self.logits.argmax(axis=-1))
+
+    def accuracy_by_step(self, labels: np.ndarray) -> np.ndarray:
+        """(T,) fraction correct after each step."""
+        return np.asarray((self.predictions() == np.asarray(labels)[None, :]).mean(axis=1))
+
+
+def fanout(layer: Layer) -> np.ndarray:
+    """Number of synapses each input neuron drives, border-aware, shaped like the input."""
+    if layer.kind == "linear":
+        return np.full(layer.in_shape, layer.out_shape[0], dtype=np.int64)
+    if layer.kind == "maxpool":
+        return np.zeros(layer.in_shape, dtype=np.int64)
+    c_in, h, w = layer.in_shape
+    c_out, oh, ow = layer.out_shape
+
+    def per_axis(n: int, k: int, s: int, p: int, n_out: int) -> np.ndarray:
+        pos = np.arange(n)[:, None] + p - np.arange(n_out)[None, :] * s  # kernel tap index
+        return ((pos >= 0) & (pos < k)).sum(axis=1)
+
+    rows = per_axis(h, layer.kernel[0], layer.stride[0], layer.padding[0], oh)
+    cols = per_axis(w, layer.kernel[1], layer.stride[1], layer.padding[1], ow)
+    per_pos = c_out * rows[:, None] * cols[None, :]
+    return np.broadcast_to(per_pos, (c_in, h, w)).astype(np.int64)
+
+
+def _apply(layer: Layer, s: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
+    w = torch.from_numpy(np.asarray(layer.weight, np.float32))
+    b = torch.from_numpy(np.asarray(layer.bias, np.float32)) if (layer.bias is not None and with_bias) else None
+    if layer.kind == "conv":
+        return F.conv2d(s, w, b, stride=layer.stride, padding=layer.padding)
+    return F.linear(s.reshape(s.shape[0], -1), w, b)
+
+
+def gated_maxpool(s: torch.Tensor, counts: torch.Tensor, layer: Layer) -> torch.Tensor:
+    """Pass the spike of each window's winner: the largest count, lowest flat index on a tie."""
+    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    win_c = counts.unfold(2, kh, sh).unfold(3, kw, sw)  # (B, C, OH, OW, kh, kw)
+    win_s = s.unfold(2, kh, sh).unfold(3, kw, sw)
+    flat_c = win_c.reshape(*win_c.shape[:4], kh * kw)
+    idx = flat_c.argmax(dim=-1, keepdim=True)  # torch returns the first maximal index
+    return win_s.reshape(*win_s.shape[:4], kh * kw).gather(-1, idx).squeeze(-1)
+
+
+def poisson_spikes(x: torch.Tensor, rng: np.random.Generator | None) -> torch.Tensor:
+    """S_0(t) = sign(x)·[u < |x|], u ~ U[0, 1) drawn from the explicit ``rng``."""
+    if rng is None:
+        raise ParameterError("Poisson input needs an explicit rng")
+    u = torch.from_numpy(rng.random(tuple(x.shape), dtype=np.float32))
+    return torch.sign(x) * (u < x.abs()).float()
+
+
+def simulate(
+    net: Network,
+    x: np.ndarray | torch.Tensor,
+    n_steps: int,
+    *,
+    record_spikes: bool = False,
+    rng: np.random.Generator | None = None,
+) -> SimResult:
+    """Run the network densely for ``n_steps`` steps on a batch.
+
+    ``x`` is frames (B, C, H, W) already normalised (what the ANN takes) for frame
+    input, or per-step event counts (T, B, C, H, W) for event input. Poisson input
+    (frames with ``encoding == "poisson"``) draws S_0(t) = sign(x)·[u < |x|] from ``rng``.
+    """
+    if n_steps < 1:
+        raise ParameterError(f"n_steps must be >= 1, got {n_steps}")
+    spec = net.input
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    if spec.kind == "frame":
+        if xt.ndim != 4 or tuple(xt.shape[1:]) != spec.shape:
+            raise ParameterError(f"frames must be (B, {spec.shape}), got {tuple(xt.shape)}")
+        if spec.encoding == "poisson" and rng is None:
+            raise ParameterError("Poisson input needs an explicit rng")
+        batch = xt.shape[0]
+    else:
+        if xt.ndim != 5 or tuple(xt.shape[2:]) != spec.shape or xt.shape[0] < n_steps:
+            raise ParameterError(
+                f"event counts must be (T >= {n_steps}, B, {spec.shape}), got {tuple(xt.shape)}"
+            )
+        batch = xt.shape[1]
+    if not torch.isfinite(xt).all():
+        raise ParameterError("input contains NaN or infinity")
+
+    layers = net.layers
+    fan = [torch.from_numpy(fanout(ly).astype(np.float64)) for ly in layers]
+    v = [torch.zeros(batch, *ly.out_shape) for ly in layers]
+    pool_counts = [torch.zeros(batch, *ly.in_shape) for ly in layers]
+    counts = [torch.zeros(batch, *ly.out_shape) for ly in layers]
+    synops = torch.zeros(batch, len(layers), dtype=torch.float64)
+    trains: list[list[torch.Tensor]] = [[] for _ in layers]
+    logits = np.zeros((n_steps, batch, net.n_classes), np.float32)
+    analog = spec.kind == "frame" and spec.encoding == "analog"
+    current = _apply(layers[0], xt) if analog else None
+    out = layers[-1]
+
+    for t in range(1, n_steps + 1):
+        if spec.kind == "events":
+            s = xt[t - 1]
+        elif analog:
+            s = xt  # unused by layer 0: it takes the precomputed current
+        else:
+            s = poisson_spikes(xt, rng)
+        for i, ly in enumerate(layers):
+            if ly.kind == "maxpool":
+                pool_counts[i] += s
+                s = gated_maxpool(s, pool_counts[i], ly)
+            else:
+                if i == 0 and current is not None:
+                    v[i] += current
+                else:
+                    synops[:, i] += (s.abs().double() * fan[i]).reshape(batch, -1).sum(dim=1)
+                    v[i] += _apply(ly, s)
+                if ly.spiking:
+                    spk = (v[i] >= ly.threshold).float()
+                    if net.reset == "subtract":
+                        v[i] -= ly.threshold * spk
+                    else:
+                        v[i] *= 1.0 - spk
+                    s = spk
+            if ly.spiking:
+                counts[i] += s
+                if record_spikes:
+                    trains[i].append(s.to(torch.uint8))
+        logits[t - 1] = (out.lam * v[-1].reshape(batch, -1) / t).numpy()
+
+    z = torch.from_numpy(logits) / net.temperature
+    conf = torch.softmax(z, dim=-1).amax(dim=-1).numpy()
+    return SimResult(
+        logits=logits,
+        confidence=conf,
+        spike_counts=[c.numpy() for c in counts],
+        synops=synops.numpy(),
+        spikes=[torch.stack(tr).numpy() if tr else np.zeros((0,)) for tr in trains]
+        if record_spikes
+        else None,
+    )
+
+
+def simulate_batched(
+    net: Network,
+    x: np.ndarray,
+    n_steps: int,
+    *,
+    batch_size: int = 256,
+    rng: np.random.Generator | None = None,
+    progress: bool = False,
+    desc: str = "simulate",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simulate many frames in chunks; return logits (T, N, K), confidence (T, N), synops (N, L)."""
+    chunks: Sequence[int] = range(0, len(x), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        chunks = tqdm(chunks, desc=desc, unit="batch")
+    logits, conf, syn = [], [], []
+    for i in chunks:
+        r = simulate(net, x[i : i + batch_size], n_steps, rng=rng)
+        logits.append(r.logits)
+        conf.append(r.confidence)
+        syn.append(r.synops)
+    return np.concatenate(logits, axis=1), np.concatenate(conf, axis=1), np.concatenate(syn, axis=0)
+
+
+__all__ = ["SimResult", "fanout", "gated_maxpool", "simulate", "simulate_batched"]
