@@ -1,0 +1,39 @@
+"""N-MNIST ``.bin`` files (ATIS, 34x34), decoded with numpy.
+
+One 5-byte record per event: byte 0 = x, byte 1 = y, bit 7 of byte 2 =
+polarity, and (byte2 & 0x7F) << 16 | byte3 << 8 | byte4 = timestamp in us.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from spikecast.runtime.readers._common import check_events, fail, pack_events, resolve_size
+from spikecast.runtime.readers.recording import Recording
+
+NMNIST_SIZE = 34
+_RECORD = 5
+
+
+def decode_nmnist(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
+    """Decode N-MNIST bytes to events; checks the size only (see ``read_nmnist``)."""
+    if len(data) % _RECORD:
+        cut = len(data) - len(data) % _RECORD
+        raise fail(path, cut, f"trailing partial record of {len(data) % _RECORD} bytes")
+    b = np.frombuffer(data, dtype=np.uint8).reshape(-1, _RECORD)
+    t_us = (
+        ((b[:, 2].astype(np.int64) & 0x7F) << 16)
+        | (b[:, 3].astype(np.int64) << 8)
+        | b[:, 4].astype(np.int64)
+    )
+    return pack_events(b[:, 0], b[:, 1], t_us, b[:, 2] >> 7)
+
+
+def read_nmnist(path: Path | str, *, sensor_size: tuple[int, int] | None = None) -> Recording:
+    """Read an N-MNIST ``.bin`` file (34x34 unless ``sensor_size`` says otherwise)."""
+    path = Path(path)
+    events = decode_nmnist(path.read_bytes(), path)
+    width, height = resolve_size((NMNIST_SIZE, NMNIST_SIZE), sensor_size, events)
+    check_events(events, path=path, width=width, height=height, offset_of=lambda i: _RECORD * i)
+    return Recording(events, width, height, path, "nmnist")
