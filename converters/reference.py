@@ -70,12 +70,17 @@ def fanout(layer: Layer) -> np.ndarray:
     return np.broadcast_to(per_pos, (c_in, h, w)).astype(np.int64)
 
 
-def _apply(layer: Layer, s: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
-    w = torch.from_numpy(np.asarray(layer.weight, np.float32))
-    b = torch.from_numpy(np.asarray(layer.bias, np.float32)) if (layer.bias is not None and with_bias) else None
+def _apply(layer: Layer, s: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
+    w, b = params
     if layer.kind == "conv":
         return F.conv2d(s, w, b, stride=layer.stride, padding=layer.padding)
     return F.linear(s.reshape(s.shape[0], -1), w, b)
+
+
+def _params(layer: Layer, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    w = torch.as_tensor(np.asarray(layer.weight, np.float32), device=device)
+    b = None if layer.bias is None else torch.as_tensor(np.asarray(layer.bias, np.float32), device=device)
+    return w, b
 
 
 def gated_maxpool(s: torch.Tensor, counts: torch.Tensor, layer: Layer) -> torch.Tensor:
@@ -92,7 +97,7 @@ def poisson_spikes(x: torch.Tensor, rng: np.random.Generator | None) -> torch.Te
     """S_0(t) = sign(x)·[u < |x|], u ~ U[0, 1) drawn from the explicit ``rng``."""
     if rng is None:
         raise ParameterError("Poisson input needs an explicit rng")
-    u = torch.from_numpy(rng.random(tuple(x.shape), dtype=np.float32))
+    u = torch.from_numpy(rng.random(tuple(x.shape), dtype=np.float32)).to(x.device)
     return torch.sign(x) * (u < x.abs()).float()
 
 
@@ -103,17 +108,31 @@ def simulate(
     *,
     record_spikes: bool = False,
     rng: np.random.Generator | None = None,
+    device: str | torch.device = "cpu",
 ) -> SimResult:
     """Run the network densely for ``n_steps`` steps on a batch.
 
     ``x`` is frames (B, C, H, W) already normalised (what the ANN takes) for frame
     input, or per-step event counts (T, B, C, H, W) for event input. Poisson input
     (frames with ``encoding == "poisson"``) draws S_0(t) = sign(x)·[u < |x|] from ``rng``.
+    ``device`` lets the same dense loop run on a GPU for large evaluations.
     """
+    with torch.inference_mode():
+        return _simulate(net, x, n_steps, record_spikes, rng, torch.device(device))
+
+
+def _simulate(
+    net: Network,
+    x: np.ndarray | torch.Tensor,
+    n_steps: int,
+    record_spikes: bool,
+    rng: np.random.Generator | None,
+    dev: torch.device,
+) -> SimResult:
     if n_steps < 1:
         raise ParameterError(f"n_steps must be >= 1, got {n_steps}")
     spec = net.input
-    xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device=dev)
     if spec.kind == "frame":
         if xt.ndim != 4 or tuple(xt.shape[1:]) != spec.shape:
             raise ParameterError(f"frames must be (B, {spec.shape}), got {tuple(xt.shape)}")
@@ -130,15 +149,16 @@ def simulate(
         raise ParameterError("input contains NaN or infinity")
 
     layers = net.layers
-    fan = [torch.from_numpy(fanout(ly).astype(np.float64)) for ly in layers]
-    v = [torch.zeros(batch, *ly.out_shape) for ly in layers]
-    pool_counts = [torch.zeros(batch, *ly.in_shape) for ly in layers]
-    counts = [torch.zeros(batch, *ly.out_shape) for ly in layers]
-    synops = torch.zeros(batch, len(layers), dtype=torch.float64)
+    params = [_params(ly, dev) if ly.weight is not None else (torch.zeros(0), None) for ly in layers]
+    fan = [torch.as_tensor(fanout(ly), dtype=torch.float64, device=dev) for ly in layers]
+    v = [torch.zeros(batch, *ly.out_shape, device=dev) for ly in layers]
+    pool_counts = [torch.zeros(batch, *ly.in_shape, device=dev) for ly in layers]
+    counts = [torch.zeros(batch, *ly.out_shape, device=dev) for ly in layers]
+    synops = torch.zeros(batch, len(layers), dtype=torch.float64, device=dev)
     trains: list[list[torch.Tensor]] = [[] for _ in layers]
     logits = np.zeros((n_steps, batch, net.n_classes), np.float32)
     analog = spec.kind == "frame" and spec.encoding == "analog"
-    current = _apply(layers[0], xt) if analog else None
+    current = _apply(layers[0], xt, params[0]) if analog else None
     out = layers[-1]
 
     for t in range(1, n_steps + 1):
@@ -157,7 +177,7 @@ def simulate(
                     v[i] += current
                 else:
                     synops[:, i] += (s.abs().double() * fan[i]).reshape(batch, -1).sum(dim=1)
-                    v[i] += _apply(ly, s)
+                    v[i] += _apply(ly, s, params[i])
                 if ly.spiking:
                     spk = (v[i] >= ly.threshold).float()
                     if net.reset == "subtract":
@@ -169,16 +189,16 @@ def simulate(
                 counts[i] += s
                 if record_spikes:
                     trains[i].append(s.to(torch.uint8))
-        logits[t - 1] = (out.lam * v[-1].reshape(batch, -1) / t).numpy()
+        logits[t - 1] = (out.lam * v[-1].reshape(batch, -1) / t).cpu().numpy()
 
     z = torch.from_numpy(logits) / net.temperature
     conf = torch.softmax(z, dim=-1).amax(dim=-1).numpy()
     return SimResult(
         logits=logits,
         confidence=conf,
-        spike_counts=[c.numpy() for c in counts],
-        synops=synops.numpy(),
-        spikes=[torch.stack(tr).numpy() if tr else np.zeros((0,)) for tr in trains]
+        spike_counts=[c.cpu().numpy() for c in counts],
+        synops=synops.cpu().numpy(),
+        spikes=[torch.stack(tr).cpu().numpy() if tr else np.zeros((0,)) for tr in trains]
         if record_spikes
         else None,
     )
@@ -193,6 +213,7 @@ def simulate_batched(
     rng: np.random.Generator | None = None,
     progress: bool = False,
     desc: str = "simulate",
+    device: str | torch.device = "cpu",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Simulate many frames in chunks; return logits (T, N, K), confidence (T, N), synops (N, L)."""
     chunks: Sequence[int] = range(0, len(x), batch_size)
@@ -202,7 +223,7 @@ def simulate_batched(
         chunks = tqdm(chunks, desc=desc, unit="batch")
     logits, conf, syn = [], [], []
     for i in chunks:
-        r = simulate(net, x[i : i + batch_size], n_steps, rng=rng)
+        r = simulate(net, x[i : i + batch_size], n_steps, rng=rng, device=device)
         logits.append(r.logits)
         conf.append(r.confidence)
         syn.append(r.synops)

@@ -1,0 +1,118 @@
+"""Helpers shared by the bench scripts: data paths, models, result files, plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SPIKECAST_DATA", ROOT.parent / "shared" / "data"))
+MODELS = ROOT / "bench" / "models"
+RESULTS = ROOT / "bench" / "results"
+
+
+def require(path: Path, what: str) -> Path:
+    if not path.exists():
+        sys.exit(f"{what} not found at {path}; set SPIKECAST_DATA to the folder holding shared/data")
+    return path
+
+
+def load_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST as float32 (N, 1, 28, 28) in [0, 1] and int64 labels."""
+    with np.load(require(DATA / "mnist" / "mnist.npz", "MNIST"), allow_pickle=False) as d:
+        xtr, ytr, xte, yte = d["x_train"], d["y_train"], d["x_test"], d["y_test"]
+    f = lambda a: (a.astype(np.float32) / 255.0)[:, None]  # noqa: E731
+    return f(xtr), ytr.astype(np.int64), f(xte), yte.astype(np.int64)
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def write_json(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+    return path
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_classifier(
+    model: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    augment_shift: int = 0,
+    seed: int = 0,
+    desc: str = "train",
+    device: str = "cpu",
+) -> Any:
+    """Adam + one-cycle schedule, optional random integer shifts; seeded."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    seed_everything(seed)
+    model = model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
+    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    xt = torch.from_numpy(x).to(device)
+    yt = torch.from_numpy(y).to(device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt), generator=gen).to(device)
+        bar = tqdm(range(0, len(xt), batch_size), desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False)
+        for i in bar:
+            idx = order[i : i + batch_size]
+            xb = xt[idx]
+            if augment_shift:
+                dy, dx = (int(v) for v in torch.randint(-augment_shift, augment_shift + 1, (2,), generator=gen))
+                xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xb), yt[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+        bar.close()
+    return model.eval().cpu()
+
+
+def accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
+    import torch
+
+    correct = 0
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            correct += int((model(torch.from_numpy(x[i : i + batch_size])).argmax(1).numpy() == y[i : i + batch_size]).sum())
+    return correct / len(x)

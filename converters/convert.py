@@ -1,0 +1,416 @@
+"""Convert a trained torch CNN into a rate-coded spiking :class:`Network`.
+
+Rueckauer et al. (2017): IF neurons with reset by subtraction fire at rates that
+track ReLU activations. The steps are:
+
+1. parse the model with torch.fx (:mod:`spikecast.converters.parse`);
+2. fold BatchNorm into the conv/linear layer before it, and average-pooling into
+   the layer after it where that is exact;
+3. measure each ReLU layer's activations on calibration data and take λ_l, the
+   p-th percentile of the nonzero ones (p = 100 is max-norm);
+4. rescale: W_l ← W_l · λ_{l-1} / λ_l and b_l ← b_l / λ_l (λ_0 = 1; the output
+   layer keeps λ_L = 1 so its integrated V_L / t is in the ANN's logit units);
+5. optionally run a held-out set through the reference simulator to record the
+   calibration table that the early-exit rule uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spikecast.converters.errors import ConversionError, ParameterError
+from spikecast.converters.network import CalibrationTable, InputSpec, Layer, Network
+from spikecast.converters.parse import Op, trace
+
+# Above this many nonzero activations per layer, λ is estimated from a seeded subsample.
+_MAX_PERCENTILE_SAMPLES = 4_000_000
+
+
+@dataclass
+class _Draft:
+    """A layer before normalisation (mutable while folding)."""
+
+    kind: str  # conv | linear | maxpool
+    name: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    relu: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "maxpool":
+            return F.max_pool2d(x, self.kernel, self.stride)
+        if self.kind == "conv":
+            y = F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+        else:
+            y = F.linear(x.reshape(x.shape[0], -1), self.weight, self.bias)
+        return F.relu(y) if self.relu else y
+
+
+def _fold_bn(w: torch.Tensor, b: torch.Tensor, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """BN(Wx + b) = (γ/σ)·W x + (γ/σ)(b − μ) + β, with σ = sqrt(var + eps)."""
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(bn.running_var)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    scale = gamma / torch.sqrt(bn.running_var.double() + bn.eps)
+    shape = (-1,) + (1,) * (w.ndim - 1)
+    return w * scale.reshape(shape), (b - bn.running_mean.double()) * scale + beta
+
+
+def _fold_avgpool_into(pool: Op, op: Op, w: torch.Tensor, flat_after: bool) -> tuple[torch.Tensor, Op]:
+    """Fold a non-overlapping average-pool into the conv or linear layer that follows it."""
+    kh, kw = pool.kernel
+    if pool.stride != pool.kernel:
+        raise ConversionError(
+            f"node '{pool.node}': average-pool with stride {pool.stride} != kernel {pool.kernel} "
+            "cannot be folded exactly; use stride == kernel or MaxPool2d"
+        )
+    c, h, wd = pool.in_shape
+    _, hp, wp = pool.out_shape
+    if op.kind == "linear":
+        # W'[o, c, y, x] = W[o, c, y//kh, x//kw] / (kh·kw); rows a pool drops get weight 0.
+        wr = w.reshape(w.shape[0], c, hp, wp)
+        up = wr.repeat_interleave(kh, dim=2).repeat_interleave(kw, dim=3) / (kh * kw)
+        full = torch.zeros(w.shape[0], c, h, wd, dtype=w.dtype)
+        full[:, :, : hp * kh, : wp * kw] = up
+        new_op = Op("linear", op.node, (c, h, wd), op.out_shape, op.module)
+        return full.reshape(w.shape[0], -1), new_op
+    if flat_after:
+        raise ConversionError(f"node '{pool.node}': average-pool then flatten must feed a Linear layer")
+    if h != hp * kh or wd != wp * kw:
+        raise ConversionError(
+            f"node '{pool.node}': average-pool of a {h}x{wd} map by {pool.kernel} drops border pixels, "
+            "so it cannot be folded into the next conv exactly; make the map size divisible"
+        )
+    # A conv over the pooled map equals a conv over the full map with each tap repeated
+    # over its pool window, stride and padding scaled by the pool size.
+    up = w.repeat_interleave(kh, dim=2).repeat_interleave(kw, dim=3) / (kh * kw)
+    new_op = Op(
+        "conv", op.node, (c, h, wd), op.out_shape, op.module,
+        kernel=(op.kernel[0] * kh, op.kernel[1] * kw),
+        stride=(op.stride[0] * kh, op.stride[1] * kw),
+        padding=(op.padding[0] * kh, op.padding[1] * kw),
+    )
+    return up, new_op
+
+
+def build_drafts(ops: Sequence[Op]) -> list[_Draft]:
+    """Group parsed ops into conv/linear/maxpool drafts with BN and avg-pool folded."""
+    drafts: list[_Draft] = []
+    pending_pool: Op | None = None
+    flat_after_pool = False
+    i = 0
+    n = len(ops)
+    while i < n:
+        op = ops[i]
+        if op.kind in ("conv", "linear"):
+            mod = op.module
+            if mod is None:
+                raise ConversionError(f"node '{op.node}': missing module")
+            w = mod.weight.detach().double()
+            b = (mod.bias.detach().double() if mod.bias is not None
+                 else torch.zeros(w.shape[0], dtype=torch.float64))
+            if pending_pool is not None:
+                w, op = _fold_avgpool_into(pending_pool, op, w, flat_after_pool and op.kind == "conv")
+                pending_pool, flat_after_pool = None, False
+            i += 1
+            if i < n and ops[i].kind == "bn":
+                w, b = _fold_bn(w, b, ops[i].module)  # type: ignore[arg-type]
+                i += 1
+            relu = i < n and ops[i].kind == "relu"
+            if relu:
+                i += 1
+            drafts.append(_Draft(
+                kind=op.kind, name=op.node, in_shape=op.in_shape, out_shape=op.out_shape,
+                weight=w, bias=b, kernel=op.kernel, stride=op.stride, padding=op.padding, relu=relu,
+            ))
+            continue
+        if op.kind == "maxpool":
+            if not drafts or not drafts[-1].relu:
+                raise ConversionError(
+                    f"node '{op.node}': max-pool must follow a ReLU layer (spikes gate only rates)"
+                )
+            drafts.append(_Draft("maxpool", op.node, op.in_shape, op.out_shape,
+                                 kernel=op.kernel, stride=op.stride, relu=True))
+        elif op.kind == "avgpool":
+            if pending_pool is not None or not drafts or not drafts[-1].relu:
+                raise ConversionError(f"node '{op.node}': average-pool must follow a ReLU layer")
+            pending_pool = op
+        elif op.kind == "flatten":
+            if pending_pool is not None:
+                flat_after_pool = True
+        elif op.kind == "relu":
+            if not (drafts and drafts[-1].relu):
+                raise ConversionError(
+                    f"node '{op.node}': ReLU must directly follow Conv2d/Linear (optionally with BatchNorm)"
+                )
+        elif op.kind == "bn":
+            raise ConversionError(
+                f"node '{op.node}': BatchNorm must directly follow a Conv2d or Linear layer to be folded"
+            )
+        elif op.kind == "softmax":
+            if i != n - 1:
+                raise ConversionError(f"node '{op.node}': Softmax is supported only as the last op")
+        i += 1
+    if pending_pool is not None:
+        raise ConversionError(
+            f"node '{pending_pool.node}': average-pool must be followed by a Conv2d or Linear layer"
+        )
+    if not drafts or drafts[-1].kind not in ("conv", "linear"):
+        raise ConversionError("the model must end with a Conv2d or Linear layer (the output)")
+    if drafts[-1].relu:
+        raise ConversionError(
+            f"node '{drafts[-1].name}': the output layer has a ReLU; remove it so the output "
+            "integrator reads logits"
+        )
+    for d in drafts[:-1]:
+        if not d.relu:
+            raise ConversionError(f"node '{d.name}': hidden layer without ReLU cannot spike; add nn.ReLU")
+    return drafts
+
+
+def _batches(calibration: Any, batch_size: int, limit: int) -> Iterator[torch.Tensor]:
+    """Yield float32 input batches from arrays, tensors, or a DataLoader of x or (x, y)."""
+    if isinstance(calibration, (np.ndarray, torch.Tensor)):
+        data = torch.as_tensor(np.asarray(calibration) if isinstance(calibration, np.ndarray) else calibration)
+        data = data[:limit].float()
+        for i in range(0, len(data), batch_size):
+            yield data[i : i + batch_size]
+        return
+    if isinstance(calibration, Iterable):
+        seen = 0
+        for item in calibration:
+            x = item[0] if isinstance(item, (tuple, list)) else item
+            x = torch.as_tensor(x).float()
+            yield x[: limit - seen]
+            seen += len(x)
+            if seen >= limit:
+                return
+        return
+    raise ParameterError(
+        f"calibration data must be an array, a tensor or an iterable of batches, not {type(calibration).__name__}"
+    )
+
+
+def _percentile(values: list[torch.Tensor], p: float, rng: np.random.Generator) -> float:
+    v = torch.cat(values).numpy()
+    if v.size == 0:
+        return 0.0
+    if v.size > _MAX_PERCENTILE_SAMPLES:
+        v = rng.choice(v, _MAX_PERCENTILE_SAMPLES, replace=False)
+    return float(np.percentile(v, p))
+
+
+def measure_lambdas(
+    drafts: Sequence[_Draft], batches: Iterable[torch.Tensor], percentile: float, progress: bool
+) -> tuple[list[float], int]:
+    """λ per draft from calibration activations; returns (lambdas, samples seen)."""
+    acts: list[list[torch.Tensor]] = [[] for _ in drafts]
+    it: Iterable[torch.Tensor] = batches
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(batches, desc="measuring activations", unit="batch")
+    seen = 0
+    with torch.no_grad():
+        for x in it:
+            seen += len(x)
+            h = x.double()
+            for j, d in enumerate(drafts):
+                h = d.forward(h)
+                if d.relu and d.kind != "maxpool":
+                    nz = h[h > 0].float()
+                    acts[j].append(nz)
+    if seen == 0:
+        raise ParameterError("calibration data is empty")
+    rng = np.random.default_rng(0)
+    lambdas: list[float] = []
+    for j, d in enumerate(drafts):
+        if d.kind == "maxpool":
+            lambdas.append(lambdas[-1])  # a pooled rate has its input's scale
+        elif not d.relu:
+            lambdas.append(1.0)  # output integrator: keep logits in ANN units
+        else:
+            lam = _percentile(acts[j], percentile, rng)
+            lambdas.append(lam if lam > 0 else 1.0)  # a silent layer keeps its scale
+    return lambdas, seen
+
+
+def convert(
+    model: nn.Module,
+    calibration: Any,
+    *,
+    percentile: float = 99.9,
+    reset: str = "subtract",
+    input_kind: str = "frame",
+    input_encoding: str = "analog",
+    input_scale: float = 1.0,
+    input_mean: Sequence[float] = (0.0,),
+    input_std: Sequence[float] = (1.0,),
+    dt_us: int = 1000,
+    class_names: Sequence[str] | None = None,
+    holdout: tuple[Any, Any] | None = None,
+    calibration_steps: int = 200,
+    temperature: float = 1.0,
+    max_calibration_samples: int = 10_000,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> Network:
+    """Convert ``model`` into a spiking :class:`Network`.
+
+    ``calibration`` is network-input data (what ``model`` takes, already normalised):
+    an array or tensor (N, C, H, W), or a DataLoader of ``x`` or ``(x, y)`` batches.
+    ``percentile`` picks λ per layer (100 = max-norm). ``input_scale/mean/std`` record
+    how raw frames map to that input (``x = (raw*scale - mean)/std``) for the runtime.
+    ``holdout=(x, labels)`` records the early-exit calibration table over
+    ``calibration_steps`` steps. ``input_kind='events'`` makes an event-input network
+    whose input is per-step event counts with ``dt_us`` per step.
+    """
+    if not 0 < percentile <= 100:
+        raise ParameterError(f"percentile must be in (0, 100], got {percentile}")
+    if reset not in ("subtract", "zero"):
+        raise ParameterError(f"reset must be 'subtract' or 'zero', not {reset!r}")
+    if calibration_steps < 1:
+        raise ParameterError(f"calibration_steps must be >= 1, got {calibration_steps}")
+    model = model.eval()
+    first = next(_batches(calibration, 1, 1), None)
+    if first is None or first.ndim != 4:
+        raise ParameterError(
+            "calibration data must hold (N, C, H, W) inputs; got "
+            f"{None if first is None else tuple(first.shape)}"
+        )
+    ops = trace(model, first[:1])
+    drafts = build_drafts(ops)
+    _check_folding(model, drafts, first)
+    lambdas, seen = measure_lambdas(
+        drafts, _batches(calibration, batch_size, max_calibration_samples), percentile, progress
+    )
+
+    layers: list[Layer] = []
+    prev = 1.0
+    for j, (d, lam) in enumerate(zip(drafts, lambdas, strict=True)):
+        last = j == len(drafts) - 1
+        if d.kind == "maxpool":
+            layers.append(Layer("maxpool", d.name, d.in_shape, d.out_shape, kernel=d.kernel,
+                                stride=d.stride, lam=lam))
+            continue
+        if d.weight is None or d.bias is None:
+            raise ConversionError(f"node '{d.name}': layer has no weights")
+        w = (d.weight * (prev / lam)).float().numpy()
+        b = (d.bias / lam).float().numpy()
+        layers.append(Layer(d.kind, d.name, d.in_shape, d.out_shape, weight=w, bias=b,  # type: ignore[arg-type]
+                            kernel=d.kernel, stride=d.stride, padding=d.padding, lam=lam,
+                            spiking=not last))
+        prev = lam
+
+    shape = tuple(int(s) for s in first.shape[1:])
+    spec = InputSpec(
+        kind=input_kind,  # type: ignore[arg-type]
+        shape=(shape[0], shape[1], shape[2]),
+        scale=float(input_scale),
+        mean=tuple(float(v) for v in input_mean),
+        std=tuple(float(v) for v in input_std),
+        encoding=input_encoding,  # type: ignore[arg-type]
+        dt_us=int(dt_us),
+    )
+    n_out = layers[-1].n_neurons
+    names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(n_out))
+    meta = {
+        "converter": "spikecast",
+        "method": "Rueckauer et al. 2017, layer-wise data-based normalisation",
+        "percentile": percentile,
+        "calibration_samples": seen,
+        "source_model": type(model).__name__,
+    }
+    net = Network(input=spec, layers=tuple(layers), class_names=names, reset=reset,  # type: ignore[arg-type]
+                  temperature=temperature, meta=meta)
+    if holdout is not None:
+        net = net.with_(calibration=calibration_table(net, holdout[0], holdout[1],
+                                                      calibration_steps, batch_size, progress))
+    return net
+
+
+def _check_folding(model: nn.Module, drafts: Sequence[_Draft], x: torch.Tensor) -> None:
+    """The folded ANN must compute what the model computes (up to float error)."""
+    with torch.no_grad():
+        ref = model(x[:8])
+        h = x[:8].double()
+        for d in drafts:
+            h = d.forward(h)
+    if ref.shape != h.shape:
+        raise ConversionError(f"folded network outputs {tuple(h.shape)}, model outputs {tuple(ref.shape)}")
+    # A trailing softmax is in the model but not the logits we keep: compare after it.
+    if not torch.allclose(ref.double(), h, atol=1e-4, rtol=1e-4):
+        soft = torch.softmax(h, dim=-1)
+        logsoft = torch.log_softmax(h, dim=-1)
+        if not (torch.allclose(ref.double(), soft, atol=1e-5) or torch.allclose(ref.double(), logsoft, atol=1e-4)):
+            err = float((ref.double() - h).abs().max())
+            raise ConversionError(f"folding changed the model's output by {err:.3g}; please report this model")
+
+
+def ann_logits(net: Network, x: np.ndarray | torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    """The normalised network evaluated as an ANN (ReLU rates × λ); argmax equals the model's."""
+    out = []
+    xt = torch.as_tensor(np.asarray(x, np.float32))
+    with torch.no_grad():
+        for i in range(0, len(xt), batch_size):
+            h = xt[i : i + batch_size]
+            for ly in net.layers:
+                if ly.kind == "maxpool":
+                    h = F.max_pool2d(h, ly.kernel, ly.stride)
+                    continue
+                w = torch.from_numpy(np.asarray(ly.weight))
+                b = torch.from_numpy(np.asarray(ly.bias))
+                if ly.kind == "conv":
+                    h = F.conv2d(h, w, b, stride=ly.stride, padding=ly.padding)
+                else:
+                    h = F.linear(h.reshape(h.shape[0], -1), w, b)
+                if ly.spiking:
+                    h = F.relu(h)
+            out.append(h.reshape(h.shape[0], -1) * net.layers[-1].lam)
+    return torch.cat(out).numpy()
+
+
+def calibration_table(
+    net: Network, x: Any, labels: Any, n_steps: int, batch_size: int = 256, progress: bool = True
+) -> CalibrationTable:
+    """Run a held-out set through the reference simulator and record c(t) and correctness."""
+    from spikecast.converters.reference import simulate_batched
+
+    xs = np.asarray(x, np.float32)
+    ys = np.asarray(labels).astype(np.int64)
+    if len(xs) != len(ys) or len(xs) == 0:
+        raise ParameterError(f"holdout needs as many labels as inputs, got {len(xs)} and {len(ys)}")
+    rng = np.random.default_rng(0)
+    logits, conf, _ = simulate_batched(net, xs, n_steps, batch_size=batch_size, rng=rng,
+                                       progress=progress, desc="calibration table")
+    correct = logits.argmax(axis=-1) == ys[None, :]
+    return CalibrationTable(confidence=conf.astype(np.float32), correct=correct)
+
+
+def frames_to_input(x: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Apply the input spec's normalisation to raw frames (N, [C,] H, W)."""
+    arr = np.asarray(x)
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    return np.stack([spec.normalize(a) for a in arr]) if len(arr) < 16 else _normalize_batch(arr, spec)
+
+
+def _normalize_batch(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1)
+    out: np.ndarray = ((arr.astype(np.float32) * np.float32(spec.scale) - mean) / std).astype(np.float32)
+    return out
+
+
+__all__ = ["ann_logits", "build_drafts", "calibration_table", "convert", "frames_to_input", "measure_lambdas"]

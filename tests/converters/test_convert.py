@@ -1,0 +1,188 @@
+"""Converter tests against the ANN: accuracy, rate correlation (RQ1), resets, folding, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from spikecast.converters import ConversionError, convert
+from spikecast.converters.convert import ann_logits, build_drafts
+from spikecast.converters.parse import trace
+from spikecast.converters.reference import simulate
+
+
+@pytest.fixture(scope="module")
+def converted(digits):
+    return convert(digits.model, digits.x_train, progress=False)
+
+
+def ann_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    with torch.no_grad():
+        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+def test_snn_reaches_ann_accuracy_within_one_point(digits, converted):
+    ann = ann_accuracy(digits.model, digits.x_test, digits.y_test)
+    res = simulate(converted, digits.x_test, 200)
+    snn = res.accuracy_by_step(digits.y_test)[-1]
+    assert ann > 0.95
+    assert snn >= ann - 0.01, (snn, ann)
+
+
+def test_normalised_ann_keeps_the_models_predictions(digits, converted):
+    with torch.no_grad():
+        ref = digits.model(torch.from_numpy(digits.x_test)).numpy()
+    np.testing.assert_allclose(ann_logits(converted, digits.x_test), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_rates_times_lambda_track_relu_activations(digits, converted):
+    """Rueckauer's RQ1: per-layer firing rate · λ correlates with the ANN activation."""
+    n_steps = 200
+    x = digits.x_test[:100]
+    res = simulate(converted, x, n_steps)
+    h = torch.from_numpy(x).double()
+    drafts = build_drafts(trace(digits.model, torch.from_numpy(x[:1])))
+    for i, (draft, layer) in enumerate(zip(drafts, converted.layers, strict=True)):
+        h = draft.forward(h)
+        if not layer.spiking or layer.kind == "maxpool":
+            continue
+        rate_lam = res.spike_counts[i].reshape(len(x), -1) / n_steps * layer.lam
+        act = h.reshape(len(x), -1).numpy()
+        r = np.corrcoef(rate_lam.ravel(), act.ravel())[0, 1]
+        assert r >= 0.95, (layer.name, r)
+
+
+def test_reset_by_subtraction_beats_reset_to_zero(digits):
+    sub = convert(digits.model, digits.x_train, reset="subtract", progress=False)
+    zero = convert(digits.model, digits.x_train, reset="zero", progress=False)
+    for n_steps in (50,):
+        a_sub = simulate(sub, digits.x_test, n_steps).accuracy_by_step(digits.y_test)[-1]
+        a_zero = simulate(zero, digits.x_test, n_steps).accuracy_by_step(digits.y_test)[-1]
+        assert a_sub > a_zero, (a_sub, a_zero)
+
+
+def test_percentile_and_max_norm_lambdas(digits):
+    pct = convert(digits.model, digits.x_train, percentile=99.9, progress=False)
+    mx = convert(digits.model, digits.x_train, percentile=100.0, progress=False)
+    for a, b in zip(pct.layers, mx.layers, strict=True):
+        if a.spiking:
+            assert 0 < a.lam <= b.lam
+    assert pct.layers[-1].lam == 1.0
+
+
+def test_bn_folding_changes_outputs_less_than_1e5():
+    torch.manual_seed(1)
+    model = nn.Sequential(
+        nn.Conv2d(2, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Flatten(), nn.Linear(6 * 5 * 5, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 4),
+    )
+    with torch.no_grad():  # non-trivial running statistics
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    model.eval()
+    x = torch.rand(16, 2, 10, 10)
+    drafts = build_drafts(trace(model, x[:1]))
+    h = x.double()
+    for d in drafts:
+        h = d.forward(h)
+    with torch.no_grad():
+        ref = model(x).double()
+    assert float((h - ref).abs().max()) < 1e-5
+    assert len(drafts) == 3  # both BNs folded away
+
+
+class FunctionalNet(nn.Module):
+    """Ordinary forward code: F.relu, view, avg-pool folded into the next conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.AvgPool2d(2)
+        self.c2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.relu(self.c1(x))
+        x = self.pool(x)
+        x = self.c2(x).relu()
+        x = self.gap(x)
+        x = x.view(x.size(0), -1)
+        return torch.softmax(self.fc(x), dim=1)
+
+
+def test_forward_code_and_avgpool_folding_are_exact():
+    torch.manual_seed(2)
+    model = FunctionalNet().eval()
+    x = torch.rand(8, 1, 8, 8)
+    net = convert(model, x.numpy(), progress=False)
+    assert [ly.kind for ly in net.layers] == ["conv", "conv", "linear"]
+    assert net.layers[1].kernel == (6, 6) and net.layers[1].stride == (2, 2)
+    with torch.no_grad():
+        ref = torch.log(model(x)).numpy()
+    got = torch.log_softmax(torch.from_numpy(ann_logits(net, x.numpy())), dim=1).numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_calibration_from_a_dataloader_and_holdout_table(digits):
+    ds = torch.utils.data.TensorDataset(torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train))
+    loader = torch.utils.data.DataLoader(ds, batch_size=100)
+    net = convert(digits.model, loader, holdout=(digits.x_test[:50], digits.y_test[:50]),
+                  calibration_steps=30, progress=False)
+    assert net.calibration is not None
+    assert net.calibration.confidence.shape == (30, 50)
+    assert net.meta["calibration_samples"] == len(digits.x_train)
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(1, 1, 3, padding=1)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.c(x) + x, 1))
+
+
+@pytest.mark.parametrize(
+    ("model", "match"),
+    [
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(8, 2)), "Sigmoid.*nn.ReLU"),
+        (nn.Sequential(nn.Conv2d(1, 2, 2, dilation=2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)), "grouped or dilated"),
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 2)),
+         "BatchNorm must directly follow"),
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2, padding=1), nn.Flatten(), nn.Linear(8, 2)),
+         "padding=0"),
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AvgPool2d(2, stride=1), nn.Flatten(), nn.Linear(2, 2)),
+         "stride"),
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2), nn.ReLU()), "output layer has a ReLU"),
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2)), "without ReLU"),
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(8, 2)), "Tanh"),
+        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.LayerNorm([2, 2, 2]), nn.Flatten(), nn.Linear(8, 2)),
+         "LayerNorm"),
+        (Residual(), "residual"),
+    ],
+)
+def test_unsupported_ops_are_refused_with_the_node_and_fix(model, match):
+    x = np.random.default_rng(0).random((4, 1, 4, 4), dtype=np.float32)
+    with pytest.raises(ConversionError, match=match):
+        convert(model.eval(), x, progress=False)
+
+
+def test_refusal_names_the_node():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.GELU(), nn.Flatten(), nn.Linear(8, 2)).eval()
+    with pytest.raises(ConversionError, match=r"node '1' \(call_module GELU\)"):
+        convert(model, np.zeros((2, 1, 4, 4), np.float32), progress=False)
+
+
+def test_parameter_errors_are_value_errors(digits):
+    with pytest.raises(ValueError, match="percentile"):
+        convert(digits.model, digits.x_train, percentile=0, progress=False)
+    with pytest.raises(ValueError, match="reset"):
+        convert(digits.model, digits.x_train, reset="hard", progress=False)
