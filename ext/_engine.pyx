@@ -1,0 +1,734 @@
+# cython: language_level=3
+"""The compiled event-driven engine: nogil kernels over a shared read-only plan.
+
+Nothing in this module validates user input beyond what keeps memory safe: the
+Python wrappers in :mod:`spikecast.ext.engine` check every argument first. The
+kernels still bound-check external indices (events) so that a buffer mutated by
+another thread while the GIL is released cannot make them read or write out of
+bounds.
+
+Per step the work is proportional to the number of spikes (scatter of contiguous
+c_out rows through precomputed border-aware tables) plus one sweep over the
+neuron states of each conv/linear layer (drive, threshold, reset, emit).
+"""
+
+# The types are declared once, in ext/_engine.pxd. setup.py names this module
+# spikecast.ext._engine while its folder is ext/, so Cython's lookup of the
+# same-name pxd (by qualified name) misses it; include it textually instead.
+include "_engine.pxd"
+
+from libc.math cimport exp
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+
+import numpy as np
+
+from spikecast.converters.errors import SpikecastError
+
+# Sweep block: a block with no spike skips the compaction pass entirely.
+cdef enum:
+    BLOCK = 64
+
+
+# ----------------------------------------------------------------------------------
+# Kernels (no Python objects, no GIL).
+# ----------------------------------------------------------------------------------
+
+cdef inline void add_row(float* dst, const float* src, int n) noexcept nogil:
+    """dst[:n] += src[:n]; the one inner loop of every scatter (gcc vectorises it)."""
+    cdef int j
+    for j in range(n):
+        dst[j] += src[j]
+
+
+cdef inline void axpy_row(float* dst, const float* src, float a, int n) noexcept nogil:
+    """dst[:n] += a * src[:n] (frame current)."""
+    cdef int j
+    for j in range(n):
+        dst[j] += a * src[j]
+
+
+cdef int64_t scatter_conv(
+    const LayerPlan* lp,
+    float* v,                 # out: membranes, channel-last
+    const int32_t* src,       # in: spiking inputs
+    int n_src,
+    const int32_t* perm,      # in: torch -> channel-last map for external input, else NULL
+    int n_valid,              # external indices must lie in [0, n_valid)
+) noexcept nogil:
+    """Add each spike's weight rows into the membranes it reaches; return SynOps."""
+    cdef int e, i, pos, c, k, k1
+    cdef int c_out = lp.c_out
+    cdef int c_in = lp.c_in
+    cdef int per_c_in = lp.kh * lp.kw * c_out
+    cdef const float* wb
+    cdef const int32_t* tab_w = lp.tab_w
+    cdef const int32_t* tab_m = lp.tab_m
+    cdef int64_t synops = 0
+    for e in range(n_src):
+        i = src[e]
+        if perm != NULL:
+            if <unsigned int> i >= <unsigned int> n_valid:
+                continue
+            i = perm[i]
+        pos = i // c_in
+        c = i - pos * c_in
+        wb = lp.weight + <Py_ssize_t> c * per_c_in
+        k1 = lp.tab_ptr[pos + 1]
+        k = lp.tab_ptr[pos]
+        synops += (k1 - k) * c_out
+        while k < k1:
+            add_row(v + tab_m[k], wb + tab_w[k], c_out)
+            k += 1
+    return synops
+
+
+cdef int64_t scatter_linear(
+    const LayerPlan* lp,
+    float* v,                 # out: (n_out,) membranes
+    const int32_t* src,       # in: spiking inputs, channel-last
+    int n_src,
+    const int32_t* perm,      # in: torch -> channel-last map for external input, else NULL
+    int n_valid,
+) noexcept nogil:
+    """Add one weight row per spike; return SynOps."""
+    cdef int e, i
+    cdef int n_out = lp.n_out
+    cdef int64_t done = 0
+    for e in range(n_src):
+        i = src[e]
+        if perm != NULL:
+            if <unsigned int> i >= <unsigned int> n_valid:
+                continue
+            i = perm[i]
+        add_row(v, lp.weight + <Py_ssize_t> i * n_out, n_out)
+        done += 1
+    return done * n_out
+
+
+cdef int pool_step(
+    const LayerPlan* lp,
+    LayerState* ls,           # in/out: counts, stamps; out: spikes
+    const int32_t* src,       # in: spiking inputs, channel-last
+    int n_src,
+    int t,
+) noexcept nogil:
+    """Gated max-pool: a window passes a spike iff its highest-count input spiked now.
+
+    Counts include this step, so all of them are updated before any window is
+    judged; only windows that contain a spiking input can emit, and each is judged
+    once per step (win_stamp). Ties go to the lowest row-major position in the window.
+    """
+    cdef int e, i, pos, c, k, k1, w, o, oy, ox, ky, kx, j, row, best, best_j
+    cdef int C = lp.c_in
+    cdef int w_out = lp.w_out
+    cdef int row_stride = lp.w_in * C
+    cdef int32_t* counts = ls.counts
+    cdef int32_t* in_stamp = ls.in_stamp
+    cdef int32_t* win_stamp = ls.win_stamp
+    cdef int32_t* out = ls.spikes
+    cdef int n_out = 0
+    for e in range(n_src):
+        i = src[e]
+        counts[i] += 1
+        in_stamp[i] = t
+    for e in range(n_src):
+        i = src[e]
+        pos = i // C
+        c = i - pos * C
+        k1 = lp.tab_ptr[pos + 1]
+        for k in range(lp.tab_ptr[pos], k1):
+            w = lp.tab_m[k]
+            o = w * C + c
+            if win_stamp[o] == t:
+                continue
+            win_stamp[o] = t
+            oy = w // w_out
+            ox = w - oy * w_out
+            row = (oy * lp.sh * lp.w_in + ox * lp.sw) * C + c
+            best = -1
+            best_j = row
+            for ky in range(lp.kh):
+                j = row
+                for kx in range(lp.kw):
+                    if counts[j] > best:  # strict: the first maximum wins a tie
+                        best = counts[j]
+                        best_j = j
+                    j += C
+                row += row_stride
+            if in_stamp[best_j] == t:
+                out[n_out] = o
+                n_out += 1
+    return n_out
+
+
+cdef inline int sweep_block_subtract(
+    float* v, const float* drive, int n, float threshold, uint8_t* mask
+) noexcept nogil:
+    """V += drive; spike where V >= θ and subtract θ there; return the spike count."""
+    # s is an int: float->int conversions may trap, which stops gcc vectorising.
+    cdef int j, s, cnt = 0
+    cdef float x
+    for j in range(n):
+        x = v[j] + drive[j]
+        s = x >= threshold
+        v[j] = x - threshold * <float> s  # exactly the reference's V -= θ·S
+        mask[j] = <uint8_t> s
+        cnt += s
+    return cnt
+
+
+cdef inline int sweep_block_zero(
+    float* v, const float* drive, int n, float threshold, uint8_t* mask
+) noexcept nogil:
+    """V += drive; spike where V >= θ and set V = 0 there; return the spike count."""
+    cdef int j, s, cnt = 0
+    cdef float x
+    for j in range(n):
+        x = v[j] + drive[j]
+        s = x >= threshold
+        v[j] = x * <float> (1 - s)  # exactly the reference's V *= 1 - S
+        mask[j] = <uint8_t> s
+        cnt += s
+    return cnt
+
+
+cdef int sweep_spiking(
+    float* v,                 # in/out: membranes
+    const float* drive,       # in: bias (or frame current) added every step
+    int n,
+    float threshold,
+    int reset_zero,
+    uint8_t* mask,            # scratch (n,)
+    int32_t* out,             # out: indices that spiked, ascending
+) noexcept nogil:
+    """V += drive; S = V >= θ; reset; emit S as an index list. Returns the spike count.
+
+    The update loops are branch-free so gcc vectorises them; blocks without a
+    spike skip the (scalar) compaction.
+    """
+    cdef int b, e, j, cnt
+    cdef int n_sp = 0
+    b = 0
+    while b < n:
+        e = b + BLOCK if b + BLOCK < n else n
+        if reset_zero:
+            cnt = sweep_block_zero(v + b, drive + b, e - b, threshold, mask + b)
+        else:
+            cnt = sweep_block_subtract(v + b, drive + b, e - b, threshold, mask + b)
+        if cnt:
+            for j in range(b, e):
+                out[n_sp] = j  # branch-free compaction
+                n_sp += mask[j]
+        b = e
+    return n_sp
+
+
+cdef void integrate(float* v, const float* drive, int n) noexcept nogil:
+    """The output layer does not spike: V += drive."""
+    cdef int j
+    for j in range(n):
+        v[j] += drive[j]
+
+
+cdef void frame_current(
+    const LayerPlan* lp,
+    const float* x,           # in: frame, torch (C, H, W) order
+    float* current,           # out: (n_out,) W·x + b, channel-last
+) noexcept nogil:
+    """The first layer's input current, computed once per frame by scatter of x."""
+    cdef int c, pos, k, k1, i
+    cdef int hw = lp.h_in * lp.w_in
+    cdef int per_c_in = lp.kh * lp.kw * lp.c_out
+    cdef float val
+    cdef const float* wb
+    memcpy(current, lp.bias, lp.n_out * sizeof(float))
+    for c in range(lp.c_in):
+        for pos in range(hw):
+            val = x[c * hw + pos]
+            if val == 0:
+                continue
+            if lp.kind == KIND_CONV:
+                wb = lp.weight + <Py_ssize_t> c * per_c_in
+                k1 = lp.tab_ptr[pos + 1]
+                for k in range(lp.tab_ptr[pos], k1):
+                    axpy_row(current + lp.tab_m[k], wb + lp.tab_w[k], val, lp.c_out)
+            else:
+                i = pos * lp.c_in + c
+                axpy_row(current, lp.weight + <Py_ssize_t> i * lp.n_out, val, lp.n_out)
+
+
+cdef void read_out(const NetPlan* p, EngineState* s) noexcept nogil:
+    """z(t) = λ_L V_L / t in float32 (as the reference), c(t) = max softmax(z / T)."""
+    cdef const LayerPlan* lp = &p.layers[p.n_layers - 1]
+    cdef const float* v = s.layers[p.n_layers - 1].v
+    cdef float lam = lp.lam
+    cdef float tf = <float> s.t
+    cdef float z, zmax = 0
+    cdef int k, arg = 0
+    cdef double total = 0
+    for k in range(p.n_classes):
+        z = (lam * v[p.out_perm[k]]) / tf
+        s.logits[k] = z
+        if k == 0 or z > zmax:
+            zmax = z
+            arg = k
+    for k in range(p.n_classes):
+        total += exp((<double> s.logits[k] - <double> zmax) / p.temperature)
+    s.class_index = arg
+    s.confidence = 1.0 / total
+
+
+cdef void engine_step(
+    const NetPlan* p,
+    EngineState* s,
+    const int32_t* events,    # in: torch flat input indices of this step (or NULL)
+    int n_events,
+) noexcept nogil:
+    """One time step through every layer (DESIGN.md, "Step semantics")."""
+    cdef int l
+    cdef const LayerPlan* lp
+    cdef LayerState* ls
+    cdef const float* drive
+    cdef const int32_t* src = events
+    cdef const int32_t* perm = p.in_perm
+    cdef int n_src = n_events
+    s.t += 1
+    for l in range(p.n_layers):
+        lp = &p.layers[l]
+        ls = &s.layers[l]
+        if lp.kind == KIND_POOL:
+            ls.n_spikes = pool_step(lp, ls, src, n_src, s.t)
+        else:
+            drive = lp.bias
+            if l == 0 and s.has_current:
+                drive = s.current
+            if n_src > 0:
+                if lp.kind == KIND_CONV:
+                    ls.synops += scatter_conv(lp, ls.v, src, n_src, perm, p.n_input)
+                else:
+                    ls.synops += scatter_linear(lp, ls.v, src, n_src, perm, p.n_input)
+            if lp.spiking:
+                ls.n_spikes = sweep_spiking(
+                    ls.v, drive, lp.n_out, lp.threshold, p.reset_zero, s.mask, ls.spikes
+                )
+            else:
+                integrate(ls.v, drive, lp.n_out)
+                ls.n_spikes = 0
+        ls.spike_total += ls.n_spikes
+        src = ls.spikes
+        n_src = ls.n_spikes
+        perm = NULL
+    read_out(p, s)
+
+
+cdef int run_steps(
+    const NetPlan* p,
+    EngineState* s,
+    const int32_t* idx,       # in: events of all steps (CSR values), or NULL for no input
+    Py_ssize_t n_idx,
+    const int64_t* offsets,   # in: (n_steps + 1,) CSR offsets into idx
+    int n_steps,
+    double tau,
+    int t_min,
+    int t_max,
+) noexcept nogil:
+    """Advance up to n_steps; stop at the first confident step or at t_max. Returns steps run."""
+    cdef int k
+    cdef int64_t a, b
+    for k in range(n_steps):
+        if idx == NULL:
+            engine_step(p, s, NULL, 0)
+        else:
+            a = offsets[k]
+            b = offsets[k + 1]
+            if a < 0 or b > n_idx or b < a:  # only if mutated after validation
+                a = b = 0
+            engine_step(p, s, idx + a, <int> (b - a))
+        if s.t >= t_min and s.confidence >= tau:
+            s.exit = EXIT_CONFIDENT
+            return k + 1
+        if s.t >= t_max:
+            s.exit = EXIT_MAX_STEPS
+            return k + 1
+    return n_steps
+
+
+cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
+    cdef int l
+    cdef const LayerPlan* lp
+    cdef LayerState* ls
+    s.t = 0
+    s.exit = EXIT_NONE
+    s.class_index = 0
+    s.confidence = 1.0 / p.n_classes
+    memset(s.logits, 0, p.n_classes * sizeof(float))
+    for l in range(p.n_layers):
+        lp = &p.layers[l]
+        ls = &s.layers[l]
+        ls.n_spikes = 0
+        ls.synops = 0
+        ls.spike_total = 0
+        if ls.v != NULL:
+            memset(ls.v, 0, lp.n_out * sizeof(float))
+        if lp.kind == KIND_POOL:
+            memset(ls.counts, 0, lp.n_in * sizeof(int32_t))
+            memset(ls.in_stamp, 0, lp.n_in * sizeof(int32_t))
+            memset(ls.win_stamp, 0, lp.n_out * sizeof(int32_t))
+
+
+# ----------------------------------------------------------------------------------
+# Python-facing classes: hold buffers, release the GIL around the kernels.
+# ----------------------------------------------------------------------------------
+
+cdef void* _alloc(size_t n, size_t size) except NULL:
+    """calloc that raises MemoryError instead of returning NULL."""
+    cdef void* ptr = calloc(n if n > 0 else 1, size)
+    if ptr == NULL:
+        raise MemoryError(f"cannot allocate {n} x {size} bytes for the engine")
+    return ptr
+
+
+cdef const float* _fptr(const float[::1] a):
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
+cdef const int32_t* _iptr(const int32_t[::1] a):
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
+cdef class CompiledPlan:
+    """The read-only compiled network; built by spikecast.ext.engine.CompiledNetwork.
+
+    ``layers`` is a list of dicts of ints, floats and contiguous read-only arrays,
+    already validated and laid out for scatter. The arrays are kept alive here.
+    """
+
+    cdef NetPlan plan
+    cdef LayerPlan* layer_plans
+    cdef list _keep
+
+    def __cinit__(
+        self,
+        list layers,
+        const int32_t[::1] in_perm,
+        const int32_t[::1] out_perm,
+        int n_classes,
+        double temperature,
+        bint reset_zero,
+    ):
+        cdef int l, n = len(layers)
+        cdef LayerPlan* lp
+        self._keep = [in_perm.base, out_perm.base]
+        self.layer_plans = <LayerPlan*> _alloc(n, sizeof(LayerPlan))
+        self.plan.n_layers = n
+        self.plan.layers = self.layer_plans
+        self.plan.n_input = in_perm.shape[0]
+        self.plan.in_perm = _iptr(in_perm)
+        self.plan.out_perm = _iptr(out_perm)
+        self.plan.n_classes = n_classes
+        self.plan.temperature = <float> temperature
+        self.plan.reset_zero = reset_zero
+        self.plan.max_neurons = 1
+        for l in range(n):
+            d = layers[l]
+            lp = &self.layer_plans[l]
+            lp.kind = d["kind"]
+            lp.spiking = d["spiking"]
+            lp.n_in = d["n_in"]
+            lp.n_out = d["n_out"]
+            lp.c_in, lp.h_in, lp.w_in = d["in_chw"]
+            lp.c_out, lp.h_out, lp.w_out = d["out_chw"]
+            lp.kh, lp.kw = d["kernel"]
+            lp.sh, lp.sw = d["stride"]
+            lp.threshold = <float> d["threshold"]
+            lp.lam = <float> d["lam"]
+            lp.weight = _fptr(d["weight"])
+            lp.bias = _fptr(d["bias"])
+            lp.tab_ptr = _iptr(d["tab_ptr"])
+            lp.tab_w = _iptr(d["tab_w"])
+            lp.tab_m = _iptr(d["tab_m"])
+            self._keep.extend([d["weight"], d["bias"], d["tab_ptr"], d["tab_w"], d["tab_m"]])
+            if lp.n_out > self.plan.max_neurons:
+                self.plan.max_neurons = lp.n_out
+
+    def __dealloc__(self):
+        free(self.layer_plans)
+
+    @property
+    def n_layers(self) -> int:
+        return self.plan.n_layers
+
+
+cdef class EngineCore:
+    """Per-stream state over a shared CompiledPlan. Not for two threads at once."""
+
+    cdef EngineState st
+    cdef CompiledPlan owner
+    cdef const NetPlan* plan
+    cdef bint busy
+
+    def __cinit__(self, CompiledPlan plan not None):
+        cdef int l
+        cdef const LayerPlan* lp
+        cdef LayerState* ls
+        cdef const NetPlan* p = &plan.plan
+        self.owner = plan
+        self.plan = p
+        self.st.layers = <LayerState*> _alloc(p.n_layers, sizeof(LayerState))
+        self.st.logits = <float*> _alloc(p.n_classes, sizeof(float))
+        self.st.mask = <uint8_t*> _alloc(p.max_neurons, sizeof(uint8_t))
+        self.st.current = <float*> _alloc(p.layers[0].n_out, sizeof(float))
+        for l in range(p.n_layers):
+            lp = &p.layers[l]
+            ls = &self.st.layers[l]
+            ls.spikes = <int32_t*> _alloc(lp.n_out, sizeof(int32_t))
+            if lp.kind == KIND_POOL:
+                ls.counts = <int32_t*> _alloc(lp.n_in, sizeof(int32_t))
+                ls.in_stamp = <int32_t*> _alloc(lp.n_in, sizeof(int32_t))
+                ls.win_stamp = <int32_t*> _alloc(lp.n_out, sizeof(int32_t))
+            else:
+                ls.v = <float*> _alloc(lp.n_out, sizeof(float))
+        reset_state(p, &self.st)
+
+    def __dealloc__(self):
+        cdef int l
+        cdef LayerState* ls
+        if self.st.layers != NULL:
+            for l in range(self.plan.n_layers):
+                ls = &self.st.layers[l]
+                free(ls.v)
+                free(ls.spikes)
+                free(ls.counts)
+                free(ls.in_stamp)
+                free(ls.win_stamp)
+            free(self.st.layers)
+        free(self.st.logits)
+        free(self.st.mask)
+        free(self.st.current)
+
+    cdef int _enter(self) except -1:
+        # Check-and-set under the GIL: a second thread gets an error, not a data race.
+        if self.busy:
+            raise SpikecastError("this engine is running in another thread; use one engine per thread")
+        self.busy = True
+        return 0
+
+    def reset(self) -> None:
+        self._enter()
+        reset_state(self.plan, &self.st)
+        self.st.has_current = 0
+        self.busy = False
+
+    def set_current(self, const float[::1] frame) -> None:
+        """Compute the first layer's input current from a frame in torch order."""
+        if frame.shape[0] != self.plan.n_input:
+            raise ValueError("frame size does not match the plan")
+        self._enter()
+        try:
+            with nogil:
+                frame_current(&self.plan.layers[0], &frame[0], self.st.current)
+                self.st.has_current = 1
+        finally:
+            self.busy = False
+
+    def advance(
+        self,
+        const int32_t[::1] indices,
+        const int64_t[::1] offsets,
+        int n_steps,
+        double tau,
+        int t_min,
+        int t_max,
+    ) -> int:
+        """Run up to n_steps steps (events from the CSR pair, or none if indices is None)."""
+        cdef const int32_t* idx = NULL
+        cdef const int64_t* off = NULL
+        cdef Py_ssize_t n_idx = 0
+        cdef int done
+        if indices is not None:
+            if offsets is None or offsets.shape[0] < n_steps + 1:
+                raise ValueError("offsets must have n_steps + 1 entries")
+            n_idx = indices.shape[0]
+            # A non-NULL pointer even for zero events: NULL means "no input".
+            idx = &indices[0] if n_idx > 0 else <const int32_t*> &offsets[0]
+            off = &offsets[0]
+        self._enter()
+        try:
+            with nogil:
+                done = run_steps(self.plan, &self.st, idx, n_idx, off, n_steps, tau, t_min, t_max)
+        finally:
+            self.busy = False
+        return done
+
+    def run_frames(
+        self,
+        const float[:, ::1] frames,
+        int t_max,
+        double tau,
+        int t_min,
+        int64_t[::1] class_index,
+        double[::1] confidence,
+        int32_t[::1] steps,
+        int8_t[::1] exit_code,
+        int64_t[:, ::1] synops,
+        int64_t[:, ::1] spikes,
+        float[:, ::1] logits,
+    ) -> None:
+        """Run each frame from reset with early exit; write one row of each output per frame."""
+        cdef Py_ssize_t i, n = frames.shape[0]
+        cdef int l
+        cdef const NetPlan* p = self.plan
+        if frames.shape[1] != p.n_input or logits.shape[1] != p.n_classes:
+            raise ValueError("frames or logits do not match the plan")
+        if synops.shape[1] != p.n_layers or spikes.shape[1] != p.n_layers:
+            raise ValueError("synops or spikes do not match the plan")
+        for arr_len in (class_index.shape[0], confidence.shape[0], steps.shape[0],
+                        exit_code.shape[0], synops.shape[0], spikes.shape[0], logits.shape[0]):
+            if arr_len < n:
+                raise ValueError("an output array is shorter than the batch")
+        self._enter()
+        try:
+            with nogil:
+                for i in range(n):
+                    reset_state(p, &self.st)
+                    frame_current(&p.layers[0], &frames[i, 0], self.st.current)
+                    self.st.has_current = 1
+                    steps[i] = run_steps(p, &self.st, NULL, 0, NULL, t_max, tau, t_min, t_max)
+                    class_index[i] = self.st.class_index
+                    confidence[i] = self.st.confidence
+                    exit_code[i] = self.st.exit
+                    memcpy(&logits[i, 0], self.st.logits, p.n_classes * sizeof(float))
+                    for l in range(p.n_layers):
+                        synops[i, l] = self.st.layers[l].synops
+                        spikes[i, l] = self.st.layers[l].spike_total
+        finally:
+            self.busy = False
+
+    def set_exit(self, int code) -> None:
+        self.st.exit = code
+
+    @property
+    def t(self) -> int:
+        return self.st.t
+
+    @property
+    def exit_code(self) -> int:
+        return self.st.exit
+
+    @property
+    def has_current(self) -> bool:
+        return bool(self.st.has_current)
+
+    @property
+    def confidence(self) -> float:
+        return self.st.confidence
+
+    @property
+    def class_index(self) -> int:
+        return self.st.class_index
+
+    def logits(self) -> np.ndarray:
+        out = np.empty(self.plan.n_classes, np.float32)
+        cdef float[::1] o = out
+        memcpy(&o[0], self.st.logits, self.plan.n_classes * sizeof(float))
+        return out
+
+    def synops(self) -> np.ndarray:
+        out = np.empty(self.plan.n_layers, np.int64)
+        cdef int64_t[::1] o = out
+        cdef int l
+        for l in range(self.plan.n_layers):
+            o[l] = self.st.layers[l].synops
+        return out
+
+    def spike_totals(self) -> np.ndarray:
+        out = np.empty(self.plan.n_layers, np.int64)
+        cdef int64_t[::1] o = out
+        cdef int l
+        for l in range(self.plan.n_layers):
+            o[l] = self.st.layers[l].spike_total
+        return out
+
+    def spike_list(self, int layer) -> np.ndarray:
+        """Channel-last indices of the neurons of ``layer`` that spiked at the last step."""
+        if not 0 <= layer < self.plan.n_layers:
+            raise IndexError("layer out of range")
+        cdef LayerState* ls = &self.st.layers[layer]
+        out = np.empty(ls.n_spikes, np.int32)
+        cdef int32_t[::1] o = out
+        if ls.n_spikes > 0:
+            memcpy(&o[0], ls.spikes, ls.n_spikes * sizeof(int32_t))
+        return out
+
+    def bench_layer(
+        self,
+        int layer,
+        const int32_t[::1] indices,
+        const int64_t[::1] offsets,
+        bint sweep,
+    ) -> int:
+        """Benchmark hook: scatter (and optionally sweep) one conv/linear layer on given
+        channel-last input spikes per step, no other layer. Returns SynOps done."""
+        cdef const LayerPlan* lp
+        cdef LayerState* ls
+        cdef Py_ssize_t k, n_steps = offsets.shape[0] - 1
+        cdef int64_t syn = 0
+        if not 0 <= layer < self.plan.n_layers:
+            raise IndexError("layer out of range")
+        lp = &self.plan.layers[layer]
+        ls = &self.st.layers[layer]
+        if lp.kind == KIND_POOL or indices.shape[0] == 0 or n_steps < 1:
+            raise ValueError("bench_layer needs a conv or linear layer and some spikes")
+        if offsets[0] != 0 or offsets[n_steps] != indices.shape[0]:
+            raise ValueError("bad offsets")
+        for k in range(n_steps):
+            if offsets[k + 1] < offsets[k]:
+                raise ValueError("bad offsets")
+        for k in range(indices.shape[0]):
+            if not 0 <= indices[k] < lp.n_in:
+                raise ValueError("spike index out of range")
+        self._enter()
+        try:
+            with nogil:
+                for k in range(n_steps):
+                    if lp.kind == KIND_CONV:
+                        syn += scatter_conv(lp, ls.v, &indices[offsets[k]],
+                                            <int> (offsets[k + 1] - offsets[k]), NULL, 0)
+                    else:
+                        syn += scatter_linear(lp, ls.v, &indices[offsets[k]],
+                                              <int> (offsets[k + 1] - offsets[k]), NULL, 0)
+                    if sweep:
+                        ls.n_spikes = sweep_spiking(ls.v, lp.bias, lp.n_out, lp.threshold,
+                                                    self.plan.reset_zero, self.st.mask, ls.spikes)
+        finally:
+            self.busy = False
+        return syn
+
+
+def roofline_scatter(
+    float[:, ::1] membrane,
+    const float[:, ::1] weight,
+    const int32_t[::1] dst_rows,
+    const int32_t[::1] src_rows,
+    int repeats,
+) -> int:
+    """Plain scatter-add roofline: membrane[dst_rows[e]] += weight[src_rows[e]], repeated.
+
+    Same add_row kernel and flags as the engine; returns the number of floats added.
+    """
+    cdef Py_ssize_t e, r, n = dst_rows.shape[0]
+    cdef int width = membrane.shape[1]
+    if weight.shape[1] != width or src_rows.shape[0] != n or repeats < 1:
+        raise ValueError("rows must have the same width and the index arrays the same length")
+    for e in range(n):
+        if not (0 <= dst_rows[e] < membrane.shape[0] and 0 <= src_rows[e] < weight.shape[0]):
+            raise ValueError("row index out of range")
+    if n == 0:
+        return 0
+    with nogil:
+        for r in range(repeats):
+            for e in range(n):
+                add_row(&membrane[dst_rows[e], 0], &weight[src_rows[e], 0], width)
+    return n * width * repeats

@@ -1,0 +1,728 @@
+"""The event-driven engine: compile a Network once, run many streams over it.
+
+>>> plan = CompiledNetwork(net)           # read-only, shared by every engine and thread
+>>> eng = Engine(plan)                    # one per stream: membranes, counts, spike buffers
+>>> res = eng.run(frame, t_max=100, tau=0.95, t_min=5)   # early exit inside the compiled loop
+>>> res.class_index, res.confidence, res.steps, res.exit, res.synops
+
+Streams (the runtime): ``eng.feed(EventSteps...)`` advances one step per binned
+step of events and can stop at the first confident step; read ``eng.confidence``,
+``eng.logits``, ``eng.t``, ``eng.synops`` and call ``eng.reset()`` after a decision.
+
+Every argument is validated here, before any compiled code runs; bad values raise
+:class:`~spikecast.converters.errors.ParameterError`. The semantics are those of
+DESIGN.md "Step semantics" and of :mod:`spikecast.converters.reference`, which the
+engine reproduces spike for spike when every sum is exact in float32.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from spikecast.converters.errors import ParameterError
+from spikecast.converters.network import Layer, Network
+from spikecast.ext import _engine  # type: ignore[attr-defined]
+
+ExitReason = Literal["running", "confident", "max_steps", "end_of_stream"]
+#: Exit reasons by the compiled engine's exit code.
+EXIT_REASONS: tuple[ExitReason, ...] = ("running", "confident", "max_steps", "end_of_stream")
+_EXIT_MAX_STEPS = 2
+_EXIT_END_OF_STREAM = 3
+
+_KIND_CODE = {"conv": 0, "linear": 1, "maxpool": 2}
+_INT32_MAX = 2**31 - 1
+# "Never confident": c(t) <= 1 < 2.
+_NO_TAU = 2.0
+
+
+# ----------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class RunResult:
+    """One decision: the engine's state when a run stopped.
+
+    ``logits`` is z(t) = λ_L V_L / t (K,), ``synops`` and ``spikes`` are per layer
+    (L,) totals since reset (max-pool: passed spikes; output layer: 0 spikes).
+    """
+
+    class_index: int
+    confidence: float
+    logits: np.ndarray
+    steps: int
+    exit: ExitReason
+    synops: np.ndarray
+    spikes: np.ndarray
+
+    @property
+    def total_synops(self) -> int:
+        return int(self.synops.sum())
+
+
+@dataclass(frozen=True, eq=False)
+class BatchResult:
+    """Decisions of a batch of N independent frames, as arrays."""
+
+    class_index: np.ndarray  # (N,) int64
+    confidence: np.ndarray  # (N,) float64
+    steps: np.ndarray  # (N,) int32
+    exit_code: np.ndarray  # (N,) int8, index into EXIT_REASONS
+    synops: np.ndarray  # (N, L) int64
+    spikes: np.ndarray  # (N, L) int64
+    logits: np.ndarray  # (N, K) float32
+
+    @property
+    def exit(self) -> np.ndarray:
+        """(N,) exit reasons as strings."""
+        return np.asarray(EXIT_REASONS, dtype=object)[self.exit_code].astype(str)
+
+    def __len__(self) -> int:
+        return len(self.class_index)
+
+
+# ----------------------------------------------------------------------------------
+# Event input
+# ----------------------------------------------------------------------------------
+
+
+def _check_events(indices: Any, offsets: Any, n_input: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a CSR pair of per-step event indices; return contiguous int32/int64 arrays."""
+    idx = np.asarray(indices)
+    off = np.asarray(offsets)
+    if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+        raise ParameterError(
+            f"event indices must be a 1-D integer array, got {idx.dtype} {idx.shape}"
+        )
+    if off.ndim != 1 or off.size < 1 or off.dtype.kind not in "iu":
+        raise ParameterError(
+            f"event offsets must be a 1-D integer array of n_steps + 1, got {off.shape}"
+        )
+    if idx.size > _INT32_MAX:
+        raise ParameterError(f"too many events in one call ({idx.size}); feed them in pieces")
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= n_input:
+            bad = lo if lo < 0 else hi
+            raise ParameterError(
+                f"event index {bad} outside the input's {n_input} (C*H*W) positions"
+            )
+    if (
+        int(off[0]) != 0
+        or int(off[-1]) != idx.size
+        or (off.size > 1 and int(np.diff(off).min()) < 0)
+    ):
+        raise ParameterError(
+            f"event offsets must start at 0, never decrease and end at the number of events "
+            f"({idx.size}); got {off[0]}..{off[-1]}"
+        )
+    return (
+        np.ascontiguousarray(idx, dtype=np.int32),
+        np.ascontiguousarray(off, dtype=np.int64),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class EventSteps:
+    """Events binned into consecutive steps, as a CSR pair (the engine's native input).
+
+    Step k's events are ``indices[offsets[k]:offsets[k + 1]]``: flat input positions
+    ``(c * H + y) * W + x`` (int32), one entry per event, so a pixel with two events in
+    one step appears twice. ``shape`` is the network input (C, H, W).
+    """
+
+    indices: np.ndarray
+    offsets: np.ndarray
+    shape: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(s) for s in self.shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ParameterError(
+                f"event shape must be (C, H, W) with positive sizes, got {self.shape}"
+            )
+        idx, off = _check_events(self.indices, self.offsets, math.prod(shape))
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "indices", idx)
+        object.__setattr__(self, "offsets", off)
+
+    @property
+    def n_steps(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_events(self) -> int:
+        return len(self.indices)
+
+    def steps(self, start: int, stop: int) -> EventSteps:
+        """The sub-stream of steps [start, stop)."""
+        if not 0 <= start <= stop <= self.n_steps:
+            raise ParameterError(f"steps [{start}, {stop}) outside 0..{self.n_steps}")
+        a, b = int(self.offsets[start]), int(self.offsets[stop])
+        return EventSteps(self.indices[a:b], self.offsets[start : stop + 1] - a, self.shape)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        x: Any,
+        y: Any,
+        p: Any,
+        step: Any,
+        shape: Sequence[int],
+        n_steps: int | None = None,
+    ) -> EventSteps:
+        """Bin events given as columns: pixel ``x``, ``y``, polarity ``p`` (0/1) and the
+        0-based ``step`` each falls in (need not be sorted). With one input channel the
+        polarities are merged. ``n_steps`` defaults to the last step + 1."""
+        c, h, w = (int(s) for s in shape)
+        cols = [np.asarray(a).ravel() for a in (x, y, p, step)]
+        n = len(cols[0])
+        if any(len(a) != n for a in cols):
+            raise ParameterError(f"event columns differ in length: {[len(a) for a in cols]}")
+        if any(a.size and a.dtype.kind not in "iub" for a in cols):
+            raise ParameterError("event x, y, p and step must be integer arrays")
+        xs, ys, ps, st = (a.astype(np.int64, copy=False) for a in cols)
+        if n_steps is None:
+            n_steps = int(st.max()) + 1 if n else 0
+        if n_steps < 0:
+            raise ParameterError(f"n_steps must be >= 0, got {n_steps}")
+        for name, a, hi in (("x", xs, w), ("y", ys, h), ("p", ps, 2), ("step", st, n_steps)):
+            if n and (int(a.min()) < 0 or int(a.max()) >= hi):
+                raise ParameterError(
+                    f"event {name} outside [0, {hi}): {int(a.min())}..{int(a.max())}"
+                )
+        chan = ps if c == 2 else np.zeros_like(ps)
+        if c not in (1, 2):
+            raise ParameterError(f"event input needs 1 or 2 polarity channels, not {c}")
+        flat = (chan * h + ys) * w + xs
+        if n > 1 and int(np.diff(st).min()) < 0:
+            order = np.argsort(st, kind="stable")
+            flat, st = flat[order], st[order]
+        offsets = np.zeros(n_steps + 1, np.int64)
+        np.cumsum(np.bincount(st, minlength=n_steps), out=offsets[1:])
+        return cls(flat.astype(np.int32), offsets, (c, h, w))
+
+    @classmethod
+    def from_counts(cls, counts: Any) -> EventSteps:
+        """From dense per-step event counts (T, C, H, W) of non-negative integers (the
+        reference simulator's event input for one sample)."""
+        a = np.asarray(counts)
+        if a.ndim != 4:
+            raise ParameterError(f"event counts must be (T, C, H, W), got {a.shape}")
+        if not np.all(np.isfinite(a)) or np.any(a < 0) or np.any(a != np.round(a)):
+            raise ParameterError("event counts must be non-negative integers")
+        t = a.shape[0]
+        flat = a.reshape(t, -1).astype(np.int64)
+        step_of, pos = np.nonzero(flat)
+        reps = flat[step_of, pos]
+        indices = np.repeat(pos, reps).astype(np.int32)
+        per_step = flat.sum(axis=1)
+        offsets = np.zeros(t + 1, np.int64)
+        np.cumsum(per_step, out=offsets[1:])
+        return cls(indices, offsets, (a.shape[1], a.shape[2], a.shape[3]))
+
+
+# ----------------------------------------------------------------------------------
+# Compilation
+# ----------------------------------------------------------------------------------
+
+
+def _chw(shape: Sequence[int]) -> tuple[int, int, int]:
+    """A layer shape as (C, H, W); a flat (n,) vector is (n, 1, 1)."""
+    if len(shape) == 3:
+        return (int(shape[0]), int(shape[1]), int(shape[2]))
+    return (math.prod(int(s) for s in shape), 1, 1)
+
+
+def _channel_last_to_torch(shape: Sequence[int]) -> np.ndarray:
+    """For each channel-last index (y*W + x)*C + c, its torch flat index (c*H + y)*W + x."""
+    c, h, w = _chw(shape)
+    return np.arange(c * h * w, dtype=np.int64).reshape(c, h, w).transpose(1, 2, 0).ravel()
+
+
+def _torch_to_channel_last(shape: Sequence[int]) -> np.ndarray:
+    c, h, w = _chw(shape)
+    return np.arange(c * h * w, dtype=np.int64).reshape(h, w, c).transpose(2, 0, 1).ravel()
+
+
+def _tap_tables(
+    in_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each input position y*W + x, its valid taps (ky*kw + kx) and outputs (oy*OW + ox).
+
+    Input row y reaches output row oy through tap ky iff y + pad - ky == oy * stride,
+    0 <= oy < OH (border-aware: padded taps simply do not exist). Returned as CSR
+    (ptr, tap, out) in position order.
+    """
+    (h, w), (oh, ow), (kh, kw), (sh, sw), (ph, pw) = in_hw, out_hw, kernel, stride, padding
+
+    def axis(n: int, k: int, s: int, p: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+        num = np.arange(n)[:, None] + p - np.arange(k)[None, :]
+        valid = (num >= 0) & (num % s == 0) & (num // s < n_out)
+        return valid, num // s
+
+    vy, oy = axis(h, kh, sh, ph, oh)
+    vx, ox = axis(w, kw, sw, pw, ow)
+    valid = vy[:, None, :, None] & vx[None, :, None, :]  # (h, w, kh, kw)
+    y, x, ky, kx = np.nonzero(valid)  # C order: sorted by position, then tap
+    ptr = np.zeros(h * w + 1, np.int64)
+    np.cumsum(np.bincount(y * w + x, minlength=h * w), out=ptr[1:])
+    tap = ky * kw + kx
+    out = oy[y, ky] * ow + ox[x, kx]
+    return ptr, tap, out
+
+
+def _i32(a: np.ndarray, what: str) -> np.ndarray:
+    if a.size and (int(a.max()) > _INT32_MAX or int(a.min()) < -_INT32_MAX):
+        raise ParameterError(f"{what} is too large for the engine's 32-bit indices")
+    out = np.ascontiguousarray(a, dtype=np.int32).reshape(-1)
+    out.flags.writeable = False
+    return out
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    out = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    out.flags.writeable = False
+    return out
+
+
+_EMPTY_I32 = np.zeros(0, np.int32)
+_EMPTY_F32 = np.zeros(0, np.float32)
+
+
+def _compile_layer(i: int, layer: Layer, prev_shape: tuple[int, ...]) -> dict[str, Any]:
+    where = f"layer {i} ({layer.name})"
+    in_chw = _chw(prev_shape)
+    out_chw = _chw(layer.out_shape)
+    n_in, n_out = math.prod(in_chw), math.prod(out_chw)
+    if max(n_in, n_out) > _INT32_MAX // 2:
+        raise ParameterError(f"{where}: too many neurons for the engine")
+    d: dict[str, Any] = {
+        "kind": _KIND_CODE[layer.kind],
+        "spiking": int(layer.spiking),
+        "n_in": n_in,
+        "n_out": n_out,
+        "in_chw": in_chw,
+        "out_chw": out_chw,
+        "kernel": tuple(int(k) for k in layer.kernel),
+        "stride": tuple(int(s) for s in layer.stride),
+        "threshold": float(np.float32(layer.threshold)),
+        "lam": float(np.float32(layer.lam)),
+        "weight": _EMPTY_F32,
+        "bias": _f32(np.zeros(n_out, np.float32)),
+        "tab_ptr": _EMPTY_I32,
+        "tab_w": _EMPTY_I32,
+        "tab_m": _EMPTY_I32,
+    }
+    if not (np.isfinite(np.float32(layer.threshold)) and np.float32(layer.threshold) > 0):
+        raise ParameterError(f"{where}: threshold {layer.threshold} is not a positive float32")
+    if layer.kind == "maxpool":
+        if tuple(layer.padding) != (0, 0):
+            raise ParameterError(f"{where}: gated max-pool with padding is not supported")
+        ptr, _, win = _tap_tables(in_chw[1:], out_chw[1:], layer.kernel, layer.stride, (0, 0))
+        d.update(tab_ptr=_i32(ptr, where), tab_w=_EMPTY_I32, tab_m=_i32(win, where))
+        return d
+    weight = np.asarray(layer.weight, np.float32)
+    bias = None if layer.bias is None else np.asarray(layer.bias, np.float32)
+    if layer.kind == "conv":
+        c_out = out_chw[0]
+        # [c_out][c_in][ky][kx] -> [c_in][ky][kx][c_out]: a spike adds contiguous c_out rows.
+        d["weight"] = _f32(weight.transpose(1, 2, 3, 0))
+        if bias is not None:
+            d["bias"] = _f32(np.tile(bias, out_chw[1] * out_chw[2]))  # channel-last
+        ptr, tap, out = _tap_tables(
+            in_chw[1:], out_chw[1:], layer.kernel, layer.stride, layer.padding
+        )
+        d.update(
+            tab_ptr=_i32(ptr, where), tab_w=_i32(tap * c_out, where), tab_m=_i32(out * c_out, where)
+        )
+        if weight.size > _INT32_MAX:
+            raise ParameterError(f"{where}: too many weights for the engine")
+    else:
+        # Rows in the channel-last order of the input: the torch flatten (C, H, W) is
+        # absorbed here, at compile time.
+        d["weight"] = _f32(weight.T[_channel_last_to_torch(prev_shape)])
+        if bias is not None:
+            d["bias"] = _f32(bias)
+    return d
+
+
+class CompiledNetwork:
+    """A Network compiled for the engine: weights laid out for scatter, index tables.
+
+    Read-only once built; share one among any number of :class:`Engine` s and threads.
+    """
+
+    def __init__(self, network: Network) -> None:
+        if not isinstance(network, Network):
+            raise ParameterError(f"expected a spikecast Network, got {type(network).__name__}")
+        network.check()
+        self.network = network
+        spec = network.input
+        self.input_kind = spec.kind
+        self.input_shape: tuple[int, int, int] = tuple(int(s) for s in spec.shape)  # type: ignore[assignment]
+        self.n_input = math.prod(self.input_shape)
+        self.n_layers = len(network.layers)
+        self.n_classes = network.n_classes
+        self.layer_names = tuple(ly.name for ly in network.layers)
+        self.layer_shapes = tuple(tuple(int(s) for s in ly.out_shape) for ly in network.layers)
+        #: Frames enter as analog current; events (and Poisson-coded frames) as spikes.
+        self.takes_frames = spec.kind == "frame" and spec.encoding == "analog"
+        self.takes_events = not self.takes_frames
+        if self.n_input > _INT32_MAX // 2:
+            raise ParameterError(f"input {self.input_shape} is too large for the engine")
+
+        layers = []
+        prev: tuple[int, ...] = self.input_shape
+        for i, ly in enumerate(network.layers):
+            layers.append(_compile_layer(i, ly, prev))
+            prev = tuple(ly.out_shape)
+        self._to_torch = [_channel_last_to_torch(s) for s in self.layer_shapes]
+        if not (np.isfinite(np.float32(network.temperature)) and network.temperature > 0):
+            raise ParameterError(f"temperature {network.temperature} is not a positive float32")
+        self._core = _engine.CompiledPlan(
+            layers,
+            _i32(_torch_to_channel_last(self.input_shape), "input"),
+            _i32(_torch_to_channel_last(self.layer_shapes[-1]), "output"),
+            self.n_classes,
+            float(network.temperature),
+            network.reset == "zero",
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"CompiledNetwork({self.n_layers} layers, input {self.input_kind} {self.input_shape}, "
+            f"{self.n_classes} classes)"
+        )
+
+
+def compile_network(network: Network) -> CompiledNetwork:
+    """Compile a Network for the engine (same as ``CompiledNetwork(network)``)."""
+    return CompiledNetwork(network)
+
+
+# ----------------------------------------------------------------------------------
+# Argument checks
+# ----------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int = _INT32_MAX) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ParameterError(f"{name} must be an integer, got {value!r}")
+    if not lo <= int(value) <= hi:
+        raise ParameterError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return int(value)
+
+
+def _check_tau(tau: float | None) -> float:
+    if tau is None:
+        return _NO_TAU
+    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating, np.integer)):
+        raise ParameterError(f"tau must be a number in [0, 1] or None, got {tau!r}")
+    if not 0.0 <= float(tau) <= 1.0:  # also rejects NaN
+        raise ParameterError(f"tau must be in [0, 1], got {tau}")
+    return float(tau)
+
+
+def _check_frames(frames: Any, shape: tuple[int, int, int], batch: bool) -> np.ndarray:
+    """A frame (C, H, W) (or (H, W) when C == 1), or a batch (N, C, H, W); finite float32."""
+    a = np.asarray(frames)
+    if a.dtype.kind not in "fiub":
+        raise ParameterError(f"frames must be numeric, got dtype {a.dtype}")
+    want = (len(shape) + 1) if batch else len(shape)
+    if shape[0] == 1 and a.ndim == want - 1:
+        a = a.reshape(*a.shape[:-2], 1, *a.shape[-2:])
+    if a.ndim != want or tuple(a.shape[-3:]) != shape:
+        what = f"(N, {shape[0]}, {shape[1]}, {shape[2]})" if batch else f"{shape}"
+        raise ParameterError(f"frames must have shape {what}, got {a.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf below
+        a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.all(np.isfinite(a)):
+        raise ParameterError("frame contains NaN or infinity (or values beyond float32)")
+    return a
+
+
+# ----------------------------------------------------------------------------------
+# The engine
+# ----------------------------------------------------------------------------------
+
+
+class Engine:
+    """The state of one stream over a shared :class:`CompiledNetwork`.
+
+    Not for use by two threads at once (that raises); give each thread its own
+    Engine over the same plan.
+    """
+
+    def __init__(self, network: CompiledNetwork | Network) -> None:
+        if isinstance(network, Network):
+            network = CompiledNetwork(network)
+        if not isinstance(network, CompiledNetwork):
+            raise ParameterError(
+                f"expected a CompiledNetwork or Network, got {type(network).__name__}"
+            )
+        self.plan = network
+        self._core = _engine.EngineCore(network._core)
+
+    # -- state -----------------------------------------------------------------------
+    def reset(self) -> None:
+        """Clear membranes, pool counts, step count, SynOps and the frame current."""
+        self._core.reset()
+
+    @property
+    def t(self) -> int:
+        """Steps run since the last reset."""
+        return int(self._core.t)
+
+    @property
+    def exit(self) -> ExitReason:
+        """Why the last run or feed stopped ("running" if it has not)."""
+        return EXIT_REASONS[self._core.exit_code]
+
+    @property
+    def confidence(self) -> float:
+        """c(t) = max softmax(z(t) / temperature); 1/K before the first step."""
+        return float(self._core.confidence)
+
+    @property
+    def class_index(self) -> int:
+        """argmax z(t) (the first maximum)."""
+        return int(self._core.class_index)
+
+    @property
+    def logits(self) -> np.ndarray:
+        """z(t) = λ_L V_L / t, float32 (K,), torch order of the output layer."""
+        out: np.ndarray = self._core.logits()
+        return out
+
+    @property
+    def synops(self) -> np.ndarray:
+        """SynOps per layer since reset, int64 (L,)."""
+        out: np.ndarray = self._core.synops()
+        return out
+
+    @property
+    def spikes(self) -> np.ndarray:
+        """Spikes per layer since reset, int64 (L,) (max-pool: passed spikes)."""
+        out: np.ndarray = self._core.spike_totals()
+        return out
+
+    def result(self) -> RunResult:
+        """The current state as a decision record."""
+        return RunResult(
+            class_index=self.class_index,
+            confidence=self.confidence,
+            logits=self.logits,
+            steps=self.t,
+            exit=self.exit,
+            synops=self.synops,
+            spikes=self.spikes,
+        )
+
+    def layer_spikes(self, layer: int) -> np.ndarray:
+        """Debug/test hook: 0/1 uint8 spikes of ``layer`` at the last step, flat in torch
+        (C, H, W) order. Max-pool layers give the spikes they passed."""
+        layer = _check_int("layer", layer, -self.plan.n_layers, self.plan.n_layers - 1)
+        layer %= self.plan.n_layers
+        if layer == self.plan.n_layers - 1:
+            raise ParameterError(
+                "the output layer is a non-spiking integrator; read logits instead"
+            )
+        out = np.zeros(math.prod(self.plan.layer_shapes[layer]), np.uint8)
+        out[self.plan._to_torch[layer][self._core.spike_list(layer)]] = 1
+        return out
+
+    # -- input -----------------------------------------------------------------------
+    def set_frame(self, frame: Any) -> None:
+        """Set the first layer's input current I = W1·x + b1 from a normalised frame
+        (C, H, W); it is added at every following step. Does not reset the state."""
+        if not self.plan.takes_frames:
+            raise ParameterError(
+                "this network takes spikes (event input or Poisson-coded frames): use feed()"
+            )
+        x = _check_frames(frame, self.plan.input_shape, batch=False)
+        self._core.set_current(x.ravel())
+
+    def step(
+        self,
+        n_steps: int = 1,
+        *,
+        tau: float | None = None,
+        t_min: int = 0,
+        t_max: int | None = None,
+    ) -> int:
+        """Advance up to ``n_steps`` steps without input events (frames: with the current
+        set by :meth:`set_frame`). Stops early at the first step with t >= t_min and
+        c(t) >= tau, or when t reaches t_max. Returns the steps run."""
+        n = _check_int("n_steps", n_steps, 0)
+        tau_v, t_min_v, t_max_v = self._limits(tau, t_min, t_max)
+        if self.plan.takes_frames and not self._core.has_current:
+            raise ParameterError("set a frame with set_frame() before stepping")
+        if n == 0:
+            return 0
+        if self.t >= t_max_v:
+            self._core.set_exit(_EXIT_MAX_STEPS)
+            return 0
+        self._core.set_exit(0)
+        return int(self._core.advance(None, None, n, tau_v, t_min_v, t_max_v))
+
+    def feed(
+        self,
+        events: EventSteps,
+        *,
+        tau: float | None = None,
+        t_min: int = 0,
+        t_max: int | None = None,
+    ) -> int:
+        """Advance one step per step of ``events``; stop early at the first step with
+        t >= t_min and c(t) >= tau, or when t reaches t_max. Returns the steps consumed
+        (the rest of ``events`` is for the caller to feed after a reset)."""
+        if not self.plan.takes_events:
+            raise ParameterError("this network takes analog frames: use set_frame() and step()")
+        if not isinstance(events, EventSteps):
+            raise ParameterError(f"events must be EventSteps, got {type(events).__name__}")
+        if events.shape != self.plan.input_shape:
+            raise ParameterError(
+                f"events of shape {events.shape} for a network input {self.plan.input_shape}"
+            )
+        tau_v, t_min_v, t_max_v = self._limits(tau, t_min, t_max)
+        # Re-checked here, not only in EventSteps: its arrays could have been changed since.
+        idx, off = _check_events(events.indices, events.offsets, self.plan.n_input)
+        n = len(off) - 1
+        if n == 0:
+            return 0
+        if self.t >= t_max_v:
+            self._core.set_exit(_EXIT_MAX_STEPS)
+            return 0
+        self._core.set_exit(0)
+        return int(self._core.advance(idx, off, min(n, _INT32_MAX), tau_v, t_min_v, t_max_v))
+
+    def run(
+        self,
+        inputs: Any,
+        t_max: int,
+        *,
+        tau: float | None = None,
+        t_min: int = 1,
+    ) -> RunResult:
+        """Reset, then run one sample: a normalised frame (C, H, W), or EventSteps.
+
+        Stops at the first t >= t_min with c(t) >= tau ("confident"), at t_max
+        ("max_steps"), or for events when their steps run out ("end_of_stream").
+        """
+        t_max_v = _check_int("t_max", t_max, 1)
+        if isinstance(inputs, EventSteps):
+            self.reset()
+            self.feed(inputs, tau=tau, t_min=t_min, t_max=t_max_v)
+            if self.exit == "running":
+                self._core.set_exit(_EXIT_END_OF_STREAM)
+        else:
+            if not self.plan.takes_frames:
+                raise ParameterError("this network takes spikes: pass EventSteps")
+            tau_v = _check_tau(tau)
+            t_min_v = _check_int("t_min", t_min, 0)
+            x = _check_frames(inputs, self.plan.input_shape, batch=False)
+            self.reset()
+            self._core.set_current(x.ravel())
+            self._core.advance(None, None, t_max_v, tau_v, t_min_v, t_max_v)
+        return self.result()
+
+    def _limits(self, tau: float | None, t_min: int, t_max: int | None) -> tuple[float, int, int]:
+        return (
+            _check_tau(tau),
+            _check_int("t_min", t_min, 0),
+            _INT32_MAX if t_max is None else _check_int("t_max", t_max, 1),
+        )
+
+
+# ----------------------------------------------------------------------------------
+# Batches over threads
+# ----------------------------------------------------------------------------------
+
+
+def run_batch(
+    network: CompiledNetwork | Network,
+    frames: Any,
+    t_max: int,
+    *,
+    tau: float | None = None,
+    t_min: int = 1,
+    n_threads: int = 1,
+    chunk_size: int = 8,
+) -> BatchResult:
+    """Run N independent normalised frames (N, C, H, W), each from reset with early exit.
+
+    ``n_threads`` Python threads each drive their own engine over the shared plan with
+    the GIL released, taking chunks of ``chunk_size`` samples in turn (early exit makes
+    samples uneven). Equals N calls of :meth:`Engine.run`.
+    """
+    plan = network if isinstance(network, CompiledNetwork) else CompiledNetwork(network)
+    if not plan.takes_frames:
+        raise ParameterError("run_batch takes analog frames; this network takes spikes")
+    t_max_v = _check_int("t_max", t_max, 1)
+    tau_v = _check_tau(tau)
+    t_min_v = _check_int("t_min", t_min, 0)
+    n_threads = _check_int("n_threads", n_threads, 1, 1024)
+    chunk_size = _check_int("chunk_size", chunk_size, 1)
+    x4 = _check_frames(frames, plan.input_shape, batch=True)
+    x = x4.reshape(x4.shape[0], -1)
+    n, n_layers, k = x.shape[0], plan.n_layers, plan.n_classes
+    res = BatchResult(
+        class_index=np.zeros(n, np.int64),
+        confidence=np.zeros(n, np.float64),
+        steps=np.zeros(n, np.int32),
+        exit_code=np.zeros(n, np.int8),
+        synops=np.zeros((n, n_layers), np.int64),
+        spikes=np.zeros((n, n_layers), np.int64),
+        logits=np.zeros((n, k), np.float32),
+    )
+    starts = itertools.count(0, chunk_size)  # next() is atomic under the GIL
+    lock = threading.Lock()
+
+    def worker() -> None:
+        core = _engine.EngineCore(plan._core)
+        while True:
+            with lock:
+                a = next(starts)
+            if a >= n:
+                return
+            b = min(a + chunk_size, n)
+            core.run_frames(
+                x[a:b], t_max_v, tau_v, t_min_v,
+                res.class_index[a:b], res.confidence[a:b], res.steps[a:b], res.exit_code[a:b],
+                res.synops[a:b], res.spikes[a:b], res.logits[a:b],
+            )  # fmt: skip
+
+    n_threads = min(n_threads, max(1, -(-n // chunk_size)))
+    if n_threads == 1:
+        worker()
+    else:
+        with ThreadPoolExecutor(n_threads, thread_name_prefix="spikecast-engine") as pool:
+            for f in [pool.submit(worker) for _ in range(n_threads)]:
+                f.result()
+    return res
+
+
+__all__ = [
+    "EXIT_REASONS",
+    "BatchResult",
+    "CompiledNetwork",
+    "Engine",
+    "EventSteps",
+    "ExitReason",
+    "RunResult",
+    "compile_network",
+    "run_batch",
+]

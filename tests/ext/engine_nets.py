@@ -1,0 +1,144 @@
+"""Random spiking networks built directly from Layer objects, exact in float32.
+
+Weights and biases are multiples of 2^-8 and θ = 1, and frames are small multiples
+of 2^-8, so every sum the engine and the reference form is exact in float32 and
+their spike trains must agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from spikecast.converters.network import InputSpec, Layer, Network
+
+Q = 1.0 / 256.0  # 2^-8
+
+
+def q(rng: np.random.Generator, lo: int, hi: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Random multiples of 2^-8 in [lo, hi] * 2^-8."""
+    return (rng.integers(lo, hi + 1, size=shape) * Q).astype(np.float32)
+
+
+def conv(
+    rng: np.random.Generator,
+    name: str,
+    in_shape: tuple[int, int, int],
+    c_out: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    w: tuple[int, int] = (-40, 60),
+    b: tuple[int, int] = (-8, 24),
+    spiking: bool = True,
+) -> Layer:
+    c_in, h, wd = in_shape
+    oh = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
+    ow = (wd + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    return Layer(
+        "conv", name, in_shape, (c_out, oh, ow),
+        weight=q(rng, *w, (c_out, c_in, *kernel)), bias=q(rng, *b, (c_out,)),
+        kernel=kernel, stride=stride, padding=padding, spiking=spiking,
+    )  # fmt: skip
+
+
+def pool(name: str, in_shape: tuple[int, int, int], k: int, s: int) -> Layer:
+    c, h, w = in_shape
+    out = (c, (h - k) // s + 1, (w - k) // s + 1)
+    return Layer("maxpool", name, in_shape, out, kernel=(k, k), stride=(s, s))
+
+
+def linear(
+    rng: np.random.Generator,
+    name: str,
+    in_shape: tuple[int, ...],
+    n_out: int,
+    w: tuple[int, int] = (-30, 50),
+    b: tuple[int, int] = (-8, 24),
+    spiking: bool = True,
+    lam: float = 1.0,
+) -> Layer:
+    n_in = int(np.prod(in_shape))
+    return Layer(
+        "linear", name, in_shape, (n_out,),
+        weight=q(rng, *w, (n_out, n_in)), bias=q(rng, *b, (n_out,)), spiking=spiking, lam=lam,
+    )  # fmt: skip
+
+
+def names(k: int) -> tuple[str, ...]:
+    return tuple(f"c{i}" for i in range(k))
+
+
+def net_frame_pool3(seed: int = 0, reset: str = "subtract") -> Network:
+    """Frame (2, 11, 13): conv s1 p1 -> max-pool k3 s2 (overlapping) -> conv s2 p2
+    -> flatten -> linear -> linear output."""
+    rng = np.random.default_rng(seed)
+    l0 = conv(rng, "conv0", (2, 11, 13), 5, (3, 3), (1, 1), (1, 1))
+    l1 = pool("pool1", l0.out_shape, 3, 2)
+    l2 = conv(rng, "conv2", l1.out_shape, 6, (3, 3), (2, 2), (2, 2), w=(-50, 70))
+    l3 = linear(rng, "fc3", l2.out_shape, 12, w=(-55, 55))
+    l4 = linear(rng, "out", (12,), 4, spiking=False, lam=1.5)
+    return Network(InputSpec("frame", (2, 11, 13)), (l0, l1, l2, l3, l4), names(4), reset=reset)  # type: ignore[arg-type]
+
+
+def net_events_conv_out(seed: int = 1, reset: str = "zero") -> Network:
+    """Events, 2 polarity channels (2, 9, 12): conv k(3,5) s(2,1) p(1,2) -> max-pool k2 s2
+    -> conv output layer (15 classes)."""
+    rng = np.random.default_rng(seed)
+    l0 = conv(rng, "conv0", (2, 9, 12), 4, (3, 5), (2, 1), (1, 2), w=(-40, 60), b=(-10, 10))
+    l1 = pool("pool1", l0.out_shape, 2, 2)
+    l2 = conv(rng, "out", l1.out_shape, 3, (2, 2), (1, 1), (0, 0), spiking=False)
+    n = int(np.prod(l2.out_shape))
+    return Network(InputSpec("events", (2, 9, 12)), (l0, l1, l2), names(n), reset=reset)  # type: ignore[arg-type]
+
+
+def net_events_linear(seed: int = 2, reset: str = "subtract") -> Network:
+    """Events with merged polarity (1, 8, 8): linear -> linear output."""
+    rng = np.random.default_rng(seed)
+    l0 = linear(rng, "fc0", (1, 8, 8), 20, w=(-40, 60), b=(-16, 12))
+    l1 = linear(rng, "out", (20,), 3, spiking=False)
+    return Network(InputSpec("events", (1, 8, 8)), (l0, l1), names(3), reset=reset)  # type: ignore[arg-type]
+
+
+def net_frame_pool_pool(seed: int = 3, reset: str = "subtract") -> Network:
+    """Frame (1, 10, 10): conv p1 -> max-pool k2 s2 -> max-pool k3 s2 -> linear output,
+    plus padding 0 conv s2 branch-free chain; pools see many ties."""
+    rng = np.random.default_rng(seed)
+    l0 = conv(rng, "conv0", (1, 10, 10), 3, (3, 3), (1, 1), (1, 1), w=(-20, 60))
+    l1 = pool("pool1", l0.out_shape, 2, 2)
+    l2 = pool("pool2", l1.out_shape, 3, 2)
+    l3 = linear(rng, "out", l2.out_shape, 3, spiking=False)
+    return Network(InputSpec("frame", (1, 10, 10)), (l0, l1, l2, l3), names(3), reset=reset)  # type: ignore[arg-type]
+
+
+def net_frame_conv_only(seed: int = 4) -> Network:
+    """A single conv output layer on frames (1, 6, 7), stride 2 padding 0."""
+    rng = np.random.default_rng(seed)
+    l0 = conv(rng, "out", (1, 6, 7), 2, (3, 3), (2, 2), (0, 0), spiking=False)
+    n = int(np.prod(l0.out_shape))
+    return Network(InputSpec("frame", (1, 6, 7)), (l0,), names(n))
+
+
+def net_tied_pool(seed: int = 5) -> Network:
+    """Engineered ties: a conv with zero weights and a positive bias spikes identically at
+    every position, so every pool window is a tie every step and the lowest index wins."""
+    rng = np.random.default_rng(seed)
+    l0 = conv(rng, "conv0", (1, 6, 6), 2, (3, 3), (1, 1), (1, 1), w=(0, 0), b=(40, 120))
+    l1 = pool("pool1", l0.out_shape, 2, 2)
+    l2 = conv(rng, "conv2", l1.out_shape, 3, (2, 2), (1, 1), (1, 1), w=(-30, 90))
+    l3 = linear(rng, "out", l2.out_shape, 2, spiking=False)
+    return Network(InputSpec("frame", (1, 6, 6)), (l0, l1, l2, l3), names(2))
+
+
+def frames(net: Network, n: int, seed: int = 0) -> np.ndarray:
+    """Frames that are small multiples of 2^-8 (W1·x stays exact)."""
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 48, size=(n, *net.input.shape)) * Q).astype(np.float32)
+
+
+def event_counts(
+    net: Network, n_steps: int, n: int, density: float = 0.15, seed: int = 0
+) -> np.ndarray:
+    """Per-step event counts (T, N, C, H, W) in 0..3: pixels repeat within a step."""
+    rng = np.random.default_rng(seed)
+    shape = (n_steps, n, *net.input.shape)
+    on = rng.random(shape) < density
+    return (on * rng.integers(1, 4, size=shape)).astype(np.float32)
