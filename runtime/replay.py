@@ -1,0 +1,113 @@
+"""Replay a recorded event stream in chunks, paced by its own sensor timestamps.
+
+Chunk k holds the events with t in [t0 + k*chunk_us, t0 + (k+1)*chunk_us), where
+t0 is the first event's time unless given. Every chunk is yielded, empty ones
+too, because sensor time passing without events is information an engine needs
+(its steps advance). With ``realtime=True`` chunk k is released once its end
+has passed on the wall clock: at start + (k+1) * chunk_us / speed. Deadlines are
+absolute, so sleep overshoot does not accumulate; a consumer that falls behind
+gets the next chunks at once (nothing is dropped). ``clock`` and ``sleep`` are
+injectable so tests can run on a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from spikecast.converters.errors import ParameterError
+
+
+@dataclass(frozen=True, eq=False)
+class Chunk:
+    """Events with t0_us <= t < t1_us (a view into the replayed array)."""
+
+    events: np.ndarray
+    t0_us: int
+    t1_us: int
+
+
+def _check(events: np.ndarray, chunk_us: int, speed: float) -> None:
+    names = getattr(getattr(events, "dtype", None), "names", None) or ()
+    if not isinstance(events, np.ndarray) or "t" not in names:
+        raise ParameterError("events must be a structured event array with a t field")
+    if isinstance(chunk_us, bool) or not isinstance(chunk_us, int) or chunk_us < 1:
+        raise ParameterError(f"chunk_us must be a positive int, got {chunk_us!r}")
+    if not (isinstance(speed, int | float) and math.isfinite(speed) and speed > 0):
+        raise ParameterError(f"speed must be a finite number > 0, got {speed!r}")
+    t = events["t"]
+    if t.size > 1 and bool(np.any(t[1:] < t[:-1])):
+        raise ParameterError("events must be sorted by t to be replayed")
+
+
+def schedule(
+    events: np.ndarray, *, chunk_us: int, t0_us: int | None = None, speed: float = 1.0
+) -> Iterator[tuple[Chunk, float]]:
+    """The pure core: each chunk with its release time in seconds after the start."""
+    _check(events, chunk_us, speed)
+    t = events["t"]
+    if t.size == 0:
+        return
+    start = int(t[0]) if t0_us is None else int(t0_us)
+    if start > int(t[0]):
+        raise ParameterError(f"t0_us {start} is after the first event at {int(t[0])}")
+    last = int(t[-1])
+    lo = 0
+    k = 0
+    while True:
+        t1 = start + (k + 1) * chunk_us
+        hi = int(np.searchsorted(t, t1, side="left"))
+        yield Chunk(events[lo:hi], t1 - chunk_us, t1), (k + 1) * chunk_us / 1e6 / speed
+        if t1 > last:
+            return
+        lo, k = hi, k + 1
+
+
+async def replay(
+    events: np.ndarray,
+    *,
+    chunk_us: int,
+    realtime: bool,
+    speed: float = 1.0,
+    t0_us: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> AsyncIterator[Chunk]:
+    """Yield chunks of ``events``; in real time (scaled by ``speed``) or at once.
+
+    As fast as possible still awaits ``sleep(0)`` between chunks so other tasks
+    on the event loop keep running.
+    """
+    chunks = schedule(events, chunk_us=chunk_us, t0_us=t0_us, speed=speed)
+    began = clock()
+    for chunk, due_s in chunks:
+        await sleep(max(0.0, began + due_s - clock()) if realtime else 0.0)
+        yield chunk
+
+
+def replay_sync(
+    events: np.ndarray,
+    *,
+    chunk_us: int,
+    realtime: bool,
+    speed: float = 1.0,
+    t0_us: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+) -> Iterator[Chunk]:
+    """The blocking twin of :func:`replay` (no sleeping at all when not realtime)."""
+    chunks = schedule(events, chunk_us=chunk_us, t0_us=t0_us, speed=speed)
+    began = clock()
+    for chunk, due_s in chunks:
+        if realtime:
+            delay = began + due_s - clock()
+            if delay > 0:
+                sleep(delay)
+        yield chunk
+
+
+__all__ = ["Chunk", "replay", "replay_sync", "schedule"]
