@@ -1,0 +1,552 @@
+"""MqttPublisher: a reconnecting MQTT 5 client that never loses an accepted message.
+
+One background task owns the connection. It connects (TLS and username/password
+optional) with a Last Will of ``offline`` (retained, QoS 1) on the status topic,
+publishes ``online`` (retained) on every connect, resubscribes every open
+subscription, then runs two loops until the connection breaks:
+
+* the reader routes incoming messages to the subscriptions' bounded queues;
+* the drainer publishes the outbox head, waits for the broker's acknowledgement
+  (PUBACK for QoS 1), and only then removes it. One message is in flight at a
+  time, so order is kept across reconnects; if the connection breaks first, the
+  head stays and is sent again on the next connection (at-least-once: a message
+  the broker got but could not acknowledge is repeated, never skipped).
+
+After a break it waits ``reconnect_min_s`` doubling up to ``reconnect_max_s``,
+with jitter from an explicit :class:`random.Random`, so a fleet of devices does
+not reconnect in lockstep after a broker restart. ``publish()`` only enqueues.
+On clean exit it flushes the outbox (bounded by ``flush_timeout_s``), publishes
+``offline`` (retained) and disconnects, so the Will is not needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import ssl
+import uuid
+from types import TracebackType
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from spikecast.converters.errors import ParameterError, PublishError
+from spikecast.runtime.mqtt.base import (
+    InboundMessage,
+    PayloadLike,
+    PublisherStats,
+    check_qos,
+    encode_payload,
+)
+from spikecast.runtime.mqtt.outbox import Outbox, OutboxItem
+from spikecast.runtime.mqtt.settings import MqttSettings
+from spikecast.runtime.mqtt.topics import (
+    status_topic,
+    validate_publish_topic,
+    validate_topic_filter,
+)
+
+log = logging.getLogger(__name__)
+# paho logs every packet at DEBUG; keep it under our name so users can silence it.
+_PAHO_LOG = logging.getLogger(__name__ + ".paho")
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+_MAX_SUBSCRIPTION_ID = 268_435_455  # MQTT 5 variable byte integer limit
+
+
+def backoff_delay_s(attempt: int, min_s: float, max_s: float, rng: random.Random) -> float:
+    """Seconds to wait before reconnect ``attempt`` (0 for the first retry).
+
+    The ceiling doubles from ``2 * min_s`` and is capped at ``max_s``; the delay
+    is drawn uniformly from the upper half of it ("equal jitter"), and is always
+    within ``[min_s, max_s]``.
+    """
+    ceiling_s = min(max_s, min_s * 2.0 ** min(attempt + 1, 60))
+    return rng.uniform(max(min_s, ceiling_s / 2.0), ceiling_s)
+
+
+def build_tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    """An SSL context that verifies the broker (``ca_file`` or the system store)."""
+    if not settings.tls:
+        return None
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.ca_file)
+        if settings.cert_file is not None:
+            context.load_cert_chain(settings.cert_file, settings.key_file)
+    except OSError as exc:  # ssl.SSLError is an OSError
+        raise PublishError(f"cannot set up TLS from the given CA/cert/key files: {exc}") from exc
+    return context
+
+
+def _reason_value(code: object) -> int:
+    # MQTT 5 gives ReasonCode objects, MQTT 3 plain granted-QoS ints.
+    value = getattr(code, "value", code)
+    return value if isinstance(value, int) else 0x80
+
+
+def _payload_bytes(payload: object) -> bytes:
+    if isinstance(payload, (bytes, bytearray)):
+        return bytes(payload)
+    if payload is None:
+        return b""
+    return str(payload).encode("utf-8")
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+class Subscription:
+    """Messages for one topic filter; an async iterator and an async context manager.
+
+    Survives reconnects (the publisher resubscribes). Holds at most
+    ``queue_size`` unread messages; newer ones are dropped and counted in
+    :attr:`dropped` when the reader falls behind. Iteration ends after
+    :meth:`aclose` or when the publisher exits.
+    """
+
+    def __init__(
+        self,
+        publisher: MqttPublisher,
+        topic_filter: str,
+        qos: int,
+        ident: int,
+        queue_size: int,
+    ) -> None:
+        self._publisher = publisher
+        self.topic_filter = topic_filter
+        self.qos = qos
+        self.ident = ident
+        self._queue_size = queue_size
+        # Unbounded underneath, bounded in _deliver: the end-of-stream marker must always fit.
+        self._queue: asyncio.Queue[InboundMessage | None] = asyncio.Queue()
+        self._dropped = 0
+        self._closed = False
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"Subscription({self.topic_filter!r}, qos={self.qos}, dropped={self._dropped})"
+
+    def _deliver(self, message: InboundMessage) -> bool:
+        if self._closed:
+            return True
+        if self._queue.qsize() >= self._queue_size:
+            self._dropped += 1
+            return False
+        self._queue.put_nowait(message)
+        return True
+
+    def _end(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put_nowait(None)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> InboundMessage:
+        message = await self._queue.get()
+        if message is None:
+            self._queue.put_nowait(None)  # later calls end too
+            raise StopAsyncIteration
+        return message
+
+    async def aclose(self) -> None:
+        """Unsubscribe and end iteration."""
+        await self._publisher._unsubscribe(self)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class MqttPublisher:
+    """Publishes to an MQTT 5 broker through a bounded, ordered outbox.
+
+    Use as ``async with MqttPublisher(settings) as pub:``. ``rng`` draws the
+    reconnect jitter (pass a seeded one for reproducible timing);
+    ``flush_timeout_s`` bounds how long a clean exit waits for the outbox.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        rng: random.Random | None = None,
+        flush_timeout_s: float = 5.0,
+    ) -> None:
+        if not isinstance(settings, MqttSettings):
+            raise ParameterError(f"settings must be MqttSettings, got {type(settings).__name__}")
+        if (
+            not isinstance(flush_timeout_s, (int, float))
+            or not math.isfinite(flush_timeout_s)
+            or flush_timeout_s < 0
+        ):
+            raise ParameterError(f"flush_timeout_s must be finite and >= 0: {flush_timeout_s!r}")
+        self._settings = settings
+        self._rng = rng if rng is not None else random.Random()
+        self._flush_timeout_s = float(flush_timeout_s)
+        self._client_id = (
+            settings.client_id or f"spikecast-{settings.device}-{uuid.uuid4().hex[:8]}"
+        )
+        self._status_topic = status_topic(settings.device)
+        self._outbox = Outbox(settings.outbox_size)
+        self._subs: dict[int, Subscription] = {}
+        self._next_sub_id = 1
+        self._inbound_dropped = 0
+        self._connects = 0
+        self._last_error: str | None = None
+        self._tls: ssl.SSLContext | None = None
+        self._task: asyncio.Task[None] | None = None
+        # The client on which subscribe() may act right away; None while reconnecting.
+        self._client: aiomqtt.Client | None = None
+        self._state = "new"  # new -> running -> closing -> closed
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stop = asyncio.Event()
+        self._connected = asyncio.Event()
+        # Serialises subscription changes against the resubscribe pass of a new connection.
+        self._sub_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"MqttPublisher({self._settings.redacted_url}, device={self._settings.device!r})"
+
+    @property
+    def settings(self) -> MqttSettings:
+        return self._settings
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    @property
+    def status_topic(self) -> str:
+        return self._status_topic
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> MqttPublisher:
+        if self._state != "new":
+            raise PublishError("an MqttPublisher can be entered only once")
+        # Reads certificate files: off the event loop.
+        self._tls = await asyncio.to_thread(build_tls_context, self._settings)
+        self._state = "running"
+        name = f"spikecast-mqtt-{self._settings.device}"
+        self._task = asyncio.create_task(self._run(), name=name)
+        self._task.add_done_callback(self._on_task_done)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._state != "running" or self._task is None:
+            return
+        self._state = "closing"
+        task = self._task
+        try:
+            if not await self.flush(self._flush_timeout_s):
+                log.warning(
+                    "MQTT %s: %d message(s) still waiting after %.1f s flush",
+                    self._settings.redacted_url,
+                    self._outbox.pending,
+                    self._flush_timeout_s,
+                )
+        finally:
+            self._stop.set()
+            # Offline publish and DISCONNECT each take at most timeout_s.
+            await asyncio.wait({task}, timeout=2.0 * self._settings.timeout_s + 1.0)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+            lost = self._outbox.discard_all()
+            if lost:
+                log.warning("MQTT: %d message(s) never delivered; counted as dropped", lost)
+            for sub in list(self._subs.values()):
+                sub._end()
+            self._subs.clear()
+            self._connected.clear()
+            self._state = "closed"
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None and exc is None:
+            raise PublishError(f"MQTT connection task failed: {failure!r}") from failure
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        self._connected.clear()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("MQTT connection task failed: %r", task.exception())
+
+    # -- public API ------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        payload: PayloadLike,
+        *,
+        qos: int | None = None,
+        retain: bool = False,
+    ) -> None:
+        """Enqueue one message (mapping -> compact JSON); never waits for the network.
+
+        ``qos`` defaults to ``settings.qos``. When the outbox is full the oldest
+        waiting message is dropped and counted (see :mod:`.outbox`).
+        """
+        if self._state != "running":
+            raise PublishError(f"MqttPublisher.publish() while {self._state}")
+        validate_publish_topic(topic)
+        level = self._settings.qos if qos is None else check_qos(qos)
+        if not isinstance(retain, bool):
+            raise ParameterError(f"retain must be a bool, got {retain!r}")
+        item = OutboxItem(topic=topic, payload=encode_payload(payload), qos=level, retain=retain)
+        victim = self._outbox.put(item)
+        self._idle.clear()
+        self._wake.set()
+        if victim is not None and _is_power_of_two(self._outbox.dropped):
+            # Logged at 1, 2, 4, 8... drops: visible without flooding the log.
+            log.warning(
+                "MQTT outbox full (%d): dropped the oldest message (on %s); %d dropped so far",
+                self._outbox.capacity,
+                victim.topic,
+                self._outbox.dropped,
+            )
+
+    async def subscribe(
+        self,
+        topic_filter: str,
+        *,
+        qos: int = 1,
+        queue_size: int | None = None,
+    ) -> Subscription:
+        """Subscribe now if connected, and again after every reconnect.
+
+        One open subscription per filter (MQTT keys subscriptions by filter).
+        Raises PublishError if the broker refuses the filter.
+        """
+        if self._state != "running":
+            raise PublishError(f"MqttPublisher.subscribe() while {self._state}")
+        validate_topic_filter(topic_filter)
+        check_qos(qos)
+        size = self._settings.inbox_size if queue_size is None else queue_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ParameterError(f"queue_size must be an int >= 1, got {size!r}")
+        async with self._sub_lock:
+            if any(s.topic_filter == topic_filter for s in self._subs.values()):
+                raise PublishError(f"already subscribed to {topic_filter!r}")
+            if self._next_sub_id > _MAX_SUBSCRIPTION_ID:
+                raise PublishError("out of MQTT subscription identifiers")
+            sub = Subscription(self, topic_filter, qos, self._next_sub_id, size)
+            self._next_sub_id += 1
+            self._subs[sub.ident] = sub
+            client = self._client
+            if client is not None:
+                try:
+                    await self._subscribe_on(client, sub)
+                except PublishError:
+                    del self._subs[sub.ident]
+                    raise
+                except aiomqtt.MqttError as exc:
+                    # The connection is breaking; the reconnect will subscribe it.
+                    log.info("MQTT subscribe to %s deferred to reconnect: %s", topic_filter, exc)
+        return sub
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until the outbox is empty; True if it emptied within ``timeout_s``."""
+        if self._outbox.pending == 0:
+            return True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return self._outbox.pending == 0
+
+    async def wait_connected(self, timeout_s: float) -> None:
+        """Wait until connected, subscribed and ``online``; PublishError on timeout."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise PublishError(
+                f"not connected to {self._settings.redacted_url} within {timeout_s} s"
+                f" (last error: {self._last_error})"
+            ) from exc
+
+    def stats(self) -> PublisherStats:
+        return PublisherStats(
+            connected=self._connected.is_set(),
+            reconnects=max(0, self._connects - 1),
+            enqueued=self._outbox.enqueued,
+            sent=self._outbox.sent,
+            dropped=self._outbox.dropped,
+            pending=self._outbox.pending,
+            inbound_dropped=self._inbound_dropped,
+            last_error=self._last_error,
+        )
+
+    # -- connection task -------------------------------------------------------------
+
+    def _make_client(self) -> aiomqtt.Client:
+        s = self._settings
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username,
+            password=s.password,
+            identifier=self._client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=aiomqtt.Will(self._status_topic, OFFLINE, qos=1, retain=True),
+            # The outbox, not the broker session, carries messages across reconnects.
+            clean_start=True,
+            keepalive=s.keepalive_s,
+            timeout=s.timeout_s,
+            tls_context=self._tls,
+            logger=_PAHO_LOG,
+        )
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                async with self._make_client() as client:
+                    attempt = 0
+                    await self._serve(client)
+            except (aiomqtt.MqttError, OSError) as exc:
+                self._last_error = str(exc) or type(exc).__name__
+                # Warn on failures 1, 2, 4, 8...: an outage stays visible, not a flood.
+                level = logging.WARNING if _is_power_of_two(attempt + 1) else logging.DEBUG
+                log.log(level, "MQTT %s: %s", self._settings.redacted_url, self._last_error)
+            finally:
+                self._client = None
+                self._connected.clear()
+            if self._stop.is_set():
+                break
+            delay_s = backoff_delay_s(
+                attempt, self._settings.reconnect_min_s, self._settings.reconnect_max_s, self._rng
+            )
+            attempt += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay_s)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        if not self._stop.is_set():
+            await client.publish(self._status_topic, ONLINE, qos=1, retain=True)
+            await self._resubscribe(client)
+            self._connects += 1
+            self._last_error = None
+            self._connected.set()
+            log.info("MQTT connected to %s as %s", self._settings.redacted_url, self._client_id)
+            await self._run_loops(client)
+        if self._stop.is_set():
+            # Say goodbye explicitly; a clean DISCONNECT follows, so the Will is not sent.
+            await client.publish(self._status_topic, OFFLINE, qos=1, retain=True)
+
+    async def _run_loops(self, client: aiomqtt.Client) -> None:
+        stopper = asyncio.create_task(self._stop.wait())
+        loops = [asyncio.create_task(self._read(client)), asyncio.create_task(self._drain(client))]
+        try:
+            done, _ = await asyncio.wait([stopper, *loops], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._client = None
+            self._connected.clear()
+            for task in (stopper, *loops):
+                task.cancel()
+            await asyncio.gather(stopper, *loops, return_exceptions=True)
+        for task in loops:
+            error = None if task not in done or task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+
+    async def _resubscribe(self, client: aiomqtt.Client) -> None:
+        async with self._sub_lock:
+            for sub in list(self._subs.values()):
+                try:
+                    await self._subscribe_on(client, sub)
+                except PublishError as exc:
+                    log.error("MQTT resubscribe: %s", exc)
+            self._client = client
+
+    async def _subscribe_on(self, client: aiomqtt.Client, sub: Subscription) -> None:
+        # A subscription identifier tags each delivery with the subscription it matched,
+        # so overlapping filters route exactly (the broker sends one copy per match).
+        properties = Properties(PacketTypes.SUBSCRIBE)
+        properties.SubscriptionIdentifier = sub.ident
+        codes = await client.subscribe(sub.topic_filter, qos=sub.qos, properties=properties)
+        refused = [code for code in codes if _reason_value(code) >= 0x80]
+        if refused:
+            raise PublishError(f"broker refused subscription to {sub.topic_filter!r}: {refused[0]}")
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            self._route(message)
+
+    def _route(self, message: aiomqtt.Message) -> None:
+        inbound = InboundMessage(
+            topic=message.topic.value,
+            payload=_payload_bytes(message.payload),
+            qos=message.qos,
+            retain=bool(message.retain),
+        )
+        idents = getattr(message.properties, "SubscriptionIdentifier", None) or []
+        if idents:
+            targets = [self._subs[i] for i in idents if i in self._subs]
+        else:
+            targets = [s for s in self._subs.values() if message.topic.matches(s.topic_filter)]
+        for sub in targets:
+            if not sub._deliver(inbound):
+                self._inbound_dropped += 1
+                if _is_power_of_two(self._inbound_dropped):
+                    log.warning(
+                        "MQTT subscription %s is full: dropped a message; %d dropped so far",
+                        sub.topic_filter,
+                        self._inbound_dropped,
+                    )
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        while True:
+            item = self._outbox.begin()
+            if item is None:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            acknowledged = False
+            try:
+                await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+                acknowledged = True
+            finally:
+                # Only an acknowledged item leaves; otherwise it stays at the head.
+                if acknowledged:
+                    self._outbox.complete(item)
+                else:
+                    self._outbox.abort(item)
+
+    async def _unsubscribe(self, sub: Subscription) -> None:
+        if sub.closed:
+            return
+        sub._end()
+        async with self._sub_lock:
+            self._subs.pop(sub.ident, None)
+            client = self._client
+            if client is not None:
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.unsubscribe(sub.topic_filter)
+
+
+__all__ = ["MqttPublisher", "Subscription", "backoff_delay_s", "build_tls_context"]

@@ -1,0 +1,307 @@
+"""MqttPublisher against a real mosquitto broker and real aiomqtt clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+from mqtt_testkit import (
+    make_decision,
+    recording_subscriber,
+    retained,
+    send,
+    settings_for,
+    wait_until,
+)
+from spikecast.converters.errors import ParameterError, PublishError
+from spikecast.runtime.mqtt import MqttPublisher, backoff_delay_s
+from spikecast.runtime.mqtt.topics import (
+    cmd_filter,
+    cmd_topic,
+    decision_topic,
+    events_topic,
+    shared_events_filter,
+    status_topic,
+)
+
+if TYPE_CHECKING:
+    from conftest import MosquittoBroker
+
+    BrokerFactory = Callable[..., MosquittoBroker]
+
+DECISIONS = decision_topic("cam0", "s0")
+STATUS = status_topic("cam0")
+
+
+def seqs_of(payloads: list[bytes]) -> list[int]:
+    return [json.loads(p)["seq"] for p in payloads]
+
+
+# -- backoff (no broker) ---------------------------------------------------------------
+
+
+def test_backoff_doubles_within_bounds_and_jitters() -> None:
+    rng = random.Random(7)
+    delays = [backoff_delay_s(a, 0.5, 8.0, rng) for a in range(12) for _ in range(50)]
+    assert all(0.5 <= d <= 8.0 for d in delays)
+    first = [backoff_delay_s(0, 0.5, 8.0, rng) for _ in range(200)]
+    assert max(first) <= 1.0 and len(set(first)) > 100  # jittered within [min, 2*min]
+    late = [backoff_delay_s(10, 0.5, 8.0, rng) for _ in range(200)]
+    assert min(late) >= 4.0  # capped ceiling: upper half of [0, max]
+    same = [backoff_delay_s(a, 0.5, 8.0, random.Random(1)) for a in range(5)]
+    assert same == [backoff_delay_s(a, 0.5, 8.0, random.Random(1)) for a in range(5)]
+
+
+async def test_publish_validates_and_refuses_outside_context(mosquitto: MosquittoBroker) -> None:
+    pub = MqttPublisher(settings_for(mosquitto))
+    with pytest.raises(PublishError):
+        await pub.publish(DECISIONS, b"x")
+    async with pub:
+        with pytest.raises(ParameterError):
+            await pub.publish("spikecast/cam0/+/decision", b"x")
+        with pytest.raises(ParameterError):
+            await pub.publish(DECISIONS, b"x", qos=3)
+        with pytest.raises(ParameterError):
+            await pub.publish(DECISIONS, {"bad": float("nan")})
+        with pytest.raises(ParameterError):
+            await pub.subscribe("spikecast/#/x")
+    with pytest.raises(PublishError):
+        await pub.publish(DECISIONS, b"x")
+
+
+# -- status: online, offline, Last Will ------------------------------------------------
+
+
+async def test_online_retained_then_explicit_offline_on_clean_exit(
+    mosquitto: MosquittoBroker,
+) -> None:
+    host, port = mosquitto.host, mosquitto.port
+    async with recording_subscriber(host, port, STATUS) as status:
+        async with MqttPublisher(settings_for(mosquitto)) as pub:
+            await pub.wait_connected(5)
+            assert await retained(host, port, STATUS) == b"online"
+            await pub.publish(DECISIONS, make_decision(0).to_dict())
+            assert await pub.flush(5)
+        # __aexit__ published offline itself: the connection closed with DISCONNECT,
+        # for which the broker never sends the Will.
+        await status.wait_for(lambda r: r.payloads[-1:] == [b"offline"], 5, "offline")
+        assert status.payloads == [b"online", b"offline"]
+    assert await retained(host, port, STATUS) == b"offline"
+    assert pub.stats().sent == 1 and not pub.stats().connected
+
+
+_KILLED_PUBLISHER = """
+import asyncio, sys
+from spikecast.runtime.mqtt import MqttPublisher, MqttSettings
+
+async def main() -> None:
+    settings = MqttSettings(host="127.0.0.1", port=int(sys.argv[1]), device="cam0", keepalive_s=1)
+    async with MqttPublisher(settings) as pub:
+        await pub.wait_connected(10)
+        print("ready", flush=True)
+        await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_last_will_offline_after_sigkill(mosquitto: MosquittoBroker) -> None:
+    host, port = mosquitto.host, mosquitto.port
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _KILLED_PUBLISHER, str(port), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert line.strip() == b"ready"
+        assert await retained(host, port, STATUS) == b"online"
+        async with recording_subscriber(host, port, STATUS) as status:
+            proc.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(proc.wait(), 5)
+            # No DISCONNECT was sent: the broker publishes the Will (keepalive 1 s bounds
+            # the wait even if the dead socket were not noticed at once).
+            await status.wait_for(lambda r: r.payloads[-1:] == [b"offline"], 5, "the Will")
+        assert await retained(host, port, STATUS) == b"offline"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+# -- the outbox across broker restarts -------------------------------------------------
+
+
+async def test_outbox_holds_decisions_while_broker_is_down(
+    mosquitto_factory: BrokerFactory,
+) -> None:
+    # The subscriber has a persistent session on a persistent broker, so it misses
+    # nothing while it reconnects; every decision sent during the outage can only
+    # come from the publisher's outbox.
+    broker = mosquitto_factory(persistence=True)
+    async with recording_subscriber(broker.host, broker.port, DECISIONS, persistent=True) as sub:
+        async with MqttPublisher(settings_for(broker), rng=random.Random(3)) as pub:
+            await pub.wait_connected(5)
+            for seq in range(80):
+                await pub.publish(DECISIONS, make_decision(seq).to_dict())
+            assert await pub.flush(10)
+            await sub.wait_count(80, 10)
+            await asyncio.sleep(0.2)  # let the subscriber's PUBACKs reach the broker
+
+            broker.stop()
+            await wait_until(lambda: not pub.stats().connected, 5, "publisher to notice")
+            for seq in range(80, 200):
+                await pub.publish(DECISIONS, make_decision(seq).to_dict())
+            stats = pub.stats()
+            assert (stats.sent, stats.pending, stats.dropped) == (80, 120, 0)
+
+            broker.start()
+            await pub.wait_connected(10)
+            assert await pub.flush(10)
+            await sub.wait_count(200, 10)
+            stats = pub.stats()
+        assert (stats.enqueued, stats.sent, stats.pending, stats.dropped) == (200, 200, 0, 0)
+        assert stats.reconnects >= 1
+        assert seqs_of(sub.payloads) == list(range(200))  # each exactly once, in order
+
+
+async def test_stream_stays_ordered_while_broker_restarts_mid_publish(
+    mosquitto_factory: BrokerFactory,
+) -> None:
+    broker = mosquitto_factory(persistence=True)
+    n = 200
+    async with recording_subscriber(broker.host, broker.port, DECISIONS, persistent=True) as sub:
+        async with MqttPublisher(settings_for(broker), rng=random.Random(5)) as pub:
+            await pub.wait_connected(5)
+
+            async def produce() -> None:
+                for seq in range(n):
+                    await pub.publish(DECISIONS, make_decision(seq).to_dict())
+                    await asyncio.sleep(0.004)
+
+            producer = asyncio.create_task(produce())
+            await wait_until(lambda: pub.stats().sent >= 50, 10, "50 decisions sent")
+            broker.stop()
+            await asyncio.sleep(0.3)
+            broker.start()
+            await asyncio.wait_for(producer, 10)
+            assert await pub.flush(10)
+            await sub.wait_for(lambda r: len(set(r.payloads)) >= n, 10, "every decision")
+            stats = pub.stats()
+        assert (stats.sent, stats.pending, stats.dropped) == (n, 0, 0)
+        assert stats.reconnects >= 1
+    seqs = seqs_of(sub.payloads)
+    # QoS 1 is at-least-once on both hops: the publisher resends a decision whose PUBACK
+    # died with the broker, and the restarted broker replays what it had sent to the
+    # subscriber unacknowledged. Repeats are therefore allowed, but only of decisions
+    # already seen: new decisions must appear with no gap and in order.
+    first_seen = list(dict.fromkeys(seqs))
+    assert first_seen == list(range(n))
+    assert len(seqs) - n <= 10
+
+
+async def test_outbox_overflow_drops_oldest_and_counts(mosquitto_factory: BrokerFactory) -> None:
+    broker = mosquitto_factory(persistence=True)
+    async with recording_subscriber(broker.host, broker.port, DECISIONS, persistent=True) as sub:
+        broker.stop()
+        settings = settings_for(broker, outbox_size=5)
+        async with MqttPublisher(settings, flush_timeout_s=5) as pub:
+            started = time.monotonic()
+            for seq in range(12):
+                await pub.publish(DECISIONS, make_decision(seq).to_dict())
+            assert time.monotonic() - started < 0.5  # never waits for the network
+            stats = pub.stats()
+            assert (stats.enqueued, stats.pending, stats.dropped, stats.sent) == (12, 5, 7, 0)
+            assert not stats.connected
+            await wait_until(lambda: pub.stats().last_error is not None, 5, "a failed connect")
+            broker.start()
+            await pub.wait_connected(10)
+            assert await pub.flush(10)
+        await sub.wait_count(5, 10)
+        await asyncio.sleep(0.1)
+    assert seqs_of(sub.payloads) == [7, 8, 9, 10, 11]
+    assert pub.stats().dropped == 7
+
+
+async def test_undelivered_messages_at_exit_are_counted_as_dropped(
+    mosquitto: MosquittoBroker,
+) -> None:
+    mosquitto.stop()
+    async with MqttPublisher(settings_for(mosquitto), flush_timeout_s=0.2) as pub:
+        for seq in range(3):
+            await pub.publish(DECISIONS, make_decision(seq).to_dict())
+    stats = pub.stats()
+    assert (stats.enqueued, stats.sent, stats.pending, stats.dropped) == (3, 0, 0, 3)
+
+
+# -- subscriptions -----------------------------------------------------------------------
+
+
+async def test_subscription_keeps_flowing_across_reconnects(mosquitto: MosquittoBroker) -> None:
+    host, port = mosquitto.host, mosquitto.port
+    async with MqttPublisher(settings_for(mosquitto)) as pub:
+        await pub.wait_connected(5)
+        async with await pub.subscribe(cmd_filter("cam0")) as commands:
+            await send(host, port, cmd_topic("cam0"), [b'{"tau":0.9}'])
+            first = await asyncio.wait_for(commands.__anext__(), 5)
+            assert (first.topic, first.payload) == (cmd_topic("cam0"), b'{"tau":0.9}')
+
+            mosquitto.stop()
+            await wait_until(lambda: not pub.stats().connected, 5, "disconnect")
+            mosquitto.start()
+            await pub.wait_connected(10)  # set only after resubscribing
+
+            await send(host, port, cmd_topic("cam0"), [b'{"tau":0.8}'])
+            second = await asyncio.wait_for(commands.__anext__(), 5)
+            assert second.payload == b'{"tau":0.8}'
+        assert commands.closed
+        with pytest.raises(StopAsyncIteration):
+            await commands.__anext__()
+        assert pub.stats().reconnects == 1
+
+
+async def test_full_subscription_queue_drops_newest_and_counts(
+    mosquitto: MosquittoBroker,
+) -> None:
+    async with MqttPublisher(settings_for(mosquitto)) as pub:
+        await pub.wait_connected(5)
+        packets = await pub.subscribe(events_topic("cam0", "s0"), queue_size=3)
+        await send(mosquitto.host, mosquitto.port, events_topic("cam0", "s0"),
+                   [bytes([i]) for i in range(10)])
+        await wait_until(lambda: pub.stats().inbound_dropped == 7, 5, "7 inbound drops")
+        got = [(await asyncio.wait_for(packets.__anext__(), 1)).payload for _ in range(3)]
+        assert got == [b"\x00", b"\x01", b"\x02"]
+        assert packets.dropped == 7
+        with pytest.raises(PublishError):
+            await pub.subscribe(events_topic("cam0", "s0"))  # one subscription per filter
+
+
+async def test_shared_subscription_splits_events_between_workers(
+    mosquitto: MosquittoBroker,
+) -> None:
+    shared = shared_events_filter("workers", "cam0")
+    async with (
+        MqttPublisher(settings_for(mosquitto, device="w1")) as w1,
+        MqttPublisher(settings_for(mosquitto, device="w2")) as w2,
+    ):
+        await w1.wait_connected(5)
+        await w2.wait_connected(5)
+        subs = [await w1.subscribe(shared), await w2.subscribe(shared)]
+        payloads = [i.to_bytes(2, "little") for i in range(40)]
+        await send(mosquitto.host, mosquitto.port, events_topic("cam0", "left"), payloads[:20])
+        await send(mosquitto.host, mosquitto.port, events_topic("cam0", "right"), payloads[20:])
+        await wait_until(
+            lambda: sum(s._queue.qsize() for s in subs) >= 40, 5, "all packets delivered"
+        )
+        received: list[list[bytes]] = [[], []]
+        for worker, sub in enumerate(subs):
+            while sub._queue.qsize():
+                received[worker].append((await sub.__anext__()).payload)
+    assert sorted(received[0] + received[1]) == payloads  # each packet to one worker only
+    assert received[0] and received[1]  # and both workers got a share
