@@ -1,0 +1,115 @@
+"""Encoders: sensor events -> the network's input spikes, raw frames -> analog input.
+
+Events: the sensor's (x, y) are mapped to the network input by an optional crop and
+an integer downsample, then each event becomes one input spike at flat position
+``(c * H + y) * W + x`` in step ``(t - t0) // dt``; c is the polarity, or 0 when the
+network merges polarities. Events that fall outside the network input after the
+mapping are dropped and counted by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spikecast.converters.errors import ParameterError, StreamError
+from spikecast.converters.network import InputSpec
+
+
+@dataclass(frozen=True)
+class SpatialMap:
+    """Crop (x0, y0, width, height) on the sensor, then divide coordinates by ``factor``."""
+
+    crop: tuple[int, int, int, int] | None = None
+    factor: int = 1
+
+    def __post_init__(self) -> None:
+        if self.factor < 1:
+            raise ParameterError(f"downsample factor must be >= 1, got {self.factor}")
+        if self.crop is not None and (min(self.crop[:2]) < 0 or min(self.crop[2:]) < 1):
+            raise ParameterError(f"crop must be (x0 >= 0, y0 >= 0, width >= 1, height >= 1), got {self.crop}")
+
+    def apply(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mapped (x, y) as int64 and a mask of events that survive the crop."""
+        xs, ys = x.astype(np.int64), y.astype(np.int64)
+        keep = np.ones(len(xs), bool)
+        if self.crop is not None:
+            x0, y0, w, h = self.crop
+            xs, ys = xs - x0, ys - y0
+            keep = (xs >= 0) & (ys >= 0) & (xs < w) & (ys < h)
+        return xs // self.factor, ys // self.factor, keep
+
+
+@dataclass(frozen=True)
+class EncodedEvents:
+    """Flat input indices with the 0-based step of each, in time order."""
+
+    indices: np.ndarray  # int32
+    steps: np.ndarray  # int64
+    dropped: int
+
+
+def encode_events(
+    events: np.ndarray, spec: InputSpec, t0_us: int, mapping: SpatialMap | None = None
+) -> EncodedEvents:
+    """Map EVENT_DTYPE events (t >= t0_us, sorted) to input indices and steps."""
+    if spec.kind != "events":
+        raise ParameterError("this network takes frames, not events")
+    c, h, w = spec.shape
+    m = mapping or SpatialMap()
+    xs, ys, keep = m.apply(events["x"], events["y"])
+    keep &= (xs < w) & (ys < h)
+    chan = events["p"].astype(np.int64) if c == 2 else np.zeros(len(events), np.int64)
+    flat = (chan * h + ys) * w + xs
+    steps = (events["t"].astype(np.int64) - int(t0_us)) // spec.dt_us
+    keep &= steps >= 0
+    return EncodedEvents(flat[keep].astype(np.int32), steps[keep], int((~keep).sum()))
+
+
+def load_frames(path: Path, spec: InputSpec) -> np.ndarray:
+    """Image file (PNG/JPEG via Pillow) or .npy stack -> normalised (N, C, H, W) float32."""
+    if spec.kind != "frame":
+        raise ParameterError(f"{path}: this network takes events, not frames")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            raw = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise StreamError(f"{path}: cannot read frames: {exc}") from exc
+        if raw.ndim == spec_ndim(spec):
+            raw = raw[None]
+    else:
+        try:
+            from PIL import Image, UnidentifiedImageError
+        except ImportError as exc:  # pragma: no cover - depends on extras
+            raise StreamError(f"{path}: reading images needs Pillow: pip install 'spikecast[frames]'") from exc
+        try:
+            with Image.open(path) as im:
+                im = im.convert("L" if spec.shape[0] == 1 else "RGB")
+                if im.size != (spec.shape[2], spec.shape[1]):
+                    im = im.resize((spec.shape[2], spec.shape[1]), Image.Resampling.BILINEAR)
+                arr = np.asarray(im, dtype=np.float32)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise StreamError(f"{path}: cannot decode image: {exc}") from exc
+        raw = (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))[None]
+    if raw.ndim == 3 and spec.shape[0] == 1:
+        raw = raw[:, None]
+    if raw.ndim != 4 or tuple(raw.shape[1:]) != spec.shape:
+        raise StreamError(f"{path}: frames of shape {raw.shape[1:]} do not match the network input {spec.shape}")
+    x = raw.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise StreamError(f"{path}: frames contain NaN or infinity")
+    mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1)
+    out: np.ndarray = ((x * np.float32(spec.scale) - mean) / std).astype(np.float32)
+    return out
+
+
+def spec_ndim(spec: InputSpec) -> int:
+    """Dimensions of one raw frame: 2 for one channel, 3 otherwise."""
+    return 2 if spec.shape[0] == 1 else 3
+
+
+__all__ = ["EncodedEvents", "SpatialMap", "encode_events", "load_frames"]

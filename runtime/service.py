@@ -1,0 +1,337 @@
+"""The async service: sources in, engine off the event loop, decisions out.
+
+- File sources (event recordings, images, .npy frame stacks) are replayed as fast as
+  possible or paced by sensor time; each file is one stream and, by default, one
+  decision.
+- ``source = "mqtt"`` takes live event packets from ``spikecast/<device>/+/events``
+  (or a ``$share/<group>/...`` subscription to scale out over workers). A malformed
+  packet is dropped and counted; the service keeps running.
+- The engine runs in worker threads (it releases the GIL), so network I/O never
+  waits on compute. The input queue is bounded in events: under overload whole
+  packets are shed and counted, and latency stays bounded.
+- ``spikecast/<device>/cmd/set`` takes a JSON object with any of ``tau``, ``t_min``,
+  ``t_max`` and ``target_accuracy``; the operating point in force is published,
+  retained, on ``spikecast/<device>/config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import glob
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spikecast.converters.errors import ParameterError, SpikecastError, StreamError
+from spikecast.converters.network import Network, load_network
+from spikecast.ext.engine import CompiledNetwork, Engine
+from spikecast.runtime.config import RunConfig, config_from_args
+from spikecast.runtime.decision import Calibration, OperatingPoint, resolve
+from spikecast.runtime.encode import SpatialMap, load_frames
+from spikecast.runtime.mqtt import topics
+from spikecast.runtime.mqtt.base import Publisher, publish_decision
+from spikecast.runtime.mqtt.metrics import RuntimeMetrics
+from spikecast.runtime.mqtt.payload import Decision
+from spikecast.runtime.stream import DecisionContext, EventStreamDecider, decide_frame
+
+log = logging.getLogger("spikecast.service")
+
+EVENT_SUFFIXES = {".bin", ".aedat4", ".raw", ".dat", ".npz", ".evt2", ".evt3"}
+FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm"}
+
+
+@dataclass
+class _Item:
+    """Work for the compute side: events of one stream, a frame, or an end marker."""
+
+    stream: str
+    arrival_s: float
+    events: np.ndarray | None = None
+    watermark_us: int | None = None
+    frame: np.ndarray | None = None
+    end: bool = False
+    n_events: int = 0
+
+
+@dataclass
+class ServiceState:
+    point: OperatingPoint
+    calibration: Calibration | None
+    metrics: RuntimeMetrics = field(default_factory=RuntimeMetrics)
+    queued_events: int = 0
+    bad_commands: int = 0
+
+
+class Service:
+    """Runs one configuration until its sources end (files) or it is stopped (live)."""
+
+    def __init__(self, cfg: RunConfig, publisher: Publisher, network: Network | None = None) -> None:
+        self.cfg = cfg
+        self.publisher = publisher
+        self.network = network if network is not None else load_network(cfg.model)
+        self.plan = CompiledNetwork(self.network)
+        calib = Calibration(self.network.calibration) if self.network.calibration is not None else None
+        self.state = ServiceState(point=resolve(cfg.point, calib), calibration=calib)
+        self.ctx = DecisionContext(self.network, cfg.device, calib, self.network.sha256)
+        self.mapping = SpatialMap(cfg.crop, cfg.downsample)
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.deciders: dict[str, EventStreamDecider] = {}
+        self.frame_engine = Engine(self.plan)
+        self.frame_seq: dict[str, int] = {}
+        self.decisions: list[Decision] = []
+        self._stop = asyncio.Event()
+        if cfg.policy == "decay" and not hasattr(Engine, "decay"):
+            raise ParameterError("the decay policy needs an engine with decay(); use reset or window")
+
+    # -- operating point ----------------------------------------------------------
+    def point(self) -> OperatingPoint:
+        return self.state.point
+
+    async def set_point(self, changes: dict[str, Any]) -> OperatingPoint:
+        new = resolve(self.state.point.updated(changes), self.state.calibration)
+        self.state.point = new
+        await self.publish_config()
+        return new
+
+    async def publish_config(self) -> None:
+        p = self.state.point
+        payload: dict[str, Any] = {**p.as_dict(), "policy": self.cfg.policy, "model_sha256": self.ctx.sha256}
+        if self.state.calibration is not None:
+            s = self.state.calibration.stats(p.tau, p.t_min, p.t_max)
+            payload["expected"] = {"accuracy": s.accuracy, "mean_steps": s.mean_steps, "p95_steps": s.p95_steps}
+        await self.publisher.publish(topics.config_topic(self.cfg.device), payload, retain=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- main ---------------------------------------------------------------------
+    async def run(self) -> list[Decision]:
+        await self.publish_config()
+        live = self.cfg.source == "mqtt"
+        compute = asyncio.create_task(self._compute())
+        aux = [asyncio.create_task(self._metrics_loop())]
+        subscribe = getattr(self.publisher, "subscribe", None)
+        if subscribe is not None:
+            aux.append(asyncio.create_task(self._commands(subscribe)))
+        try:
+            if live:
+                if subscribe is None:
+                    raise ParameterError("source 'mqtt' needs --mqtt URL")
+                feeder = asyncio.create_task(self._live_events(subscribe))
+                await self._stop.wait()
+                feeder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feeder
+            else:
+                await self._replay_files()
+            await self.queue.put(_Item("", 0.0, end=True))
+            await compute
+        finally:
+            compute.cancel()
+            for t in aux:
+                t.cancel()
+            for t in (compute, *aux):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            await self._publish_metrics()
+        return self.decisions
+
+    # -- sources ------------------------------------------------------------------
+    def _paths(self) -> list[Path]:
+        matched = sorted(glob.glob(self.cfg.source)) if any(ch in self.cfg.source for ch in "*?[") else [self.cfg.source]
+        paths = [Path(p) for p in matched]
+        if not paths:
+            raise StreamError(f"source {self.cfg.source!r} matches no files")
+        for p in paths:
+            if not p.exists():
+                raise StreamError(f"{p}: no such file")
+        return paths
+
+    async def _enqueue(self, item: _Item) -> None:
+        """Bounded in events: a packet that would overflow the queue is shed and counted."""
+        if item.n_events and self.state.queued_events + item.n_events > self.cfg.queue_events:
+            self.state.metrics.count_dropped_events(item.n_events)
+            return
+        self.state.queued_events += item.n_events
+        if item.n_events:
+            self.state.metrics.count_events(item.n_events)
+        await self.queue.put(item)
+
+    async def _replay_files(self) -> None:
+        from spikecast.runtime.replay import replay
+
+        for path in self._paths():
+            stream = path.stem if self.cfg.stream == "main" else f"{self.cfg.stream}-{path.stem}"
+            suffix = path.suffix.lower()
+            if self.network.input.kind == "frame":
+                frames = load_frames(path, self.network.input)
+                for frame in frames:
+                    await self._enqueue(_Item(stream, time.perf_counter(), frame=frame))
+                continue
+            if suffix in FRAME_SUFFIXES:
+                raise StreamError(f"{path}: the network takes events, not images")
+            from spikecast.runtime.readers import read_events
+
+            rec = await asyncio.to_thread(read_events, path)
+            chunk_us = self.network.input.dt_us * 10
+            async for chunk in replay(rec.events, chunk_us=chunk_us, realtime=self.cfg.realtime,
+                                      speed=self.cfg.speed):
+                if self._decided(stream):
+                    break  # one decision per file: the rest of the recording is not needed
+                await self._enqueue(_Item(stream, time.perf_counter(), events=chunk.events,
+                                          watermark_us=chunk.t1_us, n_events=len(chunk.events)))
+            end = int(rec.events["t"][-1]) + 1 if len(rec.events) else None
+            await self._enqueue(_Item(stream, time.perf_counter(), end=True, watermark_us=end))
+
+    async def _live_events(self, subscribe: Callable[..., Any]) -> None:
+        from spikecast.runtime.packets import decode_packet
+
+        filt = (topics.shared_events_filter(self.cfg.shared_group, self.cfg.device)
+                if self.cfg.shared_group else topics.events_filter(self.cfg.device))
+        sub = await subscribe(filt, qos=0, queue_size=4096)
+        async for msg in sub:
+            arrival = time.perf_counter()
+            try:
+                stream = topics.parse_stream_topic(msg.topic).stream
+                packet = decode_packet(msg.payload)
+            except (StreamError, ParameterError) as exc:
+                self.state.metrics.count_bad_packet()
+                log.warning("dropped a bad packet on %s: %s", msg.topic, exc)
+                continue
+            ev = packet.events
+            await self._enqueue(_Item(stream, arrival, events=ev, watermark_us=packet.t0_us, n_events=len(ev)))
+
+    def _decided(self, stream: str) -> bool:
+        d = self.deciders.get(stream)
+        return d is not None and d.finished
+
+    # -- commands and metrics -------------------------------------------------------
+    async def _commands(self, subscribe: Callable[..., Any]) -> None:
+        sub = await subscribe(topics.cmd_filter(self.cfg.device), qos=1)
+        async for msg in sub:
+            try:
+                body = json.loads(msg.payload)
+                if not isinstance(body, dict):
+                    raise ParameterError("a command must be a JSON object")
+                if msg.topic.endswith("/cmd/set"):
+                    point = await self.set_point(body)
+                    log.info("operating point now %s", point.as_dict())
+                else:
+                    raise ParameterError(f"unknown command topic {msg.topic}")
+            except (ValueError, SpikecastError) as exc:
+                self.state.bad_commands += 1
+                log.warning("rejected command on %s: %s", msg.topic, exc)
+
+    async def _publish_metrics(self) -> None:
+        snap = self.state.metrics.snapshot(self.publisher.stats())
+        snap["bad_commands"] = self.state.bad_commands
+        snap["queued_events"] = self.state.queued_events
+        with contextlib.suppress(SpikecastError):
+            await self.publisher.publish(topics.metrics_topic(self.cfg.device), snap)
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.metrics_interval_s)
+            await self._publish_metrics()
+
+    # -- compute ------------------------------------------------------------------
+    def _decider(self, stream: str) -> EventStreamDecider:
+        d = self.deciders.get(stream)
+        if d is None:
+            d = EventStreamDecider(
+                self.plan, self.ctx, stream, self.point, policy=self.cfg.policy,
+                window_ms=self.cfg.window_ms, decay=self.cfg.decay,
+                one_decision=self.cfg.one_per_file and self.cfg.source != "mqtt",
+                mapping=self.mapping,
+            )
+            self.deciders[stream] = d
+        return d
+
+    def _work(self, item: _Item) -> list[Decision]:
+        if item.frame is not None:
+            seq = self.frame_seq.get(item.stream, 0)
+            self.frame_seq[item.stream] = seq + 1
+            return [decide_frame(self.frame_engine, self.ctx, item.stream, seq, item.frame,
+                                 self.state.point, item.arrival_s)]
+        d = self._decider(item.stream)
+        if item.end:
+            out = d.finish(item.watermark_us, item.arrival_s)
+            del self.deciders[item.stream]
+            return out
+        events = item.events if item.events is not None else np.zeros(0)
+        return d.push(events, item.watermark_us, item.arrival_s)
+
+    async def _compute(self) -> None:
+        while True:
+            item = await self.queue.get()
+            if item.end and item.stream == "":
+                return
+            self.state.queued_events -= item.n_events
+            try:
+                decisions = await asyncio.to_thread(self._work, item)
+            except SpikecastError as exc:
+                self.state.metrics.count_bad_packet()
+                log.warning("dropped input of stream %s: %s", item.stream, exc)
+                continue
+            for d in decisions:
+                self.state.metrics.record_decision(d.latency_ms, d.synops)
+                self.decisions.append(d)
+                await publish_decision(self.publisher, d)
+
+
+def make_publisher(cfg: RunConfig) -> Publisher:
+    if cfg.mqtt_url is None:
+        from spikecast.runtime.mqtt.stdout import StdoutPublisher
+
+        return StdoutPublisher()
+    from spikecast.runtime.mqtt.publisher import MqttPublisher
+    from spikecast.runtime.mqtt.settings import MqttSettings
+
+    overrides: dict[str, Any] = {"device": cfg.device, "outbox_size": cfg.outbox_size}
+    if cfg.username is not None:
+        overrides["username"] = cfg.username
+    if cfg.password is not None:
+        overrides["password"] = cfg.password
+    if cfg.tls:
+        overrides["tls"] = True
+    for key in ("ca_file", "cert_file", "key_file"):
+        v = getattr(cfg, key)
+        if v is not None:
+            overrides[key] = str(v)
+    return MqttPublisher(MqttSettings.from_url(cfg.mqtt_url, **overrides))
+
+
+async def serve(cfg: RunConfig, publisher: Publisher | None = None) -> list[Decision]:
+    """Run until the sources end or SIGINT/SIGTERM; the publisher says offline on exit."""
+    pub = publisher or make_publisher(cfg)
+    async with pub:
+        service = Service(cfg, pub)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, service.stop)
+        try:
+            return await service.run()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = config_from_args(args)
+    asyncio.run(serve(cfg))
+    return 0
+
+
+__all__ = ["Service", "make_publisher", "run_from_args", "serve"]

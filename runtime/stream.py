@@ -1,0 +1,234 @@
+"""Deciders: drive one engine over one stream and turn its state into decisions.
+
+These classes are synchronous and hold no locks: the service runs each stream's
+work in a worker thread (the engine releases the GIL) and keeps a stream on one
+thread at a time.
+
+Continuous event streams have no sample boundaries. Sensor time is cut into steps
+of ``dt_us`` from the first event. A step is complete once the stream's watermark
+(the newest event time seen, or an empty packet's ``t0_us``) has passed its end.
+After a decision the policy says what comes next:
+
+- ``reset``: clear the state; the next decision starts at the next step;
+- ``window``: decisions cover fixed windows of ``window_ms``; after a decision the
+  rest of the window is skipped and the state is cleared at the window's end;
+- ``decay``: keep the state but scale it by ``decay``, so older evidence fades
+  exponentially while the hidden layers stay warm.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from spikecast.converters.network import Network
+from spikecast.ext.engine import CompiledNetwork, Engine, EventSteps, RunResult
+from spikecast.runtime.decision import Calibration, OperatingPoint
+from spikecast.runtime.encode import SpatialMap, encode_events
+from spikecast.runtime.mqtt.payload import Decision, TopK
+
+_NEVER = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class DecisionContext:
+    """What every decision of a service shares."""
+
+    network: Network
+    device: str
+    calibration: Calibration | None
+    sha256: str
+    topk: int = 3
+
+    def decision(
+        self, stream: str, seq: int, res: RunResult, t0_us: int, t1_us: int, latency_ms: float
+    ) -> Decision:
+        z = np.asarray(res.logits, np.float64) / self.network.temperature
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        order = np.argsort(-p, kind="stable")[: self.topk]
+        names = self.network.class_names
+        expected = (
+            self.calibration.expected_accuracy(res.steps, res.confidence)
+            if self.calibration is not None
+            else None
+        )
+        return Decision(
+            device=self.device,
+            stream=stream,
+            seq=seq,
+            label=names[res.class_index],
+            class_index=int(res.class_index),
+            confidence=float(res.confidence),
+            expected_accuracy=expected,
+            topk=tuple(TopK(names[int(i)], int(i), float(p[i])) for i in order),
+            steps=int(res.steps),
+            exit=res.exit if res.exit != "running" else "end_of_stream",
+            sensor_t0_us=int(t0_us),
+            sensor_t1_us=int(t1_us),
+            latency_ms=float(latency_ms),
+            synops=int(res.synops.sum()),
+            model_sha256=self.sha256,
+        )
+
+
+class EventStreamDecider:
+    """One continuous event stream over one engine."""
+
+    def __init__(
+        self,
+        plan: CompiledNetwork,
+        ctx: DecisionContext,
+        stream: str,
+        point: Callable[[], OperatingPoint],
+        *,
+        policy: str = "reset",
+        window_ms: float = 300.0,
+        decay: float = 0.5,
+        one_decision: bool = False,
+        mapping: SpatialMap | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.ctx = ctx
+        self.stream = stream
+        self.engine = Engine(plan)
+        self.spec = ctx.network.input
+        self._point = point
+        self.policy = policy
+        self.window_steps = max(1, int(round(window_ms * 1000 / self.spec.dt_us)))
+        self.decay = decay
+        self.one_decision = one_decision
+        self.mapping = mapping
+        self.clock = clock
+        self.origin_us: int | None = None
+        self.done = 0  # steps completed since the origin
+        self.seg_start = 0  # step where the current decision began
+        self.skip_until = 0  # steps before this are read but not fed
+        self.seq = 0
+        self.dropped_events = 0
+        self._idx = np.zeros(0, np.int32)
+        self._step = np.zeros(0, np.int64)
+
+    @property
+    def finished(self) -> bool:
+        """True once a one-decision stream has decided."""
+        return self.skip_until == _NEVER
+
+    def push(self, events: np.ndarray, watermark_us: int | None = None, arrival_s: float | None = None) -> list[Decision]:
+        """Add sorted EVENT_DTYPE events; decide on every step the watermark completes."""
+        arrival = self.clock() if arrival_s is None else arrival_s
+        if self.origin_us is None:
+            if len(events) == 0 and watermark_us is None:
+                return []
+            self.origin_us = int(events["t"][0]) if len(events) else int(watermark_us or 0)
+        if len(events):
+            enc = encode_events(events, self.spec, self.origin_us, self.mapping)
+            self.dropped_events += enc.dropped
+            late = enc.steps < self.done  # behind a completed step: cannot be fed any more
+            self.dropped_events += int(late.sum())
+            self._idx = np.concatenate([self._idx, enc.indices[~late]])
+            self._step = np.concatenate([self._step, enc.steps[~late]])
+        newest = int(events["t"][-1]) if len(events) else self.origin_us
+        mark = max(newest, watermark_us if watermark_us is not None else newest)
+        upto = (mark - self.origin_us) // self.spec.dt_us
+        return self._advance(upto, arrival)
+
+    def finish(self, end_us: int | None = None, arrival_s: float | None = None) -> list[Decision]:
+        """End of stream: complete every pending step; an undecided segment decides now."""
+        arrival = self.clock() if arrival_s is None else arrival_s
+        if self.origin_us is None:
+            return []
+        last = int(self._step.max()) + 1 if len(self._step) else self.done
+        if end_us is not None:
+            last = max(last, -(-(end_us - self.origin_us) // self.spec.dt_us))
+        out = self._advance(last, arrival)
+        if self.engine.t > 0 and not self.finished and self.done > self.seg_start:
+            res = self.engine.result()
+            out.append(self._emit(res, arrival, exit_override=True))
+        return out
+
+    def _advance(self, upto: int, arrival: float) -> list[Decision]:
+        out: list[Decision] = []
+        while self.done < upto:
+            if self.done < self.skip_until:
+                if self.skip_until == _NEVER:
+                    self.done = upto
+                    break
+                self.done = min(self.skip_until, upto)
+                if self.done == self.skip_until:
+                    self.engine.reset()
+                    self.seg_start = self.done
+                continue
+            point = self._point()
+            t_max = point.t_max
+            stop = upto
+            if self.policy == "window":
+                t_max = min(t_max, self.window_steps)
+                stop = min(upto, self.seg_start + self.window_steps)
+            steps = self._take(self.done, stop)
+            used = self.engine.feed(steps, tau=point.tau, t_min=point.t_min, t_max=t_max)
+            if used == 0 and self.engine.exit == "max_steps":
+                used = 0  # decided at t_max already; fall through to the decision
+            self.done += used
+            self._forget_before(self.done)
+            if self.engine.exit in ("confident", "max_steps"):
+                out.append(self._emit(self.engine.result(), arrival))
+                self._after_decision()
+            elif used == 0:
+                break
+        return out
+
+    def _take(self, start: int, stop: int) -> EventSteps:
+        sel = (self._step >= start) & (self._step < stop)
+        st = self._step[sel] - start
+        counts = np.bincount(st, minlength=stop - start) if len(st) else np.zeros(stop - start, np.int64)
+        offsets = np.zeros(stop - start + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        order = np.argsort(st, kind="stable")
+        return EventSteps(self._idx[sel][order], offsets, self.spec.shape)
+
+    def _forget_before(self, step: int) -> None:
+        keep = self._step >= step
+        if not keep.all():
+            self._idx, self._step = self._idx[keep], self._step[keep]
+
+    def _emit(self, res: RunResult, arrival: float, exit_override: bool = False) -> Decision:
+        origin = self.origin_us or 0
+        dt = self.spec.dt_us
+        if exit_override:
+            res = RunResult(res.class_index, res.confidence, res.logits, res.steps, "end_of_stream",
+                            res.synops, res.spikes)
+        d = self.ctx.decision(
+            self.stream, self.seq, res, origin + self.seg_start * dt, origin + self.done * dt,
+            (self.clock() - arrival) * 1000.0,
+        )
+        self.seq += 1
+        return d
+
+    def _after_decision(self) -> None:
+        if self.one_decision:
+            self.skip_until = _NEVER
+            self._idx, self._step = self._idx[:0], self._step[:0]
+        elif self.policy == "window":
+            self.skip_until = self.seg_start + self.window_steps
+        elif self.policy == "decay":
+            self.engine.decay(self.decay)
+            self.seg_start = self.done
+        else:
+            self.engine.reset()
+            self.seg_start = self.done
+
+
+def decide_frame(
+    plan_engine: Engine, ctx: DecisionContext, stream: str, seq: int, frame: np.ndarray,
+    point: OperatingPoint, arrival_s: float, clock: Callable[[], float] = time.perf_counter,
+) -> Decision:
+    """One normalised frame (C, H, W) -> one decision with early exit."""
+    res = plan_engine.run(frame, point.t_max, tau=point.tau, t_min=point.t_min)
+    return ctx.decision(stream, seq, res, 0, 0, (clock() - arrival_s) * 1000.0)
+
+
+__all__ = ["DecisionContext", "EventStreamDecider", "decide_frame"]
