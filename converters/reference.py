@@ -176,7 +176,7 @@ def _simulate(
                 if i == 0 and current is not None:
                     v[i] += current
                 else:
-                    synops[:, i] += (s.abs().double() * fan[i]).reshape(batch, -1).sum(dim=1)
+                    synops[:, i] += (s.abs().double().reshape(batch, -1) * fan[i].reshape(-1)).sum(dim=1)
                     v[i] += _apply(ly, s, params[i])
                 if ly.spiking:
                     spk = (v[i] >= ly.threshold).float()

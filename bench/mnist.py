@@ -1,0 +1,194 @@
+"""MNIST on the Cython engine: accuracy against fixed T, and what early exit buys.
+
+    python bench/mnist.py                      # all 10,000 test images
+    python bench/mnist.py --samples 200        # the CI smoke version
+
+Needs bench/models/mnist_maxpool.scn (made by bench/convert_mnist.py). Writes
+bench/results/mnist.json and bench/results/mnist.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from common import MODELS, RESULTS, ROOT, load_mnist, machine, write_json
+
+FIXED_T = (10, 25, 50, 75, 100, 150, 200, 300, 400)
+TAUS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995)
+TARGETS = (0.98, 0.99, 0.995)
+
+
+def ann_macs(net) -> int:
+    """Multiply-accumulates of the ANN per image: every weight times its output positions."""
+    total = 0
+    for ly in net.layers:
+        if ly.weight is None:
+            continue
+        positions = int(np.prod(ly.out_shape[1:])) if ly.kind == "conv" else 1
+        total += int(ly.weight.size) * positions
+    return total
+
+
+def run_sweep(plan, x, y, *, t_max, tau, t_min, threads):
+    from spikecast.ext.engine import run_batch
+
+    t0 = time.perf_counter()
+    res = run_batch(plan, x, t_max, tau=tau, t_min=t_min, n_threads=threads)
+    wall = time.perf_counter() - t0
+    acc = float((res.class_index == y).mean())
+    return res, acc, wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=10_000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--t-min", type=int, default=3)
+    ap.add_argument("--out", default="mnist.json")
+    args = ap.parse_args()
+
+    from tqdm.auto import tqdm
+
+    from spikecast.converters.network import load_network
+    from spikecast.ext.engine import CompiledNetwork, Engine
+    from spikecast.runtime.decision import Calibration
+
+    path = MODELS / "mnist_maxpool.scn"
+    if not path.exists():
+        raise SystemExit(f"{path} not found: run python bench/convert_mnist.py first")
+    net = load_network(path)
+    plan = CompiledNetwork(net)
+    _, _, xte, yte = load_mnist()
+    x = net.input.normalize(xte[: args.samples] * 255.0)  # raw pixels -> the network's input
+    y = yte[: args.samples]
+    t_max = max(FIXED_T)
+
+    fixed: dict[str, float] = {}
+    fixed_ms: dict[str, float] = {}
+    synops_fixed: dict[str, float] = {}
+    for t in tqdm(FIXED_T, desc="fixed T (engine)"):
+        res, acc, wall = run_sweep(plan, x, y, t_max=t, tau=None, t_min=1, threads=args.threads)
+        fixed[str(t)] = acc
+        fixed_ms[str(t)] = wall * 1000 / len(x) * args.threads  # per decision, per core
+        synops_fixed[str(t)] = float(res.synops.sum(axis=1).mean())
+    plateau = max(fixed.values())
+
+    early = []
+    for tau in tqdm(TAUS, desc="early-exit sweep"):
+        res, acc, wall = run_sweep(plan, x, y, t_max=t_max, tau=tau, t_min=args.t_min, threads=args.threads)
+        early.append({
+            "tau": tau,
+            "accuracy": acc,
+            "mean_steps": float(res.steps.mean()),
+            "p95_steps": float(np.percentile(res.steps, 95)),
+            "ms_per_decision": wall * 1000 / len(x) * args.threads,
+            "synops_per_decision": float(res.synops.sum(axis=1).mean()),
+            "confident_fraction": float((res.exit == "confident").mean()),
+        })
+
+    by_target = []
+    if net.calibration is not None:
+        cal = Calibration(net.calibration)
+        for target in TARGETS:
+            tau = cal.tau_for_target(target, args.t_min, t_max)
+            res, acc, wall = run_sweep(plan, x, y, t_max=t_max, tau=tau, t_min=args.t_min, threads=args.threads)
+            by_target.append({"target_accuracy": target, "tau": tau, "accuracy": acc,
+                              "mean_steps": float(res.steps.mean()),
+                              "p95_steps": float(np.percentile(res.steps, 95)),
+                              "ms_per_decision": wall * 1000 / len(x) * args.threads})
+
+    # Latency of one decision at batch 1 (median over samples), at the operating point chosen below.
+    within = [e for e in early if e["accuracy"] >= plateau - 0.0005]
+    best = min(within, key=lambda e: e["mean_steps"]) if within else max(early, key=lambda e: e["accuracy"])
+    eng = Engine(plan)
+    lat = []
+    for i in range(min(len(x), 500)):
+        t0 = time.perf_counter()
+        eng.run(x[i], t_max, tau=best["tau"], t_min=args.t_min)
+        lat.append(time.perf_counter() - t0)
+    best["batch1_median_ms"] = float(np.median(lat) * 1000)
+
+    smallest_fixed = min((int(t) for t, a in fixed.items() if a >= plateau - 0.0005), default=t_max)
+    speedup = smallest_fixed / best["mean_steps"]
+    result = {
+        "dataset": "MNIST",
+        "model": str(path.relative_to(ROOT)),
+        "samples": len(x),
+        "ann_accuracy": float(net.meta.get("ann_accuracy", np.nan)) if "ann_accuracy" in net.meta else None,
+        "snn_accuracy_by_T": fixed,
+        "ms_per_decision_by_T": fixed_ms,
+        "synops_by_T": synops_fixed,
+        "early_exit": early,
+        "early_exit_by_target": by_target,
+        "operating_point": best,
+        "plateau_accuracy": plateau,
+        "smallest_fixed_T_at_plateau": smallest_fixed,
+        "step_reduction_vs_fixed_T": speedup,
+        "synops_per_decision": best["synops_per_decision"],
+        "ann_macs_per_image": ann_macs(net),
+        "t_min": args.t_min,
+        "threads": args.threads,
+        "command": f"python bench/mnist.py --samples {args.samples}",
+        "machine": machine(),
+    }
+    conv = RESULTS / "convert_mnist.json"
+    if conv.exists():
+        import json
+
+        result["ann_accuracy"] = json.loads(conv.read_text())["ann_accuracy"]
+    write_json(args.out, result)
+    plot(result, args.out.replace(".json", ".png"))
+    print(f"\nMNIST on the engine, {len(x)} test images")
+    print("fixed T   " + "  ".join(f"{t:>6}" for t in fixed))
+    print("accuracy  " + "  ".join(f"{a * 100:6.2f}" for a in fixed.values()))
+    print(f"\n{'tau':>7} {'acc %':>7} {'mean T':>7} {'p95 T':>6} {'ms/dec':>7} {'SynOps':>9}")
+    for e in early:
+        print(f"{e['tau']:>7} {e['accuracy'] * 100:7.2f} {e['mean_steps']:7.1f} {e['p95_steps']:6.0f} "
+              f"{e['ms_per_decision']:7.3f} {e['synops_per_decision']:9.0f}")
+    print(f"\nplateau {plateau * 100:.2f}% first reached at fixed T={smallest_fixed}; early exit tau={best['tau']} "
+          f"reaches {best['accuracy'] * 100:.2f}% with {best['mean_steps']:.1f} mean steps "
+          f"({speedup:.1f}x fewer), {best['batch1_median_ms']:.3f} ms per decision at batch 1")
+    print(f"SynOps per decision {best['synops_per_decision']:.3g} vs ANN MACs {result['ann_macs_per_image']:.3g}")
+
+
+def plot(result, name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ts = [int(t) for t in result["snn_accuracy_by_T"]]
+    acc = [v * 100 for v in result["snn_accuracy_by_T"].values()]
+    a1.plot(ts, acc, "o-", label="fixed T")
+    ee = result["early_exit"]
+    a1.plot([e["mean_steps"] for e in ee], [e["accuracy"] * 100 for e in ee], "s-", label="early exit (mean steps)")
+    if result.get("ann_accuracy"):
+        a1.axhline(result["ann_accuracy"] * 100, color="k", ls="--", lw=1, label="ANN")
+    a1.set_xscale("log")
+    a1.set_xlabel("steps per decision")
+    a1.set_ylabel("accuracy (%)")
+    a1.set_ylim(max(min(acc) - 1, 90), 100)
+    a1.grid(alpha=0.3, which="both")
+    a1.legend()
+    a1.set_title("accuracy against latency in steps")
+    a2.plot([e["ms_per_decision"] for e in ee], [e["accuracy"] * 100 for e in ee], "s-", label="early exit")
+    a2.plot(list(result["ms_per_decision_by_T"].values()), acc, "o-", label="fixed T")
+    a2.set_xscale("log")
+    a2.set_xlabel("wall-clock ms per decision (per core)")
+    a2.set_ylabel("accuracy (%)")
+    a2.set_ylim(max(min(acc) - 1, 90), 100)
+    a2.grid(alpha=0.3, which="both")
+    a2.legend()
+    a2.set_title("accuracy against wall-clock time")
+    fig.suptitle(f"MNIST, Cython engine, {result['samples']} test images")
+    fig.tight_layout()
+    out = RESULTS / name
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
