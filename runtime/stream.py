@@ -5,7 +5,8 @@ work in a worker thread (the engine releases the GIL) and keeps a stream on one
 thread at a time.
 
 Continuous event streams have no sample boundaries. Sensor time is cut into steps
-of ``dt_us`` from the first event. A step is complete once the stream's watermark
+of ``dt_us`` from the first event, on the step grid of its live packet's ``t0_us``
+when there is one. A step is complete once the stream's watermark
 (the newest event time seen, or an empty packet's ``t0_us``) has passed its end.
 After a decision the policy says what comes next:
 
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
+from spikecast.converters.errors import ParameterError
 from spikecast.converters.network import Network
 from spikecast.ext.engine import CompiledNetwork, Engine, EventSteps, RunResult
 from spikecast.runtime.decision import Calibration, OperatingPoint
@@ -92,13 +93,19 @@ class EventStreamDecider:
         mapping: SpatialMap | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        if policy not in ("reset", "window", "decay"):
+            raise ParameterError(f"policy must be reset, window or decay, not {policy!r}")
+        if policy == "decay" and not hasattr(Engine, "decay"):
+            raise ParameterError(
+                "the decay policy needs an engine with decay(); use reset or window"
+            )
         self.ctx = ctx
         self.stream = stream
         self.engine = Engine(plan)
         self.spec = ctx.network.input
         self._point = point
         self.policy = policy
-        self.window_steps = max(1, int(round(window_ms * 1000 / self.spec.dt_us)))
+        self.window_steps = max(1, round(window_ms * 1000 / self.spec.dt_us))
         self.decay = decay
         self.one_decision = one_decision
         self.mapping = mapping
@@ -117,13 +124,15 @@ class EventStreamDecider:
         """True once a one-decision stream has decided."""
         return self.skip_until == _NEVER
 
-    def push(self, events: np.ndarray, watermark_us: int | None = None, arrival_s: float | None = None) -> list[Decision]:
+    def push(
+        self, events: np.ndarray, watermark_us: int | None = None, arrival_s: float | None = None
+    ) -> list[Decision]:
         """Add sorted EVENT_DTYPE events; decide on every step the watermark completes."""
         arrival = self.clock() if arrival_s is None else arrival_s
         if self.origin_us is None:
             if len(events) == 0 and watermark_us is None:
                 return []
-            self.origin_us = int(events["t"][0]) if len(events) else int(watermark_us or 0)
+            self.origin_us = self._origin(events, watermark_us)
         if len(events):
             enc = encode_events(events, self.spec, self.origin_us, self.mapping)
             self.dropped_events += enc.dropped
@@ -145,10 +154,22 @@ class EventStreamDecider:
         if end_us is not None:
             last = max(last, -(-(end_us - self.origin_us) // self.spec.dt_us))
         out = self._advance(last, arrival)
-        if self.engine.t > 0 and not self.finished and self.done > self.seg_start:
+        # Not inside the skipped rest of a window that has decided already.
+        if self.engine.t > 0 and self.done >= self.skip_until and self.done > self.seg_start:
             res = self.engine.result()
             out.append(self._emit(res, arrival, exit_override=True))
         return out
+
+    def _origin(self, events: np.ndarray, watermark_us: int | None) -> int:
+        """Step 0 starts at the first event, on the step grid of the packet that brought
+        it (a live packet's ``t0_us`` <= its first event), so that a sender that cuts
+        packets at step boundaries completes a step with the packet that ends it."""
+        if not len(events):
+            return int(watermark_us or 0)
+        first = int(events["t"][0])
+        if watermark_us is not None and watermark_us <= first:
+            return first - (first - int(watermark_us)) % self.spec.dt_us
+        return first
 
     def _advance(self, upto: int, arrival: float) -> list[Decision]:
         out: list[Decision] = []
@@ -184,7 +205,8 @@ class EventStreamDecider:
     def _take(self, start: int, stop: int) -> EventSteps:
         sel = (self._step >= start) & (self._step < stop)
         st = self._step[sel] - start
-        counts = np.bincount(st, minlength=stop - start) if len(st) else np.zeros(stop - start, np.int64)
+        n = stop - start
+        counts = np.bincount(st, minlength=n) if len(st) else np.zeros(n, np.int64)
         offsets = np.zeros(stop - start + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
         order = np.argsort(st, kind="stable")
@@ -213,7 +235,12 @@ class EventStreamDecider:
             self.skip_until = _NEVER
             self._idx, self._step = self._idx[:0], self._step[:0]
         elif self.policy == "window":
-            self.skip_until = self.seg_start + self.window_steps
+            end = self.seg_start + self.window_steps
+            if self.done >= end:  # decided on the window's last step: the next one starts now
+                self.engine.reset()
+                self.seg_start = self.done
+            else:
+                self.skip_until = end
         elif self.policy == "decay":
             self.engine.decay(self.decay)
             self.seg_start = self.done

@@ -1,0 +1,190 @@
+"""EventStreamDecider: step completion by watermark, policies (reset, window, decay)."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from service_kit import polarity_net, split_steps, uniform_events
+from spikecast.converters.errors import ParameterError
+from spikecast.ext.engine import CompiledNetwork, Engine
+from spikecast.runtime.decision import OperatingPoint
+from spikecast.runtime.mqtt.payload import Decision
+from spikecast.runtime.stream import DecisionContext, EventStreamDecider
+
+DT = 1000
+NET = polarity_net(lam=3.0, calibration=False)
+PLAN = CompiledNetwork(NET)
+CTX = DecisionContext(NET, "cam0", None, NET.sha256)
+
+
+def make(
+    tau: float = 0.9, t_max: int = 200, **kwargs: object
+) -> tuple[EventStreamDecider, Callable[[OperatingPoint], None]]:
+    """A decider whose operating point can be changed through the returned setter."""
+    box = [OperatingPoint(tau=tau, t_min=1, t_max=t_max)]
+
+    def set_point(p: OperatingPoint) -> None:
+        box[0] = p
+
+    return EventStreamDecider(PLAN, CTX, "s0", lambda: box[0], **kwargs), set_point  # type: ignore[arg-type]
+
+
+def live(d: EventStreamDecider, events: np.ndarray, t0_us: int, n_steps: int) -> list[Decision]:
+    """Push one packet per step (t0_us on the step grid), then an empty watermark packet."""
+    out: list[Decision] = []
+    for k, part in enumerate(split_steps(events, t0_us, DT, n_steps)):
+        out += d.push(part, t0_us + k * DT)
+    out += d.push(events[:0], t0_us + n_steps * DT)
+    return out
+
+
+def call_with_timeout(fn: Callable[[], list[Decision]], timeout_s: float = 10.0) -> list[Decision]:
+    """Run fn in a thread: a decider stuck in a loop fails the test instead of hanging it."""
+    result: list[list[Decision]] = []
+    worker = threading.Thread(target=lambda: result.append(fn()), daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    assert not worker.is_alive(), f"decider did not return within {timeout_s} s"
+    return result[0]
+
+
+def test_reset_policy_decisions_tile_the_stream() -> None:
+    d, _ = make(tau=0.9)
+    ev = uniform_events(60, 20, t0_us=5_000_000)
+    out = live(d, ev, 5_000_000, 60) + d.finish()
+    assert len(out) >= 4
+    assert [x.seq for x in out] == list(range(len(out)))
+    # Consecutive spans of whole steps on the packets' grid, from the first packet's t0.
+    assert out[0].sensor_t0_us == 5_000_000
+    for a, b in itertools.pairwise(out):
+        assert b.sensor_t0_us == a.sensor_t1_us
+    for x in out:
+        assert x.steps * DT == x.sensor_t1_us - x.sensor_t0_us
+        assert x.label == "on" and x.synops > 0
+    assert out[-1].sensor_t1_us == 5_000_000 + 60 * DT
+    assert {x.exit for x in out[:-1]} == {"confident"}
+    assert out[-1].exit in ("confident", "end_of_stream")
+    assert sum(x.steps for x in out) == 60
+
+
+def test_step_completes_only_when_the_watermark_passes_its_end() -> None:
+    d, _ = make(tau=0.0)  # decides at every step it can complete
+    ev = uniform_events(3, 20, t0_us=0)
+    parts = split_steps(ev, 0, DT, 3)
+    assert d.push(parts[0], 0) == [] and d.done == 0  # step 0 may still get events
+    out = d.push(parts[1], 1000)  # the packet of step 1 shows that step 0 is over
+    assert d.done == 1 and [(x.sensor_t0_us, x.sensor_t1_us) for x in out] == [(0, 1000)]
+    assert d.push(ev[:0], 1999) == [] and d.done == 1  # an empty packet's t0 is a watermark
+    out = d.push(ev[:0], 2000)
+    assert d.done == 2 and [(x.sensor_t0_us, x.steps) for x in out] == [(1000, 1)]
+
+
+def test_origin_is_on_the_first_packets_step_grid() -> None:
+    d, _ = make(tau=0.0)
+    ev = uniform_events(2, 5, t0_us=7_000_000, seed=3)
+    ev["t"][0] = 7_000_437  # the first event comes late in its step
+    ev.sort(order="t")
+    out = live(d, ev, 7_000_000, 2)
+    assert d.origin_us == 7_000_000
+    assert [(x.sensor_t0_us, x.sensor_t1_us) for x in out] == [
+        (7_000_000, 7_001_000),
+        (7_001_000, 7_002_000),
+    ]
+
+
+def test_file_chunks_start_at_the_first_event() -> None:
+    d, _ = make(tau=0.0)
+    ev = uniform_events(3, 5, t0_us=437, seed=4)
+    d.push(ev, watermark_us=int(ev["t"][-1]) + 1)  # a replayed chunk: watermark after its events
+    assert d.origin_us == int(ev["t"][0])
+
+
+def test_window_policy_decides_once_per_window_from_its_start() -> None:
+    d, _ = make(tau=0.9, policy="window", window_ms=20)
+    ev = uniform_events(100, 20, t0_us=0)
+    out = live(d, ev, 0, 100) + d.finish()
+    assert [x.sensor_t0_us for x in out] == [k * 20_000 for k in range(5)]
+    assert all(x.exit == "confident" and x.steps < 20 for x in out)
+
+
+def test_window_policy_deciding_on_the_last_step_moves_on() -> None:
+    # tau = 1 is never reached: every window ends with max_steps on its last step. This
+    # used to loop forever (the finished window was never left).
+    d, _ = make(tau=1.0, policy="window", window_ms=10)
+    ev = uniform_events(40, 20, t0_us=0)
+    out = call_with_timeout(lambda: live(d, ev, 0, 40) + d.finish())
+    assert [(x.sensor_t0_us, x.steps, x.exit) for x in out] == [
+        (k * 10_000, 10, "max_steps") for k in range(4)
+    ]
+
+
+def test_window_finish_in_the_skipped_rest_adds_no_decision() -> None:
+    d, _ = make(tau=0.9, policy="window", window_ms=50)
+    ev = uniform_events(30, 20, t0_us=0)
+    out = live(d, ev, 0, 30)
+    assert len(out) == 1 and out[0].steps < 30  # decided; the rest of the window is skipped
+    assert d.finish() == []  # ends inside the skipped rest: nothing new to say
+
+
+def test_t_max_forces_a_decision() -> None:
+    d, _ = make(tau=1.0, t_max=7)
+    out = live(d, uniform_events(21, 20), 0, 21)
+    assert [(x.steps, x.exit) for x in out] == [(7, "max_steps")] * 3
+
+
+def test_operating_point_is_read_live() -> None:
+    d, set_point = make(tau=0.99)
+    ev = uniform_events(200, 20, t0_us=0)
+    first = live(d, ev[ev["t"] < 100_000], 0, 100)
+    set_point(OperatingPoint(tau=0.3, t_min=1, t_max=200))
+    rest = split_steps(ev, 100_000, DT, 100)
+    second: list[Decision] = []
+    for k, part in enumerate(rest):
+        second += d.push(part, 100_000 + k * DT)
+    assert first and second
+    slow = np.mean([x.steps for x in first if x.exit == "confident"])
+    fast = np.mean([x.steps for x in second[1:]])  # [0] began under the old tau
+    assert fast < slow / 2
+
+
+def test_late_and_outside_events_are_dropped_and_counted() -> None:
+    d, _ = make(tau=0.9)
+    ev = uniform_events(10, 20, t0_us=0)
+    live(d, ev, 0, 10)
+    assert d.done == 10 and d.dropped_events == 0
+    late = ev[(ev["t"] >= 2000) & (ev["t"] < 3000)]  # step 2 is complete already
+    d.push(late)
+    assert d.dropped_events == len(late)
+    outside = uniform_events(1, 4, t0_us=10_000)
+    outside["x"] = 40  # beyond the 34-pixel input
+    d.push(outside)
+    assert d.dropped_events == len(late) + 4
+
+
+def test_one_decision_stream_finishes_after_its_decision() -> None:
+    d, _ = make(tau=0.9, one_decision=True)
+    out = live(d, uniform_events(60, 20), 0, 60)
+    assert len(out) == 1 and d.finished
+    assert d.finish() == []
+
+
+def test_policy_is_checked() -> None:
+    with pytest.raises(ParameterError, match="policy"):
+        make(policy="sometimes")
+
+
+@pytest.mark.skipif(hasattr(Engine, "decay"), reason="this engine has decay(); covered below")
+def test_decay_policy_is_refused_without_engine_decay() -> None:
+    with pytest.raises(ParameterError, match=r"decay\(\)"):
+        make(policy="decay")
+
+
+@pytest.mark.skipif(not hasattr(Engine, "decay"), reason="Engine.decay() does not exist yet")
+def test_decay_policy_keeps_deciding() -> None:
+    d, _ = make(tau=0.9, policy="decay", decay=0.5)
+    out = live(d, uniform_events(60, 20), 0, 60)
+    assert len(out) >= 2 and [x.seq for x in out] == list(range(len(out)))
