@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from spikecast.converters.errors import ParameterError
 from spikecast.runtime.decision import OperatingPoint
@@ -85,6 +86,28 @@ class RunConfig:
             raise ParameterError(f"downsample must be >= 1, got {self.downsample}")
         if self.queue_events < 1 or self.outbox_size < 1 or self.threads < 1:
             raise ParameterError("queue_events, outbox_size and threads must be >= 1")
+        if self.policy == "decay":
+            from spikecast.ext.engine import Engine
+
+            if not hasattr(Engine, "decay"):
+                raise ParameterError(
+                    "policy 'decay' needs an engine with Engine.decay(), which this build "
+                    "lacks; use policy 'reset' or 'window'"
+                )
+        if self.mqtt_url is not None and _url_password(self.mqtt_url):
+            # Secrets come from the environment only: a URL shows up in ps, shell history
+            # and this dataclass's repr.
+            raise ParameterError(
+                "the MQTT URL must not carry a password; give the name of an environment "
+                "variable holding it (--password-env, or password_env in [mqtt])"
+            )
+
+
+def _url_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:  # malformed: MqttSettings.from_url reports it without echoing the URL
+        return False
 
 
 _SECTIONS = {"decision", "mqtt", "metrics", "input"}
@@ -107,13 +130,18 @@ def load_toml(path: str | Path) -> dict[str, Any]:
                 if key == "decision" and sub in ("tau", "t_min", "t_max", "target_accuracy"):
                     point[sub] = v
                 elif key == "mqtt":
-                    flat[{"url": "mqtt_url"}.get(sub, sub)] = v
+                    flat["mqtt_url" if sub == "url" else sub] = v
                 elif key == "metrics" and sub == "interval_s":
                     flat["metrics_interval_s"] = v
                 else:
                     flat[sub] = v
         else:
             flat[key] = value
+    if "password" in flat:
+        raise ParameterError(
+            f"{path}: the MQTT password is not read from files; set password_env to the name "
+            "of an environment variable holding it"
+        )
     if "password_env" in flat:
         env = str(flat.pop("password_env"))
         flat["password"] = os.environ.get(env)
@@ -131,19 +159,22 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML config; flags override it")
     p.add_argument("--model", type=Path, help="network file (.scn)")
-    p.add_argument("--source", help="event files (.bin .aedat4 .raw .dat .npy .npz; globs ok), images, "
-                   "'mqtt' for live packets on spikecast/<device>/+/events")
+    p.add_argument("--source", help="event files (.bin .aedat4 .raw .dat .npy .npz; globs ok), "
+                   "images, 'mqtt' for live packets on spikecast/<device>/+/events")
     p.add_argument("--device", help="device name in MQTT topics")
     p.add_argument("--stream", help="stream name for file sources")
-    p.add_argument("--mqtt", dest="mqtt_url", help="broker URL mqtt://[user[:pass]@]host[:port] or mqtts://")
+    p.add_argument("--mqtt", dest="mqtt_url", help="broker URL mqtt://[user@]host[:port] or "
+                   "mqtts://; the password comes from --password-env")
     p.add_argument("--username")
     p.add_argument("--password-env", help="environment variable holding the MQTT password")
     p.add_argument("--tls", action="store_true", default=None)
     p.add_argument("--ca-file", type=Path)
     p.add_argument("--cert-file", type=Path)
     p.add_argument("--key-file", type=Path)
-    p.add_argument("--shared-group", help="consume events via $share/<group>/... (scale out over workers)")
-    p.add_argument("--realtime", action="store_true", default=None, help="pace file replay by sensor time")
+    p.add_argument("--shared-group",
+                   help="consume events via $share/<group>/... (scale out over workers)")
+    p.add_argument("--realtime", action="store_true", default=None,
+                   help="pace file replay by sensor time")
     p.add_argument("--speed", type=float, help="replay speed factor with --realtime")
     p.add_argument("--tau", type=float)
     p.add_argument("--t-min", type=int)

@@ -1,0 +1,203 @@
+"""RunConfig: TOML files, command-line overrides, secrets only from the environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from spikecast.converters.errors import ParameterError
+from spikecast.ext.engine import Engine
+from spikecast.runtime.config import RunConfig, add_run_arguments, config_from_args, load_toml
+from spikecast.runtime.decision import OperatingPoint
+from spikecast.runtime.service import make_publisher
+
+SECRET = "s3cr3t-Pa55"
+
+
+def parse(*argv: str) -> RunConfig:
+    p = argparse.ArgumentParser()
+    add_run_arguments(p)
+    return config_from_args(p.parse_args(list(argv)))
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spikecast.toml"
+    path.write_text(text)
+    return path
+
+
+TOML = """
+model = "net.scn"
+source = "mqtt"
+device = "cam0"
+
+[decision]
+tau = 0.9
+t_min = 5
+t_max = 300
+policy = "window"
+window_ms = 250
+
+[mqtt]
+url = "mqtt://broker:1883"
+username = "cam0"
+password_env = "SPIKECAST_TEST_PASSWORD"
+
+[metrics]
+interval_s = 2.5
+"""
+
+
+def test_toml_sections_flatten_into_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPIKECAST_TEST_PASSWORD", SECRET)
+    cfg = parse("--config", str(write(tmp_path, TOML)))
+    assert cfg.model == Path("net.scn") and cfg.source == "mqtt" and cfg.device == "cam0"
+    assert cfg.point == OperatingPoint(tau=0.9, t_min=5, t_max=300)
+    assert (cfg.policy, cfg.window_ms, cfg.metrics_interval_s) == ("window", 250, 2.5)
+    assert (cfg.mqtt_url, cfg.username, cfg.password) == ("mqtt://broker:1883", "cam0", SECRET)
+
+
+def test_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPIKECAST_TEST_PASSWORD", SECRET)
+    path = write(tmp_path, TOML)
+    cfg = parse(
+        "--config",
+        str(path),
+        "--tau",
+        "0.5",
+        "--device",
+        "cam9",
+        "--policy",
+        "reset",
+        "--all-decisions",
+        "--crop",
+        "1",
+        "2",
+        "30",
+        "31",
+        "--realtime",
+    )
+    assert cfg.point == OperatingPoint(tau=0.5, t_min=5, t_max=300)  # only tau overridden
+    assert (cfg.device, cfg.policy, cfg.one_per_file, cfg.realtime) == (
+        "cam9",
+        "reset",
+        False,
+        True,
+    )
+    assert cfg.crop == (1, 2, 30, 31) and cfg.window_ms == 250
+
+
+def test_flags_alone_and_required_fields() -> None:
+    cfg = parse("--model", "m.scn", "--source", "x/*.bin", "--target-accuracy", "0.97")
+    assert cfg.point.target_accuracy == 0.97 and cfg.mqtt_url is None and cfg.password is None
+    with pytest.raises(ParameterError, match="--source is required"):
+        parse("--model", "m.scn")
+    with pytest.raises(ParameterError, match="tau must be in"):
+        parse("--model", "m.scn", "--source", "mqtt", "--tau", "1.5")
+    with pytest.raises(ParameterError, match="window_ms"):
+        parse("--model", "m.scn", "--source", "mqtt", "--window-ms", "0")
+
+
+def test_file_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match=r"spikecast\.toml: unknown section \[camera\]"):
+        load_toml(write(tmp_path, "[camera]\nx = 1\n"))
+    with pytest.raises(ParameterError, match=r"spikecast\.toml: unknown config keys \['colour'\]"):
+        load_toml(write(tmp_path, 'model = "m"\ncolour = "red"\n'))
+    with pytest.raises(ParameterError, match=r"spikecast\.toml: cannot read config"):
+        load_toml(write(tmp_path, "model = \n"))
+
+
+def test_password_only_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SPIKECAST_TEST_PASSWORD", raising=False)
+    with pytest.raises(ParameterError, match="SPIKECAST_TEST_PASSWORD, which is not set"):
+        parse("--config", str(write(tmp_path, TOML)))
+    # Not from the file...
+    for text in (f'[mqtt]\npassword = "{SECRET}"\n', f'password = "{SECRET}"\n'):
+        with pytest.raises(ParameterError, match="password_env") as err:
+            load_toml(write(tmp_path, text))
+        assert SECRET not in str(err.value)
+    # ...nor from the broker URL, in a file or a flag.
+    with pytest.raises(ParameterError, match="must not carry a password") as err:
+        parse("--model", "m", "--source", "mqtt", "--mqtt", f"mqtt://cam0:{SECRET}@broker:1883")
+    assert SECRET not in str(err.value)
+    with pytest.raises(ParameterError, match="must not carry a password"):
+        parse(
+            "--config",
+            str(
+                write(
+                    tmp_path, f'model = "m"\nsource = "mqtt"\n[mqtt]\nurl = "mqtt://u:{SECRET}@b"\n'
+                )
+            ),
+        )
+    # From the environment, by --password-env.
+    monkeypatch.setenv("MY_PW", SECRET)
+    cfg = parse(
+        "--model",
+        "m",
+        "--source",
+        "mqtt",
+        "--mqtt",
+        "mqtt://broker",
+        "--username",
+        "u",
+        "--password-env",
+        "MY_PW",
+    )
+    assert cfg.password == SECRET
+
+
+async def test_password_never_shows_in_repr_or_logs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MY_PW", SECRET)
+    cfg = parse(
+        "--model",
+        "m",
+        "--source",
+        "mqtt",
+        "--mqtt",
+        "mqtt://127.0.0.1:1?reconnect_min_s=0.02&reconnect_max_s=0.05",
+        "--username",
+        "u",
+        "--password-env",
+        "MY_PW",
+    )
+    pub = make_publisher(cfg)
+    for text in (repr(cfg), str(cfg), repr(pub), repr(getattr(pub, "settings", None))):
+        assert SECRET not in text
+    caplog.set_level(logging.DEBUG)
+    async with pub:  # port 1 refuses: the connection errors are logged
+        await asyncio.sleep(0.3)
+    assert "127.0.0.1" in caplog.text and SECRET not in caplog.text
+
+
+@pytest.mark.skipif(hasattr(Engine, "decay"), reason="this engine has Engine.decay()")
+def test_decay_policy_is_refused_clearly(tmp_path: Path) -> None:
+    for make in (
+        lambda: parse("--model", "m", "--source", "mqtt", "--policy", "decay"),
+        lambda: parse(
+            "--config",
+            str(write(tmp_path, 'model = "m"\nsource = "mqtt"\n[decision]\npolicy = "decay"\n')),
+        ),
+        lambda: RunConfig(model=Path("m"), source="mqtt", policy="decay"),
+    ):
+        with pytest.raises(
+            ParameterError, match=r"'decay' needs .*Engine\.decay\(\).*'reset' or 'window'"
+        ):
+            make()
+
+
+def test_other_bad_values_are_parameter_errors() -> None:
+    with pytest.raises(ParameterError, match="policy must be one of"):
+        RunConfig(model=Path("m"), source="mqtt", policy="sometimes")
+    with pytest.raises(ParameterError, match="decay must be in"):
+        RunConfig(model=Path("m"), source="mqtt", decay=1.0)
+    with pytest.raises(ParameterError, match="queue_events"):
+        RunConfig(model=Path("m"), source="mqtt", queue_events=0)
