@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from spikecast.converters.errors import ParameterError, SpikecastError, StreamError
 from spikecast.converters.network import Network, load_network
 from spikecast.ext.engine import CompiledNetwork, Engine
@@ -74,12 +73,15 @@ class ServiceState:
 class Service:
     """Runs one configuration until its sources end (files) or it is stopped (live)."""
 
-    def __init__(self, cfg: RunConfig, publisher: Publisher, network: Network | None = None) -> None:
+    def __init__(
+        self, cfg: RunConfig, publisher: Publisher, network: Network | None = None
+    ) -> None:
         self.cfg = cfg
         self.publisher = publisher
         self.network = network if network is not None else load_network(cfg.model)
         self.plan = CompiledNetwork(self.network)
-        calib = Calibration(self.network.calibration) if self.network.calibration is not None else None
+        table = self.network.calibration
+        calib = Calibration(table) if table is not None else None
         self.state = ServiceState(point=resolve(cfg.point, calib), calibration=calib)
         self.ctx = DecisionContext(self.network, cfg.device, calib, self.network.sha256)
         self.mapping = SpatialMap(cfg.crop, cfg.downsample)
@@ -90,13 +92,19 @@ class Service:
         self.decisions: list[Decision] = []
         self._stop = asyncio.Event()
         if cfg.policy == "decay" and not hasattr(Engine, "decay"):
-            raise ParameterError("the decay policy needs an engine with decay(); use reset or window")
+            raise ParameterError(
+                "the decay policy needs an engine with decay(); use reset or window"
+            )
 
     # -- operating point ----------------------------------------------------------
     def point(self) -> OperatingPoint:
         return self.state.point
 
     async def set_point(self, changes: dict[str, Any]) -> OperatingPoint:
+        if "tau" in changes and "target_accuracy" not in changes:
+            # An explicit tau replaces a target accuracy; else resolve() would derive tau
+            # from the target again and silently ignore the command.
+            changes = {**changes, "target_accuracy": None}
         new = resolve(self.state.point.updated(changes), self.state.calibration)
         self.state.point = new
         await self.publish_config()
@@ -104,10 +112,14 @@ class Service:
 
     async def publish_config(self) -> None:
         p = self.state.point
-        payload: dict[str, Any] = {**p.as_dict(), "policy": self.cfg.policy, "model_sha256": self.ctx.sha256}
+        payload: dict[str, Any] = {
+            **p.as_dict(), "policy": self.cfg.policy, "model_sha256": self.ctx.sha256
+        }
         if self.state.calibration is not None:
             s = self.state.calibration.stats(p.tau, p.t_min, p.t_max)
-            payload["expected"] = {"accuracy": s.accuracy, "mean_steps": s.mean_steps, "p95_steps": s.p95_steps}
+            payload["expected"] = {
+                "accuracy": s.accuracy, "mean_steps": s.mean_steps, "p95_steps": s.p95_steps
+            }
         await self.publisher.publish(topics.config_topic(self.cfg.device), payload, retain=True)
 
     def stop(self) -> None:
@@ -127,10 +139,16 @@ class Service:
                 if subscribe is None:
                     raise ParameterError("source 'mqtt' needs --mqtt URL")
                 feeder = asyncio.create_task(self._live_events(subscribe))
-                await self._stop.wait()
-                feeder.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await feeder
+                stopper = asyncio.create_task(self._stop.wait())
+                # Also wake up if the feeder or compute fails: the error must end the
+                # service rather than leave it running deaf.
+                await asyncio.wait({stopper, feeder, compute}, return_when=asyncio.FIRST_COMPLETED)
+                for t in (stopper, feeder):
+                    t.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await t
+                if compute.done():
+                    compute.result()
             else:
                 await self._replay_files()
             await self.queue.put(_Item("", 0.0, end=True))
@@ -147,7 +165,8 @@ class Service:
 
     # -- sources ------------------------------------------------------------------
     def _paths(self) -> list[Path]:
-        matched = sorted(glob.glob(self.cfg.source)) if any(ch in self.cfg.source for ch in "*?[") else [self.cfg.source]
+        src = self.cfg.source
+        matched = sorted(glob.glob(src)) if any(ch in src for ch in "*?[") else [src]
         paths = [Path(p) for p in matched]
         if not paths:
             raise StreamError(f"source {self.cfg.source!r} matches no files")
@@ -208,7 +227,9 @@ class Service:
                 log.warning("dropped a bad packet on %s: %s", msg.topic, exc)
                 continue
             ev = packet.events
-            await self._enqueue(_Item(stream, arrival, events=ev, watermark_us=packet.t0_us, n_events=len(ev)))
+            await self._enqueue(
+                _Item(stream, arrival, events=ev, watermark_us=packet.t0_us, n_events=len(ev))
+            )
 
     def _decided(self, stream: str) -> bool:
         d = self.deciders.get(stream)
@@ -268,7 +289,11 @@ class Service:
             del self.deciders[item.stream]
             return out
         events = item.events if item.events is not None else np.zeros(0)
-        return d.push(events, item.watermark_us, item.arrival_s)
+        before = d.dropped_events
+        out = d.push(events, item.watermark_us, item.arrival_s)
+        if d.dropped_events != before:  # outside the network input, or behind a done step
+            self.state.metrics.count_dropped_events(d.dropped_events - before)
+        return out
 
     async def _compute(self) -> None:
         while True:
@@ -313,8 +338,8 @@ def make_publisher(cfg: RunConfig) -> Publisher:
 async def serve(cfg: RunConfig, publisher: Publisher | None = None) -> list[Decision]:
     """Run until the sources end or SIGINT/SIGTERM; the publisher says offline on exit."""
     pub = publisher or make_publisher(cfg)
+    service = Service(cfg, pub)  # a bad model fails here, before the device goes online
     async with pub:
-        service = Service(cfg, pub)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -328,7 +353,9 @@ async def serve(cfg: RunConfig, publisher: Publisher | None = None) -> list[Deci
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     cfg = config_from_args(args)
     asyncio.run(serve(cfg))
     return 0
