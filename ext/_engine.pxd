@@ -4,7 +4,9 @@
 # number of EngineStates (one per stream or per thread) can share it without locks.
 # Layout conventions (all chosen for scatter):
 #   - neuron states are channel-last: index (y * W + x) * C + c;
-#   - conv weights are [c_in][ky][kx][c_out], so one spike adds contiguous c_out rows;
+#   - conv weights are [c_in][ky][kw-1-kx][c_out] (kx reversed): one spike adds contiguous
+#     runs, and with stride 1 the taps kx of one kernel row land on adjacent membrane
+#     positions in the same order, so a whole kernel row is one run of kw * c_out floats;
 #   - linear weights are [n_in][n_out] with rows in the channel-last order of the input.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t
@@ -28,14 +30,17 @@ ctypedef struct LayerPlan:
     int c_in, h_in, w_in
     int c_out, h_out, w_out
     int kh, kw, sh, sw
+    int c_in_shift           # log2(c_in) if c_in is a power of two, else -1
     float threshold
     float lam
-    const float* weight      # conv [c_in][kh][kw][c_out]; linear [n_in][n_out]; NULL for pool
-    const float* bias        # (n_out,) per neuron, channel-last; zeros when the layer has none
+    const float* weight      # conv [c_in][kh][kw reversed][c_out]; linear [n_in][n_out]; pool NULL
+    const float* bias        # (c_out,) per channel (linear: c_out = n_out); zeros if none
     # CSR tables over input positions y * w_in + x (conv, pool), border-aware:
     const int32_t* tab_ptr   # (h_in * w_in + 1,)
-    const int32_t* tab_w     # conv: weight offset (ky * kw + kx) * c_out of each valid tap
-    const int32_t* tab_m     # conv: membrane offset (oy * w_out + ox) * c_out; pool: window oy * w_out + ox
+    const int32_t* tab_w     # conv: weight offset of each run within the c_in block
+    const int32_t* tab_m     # conv: membrane offset of each run; pool: window oy * w_out + ox
+    const int32_t* tab_n     # conv: run length in floats (a multiple of c_out)
+    const int32_t* win_init  # pool: (n_out,) each window's first input, its winner at t = 0
 
 ctypedef struct NetPlan:
     int n_layers
@@ -50,11 +55,12 @@ ctypedef struct NetPlan:
 
 ctypedef struct LayerState:
     float* v                 # (n_out,) membranes; NULL for pool
-    int32_t* spikes          # (n_out,) channel-last indices that spiked at the last step
+    int32_t* spikes          # (n_out + 1,) channel-last indices that spiked at the last step
     int n_spikes
     int32_t* counts          # pool: (n_in,) input spike counts so far
     int32_t* in_stamp        # pool: (n_in,) last step each input spiked
-    int32_t* win_stamp       # pool: (n_out,) last step each window was evaluated
+    int32_t* win_stamp       # pool: (n_out,) last step each window was touched
+    int32_t* winner          # pool: (n_out,) input with the largest count so far
     int64_t synops
     int64_t spike_total
 

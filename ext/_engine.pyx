@@ -18,18 +18,13 @@ neuron states of each conv/linear layer (drive, threshold, reset, emit).
 include "_engine.pxd"
 
 from libc.math cimport exp
-from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
 import numpy as np
 
 from spikecast.converters.errors import SpikecastError
-
-# Sweep block: a block with no spike skips the compaction pass entirely.
-cdef enum:
-    BLOCK = 64
-
 
 # ----------------------------------------------------------------------------------
 # Kernels (no Python objects, no GIL).
@@ -49,6 +44,18 @@ cdef inline void axpy_row(float* dst, const float* src, float a, int n) noexcept
         dst[j] += a * src[j]
 
 
+cdef inline int split_index(int i, int c, int shift, int* chan) noexcept nogil:
+    """Channel-last index i -> position i // c, channel i % c (a shift for powers of two:
+    an integer division costs ~25 cycles, more than a short scatter run)."""
+    cdef int pos
+    if shift >= 0:
+        pos = i >> shift
+    else:
+        pos = i // c
+    chan[0] = i - pos * c
+    return pos
+
+
 cdef int64_t scatter_conv(
     const LayerPlan* lp,
     float* v,                 # out: membranes, channel-last
@@ -57,14 +64,14 @@ cdef int64_t scatter_conv(
     const int32_t* perm,      # in: torch -> channel-last map for external input, else NULL
     int n_valid,              # external indices must lie in [0, n_valid)
 ) noexcept nogil:
-    """Add each spike's weight rows into the membranes it reaches; return SynOps."""
+    """Add each spike's weight runs into the membranes they reach; return SynOps."""
     cdef int e, i, pos, c, k, k1
-    cdef int c_out = lp.c_out
     cdef int c_in = lp.c_in
-    cdef int per_c_in = lp.kh * lp.kw * c_out
+    cdef int per_c_in = lp.kh * lp.kw * lp.c_out
     cdef const float* wb
     cdef const int32_t* tab_w = lp.tab_w
     cdef const int32_t* tab_m = lp.tab_m
+    cdef const int32_t* tab_n = lp.tab_n
     cdef int64_t synops = 0
     for e in range(n_src):
         i = src[e]
@@ -72,14 +79,13 @@ cdef int64_t scatter_conv(
             if <unsigned int> i >= <unsigned int> n_valid:
                 continue
             i = perm[i]
-        pos = i // c_in
-        c = i - pos * c_in
+        pos = split_index(i, c_in, lp.c_in_shift, &c)
         wb = lp.weight + <Py_ssize_t> c * per_c_in
         k1 = lp.tab_ptr[pos + 1]
         k = lp.tab_ptr[pos]
-        synops += (k1 - k) * c_out
         while k < k1:
-            add_row(v + tab_m[k], wb + tab_w[k], c_out)
+            add_row(v + tab_m[k], wb + tab_w[k], tab_n[k])
+            synops += tab_n[k]
             k += 1
     return synops
 
@@ -109,127 +115,184 @@ cdef int64_t scatter_linear(
 
 cdef int pool_step(
     const LayerPlan* lp,
-    LayerState* ls,           # in/out: counts, stamps; out: spikes
+    LayerState* ls,           # in/out: counts, stamps, winners; out: spikes
     const int32_t* src,       # in: spiking inputs, channel-last
     int n_src,
     int t,
 ) noexcept nogil:
     """Gated max-pool: a window passes a spike iff its highest-count input spiked now.
 
-    Counts include this step, so all of them are updated before any window is
-    judged; only windows that contain a spiking input can emit, and each is judged
-    once per step (win_stamp). Ties go to the lowest row-major position in the window.
+    Each window keeps its winner: the input with the largest count, lowest index on a
+    tie (for one channel, channel-last index order is the window's row-major order).
+    Counts only grow, and only for inputs that spike, so after this step's counts are
+    in, the new winner is the best of the old winner and the window's spiking inputs:
+    only windows that contain a spike are touched, and each once (win_stamp).
     """
-    cdef int e, i, pos, c, k, k1, w, o, oy, ox, ky, kx, j, row, best, best_j
+    cdef int e, i, pos, c, k, k1, o, w, ci, cw, better, n_touched = 0, n_out = 0
     cdef int C = lp.c_in
-    cdef int w_out = lp.w_out
-    cdef int row_stride = lp.w_in * C
     cdef int32_t* counts = ls.counts
     cdef int32_t* in_stamp = ls.in_stamp
     cdef int32_t* win_stamp = ls.win_stamp
+    cdef int32_t* winner = ls.winner
     cdef int32_t* out = ls.spikes
-    cdef int n_out = 0
+    # 1. Counts include this step.
     for e in range(n_src):
         i = src[e]
         counts[i] += 1
         in_stamp[i] = t
+    # 2. Challenge each touched window's winner; list the windows touched. Branch-free:
+    #    the outcomes are data-dependent coin flips that a predictor gets wrong.
     for e in range(n_src):
         i = src[e]
-        pos = i // C
-        c = i - pos * C
+        ci = counts[i]
+        pos = split_index(i, C, lp.c_in_shift, &c)
         k1 = lp.tab_ptr[pos + 1]
         for k in range(lp.tab_ptr[pos], k1):
-            w = lp.tab_m[k]
-            o = w * C + c
-            if win_stamp[o] == t:
-                continue
+            o = lp.tab_m[k] * C + c
+            out[n_touched] = o
+            n_touched += win_stamp[o] != t
             win_stamp[o] = t
-            oy = w // w_out
-            ox = w - oy * w_out
-            row = (oy * lp.sh * lp.w_in + ox * lp.sw) * C + c
-            best = -1
-            best_j = row
-            for ky in range(lp.kh):
-                j = row
-                for kx in range(lp.kw):
-                    if counts[j] > best:  # strict: the first maximum wins a tie
-                        best = counts[j]
-                        best_j = j
-                    j += C
-                row += row_stride
-            if in_stamp[best_j] == t:
-                out[n_out] = o
-                n_out += 1
+            w = winner[o]
+            cw = counts[w]
+            better = (ci > cw) | ((ci == cw) & (i < w))
+            winner[o] = w + better * (i - w)
+    # 3. A touched window spikes iff its winner spiked (filtered in place).
+    for e in range(n_touched):
+        o = out[e]
+        out[n_out] = o
+        n_out += in_stamp[winner[o]] == t
     return n_out
 
 
-cdef inline int sweep_block_subtract(
-    float* v, const float* drive, int n, float threshold, uint8_t* mask
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define SPK_CTZ64(x) __builtin_ctzll(x)
+    #else
+    static int SPK_CTZ64(unsigned long long x) { int k = 0; while (!(x & 1)) { x >>= 1; k++; } return k; }
+    #endif
+    """
+    int SPK_CTZ64(uint64_t x) noexcept nogil
+
+
+cdef void update_subtract(
+    float* v,                 # in/out: (n,) membranes
+    const float* drive,       # in: (period,) added to every run of `period` neurons
+    int period,
+    int n,                    # a multiple of period
+    float threshold,
+    uint8_t* mask,            # out: (n,) 1 where a neuron spiked
 ) noexcept nogil:
-    """V += drive; spike where V >= θ and subtract θ there; return the spike count."""
+    """V += drive; mask = V >= θ; V -= θ where it spiked. Vectorised over channels.
+
+    Channel-last conv membranes repeat the per-channel bias every c_out neurons, so
+    the sweep reads only c_out bias floats instead of a full drive array.
+    """
     # s is an int: float->int conversions may trap, which stops gcc vectorising.
-    cdef int j, s, cnt = 0
+    cdef int p, j, s
     cdef float x
-    for j in range(n):
-        x = v[j] + drive[j]
-        s = x >= threshold
-        v[j] = x - threshold * <float> s  # exactly the reference's V -= θ·S
-        mask[j] = <uint8_t> s
-        cnt += s
-    return cnt
+    cdef float* vp
+    cdef uint8_t* mp
+    p = 0
+    while p < n:
+        vp = v + p
+        mp = mask + p
+        p += period
+        for j in range(period):
+            x = vp[j] + drive[j]
+            s = x >= threshold
+            vp[j] = x - threshold * <float> s  # exactly the reference's V -= θ·S
+            mp[j] = <uint8_t> s
 
 
-cdef inline int sweep_block_zero(
-    float* v, const float* drive, int n, float threshold, uint8_t* mask
+cdef void update_zero(
+    float* v, const float* drive, int period, int n, float threshold, uint8_t* mask
 ) noexcept nogil:
-    """V += drive; spike where V >= θ and set V = 0 there; return the spike count."""
-    cdef int j, s, cnt = 0
+    """As update_subtract, but V = 0 where it spiked."""
+    cdef int p, j, s
     cdef float x
-    for j in range(n):
-        x = v[j] + drive[j]
-        s = x >= threshold
-        v[j] = x * <float> (1 - s)  # exactly the reference's V *= 1 - S
-        mask[j] = <uint8_t> s
-        cnt += s
-    return cnt
+    cdef float* vp
+    cdef uint8_t* mp
+    p = 0
+    while p < n:
+        vp = v + p
+        mp = mask + p
+        p += period
+        for j in range(period):
+            x = vp[j] + drive[j]
+            s = x >= threshold
+            vp[j] = x * <float> (1 - s)  # exactly the reference's V *= 1 - S
+            mp[j] = <uint8_t> s
+
+
+cdef bint little_endian() noexcept nogil:
+    cdef uint64_t one = 1
+    cdef uint8_t first
+    memcpy(&first, &one, 1)
+    return first == 1
+
+
+cdef int compact(const uint8_t* mask, int n, int32_t* out) noexcept nogil:
+    """Indices of the set (0/1) bytes of mask, ascending.
+
+    64 bytes at a time: skip them if all clear, else pack them into a 64-bit word
+    (w * 0x0102040810204080 >> 56 gathers the low bits of 8 bytes, little-endian)
+    and emit one index per set bit, so the cost is ~n/64 plus one per spike.
+    """
+    cdef int j = 0
+    cdef int q, k, n_sp = 0
+    cdef uint64_t w, any_set, bits
+    cdef uint64_t[8] words
+    if little_endian():
+        while j + 64 <= n:
+            memcpy(words, mask + j, 64)  # memcpy keeps the loads free of aliasing UB
+            any_set = 0
+            for q in range(8):
+                any_set |= words[q]
+            if any_set != 0:
+                bits = 0
+                for q in range(8):
+                    bits |= ((words[q] * <uint64_t> 0x0102040810204080) >> 56) << (8 * q)
+                while bits != 0:
+                    out[n_sp] = j + SPK_CTZ64(bits)
+                    n_sp += 1
+                    bits &= bits - 1
+            j += 64
+    while j < n:  # the tail, or every byte on a big-endian machine
+        out[n_sp] = j  # branch-free: n_sp <= j < n, so always in bounds
+        n_sp += mask[j]
+        j += 1
+    return n_sp
 
 
 cdef int sweep_spiking(
-    float* v,                 # in/out: membranes
-    const float* drive,       # in: bias (or frame current) added every step
+    float* v,                 # in/out: (n,) membranes
+    const float* drive,       # in: (period,) bias per channel, or the frame current
+    int period,
     int n,
     float threshold,
     int reset_zero,
     uint8_t* mask,            # scratch (n,)
     int32_t* out,             # out: indices that spiked, ascending
 ) noexcept nogil:
-    """V += drive; S = V >= θ; reset; emit S as an index list. Returns the spike count.
-
-    The update loops are branch-free so gcc vectorises them; blocks without a
-    spike skip the (scalar) compaction.
-    """
-    cdef int b, e, j, cnt
-    cdef int n_sp = 0
-    b = 0
-    while b < n:
-        e = b + BLOCK if b + BLOCK < n else n
-        if reset_zero:
-            cnt = sweep_block_zero(v + b, drive + b, e - b, threshold, mask + b)
-        else:
-            cnt = sweep_block_subtract(v + b, drive + b, e - b, threshold, mask + b)
-        if cnt:
-            for j in range(b, e):
-                out[n_sp] = j  # branch-free compaction
-                n_sp += mask[j]
-        b = e
-    return n_sp
+    """V += drive; S = V >= θ; reset; emit S as an index list. Returns the spike count."""
+    if reset_zero:
+        update_zero(v, drive, period, n, threshold, mask)
+    else:
+        update_subtract(v, drive, period, n, threshold, mask)
+    return compact(mask, n, out)
 
 
-cdef void integrate(float* v, const float* drive, int n) noexcept nogil:
-    """The output layer does not spike: V += drive."""
-    cdef int j
-    for j in range(n):
-        v[j] += drive[j]
+cdef void integrate(float* v, const float* drive, int period, int n) noexcept nogil:
+    """The output layer does not spike: V += drive (repeated every `period` neurons)."""
+    cdef int p, j
+    cdef float* vp
+    p = 0
+    while p < n:
+        vp = v + p
+        p += period
+        for j in range(period):
+            vp[j] += drive[j]
 
 
 cdef void frame_current(
@@ -243,7 +306,8 @@ cdef void frame_current(
     cdef int per_c_in = lp.kh * lp.kw * lp.c_out
     cdef float val
     cdef const float* wb
-    memcpy(current, lp.bias, lp.n_out * sizeof(float))
+    for pos in range(lp.n_out // lp.c_out):
+        memcpy(current + pos * lp.c_out, lp.bias, lp.c_out * sizeof(float))
     for c in range(lp.c_in):
         for pos in range(hw):
             val = x[c * hw + pos]
@@ -253,7 +317,7 @@ cdef void frame_current(
                 wb = lp.weight + <Py_ssize_t> c * per_c_in
                 k1 = lp.tab_ptr[pos + 1]
                 for k in range(lp.tab_ptr[pos], k1):
-                    axpy_row(current + lp.tab_m[k], wb + lp.tab_w[k], val, lp.c_out)
+                    axpy_row(current + lp.tab_m[k], wb + lp.tab_w[k], val, lp.tab_n[k])
             else:
                 i = pos * lp.c_in + c
                 axpy_row(current, lp.weight + <Py_ssize_t> i * lp.n_out, val, lp.n_out)
@@ -291,6 +355,7 @@ cdef void engine_step(
     cdef const LayerPlan* lp
     cdef LayerState* ls
     cdef const float* drive
+    cdef int period
     cdef const int32_t* src = events
     cdef const int32_t* perm = p.in_perm
     cdef int n_src = n_events
@@ -302,8 +367,10 @@ cdef void engine_step(
             ls.n_spikes = pool_step(lp, ls, src, n_src, s.t)
         else:
             drive = lp.bias
+            period = lp.c_out
             if l == 0 and s.has_current:
                 drive = s.current
+                period = lp.n_out
             if n_src > 0:
                 if lp.kind == KIND_CONV:
                     ls.synops += scatter_conv(lp, ls.v, src, n_src, perm, p.n_input)
@@ -311,10 +378,10 @@ cdef void engine_step(
                     ls.synops += scatter_linear(lp, ls.v, src, n_src, perm, p.n_input)
             if lp.spiking:
                 ls.n_spikes = sweep_spiking(
-                    ls.v, drive, lp.n_out, lp.threshold, p.reset_zero, s.mask, ls.spikes
+                    ls.v, drive, period, lp.n_out, lp.threshold, p.reset_zero, s.mask, ls.spikes
                 )
             else:
-                integrate(ls.v, drive, lp.n_out)
+                integrate(ls.v, drive, period, lp.n_out)
                 ls.n_spikes = 0
         ls.spike_total += ls.n_spikes
         src = ls.spikes
@@ -376,6 +443,7 @@ cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
             memset(ls.counts, 0, lp.n_in * sizeof(int32_t))
             memset(ls.in_stamp, 0, lp.n_in * sizeof(int32_t))
             memset(ls.win_stamp, 0, lp.n_out * sizeof(int32_t))
+            memcpy(ls.winner, lp.win_init, lp.n_out * sizeof(int32_t))
 
 
 # ----------------------------------------------------------------------------------
@@ -390,12 +458,22 @@ cdef void* _alloc(size_t n, size_t size) except NULL:
     return ptr
 
 
+cdef void* _carve(char** cursor, size_t nbytes) noexcept:
+    """Take nbytes (rounded up to 64) from the arena at *cursor; NULL cursor only sizes."""
+    cdef void* ptr = cursor[0]
+    cursor[0] += (nbytes + 63) & ~(<size_t> 63)
+    return ptr
+
+
 cdef const float* _fptr(const float[::1] a):
     return &a[0] if a.shape[0] > 0 else NULL
 
 
 cdef const int32_t* _iptr(const int32_t[::1] a):
     return &a[0] if a.shape[0] > 0 else NULL
+
+
+_ARRAY_KEYS = ("weight", "bias", "tab_ptr", "tab_w", "tab_m", "tab_n", "win_init")
 
 
 cdef class CompiledPlan:
@@ -449,7 +527,10 @@ cdef class CompiledPlan:
             lp.tab_ptr = _iptr(d["tab_ptr"])
             lp.tab_w = _iptr(d["tab_w"])
             lp.tab_m = _iptr(d["tab_m"])
-            self._keep.extend([d["weight"], d["bias"], d["tab_ptr"], d["tab_w"], d["tab_m"]])
+            lp.tab_n = _iptr(d["tab_n"])
+            lp.win_init = _iptr(d["win_init"])
+            lp.c_in_shift = d["c_in_shift"]
+            self._keep.extend([d[key] for key in _ARRAY_KEYS])
             if lp.n_out > self.plan.max_neurons:
                 self.plan.max_neurons = lp.n_out
 
@@ -465,48 +546,52 @@ cdef class EngineCore:
     """Per-stream state over a shared CompiledPlan. Not for two threads at once."""
 
     cdef EngineState st
+    cdef void* arena
     cdef CompiledPlan owner
     cdef const NetPlan* plan
     cdef bint busy
 
     def __cinit__(self, CompiledPlan plan not None):
-        cdef int l
+        cdef int l, rep
+        cdef size_t total = 0
+        cdef char* cur
         cdef const LayerPlan* lp
         cdef LayerState* ls
         cdef const NetPlan* p = &plan.plan
         self.owner = plan
         self.plan = p
         self.st.layers = <LayerState*> _alloc(p.n_layers, sizeof(LayerState))
-        self.st.logits = <float*> _alloc(p.n_classes, sizeof(float))
-        self.st.mask = <uint8_t*> _alloc(p.max_neurons, sizeof(uint8_t))
-        self.st.current = <float*> _alloc(p.layers[0].n_out, sizeof(float))
-        for l in range(p.n_layers):
-            lp = &p.layers[l]
-            ls = &self.st.layers[l]
-            ls.spikes = <int32_t*> _alloc(lp.n_out, sizeof(int32_t))
-            if lp.kind == KIND_POOL:
-                ls.counts = <int32_t*> _alloc(lp.n_in, sizeof(int32_t))
-                ls.in_stamp = <int32_t*> _alloc(lp.n_in, sizeof(int32_t))
-                ls.win_stamp = <int32_t*> _alloc(lp.n_out, sizeof(int32_t))
+        # One arena for every buffer, each 64-byte aligned: rows of 16 floats then never
+        # straddle a cache line (AVX-512 scatter is ~1.5x faster aligned). Pass 0 sizes
+        # the arena, pass 1 carves it.
+        for rep in range(2):
+            if rep == 1:
+                self.arena = _alloc(total + 64, 1)
+                cur = <char*> ((<uintptr_t> self.arena + 63) & ~(<uintptr_t> 63))
             else:
-                ls.v = <float*> _alloc(lp.n_out, sizeof(float))
+                cur = NULL
+            self.st.logits = <float*> _carve(&cur, p.n_classes * sizeof(float))
+            self.st.mask = <uint8_t*> _carve(&cur, p.max_neurons)
+            self.st.current = <float*> _carve(&cur, p.layers[0].n_out * sizeof(float))
+            for l in range(p.n_layers):
+                lp = &p.layers[l]
+                ls = &self.st.layers[l]
+                # n_out + 1: the branch-free list builders may write one slot past the
+                # last entry they keep.
+                ls.spikes = <int32_t*> _carve(&cur, (lp.n_out + 1) * sizeof(int32_t))
+                if lp.kind == KIND_POOL:
+                    ls.counts = <int32_t*> _carve(&cur, lp.n_in * sizeof(int32_t))
+                    ls.in_stamp = <int32_t*> _carve(&cur, lp.n_in * sizeof(int32_t))
+                    ls.win_stamp = <int32_t*> _carve(&cur, lp.n_out * sizeof(int32_t))
+                    ls.winner = <int32_t*> _carve(&cur, lp.n_out * sizeof(int32_t))
+                else:
+                    ls.v = <float*> _carve(&cur, lp.n_out * sizeof(float))
+            total = <size_t> cur
         reset_state(p, &self.st)
 
     def __dealloc__(self):
-        cdef int l
-        cdef LayerState* ls
-        if self.st.layers != NULL:
-            for l in range(self.plan.n_layers):
-                ls = &self.st.layers[l]
-                free(ls.v)
-                free(ls.spikes)
-                free(ls.counts)
-                free(ls.in_stamp)
-                free(ls.win_stamp)
-            free(self.st.layers)
-        free(self.st.logits)
-        free(self.st.mask)
-        free(self.st.current)
+        free(self.st.layers)
+        free(self.arena)
 
     cdef int _enter(self) except -1:
         # Check-and-set under the GIL: a second thread gets an error, not a data race.
@@ -700,11 +785,37 @@ cdef class EngineCore:
                         syn += scatter_linear(lp, ls.v, &indices[offsets[k]],
                                               <int> (offsets[k + 1] - offsets[k]), NULL, 0)
                     if sweep:
-                        ls.n_spikes = sweep_spiking(ls.v, lp.bias, lp.n_out, lp.threshold,
+                        ls.n_spikes = sweep_spiking(ls.v, lp.bias, lp.c_out, lp.n_out, lp.threshold,
                                                     self.plan.reset_zero, self.st.mask, ls.spikes)
         finally:
             self.busy = False
         return syn
+
+
+cdef extern from *:
+    """
+    static const char* spk_simd_level(void) {
+    #if defined(__AVX512F__)
+        return "avx512f";
+    #elif defined(__AVX2__)
+        return "avx2";
+    #elif defined(__AVX__)
+        return "avx";
+    #elif defined(__SSE2__) || defined(_M_X64)
+        return "sse2";
+    #elif defined(__ARM_NEON)
+        return "neon";
+    #else
+        return "none";
+    #endif
+    }
+    """
+    const char* spk_simd_level() noexcept nogil
+
+
+def simd_level() -> str:
+    """The widest SIMD extension this build was compiled for (portable builds: sse2 on x86-64)."""
+    return spk_simd_level().decode()
 
 
 def roofline_scatter(

@@ -134,9 +134,7 @@ def frames(net: Network, n: int, seed: int = 0) -> np.ndarray:
     return (rng.integers(0, 48, size=(n, *net.input.shape)) * Q).astype(np.float32)
 
 
-def event_counts(
-    net: Network, n_steps: int, n: int, density: float = 0.15, seed: int = 0
-) -> np.ndarray:
+def event_counts(net: Network, n_steps: int, n: int, density: float = 0.15, seed: int = 0) -> np.ndarray:
     """Per-step event counts (T, N, C, H, W) in 0..3: pixels repeat within a step."""
     rng = np.random.default_rng(seed)
     shape = (n_steps, n, *net.input.shape)

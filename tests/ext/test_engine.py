@@ -24,9 +24,7 @@ from spikecast.ext import (
     run_batch,
 )
 
-reference = pytest.importorskip(
-    "spikecast.converters.reference", reason="the reference needs torch"
-)
+reference = pytest.importorskip("spikecast.converters.reference", reason="the reference needs torch")
 
 T = 24
 BUILDERS: list[Callable[..., Network]] = [
@@ -379,9 +377,7 @@ def test_bad_events_raise_parameter_error() -> None:
 def test_unsupported_networks_raise() -> None:
     rng = np.random.default_rng(0)
     l0 = nets.conv(rng, "c", (1, 6, 6), 2, (3, 3), padding=(1, 1))
-    padded_pool = Layer(
-        "maxpool", "p", (2, 6, 6), (2, 4, 4), kernel=(2, 2), stride=(2, 2), padding=(1, 1)
-    )
+    padded_pool = Layer("maxpool", "p", (2, 6, 6), (2, 4, 4), kernel=(2, 2), stride=(2, 2), padding=(1, 1))
     out = nets.linear(rng, "out", (2, 4, 4), 2, spiking=False)
     net = Network(InputSpec("frame", (1, 6, 6)), (l0, padded_pool, out), nets.names(2))
     with pytest.raises(ParameterError, match="padding"):
