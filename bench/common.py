@@ -97,7 +97,9 @@ def train_classifier(
             idx = order[i : i + batch_size]
             xb = xt[idx]
             if augment_shift:
-                dy, dx = (int(v) for v in torch.randint(-augment_shift, augment_shift + 1, (2,), generator=gen))
+                dy, dx = (
+                    int(v) for v in torch.randint(-augment_shift, augment_shift + 1, (2,), generator=gen)
+                )
                 xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
             opt.zero_grad()
             loss = F.cross_entropy(model(xb), yt[idx])
@@ -114,5 +116,9 @@ def accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -
     correct = 0
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            correct += int((model(torch.from_numpy(x[i : i + batch_size])).argmax(1).numpy() == y[i : i + batch_size]).sum())
+            correct += int(
+                (
+                    model(torch.from_numpy(x[i : i + batch_size])).argmax(1).numpy() == y[i : i + batch_size]
+                ).sum()
+            )
     return correct / len(x)

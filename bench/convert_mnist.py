@@ -16,9 +16,8 @@ import time
 
 import numpy as np
 import torch
-from torch import nn
-
 from common import MODELS, ROOT, accuracy, load_mnist, machine, seed_everything, train_classifier, write_json
+from torch import nn
 
 STEPS = (25, 50, 100, 200, 400)
 
@@ -26,10 +25,20 @@ STEPS = (25, 50, 100, 200, 400)
 def make_model() -> nn.Module:
     """Conv-BN-ReLU, max-pool, Conv-BN-ReLU, max-pool, FC-BN-ReLU, FC: 7 layers, as in the paper."""
     return nn.Sequential(
-        nn.Conv2d(1, 32, 5), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Dropout(0.25),
-        nn.Linear(1024, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.25),
+        nn.Conv2d(1, 32, 5),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.25),
+        nn.Linear(1024, 128),
+        nn.BatchNorm1d(128),
+        nn.ReLU(),
+        nn.Dropout(0.25),
         nn.Linear(128, 10),
     )
 
@@ -37,8 +46,9 @@ def make_model() -> nn.Module:
 def snn_accuracy(net, x, y, t_max, device, rng=None, desc="SNN"):
     from spikecast.converters.reference import simulate_batched
 
-    logits, _, synops = simulate_batched(net, x, t_max, batch_size=500, rng=rng, progress=True,
-                                         desc=desc, device=device)
+    logits, _, synops = simulate_batched(
+        net, x, t_max, batch_size=500, rng=rng, progress=True, desc=desc, device=device
+    )
     acc = (logits.argmax(-1) == y[None]).mean(axis=1)
     return acc, synops
 
@@ -69,8 +79,17 @@ def main() -> None:
         print(f"loaded {weights.relative_to(ROOT)} (delete it to retrain)")
     else:
         t0 = time.time()
-        model = train_classifier(model, x_fit, y_fit, epochs=args.epochs, augment_shift=2, lr=3e-3,
-                                 seed=args.seed, desc="MNIST", device=args.device)
+        model = train_classifier(
+            model,
+            x_fit,
+            y_fit,
+            epochs=args.epochs,
+            augment_shift=2,
+            lr=3e-3,
+            seed=args.seed,
+            desc="MNIST",
+            device=args.device,
+        )
         train_s = time.time() - t0
         torch.save(model.state_dict(), weights)
         print(f"trained in {train_s:.0f} s -> {weights.relative_to(ROOT)}")
@@ -80,8 +99,15 @@ def main() -> None:
     xs, ys = xte[: args.test_samples], yte[: args.test_samples]
     calib = x_val[:2000]
     t_max = max(STEPS)
-    net = convert(model, calib, percentile=99.9, input_scale=1 / 255, holdout=(x_val[2000:3000], y_val[2000:3000]),
-                  calibration_steps=300, class_names=[str(i) for i in range(10)])
+    net = convert(
+        model,
+        calib,
+        percentile=99.9,
+        input_scale=1 / 255,
+        holdout=(x_val[2000:3000], y_val[2000:3000]),
+        calibration_steps=300,
+        class_names=[str(i) for i in range(10)],
+    )
     net.save(MODELS / "mnist_maxpool.scn")
     print(net.summary())
     norm_ann = float((ann_logits(net, xs).argmax(1) == ys).mean())
@@ -124,7 +150,11 @@ def main() -> None:
     write_json("convert_mnist.json", result)
     plot(curves, ann_acc, len(xs), len(xa))
     print("\n   T   " + "  ".join(f"{t:>6}" for t in STEPS))
-    print("SNN    " + "  ".join(f"{curves['main'][t - 1] * 100:6.2f}" for t in STEPS) + f"   (ANN {ann_acc * 100:.2f})")
+    print(
+        "SNN    "
+        + "  ".join(f"{curves['main'][t - 1] * 100:6.2f}" for t in STEPS)
+        + f"   (ANN {ann_acc * 100:.2f})"
+    )
     for name in variants:
         print(f"{name[:6]:<7}" + "  ".join(f"{curves[name][t - 1] * 100:6.2f}" for t in STEPS))
 
@@ -139,7 +169,9 @@ def plot(curves, ann_acc, n_main, n_abl):
     for name, acc in curves.items():
         t = np.arange(1, len(acc) + 1)
         n = n_main if name == "main" else n_abl
-        label = f"SNN, 99.9th pct, subtract, analog ({n} images)" if name == "main" else f"{name} ({n} images)"
+        label = (
+            f"SNN, 99.9th pct, subtract, analog ({n} images)" if name == "main" else f"{name} ({n} images)"
+        )
         ax.plot(t, acc * 100, lw=2.2 if name == "main" else 1.2, label=label)
     ax.axhline(ann_acc * 100, color="k", ls="--", lw=1, label=f"ANN {ann_acc * 100:.2f}%")
     ax.axhline(99.44, color="grey", ls=":", lw=1, label="paper SNN 99.44%")

@@ -49,11 +49,10 @@ def main() -> None:
     ap.add_argument("--out", default="mnist.json")
     args = ap.parse_args()
 
-    from tqdm.auto import tqdm
-
     from spikecast.converters.network import load_network
     from spikecast.ext.engine import CompiledNetwork, Engine
     from spikecast.runtime.decision import Calibration
+    from tqdm.auto import tqdm
 
     path = MODELS / "mnist_maxpool.scn"
     if not path.exists():
@@ -78,26 +77,36 @@ def main() -> None:
     early = []
     for tau in tqdm(TAUS, desc="early-exit sweep"):
         res, acc, wall = run_sweep(plan, x, y, t_max=t_max, tau=tau, t_min=args.t_min, threads=args.threads)
-        early.append({
-            "tau": tau,
-            "accuracy": acc,
-            "mean_steps": float(res.steps.mean()),
-            "p95_steps": float(np.percentile(res.steps, 95)),
-            "ms_per_decision": wall * 1000 / len(x) * args.threads,
-            "synops_per_decision": float(res.synops.sum(axis=1).mean()),
-            "confident_fraction": float((res.exit == "confident").mean()),
-        })
+        early.append(
+            {
+                "tau": tau,
+                "accuracy": acc,
+                "mean_steps": float(res.steps.mean()),
+                "p95_steps": float(np.percentile(res.steps, 95)),
+                "ms_per_decision": wall * 1000 / len(x) * args.threads,
+                "synops_per_decision": float(res.synops.sum(axis=1).mean()),
+                "confident_fraction": float((res.exit == "confident").mean()),
+            }
+        )
 
     by_target = []
     if net.calibration is not None:
         cal = Calibration(net.calibration)
         for target in TARGETS:
             tau = cal.tau_for_target(target, args.t_min, t_max)
-            res, acc, wall = run_sweep(plan, x, y, t_max=t_max, tau=tau, t_min=args.t_min, threads=args.threads)
-            by_target.append({"target_accuracy": target, "tau": tau, "accuracy": acc,
-                              "mean_steps": float(res.steps.mean()),
-                              "p95_steps": float(np.percentile(res.steps, 95)),
-                              "ms_per_decision": wall * 1000 / len(x) * args.threads})
+            res, acc, wall = run_sweep(
+                plan, x, y, t_max=t_max, tau=tau, t_min=args.t_min, threads=args.threads
+            )
+            by_target.append(
+                {
+                    "target_accuracy": target,
+                    "tau": tau,
+                    "accuracy": acc,
+                    "mean_steps": float(res.steps.mean()),
+                    "p95_steps": float(np.percentile(res.steps, 95)),
+                    "ms_per_decision": wall * 1000 / len(x) * args.threads,
+                }
+            )
 
     # Latency of one decision at batch 1 (median over samples), at the operating point chosen below.
     within = [e for e in early if e["accuracy"] >= plateau - 0.0005]
@@ -145,12 +154,20 @@ def main() -> None:
     print("accuracy  " + "  ".join(f"{a * 100:6.2f}" for a in fixed.values()))
     print(f"\n{'tau':>7} {'acc %':>7} {'mean T':>7} {'p95 T':>6} {'ms/dec':>7} {'SynOps':>9}")
     for e in early:
-        print(f"{e['tau']:>7} {e['accuracy'] * 100:7.2f} {e['mean_steps']:7.1f} {e['p95_steps']:6.0f} "
-              f"{e['ms_per_decision']:7.3f} {e['synops_per_decision']:9.0f}")
-    print(f"\nplateau {plateau * 100:.2f}% first reached at fixed T={smallest_fixed}; early exit tau={best['tau']} "
-          f"reaches {best['accuracy'] * 100:.2f}% with {best['mean_steps']:.1f} mean steps "
-          f"({speedup:.1f}x fewer), {best['batch1_median_ms']:.3f} ms per decision at batch 1")
-    print(f"SynOps per decision {best['synops_per_decision']:.3g} vs ANN MACs {result['ann_macs_per_image']:.3g}")
+        print(
+            f"{e['tau']:>7} {e['accuracy'] * 100:7.2f} {e['mean_steps']:7.1f} {e['p95_steps']:6.0f} "
+            f"{e['ms_per_decision']:7.3f} {e['synops_per_decision']:9.0f}"
+        )
+    print(
+        f"\nplateau {plateau * 100:.2f}% first reached at fixed T={smallest_fixed}; "
+        f"early exit tau={best['tau']} "
+        f"reaches {best['accuracy'] * 100:.2f}% with {best['mean_steps']:.1f} mean steps "
+        f"({speedup:.1f}x fewer), {best['batch1_median_ms']:.3f} ms per decision at batch 1"
+    )
+    print(
+        f"SynOps per decision {best['synops_per_decision']:.3g} "
+        f"vs ANN MACs {result['ann_macs_per_image']:.3g}"
+    )
 
 
 def plot(result, name: str) -> None:
@@ -164,7 +181,12 @@ def plot(result, name: str) -> None:
     acc = [v * 100 for v in result["snn_accuracy_by_T"].values()]
     a1.plot(ts, acc, "o-", label="fixed T")
     ee = result["early_exit"]
-    a1.plot([e["mean_steps"] for e in ee], [e["accuracy"] * 100 for e in ee], "s-", label="early exit (mean steps)")
+    a1.plot(
+        [e["mean_steps"] for e in ee],
+        [e["accuracy"] * 100 for e in ee],
+        "s-",
+        label="early exit (mean steps)",
+    )
     if result.get("ann_accuracy"):
         a1.axhline(result["ann_accuracy"] * 100, color="k", ls="--", lw=1, label="ANN")
     a1.set_xscale("log")

@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from spikecast.converters.errors import ConversionError, ParameterError
 from spikecast.converters.network import CalibrationTable, InputSpec, Layer, Network
 from spikecast.converters.parse import Op, trace
+from torch import nn
 
 # Above this many nonzero activations per layer, λ is estimated from a seeded subsample.
 _MAX_PERCENTILE_SAMPLES = 4_000_000
@@ -51,6 +50,8 @@ class _Draft:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "maxpool":
             return F.max_pool2d(x, self.kernel, self.stride)
+        if self.weight is None:
+            raise ConversionError(f"node '{self.name}': layer has no weights")
         if self.kind == "conv":
             y = F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
         else:
@@ -58,13 +59,19 @@ class _Draft:
         return F.relu(y) if self.relu else y
 
 
-def _fold_bn(w: torch.Tensor, b: torch.Tensor, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def _fold_bn(
+    w: torch.Tensor, b: torch.Tensor, bn: nn.BatchNorm1d | nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BN(Wx + b) = (γ/σ)·W x + (γ/σ)(b − μ) + β, with σ = sqrt(var + eps)."""
-    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(bn.running_var)
-    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(bn.running_mean)
-    scale = gamma / torch.sqrt(bn.running_var.double() + bn.eps)
+    mean, var = bn.running_mean, bn.running_var
+    if mean is None or var is None:
+        raise ConversionError("BatchNorm without running statistics cannot be folded")
+    mean, var = mean.double(), var.double()
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(mean)
+    scale = gamma / torch.sqrt(var + bn.eps)
     shape = (-1,) + (1,) * (w.ndim - 1)
-    return w * scale.reshape(shape), (b - bn.running_mean.double()) * scale + beta
+    return w * scale.reshape(shape), (b - mean) * scale + beta
 
 
 def _fold_avgpool_into(pool: Op, op: Op, w: torch.Tensor, flat_after: bool) -> tuple[torch.Tensor, Op]:
@@ -96,7 +103,11 @@ def _fold_avgpool_into(pool: Op, op: Op, w: torch.Tensor, flat_after: bool) -> t
     # over its pool window, stride and padding scaled by the pool size.
     up = w.repeat_interleave(kh, dim=2).repeat_interleave(kw, dim=3) / (kh * kw)
     new_op = Op(
-        "conv", op.node, (c, h, wd), op.out_shape, op.module,
+        "conv",
+        op.node,
+        (c, h, wd),
+        op.out_shape,
+        op.module,
         kernel=(op.kernel[0] * kh, op.kernel[1] * kw),
         stride=(op.stride[0] * kh, op.stride[1] * kw),
         padding=(op.padding[0] * kh, op.padding[1] * kw),
@@ -118,30 +129,52 @@ def build_drafts(ops: Sequence[Op]) -> list[_Draft]:
             if mod is None:
                 raise ConversionError(f"node '{op.node}': missing module")
             w = mod.weight.detach().double()
-            b = (mod.bias.detach().double() if mod.bias is not None
-                 else torch.zeros(w.shape[0], dtype=torch.float64))
+            b = (
+                mod.bias.detach().double()
+                if mod.bias is not None
+                else torch.zeros(w.shape[0], dtype=torch.float64)
+            )
             if pending_pool is not None:
                 w, op = _fold_avgpool_into(pending_pool, op, w, flat_after_pool and op.kind == "conv")
                 pending_pool, flat_after_pool = None, False
             i += 1
             if i < n and ops[i].kind == "bn":
-                w, b = _fold_bn(w, b, ops[i].module)  # type: ignore[arg-type]
+                w, b = _fold_bn(w, b, ops[i].module)  # type: ignore[arg-type]  # parse guarantees BatchNorm
                 i += 1
             relu = i < n and ops[i].kind == "relu"
             if relu:
                 i += 1
-            drafts.append(_Draft(
-                kind=op.kind, name=op.node, in_shape=op.in_shape, out_shape=op.out_shape,
-                weight=w, bias=b, kernel=op.kernel, stride=op.stride, padding=op.padding, relu=relu,
-            ))
+            drafts.append(
+                _Draft(
+                    kind=op.kind,
+                    name=op.node,
+                    in_shape=op.in_shape,
+                    out_shape=op.out_shape,
+                    weight=w,
+                    bias=b,
+                    kernel=op.kernel,
+                    stride=op.stride,
+                    padding=op.padding,
+                    relu=relu,
+                )
+            )
             continue
         if op.kind == "maxpool":
             if not drafts or not drafts[-1].relu:
                 raise ConversionError(
                     f"node '{op.node}': max-pool must follow a ReLU layer (spikes gate only rates)"
                 )
-            drafts.append(_Draft("maxpool", op.node, op.in_shape, op.out_shape,
-                                 kernel=op.kernel, stride=op.stride, relu=True))
+            drafts.append(
+                _Draft(
+                    "maxpool",
+                    op.node,
+                    op.in_shape,
+                    op.out_shape,
+                    kernel=op.kernel,
+                    stride=op.stride,
+                    relu=True,
+                )
+            )
         elif op.kind == "avgpool":
             if pending_pool is not None or not drafts or not drafts[-1].relu:
                 raise ConversionError(f"node '{op.node}': average-pool must follow a ReLU layer")
@@ -182,7 +215,9 @@ def build_drafts(ops: Sequence[Op]) -> list[_Draft]:
 def _batches(calibration: Any, batch_size: int, limit: int) -> Iterator[torch.Tensor]:
     """Yield float32 input batches from arrays, tensors, or a DataLoader of x or (x, y)."""
     if isinstance(calibration, (np.ndarray, torch.Tensor)):
-        data = torch.as_tensor(np.asarray(calibration) if isinstance(calibration, np.ndarray) else calibration)
+        data = torch.as_tensor(
+            np.asarray(calibration) if isinstance(calibration, np.ndarray) else calibration
+        )
         data = data[:limit].float()
         for i in range(0, len(data), batch_size):
             yield data[i : i + batch_size]
@@ -198,7 +233,8 @@ def _batches(calibration: Any, batch_size: int, limit: int) -> Iterator[torch.Te
                 return
         return
     raise ParameterError(
-        f"calibration data must be an array, a tensor or an iterable of batches, not {type(calibration).__name__}"
+        "calibration data must be an array, a tensor or an iterable of batches, "
+        f"not {type(calibration).__name__}"
     )
 
 
@@ -301,16 +337,29 @@ def convert(
     for j, (d, lam) in enumerate(zip(drafts, lambdas, strict=True)):
         last = j == len(drafts) - 1
         if d.kind == "maxpool":
-            layers.append(Layer("maxpool", d.name, d.in_shape, d.out_shape, kernel=d.kernel,
-                                stride=d.stride, lam=lam))
+            layers.append(
+                Layer("maxpool", d.name, d.in_shape, d.out_shape, kernel=d.kernel, stride=d.stride, lam=lam)
+            )
             continue
         if d.weight is None or d.bias is None:
             raise ConversionError(f"node '{d.name}': layer has no weights")
         w = (d.weight * (prev / lam)).float().numpy()
         b = (d.bias / lam).float().numpy()
-        layers.append(Layer(d.kind, d.name, d.in_shape, d.out_shape, weight=w, bias=b,  # type: ignore[arg-type]
-                            kernel=d.kernel, stride=d.stride, padding=d.padding, lam=lam,
-                            spiking=not last))
+        layers.append(
+            Layer(
+                d.kind,
+                d.name,
+                d.in_shape,
+                d.out_shape,
+                weight=w,
+                bias=b,  # type: ignore[arg-type]
+                kernel=d.kernel,
+                stride=d.stride,
+                padding=d.padding,
+                lam=lam,
+                spiking=not last,
+            )
+        )
         prev = lam
 
     shape = tuple(int(s) for s in first.shape[1:])
@@ -332,11 +381,20 @@ def convert(
         "calibration_samples": seen,
         "source_model": type(model).__name__,
     }
-    net = Network(input=spec, layers=tuple(layers), class_names=names, reset=reset,  # type: ignore[arg-type]
-                  temperature=temperature, meta=meta)
+    net = Network(
+        input=spec,
+        layers=tuple(layers),
+        class_names=names,
+        reset=reset,  # type: ignore[arg-type]
+        temperature=temperature,
+        meta=meta,
+    )
     if holdout is not None:
-        net = net.with_(calibration=calibration_table(net, holdout[0], holdout[1],
-                                                      calibration_steps, batch_size, progress))
+        net = net.with_(
+            calibration=calibration_table(
+                net, holdout[0], holdout[1], calibration_steps, batch_size, progress
+            )
+        )
     return net
 
 
@@ -353,9 +411,13 @@ def _check_folding(model: nn.Module, drafts: Sequence[_Draft], x: torch.Tensor) 
     if not torch.allclose(ref.double(), h, atol=1e-4, rtol=1e-4):
         soft = torch.softmax(h, dim=-1)
         logsoft = torch.log_softmax(h, dim=-1)
-        if not (torch.allclose(ref.double(), soft, atol=1e-5) or torch.allclose(ref.double(), logsoft, atol=1e-4)):
+        if not (
+            torch.allclose(ref.double(), soft, atol=1e-5) or torch.allclose(ref.double(), logsoft, atol=1e-4)
+        ):
             err = float((ref.double() - h).abs().max())
-            raise ConversionError(f"folding changed the model's output by {err:.3g}; please report this model")
+            raise ConversionError(
+                f"folding changed the model's output by {err:.3g}; please report this model"
+            )
 
 
 def ann_logits(net: Network, x: np.ndarray | torch.Tensor, batch_size: int = 512) -> np.ndarray:
@@ -401,7 +463,7 @@ def calibration_table(
     try:
         from spikecast.ext.engine import Engine
     except ImportError:  # engine not built: the reference gives the same table, slower
-        Engine = None  # type: ignore[assignment,misc]  # noqa: N806
+        Engine = None  # type: ignore[assignment,misc]
     if Engine is not None and net.input.encoding == "analog":
         conf = np.zeros((n_steps, len(xs)), np.float32)
         pred = np.zeros((n_steps, len(xs)), np.int64)
@@ -422,8 +484,9 @@ def calibration_table(
     from spikecast.converters.reference import simulate_batched
 
     rng = np.random.default_rng(0)
-    logits, conf, _ = simulate_batched(net, xs, n_steps, batch_size=batch_size, rng=rng,
-                                       progress=progress, desc="calibration table")
+    logits, conf, _ = simulate_batched(
+        net, xs, n_steps, batch_size=batch_size, rng=rng, progress=progress, desc="calibration table"
+    )
     correct = logits.argmax(axis=-1) == ys[None, :]
     return CalibrationTable(confidence=conf.astype(np.float32), correct=correct)
 

@@ -14,15 +14,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
 from spikecast.converters.errors import ConversionError, ModelFileError
+from torch import nn
 
 
 def load_factory(spec: str) -> nn.Module:
     """Build a model from ``package.module:factory`` or ``path/to/file.py:factory``."""
     if ":" not in spec:
-        raise ConversionError(f"model spec {spec!r} must look like 'package.module:factory' or 'file.py:factory'")
+        raise ConversionError(
+            f"model spec {spec!r} must look like 'package.module:factory' or 'file.py:factory'"
+        )
     mod_name, _, attr = spec.rpartition(":")
     try:
         if mod_name.endswith(".py"):
@@ -89,8 +90,14 @@ def _rebuild(name: str, child: Any, path: Path) -> nn.Module:
     m: nn.Module
     if kind == "Conv2d":
         w = state["weight"]
-        m = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=tuple(child.stride),
-                      padding=tuple(child.padding), bias="bias" in state)
+        m = nn.Conv2d(
+            w.shape[1],
+            w.shape[0],
+            tuple(w.shape[2:]),
+            stride=tuple(child.stride),
+            padding=tuple(child.padding),
+            bias="bias" in state,
+        )
     elif kind == "Linear":
         w = state["weight"]
         m = nn.Linear(w.shape[1], w.shape[0], bias="bias" in state)
@@ -108,8 +115,10 @@ def _rebuild(name: str, child: Any, path: Path) -> nn.Module:
     elif kind in ("Dropout", "Identity"):
         m = nn.Identity()
     else:
-        raise ConversionError(f"{path}: TorchScript child '{name}' ({kind}) cannot be rebuilt; "
-                              "convert from a module:factory spec and a state_dict instead")
+        raise ConversionError(
+            f"{path}: TorchScript child '{name}' ({kind}) cannot be rebuilt; "
+            "convert from a module:factory spec and a state_dict instead"
+        )
     if state:
         m.load_state_dict(state)
     return m

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
 from spikecast.converters.errors import ModelFileError, ParameterError
 
 FORMAT_NAME = "spikecast-network"
@@ -116,6 +115,7 @@ class Layer:
 
     def check(self, where: str) -> None:
         """Raise ParameterError if shapes, weights and geometry disagree."""
+        expect: tuple[int, ...]
         if self.kind == "maxpool":
             if self.weight is not None or self.bias is not None:
                 raise ParameterError(f"{where}: a maxpool layer has no weights")
@@ -138,7 +138,7 @@ class Layer:
                 raise ParameterError(
                     f"{where}: linear weight {self.weight.shape} does not fit input {self.in_shape}"
                 )
-            expect = (self.weight.shape[0],)
+            expect = (int(self.weight.shape[0]),)
         else:
             raise ParameterError(f"{where}: unknown layer kind {self.kind!r}")
         if tuple(self.out_shape) != tuple(expect):
@@ -351,7 +351,7 @@ class Network:
         manifest["sha256"] = _hash_arrays(arrays)
         blob = np.frombuffer(json.dumps(manifest, indent=1).encode("utf-8"), dtype=np.uint8)
         buf = io.BytesIO()
-        np.savez_compressed(buf, manifest=blob, **arrays)
+        np.savez_compressed(buf, manifest=blob, **arrays)  # type: ignore[arg-type]
         path.write_bytes(buf.getvalue())
         return path
 

@@ -15,10 +15,9 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from spikecast.converters.errors import ConversionError
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
-
-from spikecast.converters.errors import ConversionError
 
 OpKind = Literal["conv", "linear", "bn", "relu", "maxpool", "avgpool", "flatten", "softmax"]
 
@@ -97,16 +96,26 @@ def _ops_from_graph(gm: fx.GraphModule) -> list[Op]:
         if node.op == "call_method" and node.target == "size":
             continue  # only feeds view/reshape arguments
         if node.op == "get_attr":
-            raise _refuse(node, f"get_attr {node.target}", "parameters used outside a layer are not supported")
+            raise _refuse(
+                node, f"get_attr {node.target}", "parameters used outside a layer are not supported"
+            )
         if not node.args or node.args[0] is not current:
             raise _refuse(
                 node,
                 f"{node.op} {getattr(node.target, '__name__', node.target)}",
                 "only a single chain of layers converts (no branches, residuals or concatenation)",
             )
-        users = [u for u in current.users if not (u.op == "call_method" and u.target == "size")] if current else []
+        users = (
+            [u for u in current.users if not (u.op == "call_method" and u.target == "size")]
+            if current
+            else []
+        )
         if len(users) > 1:
-            raise _refuse(node, "branch", "an activation feeds several layers (a branch or residual connection); only chains convert")
+            raise _refuse(
+                node,
+                "branch",
+                "an activation feeds several layers (a branch or residual connection); only chains convert",
+            )
         op = _classify(gm, node)
         if op is not None:
             ops.append(op)
@@ -132,8 +141,13 @@ def _classify(gm: fx.GraphModule, node: fx.Node) -> Op | None:
                 raise _refuse(node, tname, "grouped or dilated convolutions; use groups=1, dilation=1")
             if isinstance(m.padding, str) or m.padding_mode != "zeros":
                 raise _refuse(node, tname, "padding must be integers with padding_mode='zeros'")
-            return op("conv", module=m, kernel=_pair(m.kernel_size), stride=_pair(m.stride),
-                      padding=_pair(m.padding))
+            return op(
+                "conv",
+                module=m,
+                kernel=_pair(m.kernel_size),
+                stride=_pair(m.stride),
+                padding=_pair(m.padding),
+            )
         if isinstance(m, nn.Linear):
             return op("linear", module=m)
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -150,7 +164,9 @@ def _classify(gm: fx.GraphModule, node: fx.Node) -> Op | None:
         if isinstance(m, nn.AvgPool2d):
             stride = m.stride if m.stride is not None else m.kernel_size
             if m.ceil_mode or _pair(m.padding) != (0, 0) or m.divisor_override is not None:
-                raise _refuse(node, tname, "average-pool needs padding=0, ceil_mode=False, no divisor_override")
+                raise _refuse(
+                    node, tname, "average-pool needs padding=0, ceil_mode=False, no divisor_override"
+                )
             return op("avgpool", kernel=_pair(m.kernel_size), stride=_pair(stride))
         if isinstance(m, nn.AdaptiveAvgPool2d):
             if len(out_shape) != 3 or out_shape[1:] != (1, 1):

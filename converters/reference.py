@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from spikecast.converters.errors import ParameterError
 from spikecast.converters.network import Layer, Network
 

@@ -28,15 +28,16 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(f"calibration: accuracy at t={t_max}: {cal.accuracy_at(t_max):.4f}")
         for tau in (0.5, 0.8, 0.9, 0.95, 0.99):
             s = cal.stats(tau, 1, t_max)
-            print(f"  tau={tau:<5} accuracy={s.accuracy:.4f} mean steps={s.mean_steps:6.1f} "
-                  f"p95 steps={s.p95_steps:6.1f}")
+            print(
+                f"  tau={tau:<5} accuracy={s.accuracy:.4f} mean steps={s.mean_steps:6.1f} "
+                f"p95 steps={s.p95_steps:6.1f}"
+            )
     return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-
     from spikecast.converters.convert import convert
     from spikecast.converters.loading import load_array, load_factory, load_state_dict, load_torchscript
 
@@ -88,7 +89,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="spikecast", description="Event-driven spiking-network inference runtime")
+    ap = argparse.ArgumentParser(
+        prog="spikecast", description="Event-driven spiking-network inference runtime"
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="print a network file's layers, shapes, λs, neurons and input spec")
@@ -100,8 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model", help="module:factory or file.py:factory returning an nn.Module")
     src.add_argument("--weights", type=Path, help="state_dict file (loaded with weights_only=True)")
     src.add_argument("--torchscript", type=Path, help="a TorchScript file instead of --model/--weights")
-    p.add_argument("--calibration", required=True,
-                   help="network-input calibration data: file.npy or file.npz[:key] (default key x)")
+    p.add_argument(
+        "--calibration",
+        required=True,
+        help="network-input calibration data: file.npy or file.npz[:key] (default key x)",
+    )
     p.add_argument("--holdout", help="file.npz with x and y: records the early-exit calibration table")
     p.add_argument("--calibration-steps", type=int, default=200)
     p.add_argument("--max-calibration-samples", type=int, default=10_000)
@@ -124,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("demo", help="run the bundled MNIST model on bundled saccade streams; no broker needed")
+    p = sub.add_parser(
+        "demo", help="run the bundled MNIST model on bundled saccade streams; no broker needed"
+    )
     p.add_argument("--realtime", action="store_true", help="pace the streams by sensor time")
     p.add_argument("--tau", type=float, default=None, help="confidence threshold (default: from the table)")
     p.set_defaults(func=_cmd_demo)

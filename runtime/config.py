@@ -159,22 +159,26 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML config; flags override it")
     p.add_argument("--model", type=Path, help="network file (.scn)")
-    p.add_argument("--source", help="event files (.bin .aedat4 .raw .dat .npy .npz; globs ok), "
-                   "images, 'mqtt' for live packets on spikecast/<device>/+/events")
+    p.add_argument(
+        "--source",
+        help="event files (.bin .aedat4 .raw .dat .npy .npz; globs ok), "
+        "images, 'mqtt' for live packets on spikecast/<device>/+/events",
+    )
     p.add_argument("--device", help="device name in MQTT topics")
     p.add_argument("--stream", help="stream name for file sources")
-    p.add_argument("--mqtt", dest="mqtt_url", help="broker URL mqtt://[user@]host[:port] or "
-                   "mqtts://; the password comes from --password-env")
+    p.add_argument(
+        "--mqtt",
+        dest="mqtt_url",
+        help="broker URL mqtt://[user@]host[:port] or mqtts://; the password comes from --password-env",
+    )
     p.add_argument("--username")
     p.add_argument("--password-env", help="environment variable holding the MQTT password")
     p.add_argument("--tls", action="store_true", default=None)
     p.add_argument("--ca-file", type=Path)
     p.add_argument("--cert-file", type=Path)
     p.add_argument("--key-file", type=Path)
-    p.add_argument("--shared-group",
-                   help="consume events via $share/<group>/... (scale out over workers)")
-    p.add_argument("--realtime", action="store_true", default=None,
-                   help="pace file replay by sensor time")
+    p.add_argument("--shared-group", help="consume events via $share/<group>/... (scale out over workers)")
+    p.add_argument("--realtime", action="store_true", default=None, help="pace file replay by sensor time")
     p.add_argument("--speed", type=float, help="replay speed factor with --realtime")
     p.add_argument("--tau", type=float)
     p.add_argument("--t-min", type=int)
@@ -183,8 +187,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", choices=POLICIES)
     p.add_argument("--window-ms", type=float)
     p.add_argument("--decay", type=float)
-    p.add_argument("--all-decisions", dest="one_per_file", action="store_false", default=None,
-                   help="keep deciding through a whole file (default: one decision per file)")
+    p.add_argument(
+        "--all-decisions",
+        dest="one_per_file",
+        action="store_false",
+        default=None,
+        help="keep deciding through a whole file (default: one decision per file)",
+    )
     p.add_argument("--crop", type=int, nargs=4, metavar=("X0", "Y0", "W", "H"))
     p.add_argument("--downsample", type=int)
     p.add_argument("--metrics-interval-s", type=float)

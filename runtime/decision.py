@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-
 from spikecast.converters.errors import ParameterError
 from spikecast.converters.network import CalibrationTable
 
@@ -22,8 +21,9 @@ EXIT_MAX_STEPS = "max_steps"
 EXIT_END_OF_STREAM = "end_of_stream"
 
 # Confidence bins for expected accuracy: finer near 1, where decisions happen.
-_CONF_EDGES = np.array([0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99,
-                        0.995, 0.999, 1.0 + 1e-9])
+_CONF_EDGES = np.array(
+    [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0 + 1e-9]
+)
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,12 @@ class OperatingPoint:
         return replace(self, **clean)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"tau": self.tau, "t_min": self.t_min, "t_max": self.t_max,
-                "target_accuracy": self.target_accuracy}
+        return {
+            "tau": self.tau,
+            "t_min": self.t_min,
+            "t_max": self.t_max,
+            "target_accuracy": self.target_accuracy,
+        }
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,9 @@ class Calibration:
 
     def expected_accuracy(self, step: int, confidence: float) -> float:
         """Empirical accuracy of held-out predictions at this step and confidence."""
-        cbin = int(np.clip(np.searchsorted(_CONF_EDGES, confidence, side="right") - 1, 0, len(_CONF_EDGES) - 2))
+        cbin = int(
+            np.clip(np.searchsorted(_CONF_EDGES, confidence, side="right") - 1, 0, len(_CONF_EDGES) - 2)
+        )
         sbin = min(int(np.log2(max(step, 1))), 15)
         return float(self._acc_grid[sbin, cbin])
 
@@ -150,7 +156,9 @@ def resolve(point: OperatingPoint, calibration: Calibration | None) -> Operating
     if point.target_accuracy is None:
         return point
     if calibration is None:
-        raise ParameterError("target_accuracy needs a network with a calibration table (convert with holdout=)")
+        raise ParameterError(
+            "target_accuracy needs a network with a calibration table (convert with holdout=)"
+        )
     tau = calibration.tau_for_target(point.target_accuracy, point.t_min, point.t_max)
     return replace(point, tau=tau)
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from spikecast.converters.errors import ParameterError, StreamError
 from spikecast.converters.network import InputSpec
 
@@ -84,20 +83,24 @@ def load_frames(path: Path, spec: InputSpec) -> np.ndarray:
         try:
             from PIL import Image, UnidentifiedImageError
         except ImportError as exc:  # pragma: no cover - depends on extras
-            raise StreamError(f"{path}: reading images needs Pillow: pip install 'spikecast[frames]'") from exc
+            raise StreamError(
+                f"{path}: reading images needs Pillow: pip install 'spikecast[frames]'"
+            ) from exc
         try:
-            with Image.open(path) as im:
-                im = im.convert("L" if spec.shape[0] == 1 else "RGB")
-                if im.size != (spec.shape[2], spec.shape[1]):
-                    im = im.resize((spec.shape[2], spec.shape[1]), Image.Resampling.BILINEAR)
-                arr = np.asarray(im, dtype=np.float32)
+            with Image.open(path) as src:
+                im = src.convert("L" if spec.shape[0] == 1 else "RGB")
+            if im.size != (spec.shape[2], spec.shape[1]):
+                im = im.resize((spec.shape[2], spec.shape[1]), Image.Resampling.BILINEAR)
+            arr = np.asarray(im, dtype=np.float32)
         except (OSError, UnidentifiedImageError) as exc:
             raise StreamError(f"{path}: cannot decode image: {exc}") from exc
         raw = (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))[None]
     if raw.ndim == 3 and spec.shape[0] == 1:
         raw = raw[:, None]
     if raw.ndim != 4 or tuple(raw.shape[1:]) != spec.shape:
-        raise StreamError(f"{path}: frames of shape {raw.shape[1:]} do not match the network input {spec.shape}")
+        raise StreamError(
+            f"{path}: frames of shape {raw.shape[1:]} do not match the network input {spec.shape}"
+        )
     x = raw.astype(np.float32)
     if not np.all(np.isfinite(x)):
         raise StreamError(f"{path}: frames contain NaN or infinity")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from spikecast.converters import ConversionError, convert
 from spikecast.converters.convert import ann_logits, build_drafts
 from spikecast.converters.parse import trace
 from spikecast.converters.reference import simulate
+from torch import nn
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +74,14 @@ def test_percentile_and_max_norm_lambdas(digits):
 def test_bn_folding_changes_outputs_less_than_1e5():
     torch.manual_seed(1)
     model = nn.Sequential(
-        nn.Conv2d(2, 6, 3, stride=2, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-        nn.Flatten(), nn.Linear(6 * 5 * 5, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 4),
+        nn.Conv2d(2, 6, 3, stride=2, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(6 * 5 * 5, 12),
+        nn.BatchNorm1d(12),
+        nn.ReLU(),
+        nn.Linear(12, 4),
     )
     with torch.no_grad():  # non-trivial running statistics
         for m in model.modules():
@@ -133,8 +138,13 @@ def test_forward_code_and_avgpool_folding_are_exact():
 def test_calibration_from_a_dataloader_and_holdout_table(digits):
     ds = torch.utils.data.TensorDataset(torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train))
     loader = torch.utils.data.DataLoader(ds, batch_size=100)
-    net = convert(digits.model, loader, holdout=(digits.x_test[:50], digits.y_test[:50]),
-                  calibration_steps=30, progress=False)
+    net = convert(
+        digits.model,
+        loader,
+        holdout=(digits.x_test[:50], digits.y_test[:50]),
+        calibration_steps=30,
+        progress=False,
+    )
     assert net.calibration is not None
     assert net.calibration.confidence.shape == (30, 50)
     assert net.meta["calibration_samples"] == len(digits.x_train)
@@ -154,18 +164,38 @@ class Residual(nn.Module):
     ("model", "match"),
     [
         (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(8, 2)), "Sigmoid.*nn.ReLU"),
-        (nn.Sequential(nn.Conv2d(1, 2, 2, dilation=2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)), "grouped or dilated"),
-        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 2)),
-         "BatchNorm must directly follow"),
-        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2, padding=1), nn.Flatten(), nn.Linear(8, 2)),
-         "padding=0"),
-        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AvgPool2d(2, stride=1), nn.Flatten(), nn.Linear(2, 2)),
-         "stride"),
-        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2), nn.ReLU()), "output layer has a ReLU"),
+        (
+            nn.Sequential(nn.Conv2d(1, 2, 2, dilation=2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)),
+            "grouped or dilated",
+        ),
+        (
+            nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 2)),
+            "BatchNorm must directly follow",
+        ),
+        (
+            nn.Sequential(
+                nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2, padding=1), nn.Flatten(), nn.Linear(8, 2)
+            ),
+            "padding=0",
+        ),
+        (
+            nn.Sequential(
+                nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AvgPool2d(2, stride=1), nn.Flatten(), nn.Linear(2, 2)
+            ),
+            "stride",
+        ),
+        (
+            nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2), nn.ReLU()),
+            "output layer has a ReLU",
+        ),
         (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2)), "without ReLU"),
         (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(8, 2)), "Tanh"),
-        (nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.LayerNorm([2, 2, 2]), nn.Flatten(), nn.Linear(8, 2)),
-         "LayerNorm"),
+        (
+            nn.Sequential(
+                nn.Conv2d(1, 2, 3), nn.ReLU(), nn.LayerNorm([2, 2, 2]), nn.Flatten(), nn.Linear(8, 2)
+            ),
+            "LayerNorm",
+        ),
         (Residual(), "residual"),
     ],
 )

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from spikecast.converters.errors import ModelFileError, ParameterError
 from spikecast.converters.network import CalibrationTable, InputSpec, Layer, Network, load_network
 
@@ -20,16 +19,37 @@ from spikecast.converters.network import CalibrationTable, InputSpec, Layer, Net
 def small_net(with_calibration: bool = True) -> Network:
     rng = np.random.default_rng(0)
     layers = (
-        Layer("conv", "c1", (2, 6, 5), (3, 3, 3), rng.normal(size=(3, 2, 3, 3)).astype(np.float32),
-              rng.normal(size=3).astype(np.float32), (3, 3), (2, 2), (1, 1), lam=2.5),
+        Layer(
+            "conv",
+            "c1",
+            (2, 6, 5),
+            (3, 3, 3),
+            rng.normal(size=(3, 2, 3, 3)).astype(np.float32),
+            rng.normal(size=3).astype(np.float32),
+            (3, 3),
+            (2, 2),
+            (1, 1),
+            lam=2.5,
+        ),
         Layer("maxpool", "p1", (3, 3, 3), (3, 1, 1), kernel=(2, 2), stride=(2, 2), lam=2.5),
-        Layer("linear", "fc", (3, 1, 1), (4,), rng.normal(size=(4, 3)).astype(np.float32),
-              np.zeros(4, np.float32), spiking=False),
+        Layer(
+            "linear",
+            "fc",
+            (3, 1, 1),
+            (4,),
+            rng.normal(size=(4, 3)).astype(np.float32),
+            np.zeros(4, np.float32),
+            spiking=False,
+        ),
     )
     calib = CalibrationTable(rng.random((7, 5)).astype(np.float32), rng.random((7, 5)) > 0.5)
     return Network(
-        InputSpec("events", (2, 6, 5), dt_us=500), layers, ("a", "b", "c", "d"),
-        reset="zero", temperature=0.5, calibration=calib if with_calibration else None,
+        InputSpec("events", (2, 6, 5), dt_us=500),
+        layers,
+        ("a", "b", "c", "d"),
+        reset="zero",
+        temperature=0.5,
+        calibration=calib if with_calibration else None,
         meta={"percentile": 99.9},
     )
 

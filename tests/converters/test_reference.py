@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from spikecast.converters.network import InputSpec, Layer, Network
 from spikecast.converters.reference import fanout, gated_maxpool, simulate
 
@@ -13,8 +12,15 @@ from spikecast.converters.reference import fanout, gated_maxpool, simulate
 def one_neuron_net(bias: float, reset: str = "subtract") -> Network:
     layers = (
         Layer("linear", "h", (1, 1, 1), (1,), np.array([[0.0]], np.float32), np.array([bias], np.float32)),
-        Layer("linear", "o", (1,), (2,), np.array([[1.0], [0.0]], np.float32), np.zeros(2, np.float32),
-              spiking=False),
+        Layer(
+            "linear",
+            "o",
+            (1,),
+            (2,),
+            np.array([[1.0], [0.0]], np.float32),
+            np.zeros(2, np.float32),
+            spiking=False,
+        ),
     )
     return Network(InputSpec("frame", (1, 1, 1)), layers, ("on", "off"), reset=reset)  # type: ignore[arg-type]
 
@@ -45,8 +51,9 @@ def test_gated_maxpool_passes_the_winner_and_breaks_ties_to_the_lowest_index() -
 
 
 def test_fanout_is_border_aware() -> None:
-    layer = Layer("conv", "c", (1, 3, 3), (2, 2, 2), np.ones((2, 1, 3, 3), np.float32), None,
-                  (3, 3), (2, 2), (1, 1))
+    layer = Layer(
+        "conv", "c", (1, 3, 3), (2, 2, 2), np.ones((2, 1, 3, 3), np.float32), None, (3, 3), (2, 2), (1, 1)
+    )
     f = fanout(layer)[0]
     # output rows 0, 1 read input rows -1..1 and 1..3: row 1 is read by both
     assert f.tolist() == [[2, 4, 2], [4, 8, 4], [2, 4, 2]]
@@ -54,10 +61,24 @@ def test_fanout_is_border_aware() -> None:
 
 def test_event_input_counts_each_event_once() -> None:
     layers = (
-        Layer("conv", "c", (2, 2, 2), (1, 2, 2), np.full((1, 2, 1, 1), 0.5, np.float32),
-              np.zeros(1, np.float32), (1, 1)),
-        Layer("linear", "o", (1, 2, 2), (2,), np.ones((2, 4), np.float32), np.zeros(2, np.float32),
-              spiking=False),
+        Layer(
+            "conv",
+            "c",
+            (2, 2, 2),
+            (1, 2, 2),
+            np.full((1, 2, 1, 1), 0.5, np.float32),
+            np.zeros(1, np.float32),
+            (1, 1),
+        ),
+        Layer(
+            "linear",
+            "o",
+            (1, 2, 2),
+            (2,),
+            np.ones((2, 4), np.float32),
+            np.zeros(2, np.float32),
+            spiking=False,
+        ),
     )
     net = Network(InputSpec("events", (2, 2, 2)), layers, ("a", "b"))
     x = np.zeros((1, 1, 2, 2, 2), np.float32)

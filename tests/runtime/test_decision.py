@@ -4,29 +4,34 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from spikecast.converters.network import CalibrationTable
 from spikecast.runtime.decision import Calibration, OperatingPoint, decision_steps, resolve
 
 
 def table() -> CalibrationTable:
     # 4 samples over 6 steps; sample 3 never gets confident
-    conf = np.array([
-        [0.2, 0.5, 0.3, 0.1],
-        [0.6, 0.5, 0.3, 0.1],
-        [0.95, 0.7, 0.3, 0.1],
-        [0.97, 0.91, 0.92, 0.1],
-        [0.99, 0.95, 0.92, 0.2],
-        [0.99, 0.99, 0.95, 0.3],
-    ], np.float32)
-    correct = np.array([
-        [0, 0, 0, 0],
-        [1, 0, 0, 0],
-        [1, 1, 0, 0],
-        [1, 1, 0, 1],
-        [1, 1, 1, 1],
-        [1, 1, 1, 1],
-    ], bool)
+    conf = np.array(
+        [
+            [0.2, 0.5, 0.3, 0.1],
+            [0.6, 0.5, 0.3, 0.1],
+            [0.95, 0.7, 0.3, 0.1],
+            [0.97, 0.91, 0.92, 0.1],
+            [0.99, 0.95, 0.92, 0.2],
+            [0.99, 0.99, 0.95, 0.3],
+        ],
+        np.float32,
+    )
+    correct = np.array(
+        [
+            [0, 0, 0, 0],
+            [1, 0, 0, 0],
+            [1, 1, 0, 0],
+            [1, 1, 0, 1],
+            [1, 1, 1, 1],
+            [1, 1, 1, 1],
+        ],
+        bool,
+    )
     return CalibrationTable(conf, correct)
 
 
