@@ -53,14 +53,17 @@ ctypedef struct NetPlan:
     int reset_zero
     int max_neurons          # largest n_out over layers (scratch size)
 
+ctypedef struct PoolWindow:
+    int32_t winner           # input with the largest count so far (lowest index on a tie)
+    int32_t touched          # last step a spiking input touched the window
+    int32_t hit              # at that step: whether the winner spiked
+
 ctypedef struct LayerState:
     float* v                 # (n_out,) membranes; NULL for pool
     int32_t* spikes          # (n_out + 1,) channel-last indices that spiked at the last step
     int n_spikes
     int32_t* counts          # pool: (n_in,) input spike counts so far
-    int32_t* in_stamp        # pool: (n_in,) last step each input spiked
-    int32_t* win_stamp       # pool: (n_out,) last step each window was touched
-    int32_t* winner          # pool: (n_out,) input with the largest count so far
+    PoolWindow* windows      # pool: (n_out,) one record per window, in one cache line
     int64_t synops
     int64_t spike_total
 

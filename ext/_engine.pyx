@@ -115,7 +115,7 @@ cdef int64_t scatter_linear(
 
 cdef int pool_step(
     const LayerPlan* lp,
-    LayerState* ls,           # in/out: counts, stamps, winners; out: spikes
+    LayerState* ls,           # in/out: counts, windows; out: spikes
     const int32_t* src,       # in: spiking inputs, channel-last
     int n_src,
     int t,
@@ -124,23 +124,22 @@ cdef int pool_step(
 
     Each window keeps its winner: the input with the largest count, lowest index on a
     tie (for one channel, channel-last index order is the window's row-major order).
-    Counts only grow, and only for inputs that spike, so after this step's counts are
+    Counts only grow, and only for inputs that spike, so once this step's counts are
     in, the new winner is the best of the old winner and the window's spiking inputs:
-    only windows that contain a spike are touched, and each once (win_stamp).
+    only windows that contain a spike are touched. The final winner spiked iff some
+    spiking input took the window or the old winner itself spiked (``hit``).
     """
-    cdef int e, i, pos, c, k, k1, o, w, ci, cw, better, n_touched = 0, n_out = 0
+    cdef int e, i, pos, c, k, k1, o, w, ci, fresh, better, hit
+    cdef int n_touched = 0, n_out = 0
     cdef int C = lp.c_in
     cdef int32_t* counts = ls.counts
-    cdef int32_t* in_stamp = ls.in_stamp
-    cdef int32_t* win_stamp = ls.win_stamp
-    cdef int32_t* winner = ls.winner
+    cdef PoolWindow* win = ls.windows
+    cdef PoolWindow* pw
     cdef int32_t* out = ls.spikes
     # 1. Counts include this step.
     for e in range(n_src):
-        i = src[e]
-        counts[i] += 1
-        in_stamp[i] = t
-    # 2. Challenge each touched window's winner; list the windows touched. Branch-free:
+        counts[src[e]] += 1
+    # 2. Challenge each touched window's winner and list the windows touched. Branch-free:
     #    the outcomes are data-dependent coin flips that a predictor gets wrong.
     for e in range(n_src):
         i = src[e]
@@ -149,18 +148,21 @@ cdef int pool_step(
         k1 = lp.tab_ptr[pos + 1]
         for k in range(lp.tab_ptr[pos], k1):
             o = lp.tab_m[k] * C + c
+            pw = &win[o]
+            fresh = pw.touched != t
+            pw.touched = t
             out[n_touched] = o
-            n_touched += win_stamp[o] != t
-            win_stamp[o] = t
-            w = winner[o]
-            cw = counts[w]
-            better = (ci > cw) | ((ci == cw) & (i < w))
-            winner[o] = w + better * (i - w)
-    # 3. A touched window spikes iff its winner spiked (filtered in place).
+            n_touched += fresh
+            w = pw.winner
+            better = (ci > counts[w]) | ((ci == counts[w]) & (i < w))
+            hit = better | (i == w)
+            pw.winner = w + better * (i - w)
+            pw.hit = (pw.hit & (1 - fresh)) | hit
+    # 3. Emit the touched windows whose winner spiked (filtered in place).
     for e in range(n_touched):
         o = out[e]
         out[n_out] = o
-        n_out += in_stamp[winner[o]] == t
+        n_out += win[o].hit
     return n_out
 
 
@@ -240,8 +242,9 @@ cdef int compact(const uint8_t* mask, int n, int32_t* out) noexcept nogil:
     and emit one index per set bit, so the cost is ~n/64 plus one per spike.
     """
     cdef int j = 0
-    cdef int q, k, n_sp = 0
-    cdef uint64_t w, any_set, bits
+    cdef int q, m, n_sp = 0
+    cdef int32_t* dst
+    cdef uint64_t any_set, bits
     cdef uint64_t[8] words
     if little_endian():
         while j + 64 <= n:
@@ -253,10 +256,13 @@ cdef int compact(const uint8_t* mask, int n, int32_t* out) noexcept nogil:
                 bits = 0
                 for q in range(8):
                     bits |= ((words[q] * <uint64_t> 0x0102040810204080) >> 56) << (8 * q)
+                dst = out + n_sp  # a local cursor keeps the count out of memory
+                m = 0
                 while bits != 0:
-                    out[n_sp] = j + SPK_CTZ64(bits)
-                    n_sp += 1
+                    dst[m] = j + SPK_CTZ64(bits)
+                    m += 1
                     bits &= bits - 1
+                n_sp += m
             j += 64
     while j < n:  # the tail, or every byte on a big-endian machine
         out[n_sp] = j  # branch-free: n_sp <= j < n, so always in bounds
@@ -423,7 +429,7 @@ cdef int run_steps(
 
 
 cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
-    cdef int l
+    cdef int l, o
     cdef const LayerPlan* lp
     cdef LayerState* ls
     s.t = 0
@@ -441,9 +447,10 @@ cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
             memset(ls.v, 0, lp.n_out * sizeof(float))
         if lp.kind == KIND_POOL:
             memset(ls.counts, 0, lp.n_in * sizeof(int32_t))
-            memset(ls.in_stamp, 0, lp.n_in * sizeof(int32_t))
-            memset(ls.win_stamp, 0, lp.n_out * sizeof(int32_t))
-            memcpy(ls.winner, lp.win_init, lp.n_out * sizeof(int32_t))
+            for o in range(lp.n_out):
+                ls.windows[o].winner = lp.win_init[o]
+                ls.windows[o].touched = 0
+                ls.windows[o].hit = 0
 
 
 # ----------------------------------------------------------------------------------
@@ -581,9 +588,7 @@ cdef class EngineCore:
                 ls.spikes = <int32_t*> _carve(&cur, (lp.n_out + 1) * sizeof(int32_t))
                 if lp.kind == KIND_POOL:
                     ls.counts = <int32_t*> _carve(&cur, lp.n_in * sizeof(int32_t))
-                    ls.in_stamp = <int32_t*> _carve(&cur, lp.n_in * sizeof(int32_t))
-                    ls.win_stamp = <int32_t*> _carve(&cur, lp.n_out * sizeof(int32_t))
-                    ls.winner = <int32_t*> _carve(&cur, lp.n_out * sizeof(int32_t))
+                    ls.windows = <PoolWindow*> _carve(&cur, lp.n_out * sizeof(PoolWindow))
                 else:
                     ls.v = <float*> _carve(&cur, lp.n_out * sizeof(float))
             total = <size_t> cur

@@ -384,3 +384,25 @@ def test_unsupported_networks_raise() -> None:
         CompiledNetwork(net)
     with pytest.raises(ParameterError):
         CompiledNetwork(object())  # type: ignore[arg-type]
+
+
+def test_poisson_frames_fed_as_events_match_reference() -> None:
+    """Poisson-coded frames: the caller draws S_0(t) (as the reference does) and feeds the
+    spikes as events; with non-negative frames the spikes are 0/1 and the runs agree."""
+    net = nets.net_frame_pool3().with_(input=InputSpec("frame", (2, 11, 13), encoding="poisson"))
+    x = nets.frames(net, 1, seed=7) * 4  # rates up to ~0.75
+    ref = reference.simulate(net, x, T, record_spikes=True, rng=np.random.default_rng(3))
+    assert ref.spikes is not None
+    rng = np.random.default_rng(3)
+    counts = np.stack(
+        [(rng.random(x.shape, dtype=np.float32) < np.abs(x)).astype(np.float32)[0] for _ in range(T)]
+    )
+    eng = Engine(net)
+    with pytest.raises(ParameterError):
+        eng.set_frame(x[0])  # analog current does not apply to a Poisson network
+    res = eng.run(EventSteps.from_counts(counts), t_max=T)
+    assert (res.steps, res.exit) == (T, "max_steps")
+    np.testing.assert_array_equal(res.logits, ref.logits[-1, 0])
+    np.testing.assert_array_equal(res.synops, ref.synops[0].astype(np.int64))
+    for lay in range(len(net.layers) - 1):
+        np.testing.assert_array_equal(eng.layer_spikes(lay), ref.spikes[lay][-1, 0].reshape(-1))

@@ -1,0 +1,384 @@
+"""Benchmark the compiled event-driven engine: kernel, roofline, whole network, threads.
+
+    python bench/engine.py            # full run (a few minutes on 2 cores)
+    python bench/engine.py --quick    # smoke version (well under a minute)
+    SPIKECAST_NATIVE=1 pip install -e . --no-build-isolation -q   # build with -march=native first
+
+Writes bench/results/engine.json and bench/results/engine.png.
+
+1. Kernel: one 3x3 conv layer (32x32 input, 32 -> 64 channels, padding 1) driven by
+   random input spikes at densities 1/5/10/20 %, one core, many steps, median over
+   repeats. Reported as GSynOps/s for the whole layer step (scatter + the sweep over
+   its 65,536 neurons: bias, threshold, reset, spike list) and for the scatter alone.
+2. Roofline: a plain scatter-add loop with the same kernel and flags (64-float weight
+   rows added into random rows of a membrane array of the conv's size).
+3. Whole network (bench/models/mnist_maxpool.scn, or the .pt converted here, or a
+   randomly initialised network of that shape if neither exists): ms per sample at
+   batch 1 for fixed T and with early exit, next to the dense reference simulator at
+   batch 1 and 64 and the ANN in torch at batch 1. Everything on one thread.
+4. Scaling: samples/s of run_batch with 1 and 2 threads over independent samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, MODELS, RESULTS, ROOT, machine, write_json
+from spikecast.converters.network import InputSpec, Layer, Network
+from spikecast.ext import (
+    CompiledNetwork,
+    Engine,
+    _engine,
+    run_batch,
+)
+from tqdm.auto import tqdm
+
+DENSITIES = ("0.01", "0.05", "0.1", "0.2")
+GOAL_ROOFLINE_FRACTION = 0.5
+GOAL_GSOPS = 8.0
+GOAL_SPEEDUP_DENSE_B1 = 10.0
+GOAL_EARLY_EXIT_VS_ANN = 2.0
+
+
+def median_time(fn: Callable[[], Any], repeats: int, desc: str) -> float:
+    """Median wall time of fn() over repeats (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in tqdm(range(repeats), desc=desc, leave=False):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def aligned(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` starting on a 64-byte boundary, like the engine's own buffers."""
+    flat = np.ascontiguousarray(a).reshape(-1)
+    buf = np.empty(flat.size + 64 // flat.itemsize, flat.dtype)
+    shift = (-buf.ctypes.data % 64) // flat.itemsize
+    out = buf[shift : shift + flat.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# 1-2. Kernel and roofline
+# ----------------------------------------------------------------------------------
+
+
+def kernel_network(rng: np.random.Generator) -> Network:
+    """Frame input (32, 32, 32) -> conv 3x3 32->64 padding 1 -> (a tiny output layer)."""
+    w = (rng.standard_normal((64, 32, 3, 3)) * 0.05).astype(np.float32)
+    b = (rng.standard_normal(64) * 0.01).astype(np.float32)
+    conv = Layer("conv", "conv", (32, 32, 32), (64, 32, 32), weight=w, bias=b,
+                 kernel=(3, 3), padding=(1, 1))  # fmt: skip
+    out = Layer("linear", "out", (64, 32, 32), (2,), weight=np.zeros((2, 65536), np.float32),
+                spiking=False)  # fmt: skip
+    return Network(InputSpec("frame", (32, 32, 32)), (conv, out), ("a", "b"))
+
+
+def bench_kernel(steps: int, repeats: int, rng: np.random.Generator) -> dict[str, Any]:
+    eng = Engine(kernel_network(rng))
+    n_in = 32 * 32 * 32
+    full, scatter = {}, {}
+    for d in DENSITIES:
+        k = round(float(d) * n_in)
+        idx = np.concatenate([np.sort(rng.choice(n_in, k, replace=False)) for _ in range(steps)])
+        idx = idx.astype(np.int32)
+        off = np.arange(steps + 1, dtype=np.int64) * k
+        synops = eng._core.bench_layer(0, idx, off, False)
+        for sweep, out in ((True, full), (False, scatter)):
+            t = median_time(lambda s=sweep, i=idx, o=off: eng._core.bench_layer(0, i, o, s), repeats,
+                            f"kernel d={d} sweep={sweep}")  # fmt: skip
+            out[d] = synops / t / 1e9
+        tqdm.write(f"kernel density {d}: layer step {full[d]:.2f} GSynOps/s, "
+                   f"scatter alone {scatter[d]:.2f} GSynOps/s")  # fmt: skip
+    return {"full": full, "scatter": scatter}
+
+
+def bench_roofline(n_rows: int, repeats: int, rng: np.random.Generator) -> float:
+    membrane = aligned(np.zeros((32 * 32, 64), np.float32))  # the conv's membranes
+    weight = aligned(rng.standard_normal((32 * 9, 64)).astype(np.float32))  # its weights
+    dst = rng.integers(0, membrane.shape[0], n_rows).astype(np.int32)
+    src = rng.integers(0, weight.shape[0], n_rows).astype(np.int32)
+    n = _engine.roofline_scatter(membrane, weight, dst, src, 10)
+    t = median_time(lambda: _engine.roofline_scatter(membrane, weight, dst, src, 10), repeats,
+                    "roofline")  # fmt: skip
+    gsops = float(n / t / 1e9)
+    tqdm.write(f"roofline scatter-add: {gsops:.2f} GSynOps/s")
+    return gsops
+
+
+# ----------------------------------------------------------------------------------
+# 3. Whole network
+# ----------------------------------------------------------------------------------
+
+
+def load_models(n_calib: int) -> tuple[Network, Any, str, np.ndarray | None]:
+    """The converted network, the ANN, where they came from, and calibration images."""
+    import torch
+    from convert_mnist import make_model
+
+    x_train = None
+    mnist = DATA / "mnist" / "mnist.npz"
+    if mnist.exists():
+        with np.load(mnist, allow_pickle=False) as d:
+            x_train = (d["x_train"][:n_calib].astype(np.float32) / 255.0)[:, None]
+    model = make_model()
+    pt, scn = MODELS / "mnist_maxpool.pt", MODELS / "mnist_maxpool.scn"
+    if pt.exists():
+        model.load_state_dict(torch.load(pt, weights_only=True))
+        source = f"trained ANN {pt.relative_to(ROOT)}"
+    else:
+        torch.manual_seed(0)
+        source = "randomly initialised ANN (bench/models/mnist_maxpool.pt missing)"
+    model.eval()
+    if scn.exists() and pt.exists():
+        return Network.load(scn), model, source + f", converted {scn.relative_to(ROOT)}", x_train
+    from spikecast.converters.convert import convert
+
+    calib = x_train if x_train is not None else np.random.default_rng(0).random((n_calib, 1, 28, 28))
+    net = convert(model, calib.astype(np.float32), percentile=99.9, progress=False,
+                  class_names=[str(i) for i in range(10)])  # fmt: skip
+    return net, model, source + ", converted here (99.9th percentile, no calibration table)", x_train
+
+
+def test_images(n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    mnist = DATA / "mnist" / "mnist.npz"
+    if mnist.exists():
+        with np.load(mnist, allow_pickle=False) as d:
+            x = (d["x_test"][:n].astype(np.float32) / 255.0)[:, None]
+            return x, d["y_test"][:n].astype(np.int64)
+    return np.random.default_rng(1).random((n, 1, 28, 28)).astype(np.float32), None
+
+
+def choose_tau(net: Network, t_max: int, t_min: int) -> tuple[float, str]:
+    """τ for early exit: from the calibration table (smallest τ reaching 99% of the
+    full-T accuracy), else the runtime's default 0.9."""
+    if net.calibration is None:
+        return 0.9, "default 0.9 (the network has no calibration table)"
+    try:
+        from spikecast.runtime.decision import Calibration
+    except ImportError:
+        return 0.9, "default 0.9 (spikecast.runtime.decision unavailable)"
+    cal = Calibration(net.calibration)
+    target = 0.99 * cal.accuracy_at(t_max)
+    tau = cal.tau_for_target(target, t_min, t_max)
+    return tau, f"calibration table: smallest tau with accuracy >= 99% of T={t_max} ({target:.4f})"
+
+
+def peer_note() -> tuple[dict[str, float | None], str]:
+    found = [m for m in ("sinabs", "spikingjelly") if importlib.util.find_spec(m) is not None]
+    if not found:
+        return {}, "sinabs and SpikingJelly are not installed here; peers skipped (not installed)"
+    return {}, f"{', '.join(found)} importable but not benchmarked by this script yet"
+
+
+def bench_network(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    from spikecast.converters.reference import simulate
+
+    net, model, source, _ = load_models(1000)
+    tqdm.write(f"network: {source}\n{net.summary()}")
+    x, y = test_images(max(args.samples, 64))
+    # x is in [0, 1]: what the ANN was trained on, i.e. the network input.
+    plan = CompiledNetwork(net)
+    eng = Engine(plan)
+    t_max, t_min = args.steps, args.t_min
+    tau, tau_note = (args.tau, "--tau") if args.tau is not None else choose_tau(net, t_max, t_min)
+    n = args.samples
+    xs = x[:n]
+
+    def per_sample(fn: Callable[[], Any], count: int, desc: str) -> float:
+        return median_time(fn, args.repeats, desc) / count * 1e3
+
+    fixed: list[Any] = []
+    early: list[Any] = []
+    ms_fixed = per_sample(lambda: fixed.__setitem__(slice(None), [eng.run(f, t_max) for f in xs]),
+                          n, "engine fixed T")  # fmt: skip
+    ms_early = per_sample(
+        lambda: early.__setitem__(slice(None), [eng.run(f, t_max, tau=tau, t_min=t_min) for f in xs]),
+        n, "engine early exit",
+    )  # fmt: skip
+    n_dense = min(args.dense_samples, n)
+    ms_dense1 = per_sample(lambda: [simulate(net, xs[i : i + 1], t_max) for i in range(n_dense)],
+                           n_dense, "dense batch 1")  # fmt: skip
+    x64 = x[:64]
+    ms_dense64 = median_time(lambda: simulate(net, x64, t_max), max(1, args.repeats // 2),
+                             "dense batch 64") / 64 * 1e3  # fmt: skip
+    xt = torch.from_numpy(xs)
+    with torch.inference_mode():
+        ms_ann = per_sample(lambda: [model(xt[i : i + 1]) for i in range(n)], n, "ANN batch 1")
+    peers, peer_msg = peer_note()
+
+    steps = np.array([r.steps for r in early])
+    cls_fixed = np.array([r.class_index for r in fixed])
+    cls_early = np.array([r.class_index for r in early])
+    syn_fixed = np.array([r.total_synops for r in fixed])
+    syn_early = np.array([r.total_synops for r in early])
+    out: dict[str, Any] = {
+        "model_source": source,
+        "t_max": t_max,
+        "tau": tau,
+        "tau_source": tau_note,
+        "t_min": t_min,
+        "samples": n,
+        "dense_batch1_samples": n_dense,
+        "ms_per_sample": {
+            "engine_fixed_T": ms_fixed,
+            "engine_early_exit": ms_early,
+            "dense_batch1": ms_dense1,
+            "dense_batch64": ms_dense64,
+            "ann_batch1": ms_ann,
+            **{f"{k}_batch1": v for k, v in peers.items()},
+        },
+        "peers_note": peer_msg,
+        "early_exit_mean_steps": float(steps.mean()),
+        "early_exit_p95_steps": float(np.percentile(steps, 95)),
+        "early_exit_agreement_with_fixed_T": float((cls_early == cls_fixed).mean()),
+        "mean_synops_fixed_T": float(syn_fixed.mean()),
+        "mean_synops_early_exit": float(syn_early.mean()),
+        "engine_gsops_fixed_T": float(syn_fixed.mean() / ms_fixed / 1e6),
+        "us_per_step_fixed_T": ms_fixed * 1e3 / t_max,
+    }
+    if y is not None:
+        out["accuracy_fixed_T"] = float((cls_fixed == y[:n]).mean())
+        out["accuracy_early_exit"] = float((cls_early == y[:n]).mean())
+    best_peer = min(peers.values(), default=None) if peers else None
+    out["speedup_vs_dense_batch1"] = ms_dense1 / ms_fixed
+    out["speedup_vs_dense_batch64"] = ms_dense64 / ms_fixed
+    out["speedup_vs_best_peer_batch1"] = None if best_peer is None else best_peer / ms_fixed
+    out["early_exit_vs_ann_batch1"] = ms_early / ms_ann
+    for key, val in out["ms_per_sample"].items():
+        tqdm.write(f"{key:>20}: {val:9.3f} ms/sample")
+    tqdm.write(f"early exit: tau={tau:.3f} t_min={t_min}: mean {steps.mean():.1f} steps, "
+               f"agreement with T={t_max}: {out['early_exit_agreement_with_fixed_T']:.4f}")  # fmt: skip
+
+    # 4. Threads: independent samples, fixed T (the same work per sample).
+    xb = x[: args.thread_samples]
+    scaling = {}
+    for threads in (1, 2):
+        t = median_time(lambda k=threads: run_batch(plan, xb, t_max, n_threads=k, chunk_size=4),
+                        max(1, args.repeats // 2), f"run_batch {threads} thread(s)")  # fmt: skip
+        scaling[str(threads)] = len(xb) / t
+        tqdm.write(f"run_batch, {threads} thread(s): {scaling[str(threads)]:.1f} samples/s")
+    out["threads_scaling"] = scaling
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    dens = [float(d) * 100 for d in DENSITIES]
+    ax.plot(dens, [result["kernel_gsops"][d] for d in DENSITIES], "o-", label="layer step")
+    ax.plot(dens, [result["kernel_scatter_gsops"][d] for d in DENSITIES], "s--",
+            label="scatter alone")  # fmt: skip
+    ax.axhline(result["roofline_gsops"], color="k", ls=":", label="roofline scatter-add")
+    ax.axhline(GOAL_GSOPS, color="r", ls="-.", lw=0.8, label=f"goal {GOAL_GSOPS:g}")
+    ax.set(xlabel="input spike density (%)", ylabel="GSynOps/s (one core)",
+           title="3x3 conv 32->64 on 32x32")  # fmt: skip
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ms = result["ms_per_sample"]
+    names = list(ms)
+    ax.barh(names, [ms[k] for k in names], color="tab:blue")
+    ax.set_xscale("log")
+    ax.set(xlabel="ms per sample (one thread, log)", title=f"MNIST network, T={result['t_max']}")
+    for i, k in enumerate(names):
+        ax.text(ms[k], i, f" {ms[k]:.3g}", va="center", fontsize=8)
+    ax = axes[2]
+    th = result["threads_scaling"]
+    ax.bar(list(th), list(th.values()), color="tab:green")
+    ax.set(xlabel="threads", ylabel="samples/s", title=f"run_batch, fixed T={result['t_max']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a smoke version: fewer steps and repeats")
+    ap.add_argument("--steps", type=int, default=100, help="T for fixed-T runs and t_max (default 100)")
+    ap.add_argument("--tau", type=float, default=None, help="early-exit τ (default: from calibration)")
+    ap.add_argument("--t-min", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    args.samples = 20 if args.quick else 200
+    args.dense_samples = 2 if args.quick else 10
+    args.thread_samples = 16 if args.quick else 64
+    args.repeats = 3 if args.quick else 7
+    kernel_steps = 20 if args.quick else 200
+    rng = np.random.default_rng(args.seed)
+
+    t0 = time.time()
+    kernel = bench_kernel(kernel_steps, args.repeats, rng)
+    roofline = bench_roofline(20_000 if args.quick else 200_000, args.repeats, rng)
+    net = bench_network(args)
+    kernel_full, kernel_scatter = kernel["full"], kernel["scatter"]
+    goals = {
+        "layer_step_fraction_of_roofline": {d: kernel_full[d] / roofline for d in DENSITIES},
+        "scatter_fraction_of_roofline": {d: kernel_scatter[d] / roofline for d in DENSITIES},
+        "roofline_50pct_met_layer_step": all(
+            v / roofline >= GOAL_ROOFLINE_FRACTION for v in kernel_full.values()
+        ),
+        "roofline_50pct_met_scatter": all(
+            v / roofline >= GOAL_ROOFLINE_FRACTION for v in kernel_scatter.values()
+        ),
+        "gsops_8_met_layer_step": all(v >= GOAL_GSOPS for v in kernel_full.values()),
+        "gsops_8_met_scatter": all(v >= GOAL_GSOPS for v in kernel_scatter.values()),
+        "speedup_dense_batch1_10x_met": net["speedup_vs_dense_batch1"] >= GOAL_SPEEDUP_DENSE_B1,
+        "early_exit_within_2x_ann_met": net["early_exit_vs_ann_batch1"] <= GOAL_EARLY_EXIT_VS_ANN,
+        "native_build": _engine.simd_level() not in ("sse2", "none"),
+    }
+    result = {
+        "kernel_gsops": kernel_full,
+        "kernel_scatter_gsops": kernel_scatter,
+        "roofline_gsops": roofline,
+        **net,
+        "goals": goals,
+        "simd": _engine.simd_level(),
+        "spikecast_native_env": os.environ.get("SPIKECAST_NATIVE", ""),
+        "quick": args.quick,
+        "notes": (
+            "kernel_gsops is the whole layer step (scatter plus the sweep over all 65,536 "
+            "neurons); kernel_scatter_gsops the scatter alone. Roofline: 64-float rows into "
+            "random rows of a conv-sized membrane array, same add_row kernel and flags. "
+            "All timings single-threaded except threads_scaling; torch set to 1 thread; "
+            "medians over repeats. The machine is shared: other jobs may run."
+        ),
+        "seconds": time.time() - t0,
+        "command": "python bench/engine.py" + (" --quick" if args.quick else ""),
+        "machine": machine(),
+    }
+    write_json("engine.json", result)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plot(result, RESULTS / "engine.png")
+    print(f"goals: {goals}")
+
+
+if __name__ == "__main__":
+    main()
