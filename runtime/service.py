@@ -44,6 +44,14 @@ from spikecast.runtime.stream import DecisionContext, EventStreamDecider, decide
 
 log = logging.getLogger("spikecast.service")
 
+# The compute side takes up to _BATCH_ITEMS queued items at once. A batch of at most
+# _INLINE_EVENTS events runs on the event loop: a hand-over to a worker thread costs
+# more than that (~0.1 ms), and the worker holds the GIL while it runs numpy, so the
+# loop would wait for it anyway. Bigger batches go to a worker thread, where the engine
+# releases the GIL and the loop keeps reading (and shedding) meanwhile.
+_BATCH_ITEMS = 64
+_INLINE_EVENTS = 256
+
 EVENT_SUFFIXES = {".bin", ".aedat4", ".raw", ".dat", ".npz", ".evt2", ".evt3"}
 FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm"}
 
@@ -277,40 +285,70 @@ class Service:
             self.deciders[stream] = d
         return d
 
-    def _work(self, item: _Item) -> list[Decision]:
+    def _work(self, item: _Item) -> tuple[list[Decision], int]:
+        """Decisions from one item, and the events the decider dropped on the way."""
         if item.frame is not None:
             seq = self.frame_seq.get(item.stream, 0)
             self.frame_seq[item.stream] = seq + 1
             return [decide_frame(self.frame_engine, self.ctx, item.stream, seq, item.frame,
-                                 self.state.point, item.arrival_s)]
+                                 self.state.point, item.arrival_s)], 0
         d = self._decider(item.stream)
         if item.end:
             out = d.finish(item.watermark_us, item.arrival_s)
             del self.deciders[item.stream]
-            return out
+            return out, 0
         events = item.events if item.events is not None else np.zeros(0)
         before = d.dropped_events
         out = d.push(events, item.watermark_us, item.arrival_s)
-        if d.dropped_events != before:  # outside the network input, or behind a done step
-            self.state.metrics.count_dropped_events(d.dropped_events - before)
-        return out
+        # Outside the network input after crop/downsample, or behind a completed step.
+        return out, d.dropped_events - before
+
+    def _work_batch(self, items: list[_Item]) -> tuple[list[Decision], int, list[str]]:
+        """Every item in order; a bad one is reported and skipped, not fatal."""
+        decisions: list[Decision] = []
+        dropped = 0
+        errors: list[str] = []
+        for item in items:
+            try:
+                out, n = self._work(item)
+            except SpikecastError as exc:
+                errors.append(f"dropped input of stream {item.stream}: {exc}")
+                continue
+            decisions += out
+            dropped += n
+        return decisions, dropped, errors
 
     async def _compute(self) -> None:
         while True:
-            item = await self.queue.get()
-            if item.end and item.stream == "":
-                return
-            self.state.queued_events -= item.n_events
-            try:
-                decisions = await asyncio.to_thread(self._work, item)
-            except SpikecastError as exc:
+            batch = [await self.queue.get()]
+            # Take what else is waiting: one hand-over for many small packets.
+            while len(batch) < _BATCH_ITEMS and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            stop = batch[-1].end and batch[-1].stream == ""  # the end marker comes last
+            items = batch[:-1] if stop else batch
+            self.state.queued_events -= sum(it.n_events for it in items)
+            if sum(it.n_events for it in items) <= _INLINE_EVENTS and not any(
+                it.frame is not None or it.end for it in items
+            ):
+                # A few packets of a few events (a live step and its watermark, typically):
+                # less work than a hand-over to a thread, and no wait for the GIL that a
+                # worker holds while it runs numpy. Done here, now.
+                decisions, dropped, errors = self._work_batch(items)
+            else:
+                # Off the event loop, so it keeps reading packets meanwhile (and sheds them
+                # when the queue is full); one hand-over for the whole batch.
+                decisions, dropped, errors = await asyncio.to_thread(self._work_batch, items)
+            for msg in errors:
                 self.state.metrics.count_bad_packet()
-                log.warning("dropped input of stream %s: %s", item.stream, exc)
-                continue
+                log.warning("%s", msg)
+            if dropped:
+                self.state.metrics.count_dropped_events(dropped)
             for d in decisions:
                 self.state.metrics.record_decision(d.latency_ms, d.synops)
                 self.decisions.append(d)
                 await publish_decision(self.publisher, d)
+            if stop:
+                return
 
 
 def make_publisher(cfg: RunConfig) -> Publisher:

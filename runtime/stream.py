@@ -136,10 +136,7 @@ class EventStreamDecider:
         if len(events):
             enc = encode_events(events, self.spec, self.origin_us, self.mapping)
             self.dropped_events += enc.dropped
-            late = enc.steps < self.done  # behind a completed step: cannot be fed any more
-            self.dropped_events += int(late.sum())
-            self._idx = np.concatenate([self._idx, enc.indices[~late]])
-            self._step = np.concatenate([self._step, enc.steps[~late]])
+            self._append(enc.indices, enc.steps)
         newest = int(events["t"][-1]) if len(events) else self.origin_us
         mark = max(newest, watermark_us if watermark_us is not None else newest)
         upto = (mark - self.origin_us) // self.spec.dt_us
@@ -150,7 +147,7 @@ class EventStreamDecider:
         arrival = self.clock() if arrival_s is None else arrival_s
         if self.origin_us is None:
             return []
-        last = int(self._step.max()) + 1 if len(self._step) else self.done
+        last = int(self._step[-1]) + 1 if len(self._step) else self.done
         if end_us is not None:
             last = max(last, -(-(end_us - self.origin_us) // self.spec.dt_us))
         out = self._advance(last, arrival)
@@ -202,20 +199,39 @@ class EventStreamDecider:
                 break
         return out
 
+    def _append(self, idx: np.ndarray, steps: np.ndarray) -> None:
+        """Buffer encoded events, keeping the buffer sorted by step (stable, so events of
+        one step stay in arrival order); events behind a completed step are dropped."""
+        if len(steps) and steps[0] < self.done:  # behind a completed step: cannot be fed
+            late = steps < self.done
+            self.dropped_events += int(late.sum())
+            idx, steps = idx[~late], steps[~late]
+        if not len(steps):
+            return
+        if len(steps) > 1 and bool(np.any(steps[1:] < steps[:-1])):
+            order = np.argsort(steps, kind="stable")
+            idx, steps = idx[order], steps[order]
+        if not len(self._step):
+            self._idx, self._step = idx, steps
+            return
+        self._idx = np.concatenate([self._idx, idx])
+        self._step = np.concatenate([self._step, steps])
+        if steps[0] < self._step[len(self._step) - len(steps) - 1]:  # overlaps the buffer
+            order = np.argsort(self._step, kind="stable")
+            self._idx, self._step = self._idx[order], self._step[order]
+
     def _take(self, start: int, stop: int) -> EventSteps:
-        sel = (self._step >= start) & (self._step < stop)
-        st = self._step[sel] - start
+        a, b = np.searchsorted(self._step, (start, stop))
         n = stop - start
-        counts = np.bincount(st, minlength=n) if len(st) else np.zeros(n, np.int64)
-        offsets = np.zeros(stop - start + 1, np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        order = np.argsort(st, kind="stable")
-        return EventSteps(self._idx[sel][order], offsets, self.spec.shape)
+        offsets = np.zeros(n + 1, np.int64)
+        if b > a:
+            np.cumsum(np.bincount(self._step[a:b] - start, minlength=n), out=offsets[1:])
+        return EventSteps(self._idx[a:b], offsets, self.spec.shape)
 
     def _forget_before(self, step: int) -> None:
-        keep = self._step >= step
-        if not keep.all():
-            self._idx, self._step = self._idx[keep], self._step[keep]
+        k = int(np.searchsorted(self._step, step))
+        if k:
+            self._idx, self._step = self._idx[k:], self._step[k:]
 
     def _emit(self, res: RunResult, arrival: float, exit_override: bool = False) -> Decision:
         origin = self.origin_us or 0

@@ -507,3 +507,28 @@ async def mqtt_client(host: str, port: int) -> AsyncIterator[Any]:
 
     async with aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V5, timeout=5) as c:
         yield c
+
+
+async def test_a_crash_in_compute_ends_the_live_service(
+    mosquitto: MosquittoBroker, model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug must surface as an error, not leave a service that is online but deaf.
+    cfg = live_config(model, mosquitto)
+    pub = make_publisher(cfg)
+    svc = Service(cfg, pub)
+
+    def broken(items: list[Any]) -> Any:
+        raise RuntimeError("bug in compute")
+
+    monkeypatch.setattr(svc, "_work_batch", broken)
+    async with pub:
+        task = asyncio.create_task(svc.run())
+        assert isinstance(pub, MqttPublisher)
+        await pub.wait_connected(10)
+        probe = encode_packet(uniform_events(1, 1), 34, 34)
+        deadline = time.monotonic() + 10
+        while not task.done() and time.monotonic() < deadline:  # until it is subscribed
+            await send(mosquitto.host, mosquitto.port, events_topic(DEVICE, "probe"), [probe])
+            await asyncio.sleep(0.05)
+        with pytest.raises(RuntimeError, match="bug in compute"):
+            await asyncio.wait_for(task, 1)
