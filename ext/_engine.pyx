@@ -173,8 +173,45 @@ cdef extern from *:
     #else
     static int SPK_CTZ64(unsigned long long x) { int k = 0; while (!(x & 1)) { x >>= 1; k++; } return k; }
     #endif
+
+    /* Only in builds for AVX-512 (SPIKECAST_NATIVE=1 on such a machine): the sweep with
+       the compare mask used directly as a spike bitmask, no byte mask round trip.
+       Same arithmetic as update_subtract/update_zero, so the same bits. */
+    #if defined(__AVX512F__)
+    #include <immintrin.h>
+    #define SPK_HAVE_AVX512 1
+    static int spk_sweep_avx512(float* v, const float* drive, int period, int n,
+                                float threshold, int reset_zero, int32_t* out) {
+        const __m512 th = _mm512_set1_ps(threshold);
+        const __m512 zero = _mm512_setzero_ps();
+        int n_sp = 0;
+        for (int p = 0; p < n; p += period) {
+            for (int j = 0; j < period; j += 16) {
+                __m512 x = _mm512_add_ps(_mm512_loadu_ps(v + p + j), _mm512_loadu_ps(drive + j));
+                __mmask16 k = _mm512_cmp_ps_mask(x, th, _CMP_GE_OQ);
+                x = reset_zero ? _mm512_mask_mov_ps(x, k, zero) : _mm512_mask_sub_ps(x, k, x, th);
+                _mm512_storeu_ps(v + p + j, x);
+                unsigned long long bits = (unsigned long long)k;
+                while (bits) {
+                    out[n_sp++] = p + j + SPK_CTZ64(bits);
+                    bits &= bits - 1;
+                }
+            }
+        }
+        return n_sp;
+    }
+    #else
+    #define SPK_HAVE_AVX512 0
+    static int spk_sweep_avx512(float* v, const float* drive, int period, int n,
+                                float threshold, int reset_zero, int32_t* out) { return -1; }
+    #endif
     """
     int SPK_CTZ64(uint64_t x) noexcept nogil
+    bint SPK_HAVE_AVX512
+    int spk_sweep_avx512(
+        float* v, const float* drive, int period, int n, float threshold, int reset_zero,
+        int32_t* out,
+    ) noexcept nogil
 
 
 cdef void update_subtract(
@@ -282,6 +319,8 @@ cdef int sweep_spiking(
     int32_t* out,             # out: indices that spiked, ascending
 ) noexcept nogil:
     """V += drive; S = V >= θ; reset; emit S as an index list. Returns the spike count."""
+    if SPK_HAVE_AVX512 and period % 16 == 0:
+        return spk_sweep_avx512(v, drive, period, n, threshold, reset_zero, out)
     if reset_zero:
         update_zero(v, drive, period, n, threshold, mask)
     else:

@@ -140,3 +140,16 @@ def event_counts(net: Network, n_steps: int, n: int, density: float = 0.15, seed
     shape = (n_steps, n, *net.input.shape)
     on = rng.random(shape) < density
     return (on * rng.integers(1, 4, size=shape)).astype(np.float32)
+
+
+def net_wide(seed: int = 6, reset: str = "subtract", kind: str = "frame") -> Network:
+    """Channel counts that are multiples of 16 (the vector sweep's fast path):
+    (2, 10, 9) -> conv 16 p1 -> max-pool k2 s2 -> conv 32 s2 -> linear 32 -> linear output."""
+    rng = np.random.default_rng(seed)
+    l0 = conv(rng, "conv0", (2, 10, 9), 16, (3, 3), (1, 1), (1, 1), w=(-40, 60), b=(-12, 16))
+    l1 = pool("pool1", l0.out_shape, 2, 2)
+    l2 = conv(rng, "conv2", l1.out_shape, 32, (3, 3), (2, 2), (1, 1), w=(-50, 50), b=(-16, 8))
+    l3 = linear(rng, "fc3", l2.out_shape, 32, w=(-40, 60), b=(-8, 16))
+    l4 = linear(rng, "out", (32,), 5, spiking=False)
+    spec = InputSpec(kind, (2, 10, 9))  # type: ignore[arg-type]
+    return Network(spec, (l0, l1, l2, l3, l4), names(5), reset=reset)  # type: ignore[arg-type]
