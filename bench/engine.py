@@ -269,13 +269,18 @@ def bench_network(args: argparse.Namespace) -> dict[str, Any]:
 
     # 4. Threads: independent samples, fixed T (the same work per sample).
     xb = x[: args.thread_samples]
-    scaling = {}
+    scaling, busy = {}, {}
     for threads in (1, 2):
+        c0, w0 = time.process_time(), time.perf_counter()
         t = median_time(lambda k=threads: run_batch(plan, xb, t_max, n_threads=k, chunk_size=4),
                         max(1, args.repeats // 2), f"run_batch {threads} thread(s)")  # fmt: skip
+        # CPU seconds per wall second: near 2 only if the OS really gave us two cores.
+        busy[str(threads)] = (time.process_time() - c0) / (time.perf_counter() - w0)
         scaling[str(threads)] = len(xb) / t
-        tqdm.write(f"run_batch, {threads} thread(s): {scaling[str(threads)]:.1f} samples/s")
+        tqdm.write(f"run_batch, {threads} thread(s): {scaling[str(threads)]:.1f} samples/s "
+                   f"(cpu/wall {busy[str(threads)]:.2f})")  # fmt: skip
     out["threads_scaling"] = scaling
+    out["threads_cpu_per_wall"] = busy
     return out
 
 
@@ -335,6 +340,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
 
     t0 = time.time()
+    load_before = os.getloadavg()
     kernel = bench_kernel(kernel_steps, args.repeats, rng)
     roofline = bench_roofline(20_000 if args.quick else 200_000, args.repeats, rng)
     net = bench_network(args)
@@ -370,6 +376,7 @@ def main() -> None:
             "All timings single-threaded except threads_scaling; torch set to 1 thread; "
             "medians over repeats. The machine is shared: other jobs may run."
         ),
+        "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "seconds": time.time() - t0,
         "command": "python bench/engine.py" + (" --quick" if args.quick else ""),
         "machine": machine(),

@@ -8,8 +8,9 @@ another thread while the GIL is released cannot make them read or write out of
 bounds.
 
 Per step the work is proportional to the number of spikes (scatter of contiguous
-c_out rows through precomputed border-aware tables) plus one sweep over the
-neuron states of each conv/linear layer (drive, threshold, reset, emit).
+weight runs through precomputed border-aware tables; max-pool windows touched only
+where an input spiked) plus one vectorised sweep over the neuron states of each
+conv/linear layer (drive, threshold, reset, spike list).
 """
 
 # The types are declared once, in ext/_engine.pxd. setup.py names this module

@@ -610,6 +610,7 @@ class Engine:
         if self.t >= t_max_v:
             self._core.set_exit(_EXIT_MAX_STEPS)
             return 0
+        self._check_room(n)
         self._core.set_exit(0)
         return int(self._core.advance(None, None, n, tau_v, t_min_v, t_max_v))
 
@@ -641,6 +642,7 @@ class Engine:
         if self.t >= t_max_v:
             self._core.set_exit(_EXIT_MAX_STEPS)
             return 0
+        self._check_room(min(n, t_max_v - self.t))
         self._core.set_exit(0)
         return int(self._core.advance(idx, off, min(n, _INT32_MAX), tau_v, t_min_v, t_max_v))
 
@@ -673,6 +675,13 @@ class Engine:
             self._core.set_current(x.ravel())
             self._core.advance(None, None, t_max_v, tau_v, t_min_v, t_max_v)
         return self.result()
+
+    def _check_room(self, n_steps: int) -> None:
+        # The step counter is 32-bit: about 24 days of 1 ms steps without a reset.
+        if self.t > _INT32_MAX - 1 - n_steps:
+            raise ParameterError(
+                f"{n_steps} more steps would overflow the step counter at t={self.t}; reset first"
+            )
 
     def _limits(self, tau: float | None, t_min: int, t_max: int | None) -> tuple[float, int, int]:
         return (
