@@ -153,3 +153,12 @@ def net_wide(seed: int = 6, reset: str = "subtract", kind: str = "frame") -> Net
     l4 = linear(rng, "out", (32,), 5, spiking=False)
     spec = InputSpec(kind, (2, 10, 9))  # type: ignore[arg-type]
     return Network(spec, (l0, l1, l2, l3, l4), names(5), reset=reset)  # type: ignore[arg-type]
+
+
+def net_frame_linear(seed: int = 7) -> Network:
+    """Frame (3, 5, 7) into a linear first layer (the frame current through a permuted
+    flatten) -> linear output."""
+    rng = np.random.default_rng(seed)
+    l0 = linear(rng, "fc0", (3, 5, 7), 24, w=(-40, 60), b=(-16, 12))
+    l1 = linear(rng, "out", (24,), 4, spiking=False)
+    return Network(InputSpec("frame", (3, 5, 7)), (l0, l1), names(4))

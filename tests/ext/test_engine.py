@@ -34,6 +34,7 @@ BUILDERS: list[Callable[..., Network]] = [
     nets.net_frame_pool_pool,
     nets.net_frame_conv_only,
     nets.net_tied_pool,
+    nets.net_frame_linear,
 ]
 
 
