@@ -26,6 +26,7 @@ import contextlib
 import logging
 import math
 import random
+import socket
 import ssl
 import uuid
 from types import TracebackType
@@ -418,6 +419,8 @@ class MqttPublisher:
             timeout=s.timeout_s,
             tls_context=self._tls,
             logger=_PAHO_LOG,
+            # Decisions are small and latency-bound: don't let Nagle hold them back.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
     async def _run(self) -> None:
