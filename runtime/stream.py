@@ -181,6 +181,15 @@ class EventStreamDecider:
                     self.seg_start = self.done
                 continue
             point = self._point()
+            # A silence longer than a whole decision (a paused sensor, a clock jump) would
+            # otherwise cost millions of empty steps: close the segment and jump over it.
+            resume = min(int(self._step[0]) if len(self._step) else upto, upto)
+            if resume - self.done > point.t_max:
+                if self.engine.t > 0 and self.done > self.seg_start:
+                    out.append(self._emit(self.engine.result(), arrival, exit_override=True))
+                self.engine.reset()
+                self.done = self.seg_start = resume
+                continue
             t_max = point.t_max
             stop = upto
             if self.policy == "window":

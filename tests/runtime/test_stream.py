@@ -188,3 +188,14 @@ def test_decay_policy_keeps_deciding() -> None:
     d, _ = make(tau=0.9, policy="decay", decay=0.5)
     out = live(d, uniform_events(60, 20), 0, 60)
     assert len(out) >= 2 and [x.seq for x in out] == list(range(len(out)))
+
+
+def test_a_long_silence_is_jumped_over_not_stepped_through() -> None:
+    """A clock jump of 1000 s must not cost a million empty steps and t_max decisions."""
+    d, _ = make(tau=1.0, t_max=50)
+    first = uniform_events(20, 20, t0_us=0)
+    later = uniform_events(20, 20, t0_us=1_000_000_000)
+    out = call_with_timeout(lambda: d.push(first) + d.push(later) + d.finish(), timeout_s=5.0)
+    assert len(out) == 2  # the segment before the gap (the rule runs it to t_max), and the one after
+    assert out[0].exit == "max_steps" and out[0].steps == 50
+    assert out[1].sensor_t0_us >= 1_000_000_000 and out[1].steps == 20
