@@ -68,7 +68,8 @@ ctypedef struct LayerState:
     int64_t spike_total
 
 ctypedef struct EngineState:
-    int t                    # steps since reset
+    int t                    # steps since reset (or since the last decay)
+    float t_eff              # the divisor of z = λ V_L / t_eff: t, or its decayed sum
     int exit
     int has_current
     LayerState* layers

@@ -370,11 +370,13 @@ cdef void frame_current(
 
 
 cdef void read_out(const NetPlan* p, EngineState* s) noexcept nogil:
-    """z(t) = λ_L V_L / t in float32 (as the reference), c(t) = max softmax(z / T)."""
+    """z(t) = λ_L V_L / t in float32 (as the reference), c(t) = max softmax(z / T).
+
+    t_eff equals t (exactly, as a float) unless decay() has scaled the evidence down."""
     cdef const LayerPlan* lp = &p.layers[p.n_layers - 1]
     cdef const float* v = s.layers[p.n_layers - 1].v
     cdef float lam = lp.lam
-    cdef float tf = <float> s.t
+    cdef float tf = s.t_eff
     cdef float z, zmax = 0
     cdef int k, arg = 0
     cdef double total = 0
@@ -406,6 +408,7 @@ cdef void engine_step(
     cdef const int32_t* perm = p.in_perm
     cdef int n_src = n_events
     s.t += 1
+    s.t_eff += 1.0
     for l in range(p.n_layers):
         lp = &p.layers[l]
         ls = &s.layers[l]
@@ -473,6 +476,7 @@ cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
     cdef const LayerPlan* lp
     cdef LayerState* ls
     s.t = 0
+    s.t_eff = 0.0
     s.exit = EXIT_NONE
     s.class_index = 0
     s.confidence = 1.0 / p.n_classes
@@ -491,6 +495,23 @@ cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
                 ls.windows[o].winner = lp.win_init[o]
                 ls.windows[o].touched = 0
                 ls.windows[o].hit = 0
+
+
+cdef void decay_state(const NetPlan* p, EngineState* s, float factor) noexcept nogil:
+    """Forget old evidence exponentially: V_L <- factor·V_L and t_eff <- factor·t_eff, so
+    z = λ_L V_L / t_eff becomes a weighted average in which each earlier decision's span
+    counts factor times less. Hidden layers stay warm; step and cost counters restart."""
+    cdef int l, j
+    cdef const LayerPlan* lp = &p.layers[p.n_layers - 1]
+    cdef float* v = s.layers[p.n_layers - 1].v
+    for j in range(lp.n_out):
+        v[j] *= factor
+    s.t_eff *= factor
+    s.t = 0
+    s.exit = EXIT_NONE
+    for l in range(p.n_layers):
+        s.layers[l].synops = 0
+        s.layers[l].spike_total = 0
 
 
 # ----------------------------------------------------------------------------------
@@ -649,6 +670,11 @@ cdef class EngineCore:
         self._enter()
         reset_state(self.plan, &self.st)
         self.st.has_current = 0
+        self.busy = False
+
+    def decay(self, float factor) -> None:
+        self._enter()
+        decay_state(self.plan, &self.st, factor)
         self.busy = False
 
     def set_current(self, const float[::1] frame) -> None:

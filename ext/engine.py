@@ -579,6 +579,15 @@ class Engine:
         out[self.plan._to_torch[layer][self._core.spike_list(layer)]] = 1
         return out
 
+    def decay(self, factor: float) -> None:
+        """Keep the state but forget old evidence: the output integrator and the divisor
+        of z = λ_L V_L / t are both scaled by ``factor`` in [0, 1), so earlier spans count
+        ``factor`` times less; hidden layers stay warm. Steps, SynOps and spike counts
+        restart from 0 (they describe the next decision)."""
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.0 <= factor < 1.0:
+            raise ParameterError(f"decay factor must be a number in [0, 1), got {factor!r}")
+        self._core.decay(float(factor))
+
     # -- input -----------------------------------------------------------------------
     def set_frame(self, frame: Any) -> None:
         """Set the first layer's input current I = W1·x + b1 from a normalised frame

@@ -86,14 +86,6 @@ class RunConfig:
             raise ParameterError(f"downsample must be >= 1, got {self.downsample}")
         if self.queue_events < 1 or self.outbox_size < 1 or self.threads < 1:
             raise ParameterError("queue_events, outbox_size and threads must be >= 1")
-        if self.policy == "decay":
-            from spikecast.ext.engine import Engine
-
-            if not hasattr(Engine, "decay"):
-                raise ParameterError(
-                    "policy 'decay' needs an engine with Engine.decay(), which this build "
-                    "lacks; use policy 'reset' or 'window'"
-                )
         if self.mqtt_url is not None and _url_password(self.mqtt_url):
             # Secrets come from the environment only: a URL shows up in ps, shell history
             # and this dataclass's repr.

@@ -99,10 +99,6 @@ class Service:
         self.frame_seq: dict[str, int] = {}
         self.decisions: list[Decision] = []
         self._stop = asyncio.Event()
-        if cfg.policy == "decay" and not hasattr(Engine, "decay"):
-            raise ParameterError(
-                "the decay policy needs an engine with decay(); use reset or window"
-            )
 
     # -- operating point ----------------------------------------------------------
     def point(self) -> OperatingPoint:

@@ -95,10 +95,6 @@ class EventStreamDecider:
     ) -> None:
         if policy not in ("reset", "window", "decay"):
             raise ParameterError(f"policy must be reset, window or decay, not {policy!r}")
-        if policy == "decay" and not hasattr(Engine, "decay"):
-            raise ParameterError(
-                "the decay policy needs an engine with decay(); use reset or window"
-            )
         self.ctx = ctx
         self.stream = stream
         self.engine = Engine(plan)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from service_kit import polarity_net, split_steps, uniform_events
 from spikecast.converters.errors import ParameterError
-from spikecast.ext.engine import CompiledNetwork, Engine
+from spikecast.ext.engine import CompiledNetwork, Engine, EventSteps
 from spikecast.runtime.decision import OperatingPoint
 from spikecast.runtime.mqtt.payload import Decision
 from spikecast.runtime.stream import DecisionContext, EventStreamDecider
@@ -177,17 +177,34 @@ def test_policy_is_checked() -> None:
         make(policy="sometimes")
 
 
-@pytest.mark.skipif(hasattr(Engine, "decay"), reason="this engine has decay(); covered below")
-def test_decay_policy_is_refused_without_engine_decay() -> None:
-    with pytest.raises(ParameterError, match=r"decay\(\)"):
-        make(policy="decay")
-
-
-@pytest.mark.skipif(not hasattr(Engine, "decay"), reason="Engine.decay() does not exist yet")
 def test_decay_policy_keeps_deciding() -> None:
     d, _ = make(tau=0.9, policy="decay", decay=0.5)
     out = live(d, uniform_events(60, 20), 0, 60)
     assert len(out) >= 2 and [x.seq for x in out] == list(range(len(out)))
+
+
+def test_engine_decay_scales_the_evidence_and_keeps_hidden_state() -> None:
+    """After decay(a), z = λ V_L / t_eff with both scaled: the logits are unchanged at once,
+    and the next step weighs the old span a times less than a fresh start would."""
+    ev = uniform_events(30, 20)
+    steps = EventSteps.from_arrays(ev["x"], ev["y"], ev["p"], (ev["t"] // DT), NET.input.shape, 30)
+    a = Engine(PLAN)
+    a.feed(steps.steps(0, 20))
+    before = a.logits.copy()
+    a.decay(0.5)
+    assert a.t == 0 and int(a.synops.sum()) == 0
+    a.feed(steps.steps(20, 21))
+    # one more step on the undecayed engine, for comparison
+    b = Engine(PLAN)
+    b.feed(steps.steps(0, 21))
+    # Hidden layers are untouched, so step 21 adds the same output drive in both engines:
+    # λ·ΔV = 21·z_b(21) − 20·z(20); with decay z_a = (0.5·20·z(20) + λ·ΔV) / (0.5·20 + 1).
+    drive = b.logits * 21 - before * 20
+    expected = (0.5 * 20 * before + drive) / (0.5 * 20 + 1)
+    np.testing.assert_allclose(a.logits, expected, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(a.logits, b.logits)  # the old span now counts half
+    with pytest.raises(ParameterError, match="decay factor"):
+        a.decay(1.0)
 
 
 def test_a_long_silence_is_jumped_over_not_stepped_through() -> None:
