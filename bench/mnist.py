@@ -10,10 +10,12 @@ bench/results/mnist.json and bench/results/mnist.png.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
-from common import MODELS, RESULTS, ROOT, load_mnist, machine, write_json
+from common import MODELS, RESULTS, ROOT, load_mnist, machine
 
 FIXED_T = (5, 10, 15, 25, 50, 75, 100, 150, 200, 300, 400)
 TAUS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995)
@@ -47,6 +49,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--t-min", type=int, default=3)
     ap.add_argument("--out", default="mnist.json")
+    ap.add_argument("--results-dir", default=str(RESULTS), help="where the JSON and PNG go")
     args = ap.parse_args()
 
     from spikecast.converters.network import load_network
@@ -158,11 +161,12 @@ def main() -> None:
     }
     conv = RESULTS / "convert_mnist.json"
     if conv.exists():
-        import json
-
         result["ann_accuracy"] = json.loads(conv.read_text())["ann_accuracy"]
-    write_json(args.out, result)
-    plot(result, args.out.replace(".json", ".png"))
+    out_dir = Path(args.results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out_dir / args.out}")
+    plot(result, out_dir / args.out.replace(".json", ".png"))
     print(f"\nMNIST on the engine, {len(x)} test images")
     print("fixed T   " + "  ".join(f"{t:>6}" for t in fixed))
     print("accuracy  " + "  ".join(f"{a * 100:6.2f}" for a in fixed.values()))
@@ -184,7 +188,7 @@ def main() -> None:
     )
 
 
-def plot(result, name: str) -> None:
+def plot(result, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,9 +225,8 @@ def plot(result, name: str) -> None:
     a2.set_title("accuracy against wall-clock time")
     fig.suptitle(f"MNIST, Cython engine, {result['samples']} test images")
     fig.tight_layout()
-    out = RESULTS / name
     fig.savefig(out, dpi=120)
-    print(f"wrote {out.relative_to(ROOT)}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

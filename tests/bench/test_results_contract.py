@@ -1,0 +1,102 @@
+"""The committed bench results keep their contracts, and bench/mnist.py runs end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench" / "results"
+DATA = ROOT.parent / "shared" / "data"
+
+
+def load(name: str) -> dict[str, Any]:
+    path = RESULTS / name
+    if not path.exists():
+        pytest.skip(f"{path} not present; run the bench script that writes it")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def is_fraction(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+
+
+def is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_by_t(by_t: object) -> None:
+    assert isinstance(by_t, dict) and by_t
+    for t, acc in by_t.items():
+        assert int(t) >= 1 and is_fraction(acc), (t, acc)
+
+
+def check_early_exit(rows: object) -> None:
+    assert isinstance(rows, list) and rows
+    for row in rows:
+        for key in ("tau", "accuracy", "mean_steps", "p95_steps", "ms_per_decision"):
+            assert is_number(row[key]), (key, row)
+        assert is_fraction(row["accuracy"]) and row["mean_steps"] <= row["p95_steps"] + 400
+
+
+def test_convert_mnist_contract() -> None:
+    r = load("convert_mnist.json")
+    assert is_fraction(r["ann_accuracy"])
+    check_by_t(r["snn_accuracy_by_T"])
+    assert set(r["ablations"]) >= {"max_norm", "reset_to_zero", "poisson_input"}
+    for curve in r["ablations"].values():
+        check_by_t(curve)
+
+
+def test_engine_contract() -> None:
+    r = load("engine.json")
+    assert r["kernel_gsops"] and all(is_number(v) and float(d) > 0 for d, v in r["kernel_gsops"].items())
+    for key in ("roofline_gsops", "speedup_vs_dense_batch1", "speedup_vs_dense_batch64"):
+        assert is_number(r[key]) and r[key] > 0, key
+    assert r["speedup_vs_best_peer_batch1"] is None or is_number(r["speedup_vs_best_peer_batch1"])
+    ms = r["ms_per_sample"]
+    for key in ("engine_fixed_T", "engine_early_exit", "dense_batch1", "dense_batch64", "ann_batch1"):
+        assert is_number(ms[key]) and ms[key] > 0, key
+    assert all(int(n) >= 1 and is_number(v) for n, v in r["threads_scaling"].items())
+
+
+def test_latency_contract() -> None:
+    r = load("latency.json")
+    for key in ("p50_ms", "p99_ms", "events_per_s_per_core"):
+        assert is_number(r[key]) and r[key] > 0, key
+    assert r["p50_ms"] <= r["p99_ms"]
+    assert "mosquitto" in str(r["broker"]).lower()
+
+
+def test_mnist_contract() -> None:
+    r = load("mnist.json")
+    check_by_t(r["snn_accuracy_by_T"])
+    check_early_exit(r["early_exit"])
+    assert is_number(r["synops_per_decision"]) and isinstance(r["ann_macs_per_image"], int)
+
+
+def test_mnist_script_runs_on_a_200_image_subset(tmp_path: Path) -> None:
+    if not (DATA / "mnist" / "mnist.npz").exists():
+        pytest.skip(f"{DATA / 'mnist'} not found: the MNIST data is not next to this checkout")
+    if not (ROOT / "bench" / "models" / "mnist_maxpool.scn").exists():
+        pytest.skip("bench/models/mnist_maxpool.scn not present")
+    pytest.importorskip("matplotlib", reason="the bench extra is not installed")
+    out = subprocess.run(
+        [sys.executable, "bench/mnist.py", "--samples", "200", "--threads", "1",
+         "--results-dir", str(tmp_path), "--out", "mnist_ci.json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads((tmp_path / "mnist_ci.json").read_text())
+    assert r["samples"] == 200
+    check_by_t(r["snn_accuracy_by_T"])
+    check_early_exit(r["early_exit"])
+    assert r["snn_accuracy_by_T"]["100"] >= 0.97
+    assert (tmp_path / "mnist_ci.png").stat().st_size > 10_000
