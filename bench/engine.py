@@ -16,6 +16,12 @@ Writes bench/results/engine.json and bench/results/engine.png.
    randomly initialised network of that shape if neither exists): ms per sample at
    batch 1 for fixed T and with early exit, next to the dense reference simulator at
    batch 1 and 64 and the ANN in torch at batch 1. Everything on one thread.
+   Peers, when installed: sinabs (from_model, IAF) and SpikingJelly (IFNode, multi-step)
+   run the same network with spikecast's normalised weights, batch 1, the same T and
+   frames, one thread: ms/sample, accuracy, and speedup_vs_best_peer_batch1 (fastest
+   peer ms / engine fixed-T ms). Install them without letting pip replace torch:
+       pip install --no-deps sinabs==3.1.3 spikingjelly==2.0.0 'nirtorch<2'
+       pip install pbr tqdm loguru packaging matplotlib requests h5py 'nir==1.0.4'
 4. Scaling: samples/s of run_batch with 1 and 2 threads over independent samples.
 """
 
@@ -49,6 +55,7 @@ GOAL_ROOFLINE_FRACTION = 0.5
 GOAL_GSOPS = 8.0
 GOAL_SPEEDUP_DENSE_B1 = 10.0
 GOAL_EARLY_EXIT_VS_ANN = 2.0
+GOAL_SPEEDUP_BEST_PEER_B1 = 3.0
 
 
 def median_time(fn: Callable[[], Any], repeats: int, desc: str) -> float:
@@ -178,11 +185,185 @@ def choose_tau(net: Network, t_max: int, t_min: int) -> tuple[float, str]:
     return tau, f"calibration table: smallest tau with accuracy >= 99% of T={t_max} ({target:.4f})"
 
 
-def peer_note() -> tuple[dict[str, float | None], str]:
-    found = [m for m in ("sinabs", "spikingjelly") if importlib.util.find_spec(m) is not None]
-    if not found:
-        return {}, "sinabs and SpikingJelly are not installed here; peers skipped (not installed)"
-    return {}, f"{', '.join(found)} importable but not benchmarked by this script yet"
+# ----------------------------------------------------------------------------------
+# 3b. Peers: sinabs and SpikingJelly on the same normalised network, batch 1, same T
+# ----------------------------------------------------------------------------------
+
+PEERS = {"sinabs": "sinabs", "spikingjelly": "spikingjelly"}  # result key -> module
+
+
+def ann_from_network(net: Network) -> Any:
+    """The converted network as a torch ANN: Conv2d/MaxPool2d/Linear with the spikecast
+    layers' weights and biases (BN folded, λ-normalised for threshold 1), a ReLU after
+    every spiking conv/linear, none after the output layer. ``ann(x) * λ_out`` is
+    :func:`spikecast.converters.convert.ann_logits`: the peers get the paper's normalisation."""
+    import torch
+    from torch import nn
+
+    mods: list[Any] = []
+    prev: tuple[int, ...] = net.input.shape
+    for ly in net.layers:
+        flat_in, prev = len(prev) > 1, tuple(ly.out_shape)
+        if ly.kind == "maxpool":
+            mods.append(nn.MaxPool2d(ly.kernel, ly.stride, ly.padding))
+            continue
+        w = torch.from_numpy(np.array(ly.weight, np.float32))
+        if ly.kind == "conv":
+            m: Any = nn.Conv2d(w.shape[1], w.shape[0], ly.kernel, ly.stride, ly.padding,
+                               bias=ly.bias is not None)  # fmt: skip
+        else:
+            if flat_in:
+                mods.append(nn.Flatten())
+            m = nn.Linear(w.shape[1], w.shape[0], bias=ly.bias is not None)
+        with torch.no_grad():
+            m.weight.copy_(w)
+            if ly.bias is not None:
+                m.bias.copy_(torch.from_numpy(np.array(ly.bias, np.float32)))
+        mods.append(m)
+        if ly.spiking:
+            mods.append(nn.ReLU())
+    return nn.Sequential(*mods).eval()
+
+
+def build_sinabs(ann: Any, t_max: int) -> Callable[[Any], Any]:
+    """sinabs ``from_model``: ReLU -> IAFSqueeze (threshold 1, reset by subtraction,
+    SingleSpike = at most one spike per step, no lower bound on v like spikecast).
+    Input: the analog frame at every step, as (T, C, H, W) for batch 1."""
+    import copy
+
+    import sinabs
+    import sinabs.activation as sa
+    from sinabs.from_torch import from_model
+
+    snn = from_model(copy.deepcopy(ann), spike_threshold=1.0, spike_fn=sa.SingleSpike,
+                     reset_fn=sa.MembraneSubtract(), min_v_mem=None,
+                     batch_size=1).spiking_model.eval()  # fmt: skip
+
+    def run(frame: Any) -> Any:  # frame (1, C, H, W) -> summed output (n_classes,)
+        sinabs.reset_states(snn)
+        return snn(frame.repeat(t_max, 1, 1, 1)).sum(0)
+
+    return run
+
+
+def build_spikingjelly(ann: Any, t_max: int) -> Callable[[Any], Any]:
+    """SpikingJelly: the same layers as ``layer.*`` modules, ReLU -> IFNode(v_threshold=1,
+    v_reset=None: reset by subtraction), multi-step mode; input (T, 1, C, H, W)."""
+    from spikingjelly.activation_based import functional, layer, neuron
+    from torch import nn
+
+    mods: list[Any] = []
+    for m in ann:
+        if isinstance(m, nn.ReLU):
+            mods.append(neuron.IFNode(v_threshold=1.0, v_reset=None))
+        elif isinstance(m, nn.Conv2d):
+            mods.append(layer.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,
+                                     m.padding, bias=m.bias is not None))  # fmt: skip
+        elif isinstance(m, nn.MaxPool2d):
+            mods.append(layer.MaxPool2d(m.kernel_size, m.stride, m.padding))
+        elif isinstance(m, nn.Flatten):
+            mods.append(layer.Flatten())
+        elif isinstance(m, nn.Linear):
+            mods.append(layer.Linear(m.in_features, m.out_features, bias=m.bias is not None))
+        else:
+            raise TypeError(f"no SpikingJelly layer for {type(m).__name__}")
+    snn = nn.Sequential(*mods)
+    snn.load_state_dict(ann.state_dict())
+    functional.set_step_mode(snn, "m")
+    snn.eval()
+
+    def run(frame: Any) -> Any:  # frame (1, C, H, W) -> summed output (1, n_classes)
+        functional.reset_net(snn)
+        return snn(frame.unsqueeze(0).repeat(t_max, 1, 1, 1, 1)).sum(0)
+
+    return run
+
+
+PEER_BUILDERS = {"sinabs": build_sinabs, "spikingjelly": build_spikingjelly}
+
+
+def peer_version(module: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(module)
+    except PackageNotFoundError:
+        return None
+
+
+def bench_peers(
+    net: Network,
+    xs: np.ndarray,
+    ys: np.ndarray | None,
+    cls_engine: np.ndarray,
+    t_max: int,
+    repeats: int,
+) -> tuple[dict[str, float], dict[str, Any], str]:
+    """Each installed peer on the first len(xs) frames, batch 1, T = t_max, one thread:
+    ms/sample (median over repeats of the whole loop), accuracy and agreement with
+    spikecast's fixed-T class on the same frames. Peers that fail are skipped with a note."""
+    import torch
+    from spikecast.converters.convert import ann_logits
+
+    ann = ann_from_network(net)
+    xt = torch.from_numpy(np.ascontiguousarray(xs))
+    with torch.inference_mode():
+        ref = ann_logits(net, xs)
+        mine = ann(xt).numpy() * net.layers[-1].lam
+    if not np.allclose(mine, ref, rtol=1e-4, atol=1e-4):
+        raise AssertionError("the peers' torch ANN does not compute the normalised network")
+    n = len(xs)
+    ms: dict[str, float] = {}
+    info: dict[str, Any] = {}
+    notes = []
+    for key, module in PEERS.items():
+        ver = peer_version(module)
+        if ver is None or importlib.util.find_spec(module) is None:
+            info[key] = {"skipped": "not installed"}
+            notes.append(f"{key}: not installed, skipped")
+            continue
+        try:
+            run = PEER_BUILDERS[key](ann, t_max)
+            outs: list[Any] = []
+
+            def loop(r: Callable[[Any], Any] = run, o: list[Any] = outs) -> None:
+                o[:] = [r(xt[i : i + 1]) for i in range(n)]
+
+            load0 = os.getloadavg()[0]
+            with torch.inference_mode():
+                m = median_time(loop, repeats, f"{key} batch 1") / n * 1e3
+            cls = np.array([int(o.reshape(-1).argmax()) for o in outs])
+        except Exception as exc:  # a peer that does not build or run is reported, not fatal
+            info[key] = {"version": ver, "skipped": f"failed: {type(exc).__name__}: {exc}"}
+            notes.append(f"{key} {ver}: failed ({type(exc).__name__}), skipped")
+            tqdm.write(f"peer {key} failed: {exc!r}")
+            continue
+        ms[key] = m
+        entry: dict[str, Any] = {
+            "version": ver,
+            "ms_per_sample_batch1": m,
+            "samples": n,
+            "agreement_with_spikecast_fixed_T": float((cls == cls_engine[:n]).mean()),
+            "load_average_1min_before_after": [load0, os.getloadavg()[0]],
+        }
+        if ys is not None:
+            entry["accuracy"] = float((cls == ys[:n]).mean())
+            entry["spikecast_accuracy_same_samples"] = float((cls_engine[:n] == ys[:n]).mean())
+        info[key] = entry
+        acc = f", accuracy {entry['accuracy']:.3f}" if "accuracy" in entry else ""
+        notes.append(f"{key} {ver}: benchmarked on {n} samples")
+        tqdm.write(f"peer {key} {ver}: {m:.3f} ms/sample at batch 1, T={t_max}{acc}, "
+                   f"agreement with spikecast {entry['agreement_with_spikecast_fixed_T']:.3f}")  # fmt: skip
+    notes.append(
+        "Peers run the same network with the spikecast-normalised weights (BN folded, "
+        "λ-normalised, threshold 1): IF neurons, threshold 1, reset by subtraction, at most "
+        "one spike per step, no floor on v; the analog frame goes into the first conv every "
+        "step (the peers recompute that conv each step, spikecast computes the current once); "
+        "the output layer is summed over T and argmaxed. Max-pool in the peers is the plain "
+        "max over spikes (an OR); spikecast uses its gated max-pool, so classes can differ. "
+        "Same thread count (1), T, frames and batch size (1) as engine_fixed_T."
+    )
+    return ms, info, " ".join(notes)
 
 
 def bench_network(args: argparse.Namespace) -> dict[str, Any]:
@@ -222,10 +403,16 @@ def bench_network(args: argparse.Namespace) -> dict[str, Any]:
     xt = torch.from_numpy(xs)
     with torch.inference_mode():
         ms_ann = per_sample(lambda: [model(xt[i : i + 1]) for i in range(n)], n, "ANN batch 1")
-    peers, peer_msg = peer_note()
 
     steps = np.array([r.steps for r in early])
     cls_fixed = np.array([r.class_index for r in fixed])
+    n_peer = min(args.peer_samples, n)
+    peers, peer_info, peer_msg = bench_peers(net, xs[:n_peer], None if y is None else y[:n_peer],
+                                             cls_fixed, t_max, args.repeats)  # fmt: skip
+    if peers:  # the engine again on exactly the peers' frames, right after them (same load)
+        peer_info["engine_fixed_T_same_samples_ms_per_sample"] = per_sample(
+            lambda: [eng.run(f, t_max) for f in xs[:n_peer]], n_peer, "engine fixed T, peer frames"
+        )
     cls_early = np.array([r.class_index for r in early])
     syn_fixed = np.array([r.total_synops for r in fixed])
     syn_early = np.array([r.total_synops for r in early])
@@ -237,6 +424,7 @@ def bench_network(args: argparse.Namespace) -> dict[str, Any]:
         "t_min": t_min,
         "samples": n,
         "dense_batch1_samples": n_dense,
+        "peer_samples": n_peer,
         "ms_per_sample": {
             "engine_fixed_T": ms_fixed,
             "engine_early_exit": ms_early,
@@ -246,6 +434,7 @@ def bench_network(args: argparse.Namespace) -> dict[str, Any]:
             **{f"{k}_batch1": v for k, v in peers.items()},
         },
         "peers_note": peer_msg,
+        "peers": peer_info,
         "early_exit_mean_steps": float(steps.mean()),
         "early_exit_p95_steps": float(np.percentile(steps, 95)),
         "early_exit_agreement_with_fixed_T": float((cls_early == cls_fixed).mean()),
@@ -261,6 +450,8 @@ def bench_network(args: argparse.Namespace) -> dict[str, Any]:
     out["speedup_vs_dense_batch1"] = ms_dense1 / ms_fixed
     out["speedup_vs_dense_batch64"] = ms_dense64 / ms_fixed
     out["speedup_vs_best_peer_batch1"] = None if best_peer is None else best_peer / ms_fixed
+    out["best_peer_batch1"] = min(peers, key=peers.__getitem__) if peers else None
+    out["speedup_vs_peer_batch1"] = {k: v / ms_fixed for k, v in peers.items()}
     out["early_exit_vs_ann_batch1"] = ms_early / ms_ann
     for key, val in out["ms_per_sample"].items():
         tqdm.write(f"{key:>20}: {val:9.3f} ms/sample")
@@ -335,6 +526,7 @@ def main() -> None:
     args.samples = 20 if args.quick else 200
     args.dense_samples = 2 if args.quick else 10
     args.thread_samples = 16 if args.quick else 64
+    args.peer_samples = 20 if args.quick else 100
     args.repeats = 3 if args.quick else 7
     kernel_steps = 20 if args.quick else 200
     rng = np.random.default_rng(args.seed)
@@ -358,6 +550,9 @@ def main() -> None:
         "gsops_8_met_scatter": all(v >= GOAL_GSOPS for v in kernel_scatter.values()),
         "speedup_dense_batch1_10x_met": net["speedup_vs_dense_batch1"] >= GOAL_SPEEDUP_DENSE_B1,
         "early_exit_within_2x_ann_met": net["early_exit_vs_ann_batch1"] <= GOAL_EARLY_EXIT_VS_ANN,
+        "speedup_best_peer_batch1_3x_met": None
+        if net["speedup_vs_best_peer_batch1"] is None
+        else net["speedup_vs_best_peer_batch1"] >= GOAL_SPEEDUP_BEST_PEER_B1,
         "native_build": _engine.simd_level() not in ("sse2", "none"),
     }
     result = {
