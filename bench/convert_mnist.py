@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     from spikecast.converters import convert
-    from spikecast.converters.convert import ann_logits
+    from spikecast.converters.conversion import ann_logits
 
     t_start = time.time()
     seed_everything(args.seed)

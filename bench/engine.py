@@ -153,7 +153,7 @@ def load_models(n_calib: int) -> tuple[Network, Any, str, np.ndarray | None]:
     model.eval()
     if scn.exists() and pt.exists():
         return Network.load(scn), model, source + f", converted {scn.relative_to(ROOT)}", x_train
-    from spikecast.converters.convert import convert
+    from spikecast.converters.conversion import convert
 
     calib = x_train if x_train is not None else np.random.default_rng(0).random((n_calib, 1, 28, 28))
     net = convert(model, calib.astype(np.float32), percentile=99.9, progress=False,
@@ -196,7 +196,7 @@ def ann_from_network(net: Network) -> Any:
     """The converted network as a torch ANN: Conv2d/MaxPool2d/Linear with the spikecast
     layers' weights and biases (BN folded, λ-normalised for threshold 1), a ReLU after
     every spiking conv/linear, none after the output layer. ``ann(x) * λ_out`` is
-    :func:`spikecast.converters.convert.ann_logits`: the peers get the paper's normalisation."""
+    :func:`spikecast.converters.conversion.ann_logits`: the peers get the paper's normalisation."""
     import torch
     from torch import nn
 
@@ -303,7 +303,7 @@ def bench_peers(
     ms/sample (median over repeats of the whole loop), accuracy and agreement with
     spikecast's fixed-T class on the same frames. Peers that fail are skipped with a note."""
     import torch
-    from spikecast.converters.convert import ann_logits
+    from spikecast.converters.conversion import ann_logits
 
     ann = ann_from_network(net)
     xt = torch.from_numpy(np.ascontiguousarray(xs))

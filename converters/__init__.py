@@ -18,8 +18,11 @@ from spikecast.converters.errors import (
 
 
 def convert(model: Any, calibration: Any, **options: Any) -> Any:
-    """Convert a trained torch model; see :func:`spikecast.converters.convert.convert`."""
-    from spikecast.converters.convert import convert as _convert
+    """Convert a trained torch model; see :func:`spikecast.converters.conversion.convert`.
+
+    (The implementation lives in ``conversion``, not a submodule named ``convert``: importing
+    such a submodule would replace this function on the package.)"""
+    from spikecast.converters.conversion import convert as _convert
 
     return _convert(model, calibration, **options)
 

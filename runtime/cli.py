@@ -38,7 +38,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
-    from spikecast.converters.convert import convert
+    from spikecast.converters.conversion import convert
     from spikecast.converters.loading import load_array, load_factory, load_state_dict, load_torchscript
 
     calib = load_array(args.calibration, default_key="x").astype(np.float32)

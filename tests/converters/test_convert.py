@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from spikecast.converters import ConversionError, convert
-from spikecast.converters.convert import ann_logits, build_drafts
+from spikecast.converters.conversion import ann_logits, build_drafts
 from spikecast.converters.parse import trace
 from spikecast.converters.reference import simulate
 from torch import nn
