@@ -48,13 +48,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=10_000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--t-min", type=int, default=3)
+    ap.add_argument("--t-max", type=int, default=400)
+    ap.add_argument("--timing-samples", type=int, default=500, help="images timed per operating point")
     ap.add_argument("--out", default="mnist.json")
     ap.add_argument("--results-dir", default=str(RESULTS), help="where the JSON and PNG go")
     args = ap.parse_args()
 
     from spikecast.converters.network import load_network
     from spikecast.ext.engine import CompiledNetwork, Engine
-    from spikecast.runtime.decision import Calibration
+    from spikecast.runtime.decision import Calibration, decision_steps
     from tqdm.auto import tqdm
 
     path = MODELS / "mnist_maxpool.scn"
@@ -65,71 +67,71 @@ def main() -> None:
     _, _, xte, yte = load_mnist()
     x = net.input.normalize(xte[: args.samples] * 255.0)  # raw pixels -> the network's input
     y = yte[: args.samples]
-    t_max = max(FIXED_T)
+    t_max = args.t_max
+    fixed_steps = [t for t in FIXED_T if t <= t_max]
 
-    # One pass per image to t_max, reading the class after every step: accuracy at every T.
+    # One pass per image to t_max, reading class and confidence after every step: accuracy
+    # at every T, and the early-exit rule replayed exactly (it is what run(tau=...) does).
     eng = Engine(plan)
     pred = np.zeros((t_max, len(x)), np.int16)
-    synops_at = np.zeros((len(FIXED_T), len(x)))
-    for i in tqdm(range(len(x)), desc="fixed T, every step (engine)", unit="image"):
+    conf = np.zeros((t_max, len(x)), np.float32)
+    synops = np.zeros((t_max, len(x)))
+    for i in tqdm(range(len(x)), desc="every step (engine)", unit="image"):
         eng.reset()
         eng.set_frame(x[i])
-        k = 0
         for t in range(t_max):
             eng.step(1)
             pred[t, i] = eng.class_index
-            if t + 1 == FIXED_T[k]:
-                synops_at[k, i] = eng.synops.sum()
-                k = min(k + 1, len(FIXED_T) - 1)
-    acc_by_t = (pred == y[None, :]).mean(axis=1)
-    fixed = {str(t): float(acc_by_t[t - 1]) for t in FIXED_T}
-    synops_fixed = {str(t): float(synops_at[k].mean()) for k, t in enumerate(FIXED_T)}
-    fixed_ms: dict[str, float] = {}
-    for t in tqdm(FIXED_T, desc="fixed T timing (run_batch)"):
-        _, acc, wall = run_sweep(plan, x, y, t_max=t, tau=None, t_min=1, threads=args.threads)
-        if abs(acc - fixed[str(t)]) > 1e-9:
-            raise SystemExit(f"run_batch and stepping disagree at T={t}: {acc} vs {fixed[str(t)]}")
-        fixed_ms[str(t)] = wall * 1000 / len(x) * args.threads  # per decision, per core
+            conf[t, i] = eng.confidence
+            synops[t, i] = eng.synops.sum()
+    correct = pred == y[None, :]
+    acc_by_t = correct.mean(axis=1)
+    fixed = {str(t): float(acc_by_t[t - 1]) for t in fixed_steps}
+    synops_fixed = {str(t): float(synops[t - 1].mean()) for t in fixed_steps}
     plateau = float(acc_by_t[-1])  # the long-run accuracy at t_max
+
+    # Wall clock per decision on a subset, engine batch API, checked against the replay.
+    xt, yt = x[: args.timing_samples], y[: args.timing_samples]
+    fixed_ms: dict[str, float] = {}
+    for t in tqdm(fixed_steps, desc="fixed T timing (run_batch)"):
+        res, _, wall = run_sweep(plan, xt, yt, t_max=t, tau=None, t_min=1, threads=args.threads)
+        if not np.array_equal(res.class_index, pred[t - 1, : len(xt)]):
+            raise SystemExit(f"run_batch and stepping disagree at T={t}")
+        fixed_ms[str(t)] = wall * 1000 / len(xt) * args.threads  # per decision, per core
+
+    cols = np.arange(len(x))
     early = []
     for tau in tqdm(TAUS, desc="early-exit sweep"):
-        res, acc, wall = run_sweep(plan, x, y, t_max=t_max, tau=tau, t_min=args.t_min, threads=args.threads)
-        early.append(
-            {
-                "tau": tau,
-                "accuracy": acc,
-                "mean_steps": float(res.steps.mean()),
-                "p95_steps": float(np.percentile(res.steps, 95)),
-                "ms_per_decision": wall * 1000 / len(x) * args.threads,
-                "synops_per_decision": float(res.synops.sum(axis=1).mean()),
-                "confident_fraction": float((res.exit == "confident").mean()),
-            }
-        )
+        steps = decision_steps(conf, tau, args.t_min, t_max)
+        res, _, wall = run_sweep(plan, xt, yt, t_max=t_max, tau=tau, t_min=args.t_min, threads=args.threads)
+        if not np.array_equal(res.steps, steps[: len(xt)]):
+            raise SystemExit(f"engine early exit and the replayed rule disagree at tau={tau}")
+        early.append({
+            "tau": tau,
+            "accuracy": float(correct[steps - 1, cols].mean()),
+            "mean_steps": float(steps.mean()),
+            "p95_steps": float(np.percentile(steps, 95)),
+            "ms_per_decision": wall * 1000 / len(xt) * args.threads,
+            "synops_per_decision": float(synops[steps - 1, cols].mean()),
+            "confident_fraction": float((conf[steps - 1, cols] >= tau).mean()),
+        })
 
     by_target = []
     if net.calibration is not None:
         cal = Calibration(net.calibration)
         for target in TARGETS:
             tau = cal.tau_for_target(target, args.t_min, t_max)
-            res, acc, wall = run_sweep(
-                plan, x, y, t_max=t_max, tau=tau, t_min=args.t_min, threads=args.threads
-            )
-            by_target.append(
-                {
-                    "target_accuracy": target,
-                    "tau": tau,
-                    "accuracy": acc,
-                    "mean_steps": float(res.steps.mean()),
-                    "p95_steps": float(np.percentile(res.steps, 95)),
-                    "ms_per_decision": wall * 1000 / len(x) * args.threads,
-                }
-            )
+            steps = decision_steps(conf, tau, args.t_min, t_max)
+            by_target.append({"target_accuracy": target, "tau": tau,
+                              "accuracy": float(correct[steps - 1, cols].mean()),
+                              "mean_steps": float(steps.mean()),
+                              "p95_steps": float(np.percentile(steps, 95))})
 
     # Latency of one decision at batch 1 (median over samples), at the operating point chosen below.
     within = [e for e in early if e["accuracy"] >= plateau - 0.0005]
     best = min(within, key=lambda e: e["mean_steps"]) if within else max(early, key=lambda e: e["accuracy"])
     lat = []
-    for i in range(min(len(x), 500)):
+    for i in range(len(xt)):
         t0 = time.perf_counter()
         eng.run(x[i], t_max, tau=best["tau"], t_min=args.t_min)
         lat.append(time.perf_counter() - t0)
@@ -141,6 +143,7 @@ def main() -> None:
         "dataset": "MNIST",
         "model": str(path.relative_to(ROOT)),
         "samples": len(x),
+        "timing_samples": len(xt),
         "ann_accuracy": float(net.meta.get("ann_accuracy", np.nan)) if "ann_accuracy" in net.meta else None,
         "snn_accuracy_by_T": fixed,
         "snn_accuracy_every_T": [float(a) for a in acc_by_t],
@@ -156,7 +159,7 @@ def main() -> None:
         "ann_macs_per_image": ann_macs(net),
         "t_min": args.t_min,
         "threads": args.threads,
-        "command": f"python bench/mnist.py --samples {args.samples}",
+        "command": f"python bench/mnist.py --samples {args.samples} --t-max {t_max}",
         "machine": machine(),
     }
     conv = RESULTS / "convert_mnist.json"
