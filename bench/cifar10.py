@@ -541,7 +541,7 @@ def stage(timings: dict[str, float], name: str, t0: float) -> float:
 
 def benchmark(args: argparse.Namespace) -> None:
     from spikecast.converters import convert
-    from spikecast.converters.convert import ann_logits
+    from spikecast.converters.conversion import ann_logits
     from spikecast.converters.network import CalibrationTable
     from spikecast.ext.engine import CompiledNetwork, run_batch
     from spikecast.runtime.decision import Calibration
