@@ -28,7 +28,7 @@ from spikecast.converters.network import CalibrationTable, InputSpec, Layer, Net
 from spikecast.converters.parse import Op, trace
 from torch import nn
 
-# Above this many nonzero activations per layer, λ is estimated from a seeded subsample.
+# Above this many nonzero activations per layer, λ comes from a seeded uniform subsample.
 _MAX_PERCENTILE_SAMPLES = 4_000_000
 
 
@@ -238,20 +238,43 @@ def _batches(calibration: Any, batch_size: int, limit: int) -> Iterator[torch.Te
     )
 
 
-def _percentile(values: list[torch.Tensor], p: float, rng: np.random.Generator) -> float:
-    v = torch.cat(values).numpy()
-    if v.size == 0:
-        return 0.0
-    if v.size > _MAX_PERCENTILE_SAMPLES:
-        v = rng.choice(v, _MAX_PERCENTILE_SAMPLES, replace=False)
-    return float(np.percentile(v, p))
+class _Sample:
+    """A uniform random sample of a stream of activations in bounded memory.
+
+    Every value is kept with the same probability ``rate``; when the buffer passes twice
+    the cap, the rate halves and the buffer is thinned by half, so memory stays below
+    2 × cap values per layer however much calibration data there is.
+    """
+
+    def __init__(self, cap: int, gen: torch.Generator) -> None:
+        self.cap, self.gen, self.rate = cap, gen, 1.0
+        self.parts: list[torch.Tensor] = []
+        self.size = 0
+
+    def _thin(self, v: torch.Tensor, keep: float) -> torch.Tensor:
+        return v[torch.rand(v.shape, generator=self.gen) < keep]
+
+    def add(self, v: torch.Tensor) -> None:
+        if self.rate < 1.0:
+            v = self._thin(v, self.rate)
+        self.parts.append(v)
+        self.size += len(v)
+        while self.size > 2 * self.cap:
+            self.rate /= 2
+            self.parts = [self._thin(torch.cat(self.parts), 0.5)]
+            self.size = len(self.parts[0])
+
+    def percentile(self, p: float) -> float:
+        v = torch.cat(self.parts).numpy() if self.parts else np.zeros(0, np.float32)
+        return float(np.percentile(v, p)) if v.size else 0.0
 
 
 def measure_lambdas(
     drafts: Sequence[_Draft], batches: Iterable[torch.Tensor], percentile: float, progress: bool
 ) -> tuple[list[float], int]:
     """λ per draft from calibration activations; returns (lambdas, samples seen)."""
-    acts: list[list[torch.Tensor]] = [[] for _ in drafts]
+    gen = torch.Generator().manual_seed(0)
+    acts = [_Sample(_MAX_PERCENTILE_SAMPLES, gen) for _ in drafts]
     it: Iterable[torch.Tensor] = batches
     if progress:
         from tqdm.auto import tqdm
@@ -265,11 +288,9 @@ def measure_lambdas(
             for j, d in enumerate(drafts):
                 h = d.forward(h)
                 if d.relu and d.kind != "maxpool":
-                    nz = h[h > 0].float()
-                    acts[j].append(nz)
+                    acts[j].add(h[h > 0].float())
     if seen == 0:
         raise ParameterError("calibration data is empty")
-    rng = np.random.default_rng(0)
     lambdas: list[float] = []
     for j, d in enumerate(drafts):
         if d.kind == "maxpool":
@@ -277,7 +298,7 @@ def measure_lambdas(
         elif not d.relu:
             lambdas.append(1.0)  # output integrator: keep logits in ANN units
         else:
-            lam = _percentile(acts[j], percentile, rng)
+            lam = acts[j].percentile(percentile)
             lambdas.append(lam if lam > 0 else 1.0)  # a silent layer keeps its scale
     return lambdas, seen
 

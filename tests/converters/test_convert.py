@@ -216,3 +216,14 @@ def test_parameter_errors_are_value_errors(digits):
         convert(digits.model, digits.x_train, percentile=0, progress=False)
     with pytest.raises(ValueError, match="reset"):
         convert(digits.model, digits.x_train, reset="hard", progress=False)
+
+
+def test_percentile_sample_stays_bounded_and_unbiased() -> None:
+    from spikecast.converters.conversion import _Sample
+
+    sample = _Sample(cap=1000, gen=torch.Generator().manual_seed(0))
+    for _ in range(50):
+        sample.add(torch.rand(500))
+    assert sample.size <= 2000
+    assert abs(sample.percentile(50) - 0.5) < 0.05
+    assert abs(sample.percentile(99.9) - 0.999) < 0.01
