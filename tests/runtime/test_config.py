@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from spikecast.converters.errors import ParameterError
-from spikecast.ext.engine import Engine
 from spikecast.runtime.config import RunConfig, add_run_arguments, config_from_args, load_toml
 from spikecast.runtime.decision import OperatingPoint
 from spikecast.runtime.service import make_publisher
@@ -178,20 +177,16 @@ async def test_password_never_shows_in_repr_or_logs(
     assert "127.0.0.1" in caplog.text and SECRET not in caplog.text
 
 
-@pytest.mark.skipif(hasattr(Engine, "decay"), reason="this engine has Engine.decay()")
-def test_decay_policy_is_refused_clearly(tmp_path: Path) -> None:
-    for make in (
-        lambda: parse("--model", "m", "--source", "mqtt", "--policy", "decay"),
-        lambda: parse(
-            "--config",
-            str(write(tmp_path, 'model = "m"\nsource = "mqtt"\n[decision]\npolicy = "decay"\n')),
-        ),
-        lambda: RunConfig(model=Path("m"), source="mqtt", policy="decay"),
-    ):
-        with pytest.raises(
-            ParameterError, match=r"'decay' needs .*Engine\.decay\(\).*'reset' or 'window'"
-        ):
-            make()
+def test_decay_policy_is_accepted_from_cli_and_toml(tmp_path: Path) -> None:
+    cli = parse("--model", "m", "--source", "mqtt", "--policy", "decay", "--decay", "0.25")
+    assert cli.policy == "decay" and cli.decay == 0.25
+    toml = parse(
+        "--config",
+        str(write(tmp_path, 'model = "m"\nsource = "mqtt"\n[decision]\npolicy = "decay"\ndecay = 0.5\n')),
+    )
+    assert toml.policy == "decay" and toml.decay == 0.5
+    with pytest.raises(ParameterError, match="decay must be in"):
+        RunConfig(model=Path("m"), source="mqtt", policy="decay", decay=1.0)
 
 
 def test_other_bad_values_are_parameter_errors() -> None:
