@@ -25,7 +25,7 @@ frames. ``convert(holdout=...)`` makes tables for frame networks only, so the
 calibration table is recorded here by stepping the engine through the held-out real
 recordings one 1 ms step at a time (c(t) and argmax z(t)), then attached to the network.
 Early exit is swept over τ and t_min; the headline operating point is chosen on that
-table alone (see ``spikecast.runtime.demo.choose_operating_point``).
+table alone (see ``spikecast.runtime.decision.choose_operating_point``).
 
 Training is skipped when bench/models/nmnist.pt exists (delete it to retrain).
 Writes bench/models/nmnist.scn, bench/results/nmnist.json and bench/results/nmnist.png,
@@ -33,7 +33,7 @@ and bundles the network plus ten saccade streams of MNIST *test* digits into
 runtime/data/ for ``spikecast demo`` (``--no-bundle`` skips that).
 
 Evaluation runs the test recordings through the runtime: ``read_events`` (the
-N-MNIST reader), ``replay_sync`` in 1 ms chunks, and ``EventStreamDecider`` over
+N-MNIST reader), ``decide_recording`` in 1 ms chunks, and ``EventStreamDecider`` over
 the compiled engine with early exit. Latency is reported in sensor time (how much
 of the recording the network needed before deciding) and in wall time.
 """
@@ -394,21 +394,14 @@ def run_streams(
 ) -> StreamRun:
     """Replay each recording in 1 ms chunks through an EventStreamDecider (one decision)."""
     from spikecast.runtime.decision import OperatingPoint
-    from spikecast.runtime.replay import replay_sync
-    from spikecast.runtime.stream import EventStreamDecider
+    from spikecast.runtime.stream import EventStreamDecider, decide_recording
 
     point = OperatingPoint(tau=tau, t_min=t_min, t_max=t_max)
     out: dict[str, list[Any]] = {k: [] for k in StreamRun.__dataclass_fields__}
     for ev in tqdm(recs, desc=desc, unit="rec", leave=False):
         dec = EventStreamDecider(plan, ctx, "nmnist", lambda: point, one_decision=True)
-        decisions = []
         t0 = time.perf_counter()
-        for chunk in replay_sync(ev, chunk_us=DT_US, realtime=realtime):
-            decisions += dec.push(chunk.events, watermark_us=chunk.t1_us)
-            if dec.finished:
-                break
-        if not decisions:
-            decisions += dec.finish()
+        decisions = decide_recording(dec, ev, chunk_us=DT_US, realtime=realtime)
         wall = (time.perf_counter() - t0) * 1000
         if len(decisions) != 1:
             raise RuntimeError(f"expected one decision per recording, got {len(decisions)}")
@@ -492,8 +485,8 @@ def main() -> None:
     from spikecast.converters import convert
     from spikecast.converters.network import CalibrationTable
     from spikecast.ext.engine import CompiledNetwork
-    from spikecast.runtime.decision import Calibration, decision_steps
-    from spikecast.runtime.demo import RELATIVE_TARGET, choose_operating_point
+    from spikecast.runtime.decision import Calibration, choose_operating_point, decision_steps
+    from spikecast.runtime.demo import RELATIVE_TARGET
     from spikecast.runtime.stream import DecisionContext
 
     t_start = time.time()

@@ -512,19 +512,4 @@ def calibration_table(
     return CalibrationTable(confidence=conf.astype(np.float32), correct=correct)
 
 
-def frames_to_input(x: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Apply the input spec's normalisation to raw frames (N, [C,] H, W)."""
-    arr = np.asarray(x)
-    if arr.ndim == 3:
-        arr = arr[:, None]
-    return np.stack([spec.normalize(a) for a in arr]) if len(arr) < 16 else _normalize_batch(arr, spec)
-
-
-def _normalize_batch(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
-    mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1)
-    out: np.ndarray = ((arr.astype(np.float32) * np.float32(spec.scale) - mean) / std).astype(np.float32)
-    return out
-
-
-__all__ = ["ann_logits", "build_drafts", "calibration_table", "convert", "frames_to_input", "measure_lambdas"]
+__all__ = ["ann_logits", "build_drafts", "calibration_table", "convert", "measure_lambdas"]

@@ -9,6 +9,7 @@ can carry the accuracy expected at its step and confidence.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -151,6 +152,32 @@ class Calibration:
         return float(self._acc_grid[sbin, cbin])
 
 
+#: Candidate earliest decision steps. Rate estimates z(t) = λ V / t from a few ms of
+#: events are noisy and often confidently wrong, so t_min is chosen with τ.
+T_MIN_GRID = (10, 20, 30, 40, 50, 60, 80, 100)
+def choose_operating_point(
+    cal: Calibration, target_accuracy: float, t_max: int, t_min_grid: Sequence[int] = T_MIN_GRID
+) -> OperatingPoint:
+    """The (τ, t_min) whose replay on the calibration table reaches ``target_accuracy``
+    with the fewest mean steps: for each t_min the smallest such τ (Calibration's own
+    search), then the t_min that decides earliest. If none reaches it, τ = 1 (run to t_max)."""
+    best: tuple[float, OperatingPoint] | None = None
+    for t_min in t_min_grid:
+        if t_min > t_max:
+            continue
+        tau = cal.tau_for_target(target_accuracy, t_min, t_max)
+        stats = cal.stats(tau, t_min, t_max)
+        if stats.accuracy < target_accuracy:
+            continue
+        if best is None or stats.mean_steps < best[0]:
+            best = (stats.mean_steps, OperatingPoint(tau=tau, t_min=t_min, t_max=t_max))
+    if best is None:
+        return OperatingPoint(tau=1.0, t_min=min(t_min_grid[0], t_max), t_max=t_max)
+    return best[1]
+
+
+
+
 def resolve(point: OperatingPoint, calibration: Calibration | None) -> OperatingPoint:
     """Derive τ from the target accuracy when one is set and a table exists."""
     if point.target_accuracy is None:
@@ -167,9 +194,11 @@ __all__ = [
     "EXIT_CONFIDENT",
     "EXIT_END_OF_STREAM",
     "EXIT_MAX_STEPS",
+    "T_MIN_GRID",
     "Calibration",
     "OperatingPoint",
     "PolicyStats",
+    "choose_operating_point",
     "decision_steps",
     "resolve",
 ]

@@ -18,7 +18,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -27,38 +27,14 @@ from typing import Any, TextIO
 import numpy as np
 from spikecast.converters.errors import ModelFileError
 from spikecast.converters.network import Network, load_network
-from spikecast.runtime.decision import Calibration, OperatingPoint
+from spikecast.runtime.decision import Calibration, OperatingPoint, choose_operating_point
 
 MODEL_NAME = "nmnist.scn"
 STREAM_GLOB = "digit*.npz"
 _DIGIT = re.compile(r"digit(\d)")
-#: Candidate earliest decision steps. Rate estimates z(t) = λ V / t from a few ms of
-#: events are noisy and often confidently wrong, so t_min is chosen with τ.
-T_MIN_GRID = (10, 20, 30, 40, 50, 60, 80, 100)
 #: Without --tau, the operating point must reach this fraction of the calibration
 #: table's full-length accuracy (DESIGN.md "Early exit").
 RELATIVE_TARGET = 0.99
-
-
-def choose_operating_point(
-    cal: Calibration, target_accuracy: float, t_max: int, t_min_grid: Sequence[int] = T_MIN_GRID
-) -> OperatingPoint:
-    """The (τ, t_min) whose replay on the calibration table reaches ``target_accuracy``
-    with the fewest mean steps: for each t_min the smallest such τ (Calibration's own
-    search), then the t_min that decides earliest. If none reaches it, τ = 1 (run to t_max)."""
-    best: tuple[float, OperatingPoint] | None = None
-    for t_min in t_min_grid:
-        if t_min > t_max:
-            continue
-        tau = cal.tau_for_target(target_accuracy, t_min, t_max)
-        stats = cal.stats(tau, t_min, t_max)
-        if stats.accuracy < target_accuracy:
-            continue
-        if best is None or stats.mean_steps < best[0]:
-            best = (stats.mean_steps, OperatingPoint(tau=tau, t_min=t_min, t_max=t_max))
-    if best is None:
-        return OperatingPoint(tau=1.0, t_min=min(t_min_grid[0], t_max), t_max=t_max)
-    return best[1]
 
 
 @contextmanager
@@ -97,8 +73,7 @@ def run_demo(
     """Run every bundled stream; print and return one record per decision."""
     from spikecast.ext.engine import CompiledNetwork
     from spikecast.runtime.readers import read_events
-    from spikecast.runtime.replay import replay_sync
-    from spikecast.runtime.stream import DecisionContext, EventStreamDecider
+    from spikecast.runtime.stream import DecisionContext, EventStreamDecider, decide_recording
 
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
@@ -126,14 +101,8 @@ def run_demo(
     records: list[dict[str, Any]] = []
     for name, digit, events in recordings:
         decider = EventStreamDecider(plan, ctx, name, lambda: point, one_decision=True)
-        decisions = []
         began = time.perf_counter()
-        for chunk in replay_sync(events, chunk_us=dt_us, realtime=realtime):
-            decisions += decider.push(chunk.events, watermark_us=chunk.t1_us)
-            if decider.finished:
-                break
-        if not decisions:
-            decisions += decider.finish()
+        decisions = decide_recording(decider, events, chunk_us=dt_us, realtime=realtime)
         wall_ms = (time.perf_counter() - began) * 1000.0
         for d in decisions:
             rec = {

@@ -104,10 +104,7 @@ def load_frames(path: Path, spec: InputSpec) -> np.ndarray:
     x = raw.astype(np.float32)
     if not np.all(np.isfinite(x)):
         raise StreamError(f"{path}: frames contain NaN or infinity")
-    mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1)
-    out: np.ndarray = ((x * np.float32(spec.scale) - mean) / std).astype(np.float32)
-    return out
+    return spec.normalize(x)
 
 
 def spec_ndim(spec: InputSpec) -> int:

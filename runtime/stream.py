@@ -270,6 +270,23 @@ class EventStreamDecider:
             self.seg_start = self.done
 
 
+def decide_recording(
+    decider: EventStreamDecider, events: np.ndarray, *, chunk_us: int, realtime: bool = False
+) -> list[Decision]:
+    """Replay a whole recording through ``decider`` in chunks of ``chunk_us``, paced by
+    sensor time if ``realtime``; a one-decision stream stops reading once it has decided."""
+    from spikecast.runtime.replay import replay_sync
+
+    out: list[Decision] = []
+    for chunk in replay_sync(events, chunk_us=chunk_us, realtime=realtime):
+        out += decider.push(chunk.events, watermark_us=chunk.t1_us)
+        if decider.finished:
+            break
+    if not out:
+        out += decider.finish()
+    return out
+
+
 def decide_frame(
     plan_engine: Engine, ctx: DecisionContext, stream: str, seq: int, frame: np.ndarray,
     point: OperatingPoint, arrival_s: float, clock: Callable[[], float] = time.perf_counter,
@@ -279,4 +296,4 @@ def decide_frame(
     return ctx.decision(stream, seq, res, 0, 0, (clock() - arrival_s) * 1000.0)
 
 
-__all__ = ["DecisionContext", "EventStreamDecider", "decide_frame"]
+__all__ = ["DecisionContext", "EventStreamDecider", "decide_frame", "decide_recording"]
