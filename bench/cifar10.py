@@ -542,7 +542,7 @@ def stage(timings: dict[str, float], name: str, t0: float) -> float:
 def benchmark(args: argparse.Namespace) -> None:
     from spikecast.converters import convert
     from spikecast.converters.conversion import ann_logits
-    from spikecast.converters.network import CalibrationTable
+    from spikecast.ext.core.network import CalibrationTable
     from spikecast.ext.engine import CompiledNetwork, run_batch
     from spikecast.runtime.decision import Calibration
 

@@ -41,13 +41,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, MODELS, RESULTS, ROOT, machine, write_json
-from spikecast.converters.network import InputSpec, Layer, Network
 from spikecast.ext import (
     CompiledNetwork,
     Engine,
     _engine,
     run_batch,
 )
+from spikecast.ext.core.network import InputSpec, Layer, Network
 from tqdm.auto import tqdm
 
 DENSITIES = ("0.01", "0.05", "0.1", "0.2")

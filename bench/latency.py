@@ -127,7 +127,7 @@ class Broker:
 
 def builtin_network() -> Any:
     """Conv(2->4, k5, s2) on 34x34 -> Linear(900->10): OFF events vote class 0, ON class 1."""
-    from spikecast.converters.network import InputSpec, Layer, Network
+    from spikecast.ext.core.network import InputSpec, Layer, Network
 
     w0 = np.zeros((4, 2, 5, 5), np.float32)
     w0[0:2, 0] = 0.25
@@ -277,7 +277,7 @@ def spin_until(deadline: float) -> None:
 def expected_steps(model: Path, events: np.ndarray, tau: float, t_min: int, n: int) -> list[int]:
     """Where the service will decide: the same decider offline, fed step by step as the
     sender does. Returns the sensor_t1_us of the first ``n`` decisions."""
-    from spikecast.converters.network import load_network
+    from spikecast.ext.core.network import load_network
     from spikecast.ext.engine import CompiledNetwork
     from spikecast.runtime.decision import OperatingPoint
     from spikecast.runtime.stream import DecisionContext, EventStreamDecider
@@ -701,7 +701,7 @@ def main() -> None:
         args.repeats, args.min_decisions, args.recordings = 1, 50, 10
         args.packet_ms, args.level_s = [10], 1.0
 
-    from spikecast.converters.network import load_network
+    from spikecast.ext.core.network import load_network
 
     workdir = Path(tempfile.mkdtemp(prefix="spikecast-latency-"))
     default_model = ROOT / "bench" / "models" / "nmnist.scn"

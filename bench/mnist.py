@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--results-dir", default=str(RESULTS), help="where the JSON and PNG go")
     args = ap.parse_args()
 
-    from spikecast.converters.network import load_network
+    from spikecast.ext.core.network import load_network
     from spikecast.ext.engine import CompiledNetwork, Engine
     from spikecast.runtime.decision import Calibration, decision_steps
     from tqdm.auto import tqdm

@@ -483,7 +483,7 @@ def main() -> None:
         args.n_synth, args.epochs, args.finetune_epochs, args.realtime_samples = 4000, 1, 1, 5
     torch.set_num_threads(min(2, torch.get_num_threads()))
     from spikecast.converters import convert
-    from spikecast.converters.network import CalibrationTable
+    from spikecast.ext.core.network import CalibrationTable
     from spikecast.ext.engine import CompiledNetwork
     from spikecast.runtime.decision import Calibration, choose_operating_point, decision_steps
     from spikecast.runtime.demo import RELATIVE_TARGET

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spikecast.converters.errors import (
+from spikecast.ext.core.errors import (
     ConversionError,
     ModelFileError,
     ParameterError,

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from spikecast.converters.errors import ConversionError, ParameterError
-from spikecast.converters.network import CalibrationTable, InputSpec, Layer, Network
 from spikecast.converters.parse import Op, trace
+from spikecast.ext.core.errors import ConversionError, ParameterError
+from spikecast.ext.core.network import CalibrationTable, InputSpec, Layer, Network
 from torch import nn
 
 # Above this many nonzero activations per layer, λ comes from a seeded uniform subsample.

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from spikecast.converters.errors import ConversionError, ModelFileError
+from spikecast.ext.core.errors import ConversionError, ModelFileError
 from torch import nn
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from spikecast.converters.errors import ConversionError
+from spikecast.ext.core.errors import ConversionError
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 

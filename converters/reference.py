@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from spikecast.converters.errors import ParameterError
-from spikecast.converters.network import Layer, Network
+from spikecast.ext.core.errors import ParameterError
+from spikecast.ext.core.network import Layer, Network
 
 
 @dataclass(frozen=True, eq=False)

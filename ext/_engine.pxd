@@ -16,7 +16,8 @@ cdef enum:
     KIND_LINEAR = 1
     KIND_POOL = 2
 
-cdef enum:
+# Why a run stopped; code i is spikecast.ext.core.exits.EXIT_REASONS[i] (a test checks).
+cpdef enum ExitCode:
     EXIT_NONE = 0
     EXIT_CONFIDENT = 1
     EXIT_MAX_STEPS = 2

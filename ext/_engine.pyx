@@ -25,7 +25,7 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from spikecast.converters.errors import SpikecastError
+from spikecast.ext.core.errors import SpikecastError
 
 # ----------------------------------------------------------------------------------
 # Kernels (no Python objects, no GIL).

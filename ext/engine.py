@@ -10,8 +10,8 @@ step of events and can stop at the first confident step; read ``eng.confidence``
 ``eng.logits``, ``eng.t``, ``eng.synops`` and call ``eng.reset()`` after a decision.
 
 Every argument is validated here, before any compiled code runs; bad values raise
-:class:`~spikecast.converters.errors.ParameterError`. The semantics are those of
-DESIGN.md "Step semantics" and of :mod:`spikecast.converters.reference`, which the
+:class:`~spikecast.ext.core.errors.ParameterError`. The semantics are those of
+docs/step-semantics.md and of :mod:`spikecast.converters.reference`, which the
 engine reproduces spike for spike when every sum is exact in float32.
 """
 
@@ -23,21 +23,20 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from spikecast.converters.errors import ParameterError
-from spikecast.converters.network import Layer, Network
 from spikecast.ext import _engine  # type: ignore[attr-defined]
+from spikecast.ext.core.checks import INT32_MAX as _INT32_MAX
+from spikecast.ext.core.checks import check_float, check_int
+from spikecast.ext.core.errors import ParameterError
+from spikecast.ext.core.exits import EXIT_REASONS, ExitReason
+from spikecast.ext.core.network import Layer, Network
 
-ExitReason = Literal["running", "confident", "max_steps", "end_of_stream"]
-#: Exit reasons by the compiled engine's exit code.
-EXIT_REASONS: tuple[ExitReason, ...] = ("running", "confident", "max_steps", "end_of_stream")
-_EXIT_MAX_STEPS = 2
-_EXIT_END_OF_STREAM = 3
+_EXIT_MAX_STEPS = EXIT_REASONS.index("max_steps")
+_EXIT_END_OF_STREAM = EXIT_REASONS.index("end_of_stream")
 
 _KIND_CODE = {"conv": 0, "linear": 1, "maxpool": 2}
-_INT32_MAX = 2**31 - 1
 # "Never confident": c(t) <= 1 < 2.
 _NO_TAU = 2.0
 
@@ -458,21 +457,11 @@ def compile_network(network: Network) -> CompiledNetwork:
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int = _INT32_MAX) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ParameterError(f"{name} must be an integer, got {value!r}")
-    if not lo <= int(value) <= hi:
-        raise ParameterError(f"{name} must be in [{lo}, {hi}], got {value}")
-    return int(value)
+    return check_int(name, value, lo, hi)
 
 
 def _check_tau(tau: float | None) -> float:
-    if tau is None:
-        return _NO_TAU
-    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.floating, np.integer)):
-        raise ParameterError(f"tau must be a number in [0, 1] or None, got {tau!r}")
-    if not 0.0 <= float(tau) <= 1.0:  # also rejects NaN
-        raise ParameterError(f"tau must be in [0, 1], got {tau}")
-    return float(tau)
+    return _NO_TAU if tau is None else check_float("tau", tau, 0.0, 1.0)
 
 
 def _check_frames(frames: Any, shape: tuple[int, int, int], batch: bool) -> np.ndarray:
@@ -584,9 +573,7 @@ class Engine:
         of z = λ_L V_L / t are both scaled by ``factor`` in [0, 1), so earlier spans count
         ``factor`` times less; hidden layers stay warm. Steps, SynOps and spike counts
         restart from 0 (they describe the next decision)."""
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.0 <= factor < 1.0:
-            raise ParameterError(f"decay factor must be a number in [0, 1), got {factor!r}")
-        self._core.decay(float(factor))
+        self._core.decay(check_float("decay factor", factor, 0.0, 1.0, hi_open=True))
 
     # -- input -----------------------------------------------------------------------
     def set_frame(self, frame: Any) -> None:

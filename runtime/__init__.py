@@ -1,11 +1,11 @@
 """spikecast.runtime: sources, encoders, the early-exit rule, publishers, service and CLI.
 
-Importing this package stays light: no torch, no tonic, no MQTT client until used.
+Importing this package stays light: no torch, no MQTT client until used.
 """
 
 from __future__ import annotations
 
-from spikecast.converters.errors import (
+from spikecast.ext.core.errors import (
     ConversionError,
     ModelFileError,
     ParameterError,
@@ -13,7 +13,7 @@ from spikecast.converters.errors import (
     SpikecastError,
     StreamError,
 )
-from spikecast.runtime.events import EVENT_DTYPE, make_events, validate_events
+from spikecast.ext.core.events import EVENT_DTYPE, make_events, validate_events
 
 __all__ = [
     "EVENT_DTYPE",

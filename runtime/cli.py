@@ -1,7 +1,9 @@
-"""The ``spikecast`` command line: convert, inspect, run, demo.
+"""The ``spikecast`` command line: inspect, run, demo, and ``convert`` from the converter.
 
 Heavy imports (torch, the MQTT client, readers) happen inside the subcommands, so
 ``spikecast inspect`` and ``spikecast run`` work on an edge device without torch.
+``spikecast convert`` lives in :mod:`spikecast.converters.cli` and joins through the
+``spikecast.commands`` entry point: the runtime never imports the converter.
 """
 
 from __future__ import annotations
@@ -9,13 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
-from spikecast.converters.errors import SpikecastError
+from spikecast.ext.core.errors import SpikecastError
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from spikecast.converters.network import load_network
+    from spikecast.ext.core.network import load_network
 
     net = load_network(args.model)
     print(f"{args.model}")
@@ -35,47 +39,6 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_convert(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-    from spikecast.converters.conversion import convert
-    from spikecast.converters.loading import load_array, load_factory, load_state_dict, load_torchscript
-
-    calib = load_array(args.calibration, default_key="x").astype(np.float32)
-    if args.torchscript:
-        model = load_torchscript(args.torchscript, torch.from_numpy(calib[:2]))
-    else:
-        if not args.model:
-            raise SpikecastError("give --model module:factory (with --weights) or --torchscript FILE")
-        model = load_factory(args.model)
-        if args.weights:
-            model = load_state_dict(model, args.weights)
-    holdout = None
-    if args.holdout:
-        holdout = (load_array(args.holdout, "x").astype(np.float32), load_array(args.holdout, "y"))
-    net = convert(
-        model,
-        calib,
-        percentile=args.percentile,
-        reset=args.reset,
-        input_kind=args.input_kind,
-        input_encoding=args.input_encoding,
-        input_scale=args.input_scale,
-        input_mean=args.input_mean,
-        input_std=args.input_std,
-        dt_us=args.dt_us,
-        class_names=args.classes.split(",") if args.classes else None,
-        holdout=holdout,
-        calibration_steps=args.calibration_steps,
-        max_calibration_samples=args.max_calibration_samples,
-        progress=not args.quiet,
-    )
-    net.save(args.out)
-    print(net.summary())
-    print(f"wrote {args.out}")
-    return 0
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from spikecast.runtime.service import run_from_args
 
@@ -88,41 +51,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return demo(args)
 
 
+#: Entry-point group through which other parts of spikecast (the converter) add
+#: subcommands: each entry is a function ``register(subparsers) -> None``.
+COMMANDS_GROUP = "spikecast.commands"
+
+
+def version() -> str:
+    try:
+        return metadata.version("spikecast")
+    except metadata.PackageNotFoundError:  # running from a source tree without install
+        return "unknown"
+
+
+def _add_plugin_commands(sub: Any) -> None:
+    for ep in sorted(metadata.entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="spikecast", description="Event-driven spiking-network inference runtime"
     )
+    ap.add_argument("--version", action="version", version=f"spikecast {version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="print a network file's layers, shapes, λs, neurons and input spec")
     p.add_argument("model", type=Path)
     p.set_defaults(func=_cmd_inspect)
-
-    p = sub.add_parser("convert", help="convert a trained torch CNN into a spiking network file")
-    src = p.add_argument_group("model")
-    src.add_argument("--model", help="module:factory or file.py:factory returning an nn.Module")
-    src.add_argument("--weights", type=Path, help="state_dict file (loaded with weights_only=True)")
-    src.add_argument("--torchscript", type=Path, help="a TorchScript file instead of --model/--weights")
-    p.add_argument(
-        "--calibration",
-        required=True,
-        help="network-input calibration data: file.npy or file.npz[:key] (default key x)",
-    )
-    p.add_argument("--holdout", help="file.npz with x and y: records the early-exit calibration table")
-    p.add_argument("--calibration-steps", type=int, default=200)
-    p.add_argument("--max-calibration-samples", type=int, default=10_000)
-    p.add_argument("--percentile", type=float, default=99.9, help="λ percentile; 100 = max-norm")
-    p.add_argument("--reset", choices=["subtract", "zero"], default="subtract")
-    p.add_argument("--input-kind", choices=["frame", "events"], default="frame")
-    p.add_argument("--input-encoding", choices=["analog", "poisson"], default="analog")
-    p.add_argument("--input-scale", type=float, default=1.0, help="raw frame -> input: x*scale")
-    p.add_argument("--input-mean", type=float, nargs="+", default=[0.0])
-    p.add_argument("--input-std", type=float, nargs="+", default=[1.0])
-    p.add_argument("--dt-us", type=int, default=1000, help="sensor time per step for event input")
-    p.add_argument("--classes", help="comma-separated class names")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_convert)
 
     from spikecast.runtime.config import add_run_arguments
 
@@ -136,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="pace the streams by sensor time")
     p.add_argument("--tau", type=float, default=None, help="confidence threshold (default: from the table)")
     p.set_defaults(func=_cmd_demo)
+    _add_plugin_commands(sub)
     return ap
 
 

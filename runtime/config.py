@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from spikecast.converters.errors import ParameterError
+from spikecast.ext.core.checks import check_float, check_int
+from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.decision import OperatingPoint
+from spikecast.runtime.mqtt.settings import MqttSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,6 +49,11 @@ POLICIES = ("reset", "window", "decay")
 
 @dataclass(frozen=True)
 class RunConfig:
+    """One run: model, source, operating point, stream policy and (optionally) MQTT.
+
+    ``mqtt`` is None for stdout mode (JSON lines, the embedded default).
+    """
+
     model: Path
     source: str
     device: str = "spikecast"
@@ -60,39 +67,53 @@ class RunConfig:
     one_per_file: bool = True
     crop: tuple[int, int, int, int] | None = None  # x0, y0, width, height on the sensor
     downsample: int = 1
-    mqtt_url: str | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    mqtt: MqttSettings | None = None
     shared_group: str | None = None
     metrics_interval_s: float = 10.0
     queue_events: int = 2_000_000
-    outbox_size: int = 10_000
-    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ParameterError(f"policy must be one of {POLICIES}, not {self.policy!r}")
-        if self.window_ms <= 0:
-            raise ParameterError(f"window_ms must be positive, got {self.window_ms}")
-        if not 0.0 <= self.decay < 1.0:
-            raise ParameterError(f"decay must be in [0, 1), got {self.decay}")
-        if self.speed <= 0:
-            raise ParameterError(f"speed must be positive, got {self.speed}")
-        if self.downsample < 1:
-            raise ParameterError(f"downsample must be >= 1, got {self.downsample}")
-        if self.queue_events < 1 or self.outbox_size < 1 or self.threads < 1:
-            raise ParameterError("queue_events, outbox_size and threads must be >= 1")
-        if self.mqtt_url is not None and _url_password(self.mqtt_url):
-            # Secrets come from the environment only: a URL shows up in ps, shell history
-            # and this dataclass's repr.
+        check_float("window_ms", self.window_ms, 0.0, lo_open=True)
+        check_float("decay", self.decay, 0.0, 1.0, hi_open=True)
+        check_float("speed", self.speed, 0.0, lo_open=True)
+        check_int("downsample", self.downsample, 1)
+        check_int("queue_events", self.queue_events, 1)
+        if self.mqtt is not None and self.mqtt.device != self.device:
             raise ParameterError(
-                "the MQTT URL must not carry a password; give the name of an environment "
-                "variable holding it (--password-env, or password_env in [mqtt])"
+                f"MQTT settings are for device {self.mqtt.device!r}, the run for {self.device!r}"
             )
+
+
+_MQTT_KEYS = {"url", "username", "password_env", "tls", "ca_file", "cert_file", "key_file",
+              "outbox_size", "client_id", "keepalive_s", "qos"}
+
+
+def mqtt_settings(url: str, device: str, options: dict[str, Any]) -> MqttSettings:
+    """Settings from a broker URL (which must not carry a password) and options.
+
+    ``options`` may hold ``password_env``: the name of an environment variable with
+    the password. Secrets come from the environment only: a URL shows up in ps, shell
+    history and logs.
+    """
+    if _url_password(url):
+        raise ParameterError(
+            "the MQTT URL must not carry a password; give the name of an environment "
+            "variable holding it (--password-env, or password_env in [mqtt])"
+        )
+    opts = {k: v for k, v in options.items() if v is not None}
+    env = opts.pop("password_env", None)
+    if env is not None:
+        opts["password"] = os.environ.get(str(env))
+        if opts["password"] is None:
+            raise ParameterError(f"password_env names {env}, which is not set")
+    if opts.get("tls") is False:
+        del opts["tls"]  # mqtts:// turns TLS on; a false flag does not turn it off
+    for key in ("ca_file", "cert_file", "key_file"):
+        if key in opts:
+            opts[key] = str(opts[key])
+    return MqttSettings.from_url(url, device=device, **opts)
 
 
 def _url_password(url: str) -> bool:
@@ -114,6 +135,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ParameterError(f"{path}: cannot read config: {exc}") from exc
     flat: dict[str, Any] = {}
     point: dict[str, Any] = {}
+    mqtt: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, dict):
             if key not in _SECTIONS:
@@ -122,25 +144,29 @@ def load_toml(path: str | Path) -> dict[str, Any]:
                 if key == "decision" and sub in ("tau", "t_min", "t_max", "target_accuracy"):
                     point[sub] = v
                 elif key == "mqtt":
-                    flat["mqtt_url" if sub == "url" else sub] = v
+                    if sub == "password":
+                        raise ParameterError(
+                            f"{path}: the MQTT password is not read from files; set password_env "
+                            "to the name of an environment variable holding it"
+                        )
+                    if sub not in _MQTT_KEYS:
+                        raise ParameterError(f"{path}: unknown key {sub!r} in [mqtt]")
+                    mqtt[sub] = v
                 elif key == "metrics" and sub == "interval_s":
                     flat["metrics_interval_s"] = v
                 else:
                     flat[sub] = v
         else:
             flat[key] = value
-    if "password" in flat:
+    if "password" in flat or "password_env" in flat:
         raise ParameterError(
-            f"{path}: the MQTT password is not read from files; set password_env to the name "
-            "of an environment variable holding it"
+            f"{path}: MQTT credentials belong in [mqtt]: password_env names an environment "
+            "variable holding the password (the password itself is never read from files)"
         )
-    if "password_env" in flat:
-        env = str(flat.pop("password_env"))
-        flat["password"] = os.environ.get(env)
-        if flat["password"] is None:
-            raise ParameterError(f"{path}: password_env names {env}, which is not set")
     if point:
         flat["point"] = point
+    if mqtt:
+        flat["mqtt"] = mqtt
     known = {f.name for f in fields(RunConfig)}
     unknown = set(flat) - known
     if unknown:
@@ -189,7 +215,6 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=int, nargs=4, metavar=("X0", "Y0", "W", "H"))
     p.add_argument("--downsample", type=int)
     p.add_argument("--metrics-interval-s", type=float)
-    p.add_argument("--threads", type=int)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -199,12 +224,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         v = getattr(args, name, None)
         if v is not None:
             point[name] = v
-    if getattr(args, "password_env", None):
-        values["password"] = os.environ.get(args.password_env)
-        if values["password"] is None:
-            raise ParameterError(f"--password-env names {args.password_env}, which is not set")
+    mqtt = dict(values.pop("mqtt", {}))
+    for flag, key in _MQTT_FLAGS.items():
+        v = getattr(args, flag, None)
+        if v is not None:
+            mqtt[key] = v
     for f in fields(RunConfig):
-        if f.name in ("point", "password"):
+        if f.name in ("point", "mqtt"):
             continue
         v = getattr(args, f.name, None)
         if v is not None:
@@ -213,11 +239,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if values.get(required) is None:
             raise ParameterError(f"--{required} is required (or set it in the config file)")
     values["model"] = Path(values["model"])
-    for key in ("ca_file", "cert_file", "key_file"):
-        if values.get(key) is not None:
-            values[key] = Path(values[key])
     if values.get("crop") is not None:
         values["crop"] = tuple(int(v) for v in values["crop"])
+    url = mqtt.pop("url", None)
+    if url is not None:
+        values["mqtt"] = mqtt_settings(str(url), values.get("device", "spikecast"), mqtt)
+    elif mqtt:
+        raise ParameterError(f"MQTT options {sorted(mqtt)} need a broker URL (--mqtt or url in [mqtt])")
     try:
         cfg = RunConfig(**values)
     except TypeError as exc:
@@ -225,4 +253,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return replace(cfg, point=OperatingPoint().updated(point)) if point else cfg
 
 
-__all__ = ["POLICIES", "RunConfig", "add_run_arguments", "config_from_args", "load_toml"]
+#: CLI flags (argparse dests) that fill MqttSettings, and their [mqtt] keys.
+_MQTT_FLAGS = {"mqtt_url": "url", "username": "username", "password_env": "password_env",
+               "tls": "tls", "ca_file": "ca_file", "cert_file": "cert_file", "key_file": "key_file"}
+
+
+__all__ = ["POLICIES", "RunConfig", "add_run_arguments", "config_from_args", "load_toml", "mqtt_settings"]

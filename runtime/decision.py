@@ -14,12 +14,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from spikecast.converters.errors import ParameterError
-from spikecast.converters.network import CalibrationTable
-
-EXIT_CONFIDENT = "confident"
-EXIT_MAX_STEPS = "max_steps"
-EXIT_END_OF_STREAM = "end_of_stream"
+from spikecast.ext.core.errors import ParameterError
+from spikecast.ext.core.network import CalibrationTable
 
 # Confidence bins for expected accuracy: finer near 1, where decisions happen.
 _CONF_EDGES = np.array(
@@ -191,9 +187,6 @@ def resolve(point: OperatingPoint, calibration: Calibration | None) -> Operating
 
 
 __all__ = [
-    "EXIT_CONFIDENT",
-    "EXIT_END_OF_STREAM",
-    "EXIT_MAX_STEPS",
     "T_MIN_GRID",
     "Calibration",
     "OperatingPoint",

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
-from spikecast.converters.errors import ModelFileError
-from spikecast.converters.network import Network, load_network
+from spikecast.ext.core.errors import ModelFileError
+from spikecast.ext.core.network import Network, load_network
 from spikecast.runtime.decision import Calibration, OperatingPoint, choose_operating_point
 
 MODEL_NAME = "nmnist.scn"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from spikecast.converters.errors import ParameterError, StreamError
-from spikecast.converters.network import InputSpec
+from spikecast.ext.core.errors import ParameterError, StreamError
+from spikecast.ext.core.network import InputSpec
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ decoder take each field with one ``frombuffer`` and keep every block aligned to
 its element size. A packet spans at most 2**32 - 1 us (about 71 minutes).
 
 ``decode_packet`` checks every rule above and raises
-:class:`~spikecast.converters.errors.StreamError` naming the byte offset of the
+:class:`~spikecast.ext.core.errors.StreamError` naming the byte offset of the
 first violation, so the service can drop and count a bad packet.
 """
 
@@ -33,8 +33,8 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-from spikecast.converters.errors import ParameterError, StreamError
-from spikecast.runtime.events import EVENT_DTYPE
+from spikecast.ext.core.errors import ParameterError, StreamError
+from spikecast.ext.core.events import EVENT_DTYPE
 
 MAGIC = b"SCEV"
 VERSION = 1
@@ -70,7 +70,7 @@ def encode_packet(
     """Encode sorted events into a version-1 packet.
 
     ``t0_us`` defaults to the first event's time (0 for an empty packet). Bad
-    arguments raise :class:`~spikecast.converters.errors.ParameterError`.
+    arguments raise :class:`~spikecast.ext.core.errors.ParameterError`.
     """
     for name, v in (("width", width), ("height", height)):
         if not isinstance(v, int | np.integer) or not 0 < int(v) <= 0xFFFF:

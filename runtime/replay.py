@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from spikecast.converters.errors import ParameterError
+from spikecast.ext.core.errors import ParameterError
 
 
 @dataclass(frozen=True, eq=False)

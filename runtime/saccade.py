@@ -36,8 +36,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from spikecast.converters.errors import ParameterError
-from spikecast.runtime.events import EVENT_DTYPE
+from spikecast.ext.core.errors import ParameterError
+from spikecast.ext.core.events import EVENT_DTYPE
 
 # Image shift (dx, dy) in pixels at the triangle's corners. The event centroid
 # of the real recordings moves down-right, then up-right, then left; these

@@ -24,22 +24,21 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from spikecast.converters.errors import ParameterError, SpikecastError, StreamError
-from spikecast.converters.network import Network, load_network
+from spikecast.ext.core.errors import ParameterError, SpikecastError, StreamError
+from spikecast.ext.core.network import Network, load_network
 from spikecast.ext.engine import CompiledNetwork, Engine
 from spikecast.runtime.config import RunConfig, config_from_args
 from spikecast.runtime.decision import Calibration, OperatingPoint, resolve
 from spikecast.runtime.encode import SpatialMap, load_frames
 from spikecast.runtime.mqtt import topics
-from spikecast.runtime.mqtt.base import Publisher, publish_decision
+from spikecast.runtime.mqtt.base import Publisher, Subscriber, publish_decision
 from spikecast.runtime.mqtt.metrics import RuntimeMetrics
-from spikecast.runtime.mqtt.payload import Decision
+from spikecast.runtime.payload import Decision
 from spikecast.runtime.stream import DecisionContext, EventStreamDecider, decide_frame
 
 log = logging.getLogger("spikecast.service")
@@ -135,14 +134,14 @@ class Service:
         live = self.cfg.source == "mqtt"
         compute = asyncio.create_task(self._compute())
         aux = [asyncio.create_task(self._metrics_loop())]
-        subscribe = getattr(self.publisher, "subscribe", None)
-        if subscribe is not None:
-            aux.append(asyncio.create_task(self._commands(subscribe)))
+        subscriber = self.publisher if isinstance(self.publisher, Subscriber) else None
+        if subscriber is not None:
+            aux.append(asyncio.create_task(self._commands(subscriber)))
         try:
             if live:
-                if subscribe is None:
+                if subscriber is None:
                     raise ParameterError("source 'mqtt' needs --mqtt URL")
-                feeder = asyncio.create_task(self._live_events(subscribe))
+                feeder = asyncio.create_task(self._live_events(subscriber))
                 stopper = asyncio.create_task(self._stop.wait())
                 # Also wake up if the feeder or compute fails: the error must end the
                 # service rather than leave it running deaf.
@@ -215,12 +214,12 @@ class Service:
             end = int(rec.events["t"][-1]) + 1 if len(rec.events) else None
             await self._enqueue(_Item(stream, time.perf_counter(), end=True, watermark_us=end))
 
-    async def _live_events(self, subscribe: Callable[..., Any]) -> None:
+    async def _live_events(self, subscriber: Subscriber) -> None:
         from spikecast.runtime.packets import decode_packet
 
         filt = (topics.shared_events_filter(self.cfg.shared_group, self.cfg.device)
                 if self.cfg.shared_group else topics.events_filter(self.cfg.device))
-        sub = await subscribe(filt, qos=0, queue_size=4096)
+        sub = await subscriber.subscribe(filt, qos=0, queue_size=4096)
         async for msg in sub:
             arrival = time.perf_counter()
             try:
@@ -240,8 +239,8 @@ class Service:
         return d is not None and d.finished
 
     # -- commands and metrics -------------------------------------------------------
-    async def _commands(self, subscribe: Callable[..., Any]) -> None:
-        sub = await subscribe(topics.cmd_filter(self.cfg.device), qos=1)
+    async def _commands(self, subscriber: Subscriber) -> None:
+        sub = await subscriber.subscribe(topics.cmd_filter(self.cfg.device), qos=1)
         async for msg in sub:
             try:
                 body = json.loads(msg.payload)
@@ -348,25 +347,13 @@ class Service:
 
 
 def make_publisher(cfg: RunConfig) -> Publisher:
-    if cfg.mqtt_url is None:
+    if cfg.mqtt is None:
         from spikecast.runtime.mqtt.stdout import StdoutPublisher
 
         return StdoutPublisher()
     from spikecast.runtime.mqtt.publisher import MqttPublisher
-    from spikecast.runtime.mqtt.settings import MqttSettings
 
-    overrides: dict[str, Any] = {"device": cfg.device, "outbox_size": cfg.outbox_size}
-    if cfg.username is not None:
-        overrides["username"] = cfg.username
-    if cfg.password is not None:
-        overrides["password"] = cfg.password
-    if cfg.tls:
-        overrides["tls"] = True
-    for key in ("ca_file", "cert_file", "key_file"):
-        v = getattr(cfg, key)
-        if v is not None:
-            overrides[key] = str(v)
-    return MqttPublisher(MqttSettings.from_url(cfg.mqtt_url, **overrides))
+    return MqttPublisher(cfg.mqtt)
 
 
 async def serve(cfg: RunConfig, publisher: Publisher | None = None) -> list[Decision]:

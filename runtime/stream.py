@@ -24,12 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from spikecast.converters.errors import ParameterError
-from spikecast.converters.network import Network
+from spikecast.ext.core import exits
+from spikecast.ext.core.errors import ParameterError
+from spikecast.ext.core.network import Network
 from spikecast.ext.engine import CompiledNetwork, Engine, EventSteps, RunResult
 from spikecast.runtime.decision import Calibration, OperatingPoint
 from spikecast.runtime.encode import SpatialMap, encode_events
-from spikecast.runtime.mqtt.payload import Decision, TopK
+from spikecast.runtime.payload import Decision, TopK
 
 _NEVER = np.iinfo(np.int64).max
 
@@ -67,7 +68,7 @@ class DecisionContext:
             expected_accuracy=expected,
             topk=tuple(TopK(names[int(i)], int(i), float(p[i])) for i in order),
             steps=int(res.steps),
-            exit=res.exit if res.exit != "running" else "end_of_stream",
+            exit=res.exit if res.exit != exits.RUNNING else exits.END_OF_STREAM,
             sensor_t0_us=int(t0_us),
             sensor_t1_us=int(t1_us),
             latency_ms=float(latency_ms),
@@ -193,11 +194,11 @@ class EventStreamDecider:
                 stop = min(upto, self.seg_start + self.window_steps)
             steps = self._take(self.done, stop)
             used = self.engine.feed(steps, tau=point.tau, t_min=point.t_min, t_max=t_max)
-            if used == 0 and self.engine.exit == "max_steps":
+            if used == 0 and self.engine.exit == exits.MAX_STEPS:
                 used = 0  # decided at t_max already; fall through to the decision
             self.done += used
             self._forget_before(self.done)
-            if self.engine.exit in ("confident", "max_steps"):
+            if self.engine.exit in (exits.CONFIDENT, exits.MAX_STEPS):
                 out.append(self._emit(self.engine.result(), arrival))
                 self._after_decision()
             elif used == 0:
@@ -242,7 +243,7 @@ class EventStreamDecider:
         origin = self.origin_us or 0
         dt = self.spec.dt_us
         if exit_override:
-            res = RunResult(res.class_index, res.confidence, res.logits, res.steps, "end_of_stream",
+            res = RunResult(res.class_index, res.confidence, res.logits, res.steps, exits.END_OF_STREAM,
                             res.synops, res.spikes)
         d = self.ctx.decision(
             self.stream, self.seq, res, origin + self.seg_start * dt, origin + self.done * dt,

@@ -1,33 +1,33 @@
-"""spikecast.runtime.mqtt: topics, settings, decision payload, metrics and publishers.
+"""spikecast.runtime.mqtt: topics, settings, metrics, the outbox and the publishers.
 
-Importing this package imports aiomqtt (through :mod:`.publisher`);
-``spikecast.runtime`` itself does not import this package.
+Importing this package does not import aiomqtt: :class:`MqttPublisher` (and the
+rest of :mod:`.publisher`) load on first use, so stdout mode runs without the client.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from spikecast.runtime.mqtt.base import (
     InboundMessage,
     PayloadLike,
     Publisher,
     PublisherStats,
+    Subscriber,
     encode_payload,
     publish_decision,
 )
 from spikecast.runtime.mqtt.metrics import LatencyTracker, RuntimeMetrics
 from spikecast.runtime.mqtt.outbox import Outbox, OutboxItem
-from spikecast.runtime.mqtt.payload import (
-    Decision,
-    TopK,
-    decision_payload_errors,
-    validate_decision_payload,
-)
-from spikecast.runtime.mqtt.publisher import MqttPublisher, Subscription, backoff_delay_s
 from spikecast.runtime.mqtt.settings import MqttSettings
 from spikecast.runtime.mqtt.stdout import StdoutPublisher
 
+if TYPE_CHECKING:
+    from spikecast.runtime.mqtt.publisher import MqttPublisher, Subscription, backoff_delay_s
+
+_LAZY = ("MqttPublisher", "Subscription", "backoff_delay_s")
+
 __all__ = [
-    "Decision",
     "InboundMessage",
     "LatencyTracker",
     "MqttPublisher",
@@ -39,11 +39,17 @@ __all__ = [
     "PublisherStats",
     "RuntimeMetrics",
     "StdoutPublisher",
+    "Subscriber",
     "Subscription",
-    "TopK",
     "backoff_delay_s",
-    "decision_payload_errors",
     "encode_payload",
     "publish_decision",
-    "validate_decision_payload",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from spikecast.runtime.mqtt import publisher
+
+        return getattr(publisher, name)
+    raise AttributeError(f"module 'spikecast.runtime.mqtt' has no attribute {name!r}")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
-from spikecast.converters.errors import ParameterError
-from spikecast.runtime.mqtt.payload import Decision
+from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.mqtt.topics import decision_topic
+
+if TYPE_CHECKING:
+    from spikecast.runtime.payload import Decision
 
 PayloadLike: TypeAlias = "bytes | bytearray | str | Mapping[str, Any]"
 # MQTT's remaining-length field caps a packet at 256 MiB; refuse earlier than the
@@ -103,6 +105,23 @@ class Publisher(Protocol):
     def stats(self) -> PublisherStats: ...
 
 
+class Subscription(Protocol):
+    """Messages of one topic filter, as an async iterator."""
+
+    def __aiter__(self) -> AsyncIterator[InboundMessage]: ...
+
+
+@runtime_checkable
+class Subscriber(Protocol):
+    """A publisher that can also take messages in (MQTT; stdout cannot)."""
+
+    async def subscribe(
+        self, topic_filter: str, *, qos: int = 1, queue_size: int | None = None
+    ) -> Subscription:
+        """Subscribe now and after every reconnect; raises PublishError if refused."""
+        ...
+
+
 async def publish_decision(publisher: Publisher, decision: Decision) -> None:
     """Publish ``decision`` on its ``spikecast/<device>/<stream>/decision`` topic."""
     await publisher.publish(
@@ -116,6 +135,8 @@ __all__ = [
     "PayloadLike",
     "Publisher",
     "PublisherStats",
+    "Subscriber",
+    "Subscription",
     "check_qos",
     "encode_payload",
     "publish_decision",

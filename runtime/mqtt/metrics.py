@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from spikecast.converters.errors import ParameterError
+from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.mqtt.base import PublisherStats
 
 METRICS_VERSION = 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 
-from spikecast.converters.errors import ParameterError, PublishError
+from spikecast.ext.core.errors import ParameterError, PublishError
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)

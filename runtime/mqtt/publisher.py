@@ -34,7 +34,7 @@ from types import TracebackType
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from spikecast.converters.errors import ParameterError, PublishError
+from spikecast.ext.core.errors import ParameterError, PublishError
 from spikecast.runtime.mqtt.base import (
     InboundMessage,
     PayloadLike,

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from spikecast.converters.errors import ParameterError
+from spikecast.ext.core.checks import is_int, is_number
+from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.mqtt.topics import validate_name
 
 _SCHEMES = {"mqtt": (False, 1883), "mqtts": (True, 8883)}
@@ -54,14 +55,6 @@ _QUERY_OPTIONS: dict[str, Callable[[str, str], Any]] = {
 }
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class MqttSettings:
     """Where and how to connect; validated on construction.
@@ -92,7 +85,7 @@ class MqttSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not self.host:
             raise ParameterError("host must be a non-empty str")
-        if not _is_int(self.port) or not 1 <= self.port <= 65535:
+        if not is_int(self.port) or not 1 <= self.port <= 65535:
             raise ParameterError(f"port must be an int in 1..65535, got {self.port!r}")
         validate_name(self.device, what="device")
         if self.client_id is not None and (
@@ -118,19 +111,19 @@ class MqttSettings:
                 raise ParameterError(f"{name} is set but tls is off; use tls=True or mqtts://")
         if self.key_file is not None and self.cert_file is None:
             raise ParameterError("key_file needs cert_file")
-        if not _is_int(self.keepalive_s) or not 1 <= self.keepalive_s <= 65535:
+        if not is_int(self.keepalive_s) or not 1 <= self.keepalive_s <= 65535:
             raise ParameterError(f"keepalive_s must be an int in 1..65535: {self.keepalive_s!r}")
         for name in ("outbox_size", "inbox_size"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ParameterError(f"{name} must be an int >= 1, got {value!r}")
         for name in ("reconnect_min_s", "reconnect_max_s", "timeout_s"):
             value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            if not is_number(value) or not math.isfinite(value) or value <= 0:
                 raise ParameterError(f"{name} must be a finite number > 0, got {value!r}")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ParameterError("reconnect_max_s must be >= reconnect_min_s")
-        if not _is_int(self.qos) or self.qos not in (0, 1, 2):
+        if not is_int(self.qos) or self.qos not in (0, 1, 2):
             raise ParameterError(f"qos must be 0, 1 or 2, got {self.qos!r}")
 
     @classmethod

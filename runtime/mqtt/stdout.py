@@ -14,7 +14,7 @@ import sys
 from types import TracebackType
 from typing import Any, TextIO
 
-from spikecast.converters.errors import ParameterError, PublishError
+from spikecast.ext.core.errors import ParameterError, PublishError
 from spikecast.runtime.mqtt.base import PayloadLike, PublisherStats, check_qos, encode_payload
 from spikecast.runtime.mqtt.topics import validate_publish_topic
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from spikecast.converters.errors import ParameterError
+from spikecast.ext.core.errors import ParameterError
 
 PREFIX = "spikecast"
 #: MQTT caps topics at 65535 UTF-8 bytes; names are kept far shorter so every topic fits.

@@ -3,7 +3,7 @@
 ``read_events(path)`` picks the reader from the file name, else from the first
 bytes, and returns a :class:`Recording` whose events are EVENT_DTYPE, sorted by
 time and inside the sensor. Every reader validates before trusting anything; a
-malformed file raises :class:`~spikecast.converters.errors.StreamError` naming
+malformed file raises :class:`~spikecast.ext.core.errors.StreamError` naming
 the file and the byte offset.
 
 ==========  =====================  ===========================================
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from spikecast.converters.errors import ParameterError, StreamError
+from spikecast.ext.core.errors import ParameterError, StreamError
 from spikecast.runtime.readers._prophesee import parse_header
 from spikecast.runtime.readers.aedat4 import MAGIC as AEDAT4_MAGIC
 from spikecast.runtime.readers.aedat4 import read_aedat4

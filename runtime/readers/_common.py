@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from spikecast.converters.errors import ParameterError, StreamError
-from spikecast.runtime.events import EVENT_DTYPE
+from spikecast.ext.core.errors import ParameterError, StreamError
+from spikecast.ext.core.events import EVENT_DTYPE
 
 
 def fail(path: Path | str, offset: int, problem: str) -> StreamError:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from spikecast.converters.errors import SpikecastError
-from spikecast.runtime.events import EVENT_DTYPE
+from spikecast.ext.core.errors import SpikecastError
+from spikecast.ext.core.events import EVENT_DTYPE
 from spikecast.runtime.readers._common import check_events, fail, resolve_size
 from spikecast.runtime.readers.recording import Recording
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from spikecast.converters.network import InputSpec, Layer, Network
 from spikecast.converters.reference import fanout, gated_maxpool, simulate
+from spikecast.ext.core.network import InputSpec, Layer, Network
 
 
 def one_neuron_net(bias: float, reset: str = "subtract") -> Network:

@@ -8,7 +8,7 @@ their spike trains must agree bit for bit.
 from __future__ import annotations
 
 import numpy as np
-from spikecast.converters.network import InputSpec, Layer, Network
+from spikecast.ext.core.network import InputSpec, Layer, Network
 
 Q = 1.0 / 256.0  # 2^-8
 

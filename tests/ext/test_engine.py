@@ -14,8 +14,6 @@ from collections.abc import Callable
 import engine_nets as nets  # tests/ext is on sys.path (pytest's rootdir-less import mode)
 import numpy as np
 import pytest
-from spikecast.converters.errors import ParameterError, SpikecastError
-from spikecast.converters.network import InputSpec, Layer, Network
 from spikecast.ext import (
     CompiledNetwork,
     Engine,
@@ -23,6 +21,8 @@ from spikecast.ext import (
     compile_network,
     run_batch,
 )
+from spikecast.ext.core.errors import ParameterError, SpikecastError
+from spikecast.ext.core.network import InputSpec, Layer, Network
 
 reference = pytest.importorskip("spikecast.converters.reference", reason="the reference needs torch")
 

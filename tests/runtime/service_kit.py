@@ -16,8 +16,8 @@ it crosses τ grows with τ. Weights are multiples of 2^-8, so sums are exact.
 from __future__ import annotations
 
 import numpy as np
-from spikecast.converters.network import CalibrationTable, InputSpec, Layer, Network
-from spikecast.runtime.events import EVENT_DTYPE
+from spikecast.ext.core.events import EVENT_DTYPE
+from spikecast.ext.core.network import CalibrationTable, InputSpec, Layer, Network
 
 SIZE = 34
 CLASSES = ("off", "on", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9")

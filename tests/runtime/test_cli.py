@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from service_kit import polarity_net, uniform_events
 from spikecast.runtime.cli import main
-from spikecast.runtime.mqtt.payload import validate_decision_payload
+from spikecast.runtime.payload import validate_decision_payload
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ import logging
 from pathlib import Path
 
 import pytest
-from spikecast.converters.errors import ParameterError
+from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.config import RunConfig, add_run_arguments, config_from_args, load_toml
 from spikecast.runtime.decision import OperatingPoint
+from spikecast.runtime.mqtt.settings import MqttSettings
 from spikecast.runtime.service import make_publisher
 
 SECRET = "s3cr3t-Pa55"
@@ -58,7 +59,9 @@ def test_toml_sections_flatten_into_the_config(
     assert cfg.model == Path("net.scn") and cfg.source == "mqtt" and cfg.device == "cam0"
     assert cfg.point == OperatingPoint(tau=0.9, t_min=5, t_max=300)
     assert (cfg.policy, cfg.window_ms, cfg.metrics_interval_s) == ("window", 250, 2.5)
-    assert (cfg.mqtt_url, cfg.username, cfg.password) == ("mqtt://broker:1883", "cam0", SECRET)
+    assert cfg.mqtt is not None
+    assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.device) == ("broker", 1883, "cam0")
+    assert (cfg.mqtt.username, cfg.mqtt.password) == ("cam0", SECRET)
 
 
 def test_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,7 +96,7 @@ def test_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_flags_alone_and_required_fields() -> None:
     cfg = parse("--model", "m.scn", "--source", "x/*.bin", "--target-accuracy", "0.97")
-    assert cfg.point.target_accuracy == 0.97 and cfg.mqtt_url is None and cfg.password is None
+    assert cfg.point.target_accuracy == 0.97 and cfg.mqtt is None
     with pytest.raises(ParameterError, match="--source is required"):
         parse("--model", "m.scn")
     with pytest.raises(ParameterError, match="tau must be in"):
@@ -149,7 +152,7 @@ def test_password_only_from_the_environment(
         "--password-env",
         "MY_PW",
     )
-    assert cfg.password == SECRET
+    assert cfg.mqtt is not None and cfg.mqtt.password == SECRET
 
 
 async def test_password_never_shows_in_repr_or_logs(
@@ -185,7 +188,7 @@ def test_decay_policy_is_accepted_from_cli_and_toml(tmp_path: Path) -> None:
         str(write(tmp_path, 'model = "m"\nsource = "mqtt"\n[decision]\npolicy = "decay"\ndecay = 0.5\n')),
     )
     assert toml.policy == "decay" and toml.decay == 0.5
-    with pytest.raises(ParameterError, match="decay must be in"):
+    with pytest.raises(ParameterError, match=r"decay must be in \[0.0, 1.0\)"):
         RunConfig(model=Path("m"), source="mqtt", policy="decay", decay=1.0)
 
 
@@ -196,3 +199,7 @@ def test_other_bad_values_are_parameter_errors() -> None:
         RunConfig(model=Path("m"), source="mqtt", decay=1.0)
     with pytest.raises(ParameterError, match="queue_events"):
         RunConfig(model=Path("m"), source="mqtt", queue_events=0)
+    with pytest.raises(ParameterError, match="need a broker URL"):
+        parse("--model", "m", "--source", "mqtt", "--username", "u")
+    with pytest.raises(ParameterError, match="device"):
+        RunConfig(model=Path("m"), source="mqtt", device="a", mqtt=MqttSettings(device="b"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from spikecast.converters.network import CalibrationTable
+from spikecast.ext.core.network import CalibrationTable
 from spikecast.runtime.decision import Calibration, OperatingPoint, decision_steps, resolve
 
 

@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 import pytest
-from spikecast.converters.errors import ParameterError, StreamError
-from spikecast.runtime.events import EVENT_DTYPE, make_events
+from spikecast.ext.core.errors import ParameterError, StreamError
+from spikecast.ext.core.events import EVENT_DTYPE, make_events
 from spikecast.runtime.packets import (
     HEADER_SIZE,
     decode_packet,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from spikecast.converters.errors import ParameterError, StreamError
-from spikecast.runtime.events import EVENT_DTYPE
+from spikecast.ext.core.errors import ParameterError, StreamError
+from spikecast.ext.core.events import EVENT_DTYPE
 from spikecast.runtime.readers import FORMATS, detect_format, read_events
 from spikecast.runtime.readers.evt3 import decode_evt3
 

@@ -6,8 +6,8 @@ import asyncio
 
 import numpy as np
 import pytest
-from spikecast.converters.errors import ParameterError
-from spikecast.runtime.events import EVENT_DTYPE, make_events
+from spikecast.ext.core.errors import ParameterError
+from spikecast.ext.core.events import EVENT_DTYPE, make_events
 from spikecast.runtime.replay import Chunk, replay, replay_sync, schedule
 
 

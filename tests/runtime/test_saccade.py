@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from spikecast.converters.errors import ParameterError
-from spikecast.runtime.events import EVENT_DTYPE
+from spikecast.ext.core.errors import ParameterError
+from spikecast.ext.core.events import EVENT_DTYPE
 from spikecast.runtime.saccade import (
     TRIANGLE,
     SaccadeParams,

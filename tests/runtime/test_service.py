@@ -28,8 +28,8 @@ from mqtt_testkit import recording_subscriber, retained, send, wait_until
 from service_kit import polarity_net, split_steps, uniform_events
 from spikecast.runtime.config import RunConfig
 from spikecast.runtime.decision import OperatingPoint
-from spikecast.runtime.mqtt.payload import validate_decision_payload
 from spikecast.runtime.mqtt.publisher import MqttPublisher
+from spikecast.runtime.mqtt.settings import MqttSettings
 from spikecast.runtime.mqtt.topics import (
     cmd_topic,
     config_topic,
@@ -38,6 +38,7 @@ from spikecast.runtime.mqtt.topics import (
     status_topic,
 )
 from spikecast.runtime.packets import HEADER, encode_packet
+from spikecast.runtime.payload import validate_decision_payload
 from spikecast.runtime.service import Service, make_publisher, serve
 
 if TYPE_CHECKING:
@@ -66,10 +67,14 @@ def url(broker: MosquittoBroker) -> str:
     )
 
 
+def mqtt(broker: MosquittoBroker) -> MqttSettings:
+    return MqttSettings.from_url(url(broker), device=DEVICE)
+
+
 def live_config(model: Path, broker: MosquittoBroker, **kw: Any) -> RunConfig:
     point = OperatingPoint(tau=kw.pop("tau", 0.9), t_min=1, t_max=kw.pop("t_max", 200))
     return RunConfig(
-        model=model, source="mqtt", device=DEVICE, mqtt_url=url(broker), point=point, **kw
+        model=model, source="mqtt", device=DEVICE, mqtt=mqtt(broker), point=point, **kw
     )
 
 
@@ -140,7 +145,7 @@ async def test_file_source_decisions_follow_the_schema(
     for name, pol, seed in (("a_on", 1, 0), ("b_off", 0, 1), ("c_on", 1, 2)):
         write_npz(rec_dir / f"{name}.npz", uniform_events(100, 20, polarity=pol, seed=seed))
     cfg = RunConfig(
-        model=model, source=str(rec_dir / "*.npz"), device=DEVICE, mqtt_url=url(mosquitto)
+        model=model, source=str(rec_dir / "*.npz"), device=DEVICE, mqtt=mqtt(mosquitto)
     )
     async with recording_subscriber(mosquitto.host, mosquitto.port, DECISIONS) as rec:
         made = await asyncio.wait_for(serve(cfg), 30)
@@ -168,7 +173,7 @@ async def test_nmnist_file_decisions_follow_the_schema(
         model=model,
         source=str(NMNIST / "0000[123].bin"),
         device=DEVICE,
-        mqtt_url=url(mosquitto),
+        mqtt=mqtt(mosquitto),
         point=OperatingPoint(tau=0.5, t_max=100),
     )
     async with recording_subscriber(mosquitto.host, mosquitto.port, DECISIONS) as rec:
@@ -326,7 +331,7 @@ async def test_every_decision_arrives_in_order_across_a_broker_restart(
         model=model,
         source=str(path),
         device=DEVICE,
-        mqtt_url=url(broker),
+        mqtt=mqtt(broker),
         realtime=True,
         one_per_file=False,
     )

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from service_kit import polarity_net, split_steps, uniform_events
-from spikecast.converters.errors import ParameterError
+from spikecast.ext.core.errors import ParameterError
 from spikecast.ext.engine import CompiledNetwork, Engine, EventSteps
 from spikecast.runtime.decision import OperatingPoint
-from spikecast.runtime.mqtt.payload import Decision
+from spikecast.runtime.payload import Decision
 from spikecast.runtime.stream import DecisionContext, EventStreamDecider
 
 DT = 1000

@@ -13,8 +13,8 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from spikecast.runtime.mqtt.payload import Decision, TopK
 from spikecast.runtime.mqtt.settings import MqttSettings
+from spikecast.runtime.payload import Decision, TopK
 
 SHA = "ab" * 32
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from mqtt_testkit import make_decision, recording_subscriber, settings_for
-from spikecast.converters.errors import PublishError
+from spikecast.ext.core.errors import PublishError
 from spikecast.runtime.mqtt import MqttPublisher, MqttSettings
 from spikecast.runtime.mqtt.topics import decision_topic
 

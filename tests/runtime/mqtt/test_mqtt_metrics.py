@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from spikecast.converters.errors import ParameterError
+from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.mqtt.base import PublisherStats
 from spikecast.runtime.mqtt.metrics import LatencyTracker, RuntimeMetrics, percentile
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from spikecast.converters.errors import ParameterError, PublishError
+from spikecast.ext.core.errors import ParameterError, PublishError
 from spikecast.runtime.mqtt.outbox import Outbox, OutboxItem
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from mqtt_testkit import SHA, make_decision
-from spikecast.converters.errors import ParameterError
-from spikecast.runtime.mqtt.payload import (
+from spikecast.ext.core.errors import ParameterError
+from spikecast.runtime.payload import (
     DECISION_KEYS,
     Decision,
     TopK,

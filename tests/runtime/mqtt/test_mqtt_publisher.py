@@ -20,7 +20,7 @@ from mqtt_testkit import (
     settings_for,
     wait_until,
 )
-from spikecast.converters.errors import ParameterError, PublishError
+from spikecast.ext.core.errors import ParameterError, PublishError
 from spikecast.runtime.mqtt import MqttPublisher, backoff_delay_s
 from spikecast.runtime.mqtt.topics import (
     cmd_filter,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from spikecast.converters.errors import ParameterError
+from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.mqtt.settings import MqttSettings
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from mqtt_testkit import make_decision
-from spikecast.converters.errors import ParameterError, PublishError
+from spikecast.ext.core.errors import ParameterError, PublishError
 from spikecast.runtime.mqtt import (
     MqttPublisher,
     MqttSettings,
@@ -15,8 +15,8 @@ from spikecast.runtime.mqtt import (
     StdoutPublisher,
     publish_decision,
 )
-from spikecast.runtime.mqtt.payload import validate_decision_payload
 from spikecast.runtime.mqtt.topics import decision_topic, metrics_topic
+from spikecast.runtime.payload import validate_decision_payload
 
 
 async def test_one_line_per_decision() -> None:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from mqtt_testkit import make_decision, recording_subscriber, settings_for, wait_until
-from spikecast.converters.errors import PublishError
+from spikecast.ext.core.errors import PublishError
 from spikecast.runtime.mqtt import MqttPublisher, MqttSettings
 from spikecast.runtime.mqtt.topics import decision_topic
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from spikecast.converters.errors import ParameterError
+from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.mqtt import topics
 
 

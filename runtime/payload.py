@@ -20,14 +20,14 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
-from spikecast.converters.errors import ParameterError
+from spikecast.ext.core.checks import is_int, is_number
+from spikecast.ext.core.errors import ParameterError
+from spikecast.ext.core.exits import DECISION_EXITS, ExitReason
 from spikecast.runtime.mqtt.topics import validate_name
 
 PAYLOAD_VERSION = 1
-ExitReason = Literal["confident", "max_steps", "end_of_stream"]
-EXIT_REASONS: tuple[str, ...] = ("confident", "max_steps", "end_of_stream")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TOPK_KEYS = frozenset({"label", "class_index", "confidence"})
 DECISION_KEYS = frozenset(
@@ -53,12 +53,8 @@ DECISION_KEYS = frozenset(
 )
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_real(value: object) -> bool:
-    return _is_int(value) or (isinstance(value, float) and math.isfinite(value))
+    return is_number(value) and math.isfinite(float(value))  # type: ignore[arg-type]
 
 
 def _probability_errors(where: str, value: object) -> list[str]:
@@ -70,7 +66,7 @@ def _probability_errors(where: str, value: object) -> list[str]:
 
 
 def _count_errors(where: str, value: object, minimum: int) -> list[str]:
-    if not _is_int(value):
+    if not is_int(value):
         return [f"{where}: expected an int, got {value!r}"]
     if value < minimum:  # type: ignore[operator]
         return [f"{where}: {value!r} is below {minimum}"]
@@ -111,7 +107,7 @@ def decision_payload_errors(payload: object) -> list[str]:
         errors.append(f"payload: missing keys {sorted(DECISION_KEYS - keys)}")
         return errors
     p = payload
-    if p["v"] != PAYLOAD_VERSION or not _is_int(p["v"]):
+    if p["v"] != PAYLOAD_VERSION or not is_int(p["v"]):
         return [*errors, f"v: unsupported payload version {p['v']!r} (this reader knows 1)"]
     for name in ("device", "stream"):
         try:
@@ -132,8 +128,8 @@ def decision_payload_errors(payload: object) -> list[str]:
     ):
         errors.append("topk[0] must be the decided class (label and class_index)")
     errors += _count_errors("steps", p["steps"], 1)
-    if p["exit"] not in EXIT_REASONS:
-        errors.append(f"exit: expected one of {list(EXIT_REASONS)}, got {p['exit']!r}")
+    if p["exit"] not in DECISION_EXITS:
+        errors.append(f"exit: expected one of {list(DECISION_EXITS)}, got {p['exit']!r}")
     span_errors = _count_errors("sensor_t0_us", p["sensor_t0_us"], 0)
     span_errors += _count_errors("sensor_t1_us", p["sensor_t1_us"], 0)
     span_errors += _count_errors("sensor_t_us", p["sensor_t_us"], 0)
@@ -255,8 +251,8 @@ class Decision:
 
 
 __all__ = [
+    "DECISION_EXITS",
     "DECISION_KEYS",
-    "EXIT_REASONS",
     "PAYLOAD_VERSION",
     "Decision",
     "ExitReason",

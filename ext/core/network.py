@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from spikecast.converters.errors import ModelFileError, ParameterError
+from spikecast.ext.core.errors import ModelFileError, ParameterError
 
 FORMAT_NAME = "spikecast-network"
 FORMAT_VERSION = 1

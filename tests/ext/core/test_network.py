@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from spikecast.converters.errors import ModelFileError, ParameterError
-from spikecast.converters.network import CalibrationTable, InputSpec, Layer, Network, load_network
+from spikecast.ext.core.errors import ModelFileError, ParameterError
+from spikecast.ext.core.network import CalibrationTable, InputSpec, Layer, Network, load_network
 
 
 def small_net(with_calibration: bool = True) -> Network:
@@ -186,7 +186,7 @@ def test_runtime_and_loader_import_without_torch(tmp_path: Path) -> None:
                     raise ImportError("blocked " + name)
         sys.meta_path.insert(0, Block())
         import spikecast.runtime, spikecast.converters, spikecast.ext
-        from spikecast.converters.network import load_network
+        from spikecast.ext.core.network import load_network
         net = load_network({str(path)!r})
         print(net.n_classes, "torch" in sys.modules)
         """

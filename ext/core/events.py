@@ -8,7 +8,7 @@ Every source yields events as a structured numpy array with fields ``x``, ``y``
 from __future__ import annotations
 
 import numpy as np
-from spikecast.converters.errors import StreamError
+from spikecast.ext.core.errors import StreamError
 
 EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "u1")])
 

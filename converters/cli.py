@@ -1,0 +1,86 @@
+"""``spikecast convert``: the converter's subcommand, registered with the runtime's CLI
+through the ``spikecast.commands`` entry point (pyproject.toml)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from spikecast.ext.core.errors import SpikecastError
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    try:
+        import torch
+    except ImportError as exc:
+        raise SpikecastError(
+            "spikecast convert needs torch: pip install 'spikecast[convert]'"
+        ) from exc
+    from spikecast.converters.conversion import convert
+    from spikecast.converters.loading import load_array, load_factory, load_state_dict, load_torchscript
+
+    calib = load_array(args.calibration, default_key="x").astype(np.float32)
+    if args.torchscript:
+        model = load_torchscript(args.torchscript, torch.from_numpy(calib[:2]))
+    else:
+        if not args.model:
+            raise SpikecastError("give --model module:factory (with --weights) or --torchscript FILE")
+        model = load_factory(args.model)
+        if args.weights:
+            model = load_state_dict(model, args.weights)
+    holdout = None
+    if args.holdout:
+        holdout = (load_array(args.holdout, "x").astype(np.float32), load_array(args.holdout, "y"))
+    net = convert(
+        model,
+        calib,
+        percentile=args.percentile,
+        reset=args.reset,
+        input_kind=args.input_kind,
+        input_encoding=args.input_encoding,
+        input_scale=args.input_scale,
+        input_mean=args.input_mean,
+        input_std=args.input_std,
+        dt_us=args.dt_us,
+        class_names=args.classes.split(",") if args.classes else None,
+        holdout=holdout,
+        calibration_steps=args.calibration_steps,
+        max_calibration_samples=args.max_calibration_samples,
+        progress=not args.quiet,
+    )
+    net.save(args.out)
+    print(net.summary())
+    print(f"wrote {args.out}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``convert`` to the ``spikecast`` subcommands."""
+    p = sub.add_parser("convert", help="convert a trained torch CNN into a spiking network file")
+    src = p.add_argument_group("model")
+    src.add_argument("--model", help="module:factory or file.py:factory returning an nn.Module")
+    src.add_argument("--weights", type=Path, help="state_dict file (loaded with weights_only=True)")
+    src.add_argument("--torchscript", type=Path, help="a TorchScript file instead of --model/--weights")
+    p.add_argument(
+        "--calibration",
+        required=True,
+        help="network-input calibration data: file.npy or file.npz[:key] (default key x)",
+    )
+    p.add_argument("--holdout", help="file.npz with x and y: records the early-exit calibration table")
+    p.add_argument("--calibration-steps", type=int, default=200)
+    p.add_argument("--max-calibration-samples", type=int, default=10_000)
+    p.add_argument("--percentile", type=float, default=99.9, help="λ percentile; 100 = max-norm")
+    p.add_argument("--reset", choices=["subtract", "zero"], default="subtract")
+    p.add_argument("--input-kind", choices=["frame", "events"], default="frame")
+    p.add_argument("--input-encoding", choices=["analog", "poisson"], default="analog")
+    p.add_argument("--input-scale", type=float, default=1.0, help="raw frame -> input: x*scale")
+    p.add_argument("--input-mean", type=float, nargs="+", default=[0.0])
+    p.add_argument("--input-std", type=float, nargs="+", default=[1.0])
+    p.add_argument("--dt-us", type=int, default=1000, help="sensor time per step for event input")
+    p.add_argument("--classes", help="comma-separated class names")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_convert)
