@@ -680,6 +680,7 @@ def benchmark(args: argparse.Namespace) -> None:
     choices = []
     for t_min in [args.t_min] if args.t_min else T_MIN_GRID:
         tau = cal.tau_for_target(target, t_min, t_max)
+        tau = 1.0 if tau is None else tau  # unreachable: run to t_max
         st = cal.stats(tau, t_min, t_max)
         choices.append({"t_min": t_min, "tau": tau, "holdout_accuracy": st.accuracy,
                         "holdout_mean_steps": st.mean_steps})  # fmt: skip

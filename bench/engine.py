@@ -182,6 +182,7 @@ def choose_tau(net: Network, t_max: int, t_min: int) -> tuple[float, str]:
     cal = Calibration(net.calibration)
     target = 0.99 * cal.accuracy_at(t_max)
     tau = cal.tau_for_target(target, t_min, t_max)
+    tau = 1.0 if tau is None else tau  # unreachable: run to t_max
     return tau, f"calibration table: smallest tau with accuracy >= 99% of T={t_max} ({target:.4f})"
 
 

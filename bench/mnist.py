@@ -121,6 +121,7 @@ def main() -> None:
         cal = Calibration(net.calibration)
         for target in TARGETS:
             tau = cal.tau_for_target(target, args.t_min, t_max)
+            tau = 1.0 if tau is None else tau  # unreachable: run to t_max
             steps = decision_steps(conf, tau, args.t_min, t_max)
             by_target.append({"target_accuracy": target, "tau": tau,
                               "accuracy": float(correct[steps - 1, cols].mean()),

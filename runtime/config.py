@@ -29,11 +29,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from spikecast.ext.core.calibration import MAX_STEPS
 from spikecast.ext.core.checks import check_float, check_int
 from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.decision import OperatingPoint
@@ -60,7 +62,10 @@ class RunConfig:
     stream: str = "main"
     realtime: bool = False
     speed: float = 1.0
-    point: OperatingPoint = field(default_factory=OperatingPoint)
+    #: A whole operating point (API use); None: the model's recommended point.
+    point: OperatingPoint | None = None
+    #: Fields set by flags or the config file, applied over ``point`` (or the model's).
+    point_changes: Mapping[str, Any] = field(default_factory=dict)
     policy: str = "reset"
     window_ms: float = 300.0
     decay: float = 0.5
@@ -230,7 +235,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if v is not None:
             mqtt[key] = v
     for f in fields(RunConfig):
-        if f.name in ("point", "mqtt"):
+        if f.name in ("point", "point_changes", "mqtt"):
             continue
         v = getattr(args, f.name, None)
         if v is not None:
@@ -250,7 +255,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cfg = RunConfig(**values)
     except TypeError as exc:
         raise ParameterError(f"bad config: {exc}") from exc
-    return replace(cfg, point=OperatingPoint().updated(point)) if point else cfg
+    if point:
+        OperatingPoint(t_max=MAX_STEPS).updated(point)  # bad values fail here, before the model loads
+        cfg = replace(cfg, point_changes=point)
+    return cfg
 
 
 #: CLI flags (argparse dests) that fill MqttSettings, and their [mqtt] keys.

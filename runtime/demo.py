@@ -27,14 +27,11 @@ from typing import Any, TextIO
 import numpy as np
 from spikecast.ext.core.errors import ModelFileError
 from spikecast.ext.core.network import Network, load_network
-from spikecast.runtime.decision import Calibration, OperatingPoint, choose_operating_point
+from spikecast.runtime.decision import Calibration, OperatingPoint, initial_point
 
 MODEL_NAME = "nmnist.scn"
 STREAM_GLOB = "digit*.npz"
 _DIGIT = re.compile(r"digit(\d)")
-#: Without --tau, the operating point must reach this fraction of the calibration
-#: table's full-length accuracy (DESIGN.md "Early exit").
-RELATIVE_TARGET = 0.99
 
 
 @contextmanager
@@ -81,14 +78,10 @@ def run_demo(
         net, streams = load_bundle(folder)
         recordings = [(p.name, true_digit(p), read_events(p).events) for p in streams]
     cal = Calibration(net.calibration) if net.calibration is not None else None
-    t_max = cal.table.n_steps if cal is not None else 300
-    if cal is not None:
-        # τ and t_min from the table; an explicit --tau keeps the table's t_min.
-        point = choose_operating_point(cal, RELATIVE_TARGET * cal.accuracy_at(t_max), t_max)
-    else:
-        point = OperatingPoint(tau=0.95, t_min=40, t_max=t_max)
+    # The model's recommended point; an explicit --tau keeps its t_min and t_max.
+    point = initial_point(net, cal).point
     if tau is not None:
-        point = OperatingPoint(tau=float(tau), t_min=point.t_min, t_max=t_max)
+        point = OperatingPoint(tau=float(tau), t_min=point.t_min, t_max=point.t_max)
     plan = CompiledNetwork(net)
     ctx = DecisionContext(network=net, device="demo", calibration=cal, sha256=net.sha256)
     dt_us = net.input.dt_us
@@ -150,4 +143,4 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["bundled_data", "choose_operating_point", "demo", "load_bundle", "run_demo"]
+__all__ = ["bundled_data", "demo", "load_bundle", "run_demo"]

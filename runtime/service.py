@@ -33,7 +33,7 @@ from spikecast.ext.core.errors import ParameterError, SpikecastError, StreamErro
 from spikecast.ext.core.network import Network, load_network
 from spikecast.ext.engine import CompiledNetwork, Engine
 from spikecast.runtime.config import RunConfig, config_from_args
-from spikecast.runtime.decision import Calibration, OperatingPoint, resolve
+from spikecast.runtime.decision import Calibration, OperatingPoint, PointChoice, initial_point, resolve
 from spikecast.runtime.encode import SpatialMap, load_frames
 from spikecast.runtime.mqtt import topics
 from spikecast.runtime.mqtt.base import Publisher, Subscriber, publish_decision
@@ -89,7 +89,10 @@ class Service:
         self.plan = CompiledNetwork(self.network)
         table = self.network.calibration
         calib = Calibration(table) if table is not None else None
-        self.state = ServiceState(point=resolve(cfg.point, calib), calibration=calib)
+        self.choice = initial_point(self.network, calib, cfg.point, cfg.point_changes)
+        if self.choice.warning is not None:
+            log.warning("%s", self.choice.warning)
+        self.state = ServiceState(point=self.choice.point, calibration=calib)
         self.ctx = DecisionContext(self.network, cfg.device, calib, self.network.sha256)
         self.mapping = SpatialMap(cfg.crop, cfg.downsample)
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
@@ -108,7 +111,10 @@ class Service:
             # An explicit tau replaces a target accuracy; else resolve() would derive tau
             # from the target again and silently ignore the command.
             changes = {**changes, "target_accuracy": None}
-        new = resolve(self.state.point.updated(changes), self.state.calibration)
+        new, warning = resolve(self.state.point.updated(changes), self.state.calibration)
+        if warning is not None:
+            log.warning("%s", warning)
+        self.choice = PointChoice(new, "command", warning, self.choice.recommendation)
         self.state.point = new
         await self.publish_config()
         return new
@@ -116,8 +122,10 @@ class Service:
     async def publish_config(self) -> None:
         p = self.state.point
         payload: dict[str, Any] = {
-            **p.as_dict(), "policy": self.cfg.policy, "model_sha256": self.ctx.sha256
+            **self.choice.as_dict(), "policy": self.cfg.policy, "model_sha256": self.ctx.sha256
         }
+        if self.choice.recommendation is not None:
+            payload["recommended"] = self.choice.recommendation.as_dict()
         if self.state.calibration is not None:
             s = self.state.calibration.stats(p.tau, p.t_min, p.t_max)
             payload["expected"] = {

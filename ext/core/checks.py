@@ -27,6 +27,16 @@ def is_number(value: Any) -> bool:
     )
 
 
+def is_finite_number(value: Any) -> bool:
+    """A real number that is finite as a float (huge ints overflow: not finite)."""
+    if not is_number(value):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     """An integer in [lo, hi] (either bound optional)."""
     if not is_int(value):
@@ -49,7 +59,7 @@ def check_float(
     hi_open: bool = False,
 ) -> float:
     """A finite real number in the interval given (bounds closed unless ``*_open``)."""
-    if not is_number(value) or not math.isfinite(float(value)):
+    if not is_finite_number(value):
         raise ParameterError(f"{name} must be a finite number, got {value!r}")
     v = float(value)
     below = lo is not None and (v <= lo if lo_open else v < lo)
@@ -70,4 +80,4 @@ def check_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
-__all__ = ["INT32_MAX", "check_bool", "check_float", "check_int", "is_int", "is_number"]
+__all__ = ["INT32_MAX", "check_bool", "check_float", "check_int", "is_finite_number", "is_int", "is_number"]

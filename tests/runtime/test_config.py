@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.config import RunConfig, add_run_arguments, config_from_args, load_toml
-from spikecast.runtime.decision import OperatingPoint
 from spikecast.runtime.mqtt.settings import MqttSettings
 from spikecast.runtime.service import make_publisher
 
@@ -57,7 +56,7 @@ def test_toml_sections_flatten_into_the_config(
     monkeypatch.setenv("SPIKECAST_TEST_PASSWORD", SECRET)
     cfg = parse("--config", str(write(tmp_path, TOML)))
     assert cfg.model == Path("net.scn") and cfg.source == "mqtt" and cfg.device == "cam0"
-    assert cfg.point == OperatingPoint(tau=0.9, t_min=5, t_max=300)
+    assert cfg.point is None and cfg.point_changes == {"tau": 0.9, "t_min": 5, "t_max": 300}
     assert (cfg.policy, cfg.window_ms, cfg.metrics_interval_s) == ("window", 250, 2.5)
     assert cfg.mqtt is not None
     assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.device) == ("broker", 1883, "cam0")
@@ -84,7 +83,7 @@ def test_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         "31",
         "--realtime",
     )
-    assert cfg.point == OperatingPoint(tau=0.5, t_min=5, t_max=300)  # only tau overridden
+    assert cfg.point_changes == {"tau": 0.5, "t_min": 5, "t_max": 300}  # only tau overridden
     assert (cfg.device, cfg.policy, cfg.one_per_file, cfg.realtime) == (
         "cam9",
         "reset",
@@ -96,7 +95,7 @@ def test_flags_override_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_flags_alone_and_required_fields() -> None:
     cfg = parse("--model", "m.scn", "--source", "x/*.bin", "--target-accuracy", "0.97")
-    assert cfg.point.target_accuracy == 0.97 and cfg.mqtt is None
+    assert cfg.point_changes == {"target_accuracy": 0.97} and cfg.mqtt is None
     with pytest.raises(ParameterError, match="--source is required"):
         parse("--model", "m.scn")
     with pytest.raises(ParameterError, match="tau must be in"):
