@@ -17,8 +17,10 @@ if TYPE_CHECKING:
         EventSteps,
         ExitReason,
         RunResult,
+        Trace,
         compile_network,
         run_batch,
+        trace,
     )
 
 __all__ = [
@@ -29,8 +31,10 @@ __all__ = [
     "EventSteps",
     "ExitReason",
     "RunResult",
+    "Trace",
     "compile_network",
     "run_batch",
+    "trace",
 ]
 
 

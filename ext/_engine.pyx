@@ -762,6 +762,60 @@ cdef class EngineCore:
         finally:
             self.busy = False
 
+    def trace(
+        self,
+        const int32_t[::1] indices,
+        const int64_t[::1] offsets,
+        int n_steps,
+        int32_t[::1] class_index,
+        float[::1] confidence,
+        int64_t[::1] synops,
+        float[:, ::1] logits,
+    ) -> int:
+        """Advance n_steps from the current state (events from the CSR pair, or the frame
+        current if indices is None) and record each step's class, c(t), total SynOps and,
+        if ``logits`` has rows, z(t). Returns the steps run."""
+        cdef const int32_t* idx = NULL
+        cdef const int64_t* off = NULL
+        cdef Py_ssize_t n_idx = 0
+        cdef int k, l
+        cdef int64_t a, b, syn
+        cdef bint keep_logits = logits.shape[0] > 0
+        cdef const NetPlan* p = self.plan
+        if class_index.shape[0] < n_steps or confidence.shape[0] < n_steps or synops.shape[0] < n_steps:
+            raise ValueError("output arrays are shorter than n_steps")
+        if keep_logits and (logits.shape[0] < n_steps or logits.shape[1] != p.n_classes):
+            raise ValueError("logits must be (n_steps, n_classes)")
+        if indices is not None:
+            if offsets is None or offsets.shape[0] < n_steps + 1:
+                raise ValueError("offsets must have n_steps + 1 entries")
+            n_idx = indices.shape[0]
+            idx = &indices[0] if n_idx > 0 else <const int32_t*> &offsets[0]
+            off = &offsets[0]
+        self._enter()
+        try:
+            with nogil:
+                for k in range(n_steps):
+                    if idx == NULL:
+                        engine_step(p, &self.st, NULL, 0)
+                    else:
+                        a = off[k]
+                        b = off[k + 1]
+                        if a < 0 or b > n_idx or b < a:  # only if mutated after validation
+                            a = b = 0
+                        engine_step(p, &self.st, idx + a, <int> (b - a))
+                    class_index[k] = self.st.class_index
+                    confidence[k] = <float> self.st.confidence
+                    syn = 0
+                    for l in range(p.n_layers):
+                        syn += self.st.layers[l].synops
+                    synops[k] = syn
+                    if keep_logits:
+                        memcpy(&logits[k, 0], self.st.logits, p.n_classes * sizeof(float))
+        finally:
+            self.busy = False
+        return n_steps
+
     def set_exit(self, int code) -> None:
         self.st.exit = code
 

@@ -755,6 +755,124 @@ def run_batch(
     return res
 
 
+# ----------------------------------------------------------------------------------
+# Traces: the per-step state of many samples (calibration, decision rules, benchmarks)
+# ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    """Per-step state of N independent samples, as (T, N) arrays.
+
+    Row t-1 is the state after step t: argmax z(t), c(t), SynOps since reset and, when
+    asked for, z(t) itself (T, N, K). An event stream shorter than T keeps its last
+    state for the remaining rows (it would decide with ``end_of_stream`` there);
+    ``n_steps`` says how many steps of input each sample had.
+    """
+
+    class_index: np.ndarray  # (T, N) int32
+    confidence: np.ndarray  # (T, N) float32
+    synops: np.ndarray  # (T, N) int64
+    n_steps: np.ndarray  # (N,) int64
+    logits: np.ndarray | None = None  # (T, N, K) float32
+
+    def correct(self, labels: Any) -> np.ndarray:
+        """(T, N) whether argmax z(t) equals each sample's label."""
+        y = np.asarray(labels).astype(np.int64).ravel()
+        if y.shape != (self.class_index.shape[1],):
+            raise ParameterError(f"need {self.class_index.shape[1]} labels, got {y.shape}")
+        out: np.ndarray = self.class_index == y[None, :]
+        return out
+
+
+def _trace_inputs(plan: CompiledNetwork, inputs: Any) -> tuple[int, Any]:
+    """(N, a getter of sample i) for frames (N, C, H, W) or a sequence of EventSteps."""
+    if plan.takes_frames:
+        x4 = _check_frames(inputs, plan.input_shape, batch=True)
+        x = x4.reshape(x4.shape[0], -1)
+        return len(x), lambda i: x[i]
+    items = list(inputs)
+    for i, ev in enumerate(items):
+        if not isinstance(ev, EventSteps) or ev.shape != plan.input_shape:
+            raise ParameterError(
+                f"input {i}: this network takes EventSteps of shape {plan.input_shape}, got "
+                f"{type(ev).__name__}{'' if not isinstance(ev, EventSteps) else ' ' + str(ev.shape)}"
+            )
+    return len(items), lambda i: items[i]
+
+
+def trace(
+    network: CompiledNetwork | Network,
+    inputs: Any,
+    n_steps: int,
+    *,
+    logits: bool = False,
+    n_threads: int = 1,
+) -> Trace:
+    """Run each sample from reset for ``n_steps`` steps and record every step's state.
+
+    ``inputs``: normalised frames (N, C, H, W) for an analog frame network, or a
+    sequence of :class:`EventSteps` for a network that takes spikes. Threads work as in
+    :func:`run_batch` (one engine each over the shared plan, GIL released). The stepping
+    and the recording run in compiled code; Python runs once per sample.
+    """
+    plan = network if isinstance(network, CompiledNetwork) else CompiledNetwork(network)
+    t = _check_int("n_steps", n_steps, 1)
+    n_threads = _check_int("n_threads", n_threads, 1, 1024)
+    n, sample = _trace_inputs(plan, inputs)
+    k = plan.n_classes
+    cls = np.zeros((n, t), np.int32)
+    conf = np.zeros((n, t), np.float32)
+    syn = np.zeros((n, t), np.int64)
+    lgt = np.zeros((n, t, k) if logits else (n, 0, k), np.float32)
+    lengths = np.full(n, t, np.int64)
+    counter = itertools.count()
+    lock = threading.Lock()
+
+    def run_one(core: Any, i: int) -> None:
+        core.reset()
+        x = sample(i)
+        if plan.takes_frames:
+            core.set_current(x)
+            done = core.trace(None, None, t, cls[i], conf[i], syn[i], lgt[i])
+        else:
+            lengths[i] = x.n_steps
+            m = min(x.n_steps, t)
+            off = x.offsets[: m + 1]
+            done = core.trace(x.indices, off, m, cls[i], conf[i], syn[i], lgt[i]) if m else 0
+            if done == 0:  # no input at all: the state before any step
+                cls[i], conf[i] = core.class_index, core.confidence
+        if 0 < done < t:  # the stream ended: carry its last state forward
+            for arr in (cls[i], conf[i], syn[i]):
+                arr[done:] = arr[done - 1]
+            if logits:
+                lgt[i, done:] = lgt[i, done - 1]
+
+    def worker() -> None:
+        core = _engine.EngineCore(plan._core)
+        while True:
+            with lock:
+                i = next(counter)
+            if i >= n:
+                return
+            run_one(core, i)
+
+    n_threads = min(n_threads, max(n, 1))
+    if n_threads == 1:
+        worker()
+    else:
+        with ThreadPoolExecutor(n_threads, thread_name_prefix="spikecast-trace") as pool:
+            for f in [pool.submit(worker) for _ in range(n_threads)]:
+                f.result()
+    return Trace(
+        class_index=np.ascontiguousarray(cls.T),
+        confidence=np.ascontiguousarray(conf.T),
+        synops=np.ascontiguousarray(syn.T),
+        n_steps=lengths,
+        logits=np.ascontiguousarray(lgt.transpose(1, 0, 2)) if logits else None,
+    )
+
+
 __all__ = [
     "EXIT_REASONS",
     "BatchResult",
@@ -763,6 +881,8 @@ __all__ = [
     "EventSteps",
     "ExitReason",
     "RunResult",
+    "Trace",
     "compile_network",
     "run_batch",
+    "trace",
 ]
