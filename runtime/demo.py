@@ -33,7 +33,7 @@ MODEL_NAME = "nmnist.scn"
 STREAM_GLOB = "digit*.npz"
 _DIGIT = re.compile(r"digit(\d)")
 #: Without --tau, the operating point must reach this fraction of the calibration
-#: table's full-length accuracy (DESIGN.md "Early exit").
+#: table's full-length accuracy (docs/decisions.md, "Default operating point").
 RELATIVE_TARGET = 0.99
 
 
