@@ -1,4 +1,4 @@
-"""The dense reference simulator: the step semantics of DESIGN.md, written plainly in torch.
+"""The dense reference simulator: docs/step-semantics.md, written plainly in torch.
 
 This is the specification the Cython engine is tested against, so it favours being
 obviously correct over being fast. For each step t = 1..T and each layer l:

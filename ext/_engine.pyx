@@ -398,7 +398,7 @@ cdef void engine_step(
     const int32_t* events,    # in: torch flat input indices of this step (or NULL)
     int n_events,
 ) noexcept nogil:
-    """One time step through every layer (DESIGN.md, "Step semantics")."""
+    """One time step through every layer (docs/step-semantics.md)."""
     cdef int l
     cdef const LayerPlan* lp
     cdef LayerState* ls

@@ -10,7 +10,7 @@ any new field bumps ``v``. Example::
      "sensor_t_us":1224000,"latency_ms":1.8,"synops":153210,"model_sha256":"ab12..."}
 
 ``sensor_t0_us``/``sensor_t1_us`` are the sensor-time span the decision covers;
-``sensor_t_us`` repeats its end, the field DESIGN names.
+``sensor_t_us`` repeats its end for consumers that read one time (docs/mqtt.md).
 """
 
 from __future__ import annotations

@@ -25,9 +25,9 @@ All randomness (threshold mismatch, noise) comes from the caller's
 a handful of numpy operations over a whole batch of images, which is how
 ``saccade_events_batch`` generates thousands of recordings per second.
 
-The defaults were fitted to the 1000 real N-MNIST recordings in
-``../shared/data/nmnist/train`` against the same MNIST digits (see
-``tests/runtime/test_saccade.py``).
+The defaults were fitted to 1000 real N-MNIST training recordings against the
+same MNIST digits (``tests/runtime/test_saccade.py`` compares them when the
+dataset is present).
 """
 
 from __future__ import annotations

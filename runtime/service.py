@@ -4,11 +4,14 @@
   possible or paced by sensor time; each file is one stream and, by default, one
   decision.
 - ``source = "mqtt"`` takes live event packets from ``spikecast/<device>/+/events``
-  (or a ``$share/<group>/...`` subscription to scale out over workers). A malformed
-  packet is dropped and counted; the service keeps running.
-- The engine runs in worker threads (it releases the GIL), so network I/O never
-  waits on compute. The input queue is bounded in events: under overload whole
-  packets are shed and counted, and latency stays bounded.
+  (or a ``$share/<group>/...`` subscription: only safe with a broker that
+  dispatches by topic hash, see docs/mqtt.md). A malformed packet is dropped and
+  counted; the service keeps running.
+- Large batches of input run in a worker thread (the engine releases the GIL), so
+  network I/O never waits on compute; a few small packets run on the loop, where a
+  thread hand-over would cost more than the work. The input queue is bounded in
+  events: under overload whole packets are shed and counted, and latency stays
+  bounded.
 - ``spikecast/<device>/cmd/set`` takes a JSON object with any of ``tau``, ``t_min``,
   ``t_max`` and ``target_accuracy``; the operating point in force is published,
   retained, on ``spikecast/<device>/config``.

@@ -13,8 +13,8 @@ After a decision the policy says what comes next:
 - ``reset``: clear the state; the next decision starts at the next step;
 - ``window``: decisions cover fixed windows of ``window_ms``; after a decision the
   rest of the window is skipped and the state is cleared at the window's end;
-- ``decay``: keep the state but scale it by ``decay``, so older evidence fades
-  exponentially while the hidden layers stay warm.
+- ``decay``: scale the output integrator and its time divisor by ``decay``, so
+  older evidence fades exponentially while the hidden layers stay warm.
 """
 
 from __future__ import annotations

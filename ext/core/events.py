@@ -2,7 +2,8 @@
 
 Every source yields events as a structured numpy array with fields ``x``, ``y``
 (pixel coordinates), ``t`` (sensor time in microseconds) and ``p`` (polarity,
-0 = OFF, 1 = ON). Readers, packets, transforms and encoders all use this dtype.
+0 = OFF, 1 = ON). Readers, packets, replay and encoders all use this dtype;
+docs/packets.md describes it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Why a decision was made: the exit reasons, spelled once.
 
 The compiled engine declares the same list as ``cpdef enum ExitCode`` in
-``ext/_engine.pxd`` (code i is ``EXIT_REASONS[i]``); ``tests/ext/test_exits.py``
+``ext/_engine.pxd`` (code i is ``EXIT_REASONS[i]``); ``tests/ext/core/test_exits.py``
 checks that the two agree.
 """
 

@@ -1,7 +1,7 @@
 """A bounded, ordered outbox for messages that wait for the broker.
 
-Why drop the oldest when full: DESIGN says decisions made offline wait and are
-sent in order, and drops beyond the bound are counted, never silent. When an
+Why drop the oldest when full: decisions made offline wait and are sent in
+order, and drops beyond the bound are counted, never silent (docs/mqtt.md). When an
 outage outlasts the bound, the oldest decisions are the least useful to a live
 consumer (they describe sensor time long past), while the newest describe what
 the sensor sees now; dropping the oldest also keeps the memory bound without

@@ -87,7 +87,10 @@ def shared_events_filter(group: str, device: str) -> str:
     """``$share/<group>/spikecast/<device>/+/events``: MQTT 5 shared subscription.
 
     Every worker subscribed with the same group gets a share of the packets, so
-    several machines can take load from one broker.
+    several machines can take load from one broker. A stream's state lives in one
+    worker, so this is only correct where the broker sends every message of one
+    topic to the same member (dispatch by topic hash); a broker that hands out
+    messages in turn splits a stream across workers (docs/mqtt.md, "Scaling out").
     """
     return f"$share/{validate_name(group, what='share group')}/{events_filter(device)}"
 
