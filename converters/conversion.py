@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from spikecast.converters.parse import Op, trace
+from spikecast.ext.core.calibration import META_KEY, Calibration
 from spikecast.ext.core.errors import ConversionError, ParameterError
 from spikecast.ext.core.network import CalibrationTable, InputSpec, Layer, Network
 from torch import nn
@@ -330,8 +331,10 @@ def convert(
     ``percentile`` picks λ per layer (100 = max-norm). ``input_scale/mean/std`` record
     how raw frames map to that input (``x = (raw*scale - mean)/std``) for the runtime.
     ``holdout=(x, labels)`` records the early-exit calibration table over
-    ``calibration_steps`` steps. ``input_kind='events'`` makes an event-input network
-    whose input is per-step event counts with ``dt_us`` per step.
+    ``calibration_steps`` steps (frames, or EventSteps per recording for an event
+    network) and the operating point the model recommends from it.
+    ``input_kind='events'`` makes an event-input network whose input is per-step event
+    counts with ``dt_us`` per step.
     """
     if not 0 < percentile <= 100:
         raise ParameterError(f"percentile must be in (0, 100], got {percentile}")
@@ -411,11 +414,8 @@ def convert(
         meta=meta,
     )
     if holdout is not None:
-        net = net.with_(
-            calibration=calibration_table(
-                net, holdout[0], holdout[1], calibration_steps, batch_size, progress
-            )
-        )
+        table = calibration_table(net, holdout[0], holdout[1], calibration_steps, batch_size, progress)
+        net = with_calibration(net, table, f"{table.n_samples} held-out samples")
     return net
 
 
@@ -469,39 +469,32 @@ def calibration_table(
 ) -> CalibrationTable:
     """Run a held-out set step by step and record c(t) and whether argmax z(t) was right.
 
-    Uses the compiled engine when it is built (it matches the reference simulator),
-    else the dense reference simulator.
+    ``x``: normalised frames (N, C, H, W) for a frame network, or a sequence of
+    :class:`~spikecast.ext.engine.EventSteps` (one per recording) for an event network.
+    Uses the compiled engine's :func:`~spikecast.ext.engine.trace` (it matches the
+    reference simulator); Poisson-coded frames go through the reference simulator.
     """
-    xs = np.asarray(x, np.float32)
-    ys = np.asarray(labels).astype(np.int64)
-    if len(xs) != len(ys) or len(xs) == 0:
-        raise ParameterError(f"holdout needs as many labels as inputs, got {len(xs)} and {len(ys)}")
-    if net.input.kind != "frame":
-        raise ParameterError(
-            "holdout frames make a table only for frame networks; for event input build "
-            "the CalibrationTable from recordings (see bench/nmnist.py)"
-        )
-    try:
-        from spikecast.ext.engine import Engine
-    except ImportError:  # engine not built: the reference gives the same table, slower
-        Engine = None  # type: ignore[assignment,misc]
-    if Engine is not None and net.input.encoding == "analog":
-        conf = np.zeros((n_steps, len(xs)), np.float32)
-        pred = np.zeros((n_steps, len(xs)), np.int64)
-        eng = Engine(net)
-        items: Iterable[int] = range(len(xs))
-        if progress:
-            from tqdm.auto import tqdm
+    from spikecast.ext.engine import EventSteps
+    from spikecast.ext.engine import trace as engine_trace
 
-            items = tqdm(items, desc="calibration table", unit="sample")
-        for i in items:
-            eng.reset()
-            eng.set_frame(xs[i])
-            for t in range(n_steps):
-                eng.step(1)
-                conf[t, i] = eng.confidence
-                pred[t, i] = eng.class_index
-        return CalibrationTable(confidence=conf, correct=pred == ys[None, :])
+    ys = np.asarray(labels).astype(np.int64).ravel()
+    events = net.input.kind == "events"
+    if events:
+        items = list(x)
+        if not items or not all(isinstance(e, EventSteps) for e in items):
+            raise ParameterError(
+                "an event network's holdout is a sequence of EventSteps (one per recording; "
+                "EventSteps.from_arrays bins events), with one label each"
+            )
+        n = len(items)
+    else:
+        xs = np.asarray(x, np.float32)
+        n = len(xs)
+    if n != len(ys) or n == 0:
+        raise ParameterError(f"holdout needs as many labels as inputs, got {n} and {len(ys)}")
+    if events or net.input.encoding == "analog":
+        tr = engine_trace(net, items if events else xs, n_steps, n_threads=2)
+        return CalibrationTable(confidence=tr.confidence, correct=tr.correct(ys))
     from spikecast.converters.reference import simulate_batched
 
     rng = np.random.default_rng(0)
@@ -512,4 +505,21 @@ def calibration_table(
     return CalibrationTable(confidence=conf.astype(np.float32), correct=correct)
 
 
-__all__ = ["ann_logits", "build_drafts", "calibration_table", "convert", "measure_lambdas"]
+def with_calibration(net: Network, table: CalibrationTable, source: str | None = None) -> Network:
+    """``net`` with its calibration table and the operating point it recommends
+    (``meta["operating_point"]``, see :mod:`spikecast.ext.core.calibration`)."""
+    rec = Calibration(table).recommend()
+    meta = {**net.meta, META_KEY: rec.as_dict()}
+    if source is not None:
+        meta["calibration_table"] = source
+    return net.with_(calibration=table, meta=meta)
+
+
+__all__ = [
+    "ann_logits",
+    "build_drafts",
+    "calibration_table",
+    "convert",
+    "measure_lambdas",
+    "with_calibration",
+]

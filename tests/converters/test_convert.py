@@ -9,6 +9,11 @@ from spikecast.converters import ConversionError, convert
 from spikecast.converters.conversion import ann_logits, build_drafts
 from spikecast.converters.parse import trace
 from spikecast.converters.reference import simulate
+from spikecast.ext.core.calibration import Calibration, point_from_meta
+from spikecast.ext.core.network import load_network
+from spikecast.ext.engine import EventSteps
+from spikecast.ext.engine import trace as engine_trace
+from spikecast.runtime.decision import initial_point
 from torch import nn
 
 
@@ -148,6 +153,39 @@ def test_calibration_from_a_dataloader_and_holdout_table(digits):
     assert net.calibration is not None
     assert net.calibration.confidence.shape == (30, 50)
     assert net.meta["calibration_samples"] == len(digits.x_train)
+    # The table is exactly what the engine's trace gives, and the model recommends a point.
+    tr = engine_trace(net, digits.x_test[:50], 30)
+    np.testing.assert_array_equal(net.calibration.confidence, tr.confidence)
+    np.testing.assert_array_equal(net.calibration.correct, tr.correct(digits.y_test[:50]))
+    rec = Calibration(net.calibration).recommend()
+    assert net.meta["operating_point"] == rec.as_dict()
+
+
+def test_recommended_point_round_trips_through_the_model_file(digits, tmp_path):
+    net = convert(digits.model, digits.x_train[:200], holdout=(digits.x_test[:80], digits.y_test[:80]),
+                  calibration_steps=25, progress=False)
+    back = load_network(net.save(tmp_path / "net.scn"))
+    choice = initial_point(back, Calibration(back.calibration))
+    assert choice.source == "model" and choice.point == point_from_meta(net.meta)
+    assert back.meta["operating_point"]["plateau_accuracy"] == Calibration(net.calibration).plateau_accuracy
+
+
+def test_event_networks_get_a_table_from_recordings(digits):
+    # An event network's holdout: one EventSteps per recording, with its label.
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    rng = np.random.default_rng(0)
+    calib = rng.random((64, 2, 8, 8)).astype(np.float32)
+    net = convert(model, calib, input_kind="events", progress=False)
+    recs = [EventSteps.from_counts(rng.poisson(0.3, (12 + k, 2, 8, 8))) for k in range(6)]
+    labels = rng.integers(0, 3, 6)
+    out = convert(model, calib, input_kind="events", holdout=(recs, labels), calibration_steps=15,
+                  progress=False)
+    assert out.calibration is not None and out.calibration.confidence.shape == (15, 6)
+    tr = engine_trace(net, recs, 15)
+    np.testing.assert_array_equal(out.calibration.correct, tr.correct(labels))
+    assert "operating_point" in out.meta
+    with pytest.raises(ValueError, match="EventSteps"):
+        convert(model, calib, input_kind="events", holdout=(calib[:6], labels), progress=False)
 
 
 class Residual(nn.Module):
