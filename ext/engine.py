@@ -205,7 +205,7 @@ class EventSteps:
         if not np.all(np.isfinite(a)) or np.any(a < 0) or np.any(a != np.round(a)):
             raise ParameterError("event counts must be non-negative integers")
         t = a.shape[0]
-        flat = a.reshape(t, -1).astype(np.int64)
+        flat = a.reshape(t, math.prod(a.shape[1:])).astype(np.int64)  # -1 fails for T = 0
         step_of, pos = np.nonzero(flat)
         reps = flat[step_of, pos]
         indices = np.repeat(pos, reps).astype(np.int32)
