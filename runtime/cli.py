@@ -40,8 +40,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 RUN_EPILOG = """\
-At exit, one line on stderr sums up the run: decisions, inputs, and what was
-dropped, by cause (the metrics topic carries the same counters in MQTT mode).
+At exit, one line on stderr sums up the run: decisions, inputs, what was
+dropped, by cause, and what was not used (events outside the network input after
+--crop/--downsample); the metrics topic carries the same counters in MQTT mode.
 File sources are read as fast as the engine takes them and never shed; live
 sources (--source mqtt) shed whole packets when the queue is full.
 
@@ -53,7 +54,8 @@ exit status:
   3    something was lost: events or packets shed, bad packets, late events,
        unreadable files among several, files whose events fall mostly outside
        the input, decisions never delivered to the broker
-  130  interrupted before the run could finish
+  130  interrupted before the service started (SIGINT or SIGTERM during a run
+       stops it cleanly, with 0 or 3)
 """
 
 

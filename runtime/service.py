@@ -8,7 +8,9 @@
   a file whose events fall mostly outside the input is reported and not decided.
 - ``source = "mqtt"`` takes live event packets from ``spikecast/<device>/+/events``
   (or a ``$share/<group>/...`` subscription to scale out over workers). A malformed
-  packet is dropped and counted; the service keeps running.
+  packet is dropped and counted; the service keeps running. Its geometry is not
+  refused, but while most of a stream's events fall outside the network input
+  (after --crop/--downsample) its decisions are withheld, reported and counted.
 - The engine runs in worker threads (it releases the GIL), so network I/O never
   waits on compute. The input queue is bounded in events: under overload whole
   live packets are shed and counted, and latency stays bounded.
@@ -218,8 +220,10 @@ class Service:
         if sources.skipped:
             names = ", ".join(p.name for p in sources.skipped[:5])
             kind = "event" if self.network.input.kind == "events" else "frame"
-            log.warning("skipped %d entries that are not %s files: %s%s", len(sources.skipped),
-                        kind, names, " ..." if len(sources.skipped) > 5 else "")
+            n = len(sources.skipped)
+            log.warning("skipped %d %s that %s not %s files: %s%s", n,
+                        "entry" if n == 1 else "entries", "is" if n == 1 else "are", kind, names,
+                        " ..." if n > 5 else "")
         for path in sources.paths:
             stream = path.stem if self.cfg.stream == "main" else f"{self.cfg.stream}-{path.stem}"
             try:

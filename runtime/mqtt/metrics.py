@@ -234,7 +234,8 @@ def _plural(n: int, label: str) -> str:
 
 
 def summary_line(metrics: RuntimeMetrics, dropped: dict[str, int], *, files: bool) -> str:
-    """One line for stderr at exit: decisions, inputs, drops by cause.
+    """One line for stderr at exit: decisions, inputs, losses by cause, then what
+    was not used without being a loss (events outside the input after a crop).
 
     ``spikecast: 999 decisions from 999 files (4.2M events); dropped: none``
     """
@@ -242,12 +243,15 @@ def summary_line(metrics: RuntimeMetrics, dropped: dict[str, int], *, files: boo
         inputs = f"{_plural(metrics.files_read, 'file')} ({_count(metrics.events_read)} events)"
     else:
         inputs = f"{_count(metrics.events_in)} live events"
-    parts = [_plural(dropped[c], label) for c, (label, _) in CAUSES.items()
-             if dropped.get(c) and c != "packets_shed"]
+    parts = [_plural(dropped[c], label) for c, (label, lossy) in CAUSES.items()
+             if lossy and dropped.get(c) and c != "packets_shed"]
     if dropped.get("events_shed") and dropped.get("packets_shed"):
         parts[0] += f" in {_plural(dropped['packets_shed'], 'packet')}"
-    drops = ", ".join(parts) if parts else "none"
-    return f"spikecast: {_plural(metrics.decisions, 'decision')} from {inputs}; dropped: {drops}"
+    unused = [_plural(dropped[c], label) for c, (label, lossy) in CAUSES.items()
+              if not lossy and dropped.get(c)]
+    line = f"spikecast: {_plural(metrics.decisions, 'decision')} from {inputs}; "
+    line += "dropped: " + (", ".join(parts) if parts else "none")
+    return line + ("; not used: " + ", ".join(unused) if unused else "")
 
 
 __all__ = [

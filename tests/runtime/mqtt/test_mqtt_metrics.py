@@ -117,8 +117,8 @@ def test_drops_are_counted_by_cause_and_summed_up_in_one_line() -> None:
     }
     assert summary_line(m, dropped, files=False) == (
         "spikecast: 1 decision from 0 live events; dropped: 1,234 events shed (queue full) "
-        "in 3 packets, 2 bad packets, 3 messages not delivered to the broker, "
-        "7 events outside the input"
+        "in 3 packets, 2 bad packets, 3 messages not delivered to the broker; "
+        "not used: 7 events outside the input"
     )
     assert exit_status(dropped) == EXIT_LOSS == 3
     with pytest.raises(ParameterError, match="unknown drop cause"):
@@ -129,5 +129,8 @@ def test_events_outside_the_input_alone_are_no_loss() -> None:
     m = RuntimeMetrics()
     m.count_dropped_events(10, "events_outside")
     assert exit_status(losses(m)) == 0
+    assert summary_line(m, losses(m), files=True).endswith(
+        "dropped: none; not used: 10 events outside the input"
+    )
     m.count_drop("files_failed")
     assert exit_status(losses(m)) == EXIT_LOSS
