@@ -39,6 +39,26 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_EPILOG = """\
+At exit, one line on stderr sums up the run: decisions, inputs, what was
+dropped, by cause, and what was not used (events outside the network input after
+--crop/--downsample); the metrics topic carries the same counters in MQTT mode.
+File sources are read as fast as the engine takes them and never shed; live
+sources (--source mqtt) shed whole packets when the queue is full.
+
+exit status:
+  0    every accepted input was used and every decision delivered (events outside
+       the network input after --crop/--downsample are counted, not a loss)
+  2    error: bad arguments or config, unreadable model, a single unreadable
+       file, a sensor size that does not fit the network input
+  3    something was lost: events or packets shed, bad packets, late events,
+       unreadable files among several, files whose events fall mostly outside
+       the input, decisions never delivered to the broker
+  130  interrupted before the service started (SIGINT or SIGTERM during a run
+       stops it cleanly, with 0 or 3)
+"""
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from spikecast.runtime.service import run_from_args
 
@@ -81,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from spikecast.runtime.config import add_run_arguments
 
-    p = sub.add_parser("run", help="run a network on a source and publish decisions (stdout or MQTT)")
+    p = sub.add_parser(
+        "run",
+        help="run a network on a source and publish decisions (stdout or MQTT)",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_run_arguments(p)
     p.set_defaults(func=_cmd_run)
 

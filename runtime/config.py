@@ -72,6 +72,8 @@ class RunConfig:
     one_per_file: bool = True
     crop: tuple[int, int, int, int] | None = None  # x0, y0, width, height on the sensor
     downsample: int = 1
+    fit: bool = False  # choose crop and downsample per file from its sensor size
+    fmt: str | None = None  # event file format when neither name nor content tells it
     mqtt: MqttSettings | None = None
     shared_group: str | None = None
     metrics_interval_s: float = 10.0
@@ -85,6 +87,13 @@ class RunConfig:
         check_float("speed", self.speed, 0.0, lo_open=True)
         check_int("downsample", self.downsample, 1)
         check_int("queue_events", self.queue_events, 1)
+        if self.fit and (self.crop is not None or self.downsample != 1):
+            raise ParameterError("--fit chooses --crop and --downsample itself; give one or the other")
+        if self.fmt is not None:
+            from spikecast.runtime.readers import FORMATS
+
+            if self.fmt not in FORMATS:
+                raise ParameterError(f"format must be one of {', '.join(FORMATS)}, not {self.fmt!r}")
         if self.mqtt is not None and self.mqtt.device != self.device:
             raise ParameterError(
                 f"MQTT settings are for device {self.mqtt.device!r}, the run for {self.device!r}"
@@ -184,8 +193,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, help="network file (.scn)")
     p.add_argument(
         "--source",
-        help="event files (.bin .aedat4 .raw .dat .npy .npz; globs ok), "
-        "images, 'mqtt' for live packets on spikecast/<device>/+/events",
+        help="event files (.bin .aedat4 .raw .dat .npy .npz; globs ok), a directory of "
+        "them, images, 'mqtt' for live packets on spikecast/<device>/+/events",
+    )
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        metavar="FMT",
+        help="event file format when neither the name nor the content tells it: "
+        "nmnist, aedat4, evt2, evt3, dat, npy",
     )
     p.add_argument("--device", help="device name in MQTT topics")
     p.add_argument("--stream", help="stream name for file sources")
@@ -217,9 +233,24 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="keep deciding through a whole file (default: one decision per file)",
     )
-    p.add_argument("--crop", type=int, nargs=4, metavar=("X0", "Y0", "W", "H"))
-    p.add_argument("--downsample", type=int)
+    p.add_argument(
+        "--crop", type=int, nargs=4, metavar=("X0", "Y0", "W", "H"), help="sensor region to use"
+    )
+    p.add_argument("--downsample", type=int, help="divide sensor coordinates by K (after --crop)")
+    p.add_argument(
+        "--fit",
+        action="store_true",
+        default=None,
+        help="a sensor bigger than the network input: use its largest centred region of the "
+        "input's shape, downsampled to fit (the --crop/--downsample a refusal suggests)",
+    )
     p.add_argument("--metrics-interval-s", type=float)
+    p.add_argument(
+        "--queue-events",
+        type=int,
+        help="bound on queued events (default 2,000,000): live packets beyond it are shed "
+        "and counted; file sources wait instead",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -40,6 +40,70 @@ class SpatialMap:
             keep = (xs >= 0) & (ys >= 0) & (xs < w) & (ys < h)
         return xs // self.factor, ys // self.factor, keep
 
+    def mapped_size(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) a sensor of that size covers after the crop and downsample."""
+        x0, y0, w, h = self.crop if self.crop is not None else (0, 0, width, height)
+        w, h = max(0, min(w, width - x0)), max(0, min(h, height - y0))
+        return -(-w // self.factor), -(-h // self.factor)
+
+    def flags(self) -> str:
+        """The ``spikecast run`` flags that give this mapping."""
+        out = []
+        if self.crop is not None:
+            out.append("--crop " + " ".join(str(v) for v in self.crop))
+        if self.factor != 1:
+            out.append(f"--downsample {self.factor}")
+        return " ".join(out)
+
+    def count_outside(self, events: np.ndarray, width: int, height: int) -> int:
+        """Events that fall outside a ``width`` x ``height`` input after the mapping."""
+        xs, ys, keep = self.apply(events["x"], events["y"])
+        return int((~(keep & (xs < width) & (ys < height))).sum())
+
+
+def fit_map(width: int, height: int, in_w: int, in_h: int) -> SpatialMap:
+    """The largest centred region of a ``width`` x ``height`` sensor with the input's
+    shape, downsampled by an integer factor to exactly ``in_w`` x ``in_h``."""
+    if width < in_w or height < in_h:
+        raise ParameterError(
+            f"a {width}x{height} sensor is smaller than the {in_w}x{in_h} input: no crop fits"
+        )
+    k = min(width // in_w, height // in_h)
+    w, h = in_w * k, in_h * k
+    crop = None if (w, h) == (width, height) else ((width - w) // 2, (height - h) // 2, w, h)
+    return SpatialMap(crop, k)
+
+
+def check_geometry(
+    name: str, sensor: tuple[int, int], spec: InputSpec, mapping: SpatialMap, *, fit: bool = False
+) -> tuple[SpatialMap, str | None]:
+    """The mapping for a ``sensor`` = (width, height) source, and a warning if any.
+
+    A sensor that covers more than the network input after ``mapping`` is refused
+    with the ``--crop``/``--downsample`` that fits it; with ``fit`` that mapping is
+    returned instead. A smaller one is accepted with a warning: its events land in
+    the input's top-left corner.
+    """
+    _, in_h, in_w = spec.shape
+    mw, mh = mapping.mapped_size(*sensor)
+    if mw <= in_w and mh <= in_h:
+        if (mw, mh) == (in_w, in_h):
+            return mapping, None
+        return mapping, (f"{name}: the sensor covers {mw}x{mh} after the mapping, less than "
+                         f"the network input {in_w}x{in_h}")
+    size = f"{sensor[0]}x{sensor[1]}"
+    what = f"{name}: the sensor is {size}" + (f" ({mw}x{mh} after {mapping.flags()})"
+                                             if mapping.flags() else "")
+    if sensor[0] < in_w or sensor[1] < in_h:
+        raise ParameterError(f"{what} but the network takes {in_w}x{in_h}; no crop fits it")
+    suggested = fit_map(sensor[0], sensor[1], in_w, in_h)
+    if fit:
+        return suggested, None
+    raise ParameterError(
+        f"{what} but the network takes {in_w}x{in_h}: add {suggested.flags()} "
+        "(or --fit to apply that to every file)"
+    )
+
 
 @dataclass(frozen=True)
 class EncodedEvents:
@@ -112,4 +176,4 @@ def spec_ndim(spec: InputSpec) -> int:
     return 2 if spec.shape[0] == 1 else 3
 
 
-__all__ = ["EncodedEvents", "SpatialMap", "encode_events", "load_frames"]
+__all__ = ["EncodedEvents", "SpatialMap", "check_geometry", "encode_events", "fit_map", "load_frames"]

@@ -1,17 +1,25 @@
 """The async service: sources in, engine off the event loop, decisions out.
 
-- File sources (event recordings, images, .npy frame stacks) are replayed as fast as
-  possible or paced by sensor time; each file is one stream and, by default, one
-  decision.
+- File sources (event recordings, images, .npy frame stacks; a file, a glob or a
+  directory) are replayed as fast as the engine takes them, or paced by sensor time;
+  each file is one stream and, by default, one decision. They are never shed: the
+  replay waits for room in the queue. A file whose sensor is bigger than the network
+  input is refused with the --crop/--downsample that fits it (``--fit`` applies it);
+  a file whose events fall mostly outside the input is reported and not decided.
 - ``source = "mqtt"`` takes live event packets from ``spikecast/<device>/+/events``
   (or a ``$share/<group>/...`` subscription: only safe with a broker that
   dispatches by topic hash, see docs/mqtt.md). A malformed packet is dropped and
-  counted; the service keeps running.
+  counted; the service keeps running. Its geometry is not refused, but while most of
+  a stream's events fall outside the network input (after --crop/--downsample) its
+  decisions are withheld, reported and counted.
 - Large batches of input run in a worker thread (the engine releases the GIL), so
   network I/O never waits on compute; a few small packets run on the loop, where a
   thread hand-over would cost more than the work. The input queue is bounded in
-  events: under overload whole packets are shed and counted, and latency stays
+  events: under overload whole live packets are shed and counted, and latency stays
   bounded.
+- Every drop is counted by cause (:data:`~spikecast.runtime.mqtt.metrics.CAUSES`):
+  on the metrics topic, and in the line and exit status that ``spikecast run``
+  ends with (see :meth:`Service.report`).
 - ``spikecast/<device>/cmd/set`` takes a JSON object with any of ``tau``, ``t_min``,
   ``t_max`` and ``target_accuracy``; the operating point in force is published,
   retained, on ``spikecast/<device>/config``.
@@ -22,10 +30,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import glob
 import json
 import logging
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +44,18 @@ from spikecast.ext.core.errors import ParameterError, SpikecastError, StreamErro
 from spikecast.ext.core.network import Network, load_network
 from spikecast.ext.engine import CompiledNetwork, Engine
 from spikecast.runtime.config import RunConfig, config_from_args
-from spikecast.runtime.decision import Calibration, OperatingPoint, PointChoice, initial_point, resolve
-from spikecast.runtime.encode import SpatialMap, load_frames
+from spikecast.runtime.decision import Calibration, PointChoice, initial_point, resolve
+from spikecast.runtime.encode import SpatialMap, check_geometry, load_frames
 from spikecast.runtime.mqtt import topics
 from spikecast.runtime.mqtt.base import Publisher, Subscriber, publish_decision
-from spikecast.runtime.mqtt.metrics import RuntimeMetrics
+from spikecast.runtime.mqtt.metrics import (
+    RuntimeMetrics,
+    exit_status,
+    losses,
+    summary_line,
+)
 from spikecast.runtime.payload import Decision
+from spikecast.runtime.sources import FRAME_SUFFIXES, list_sources
 from spikecast.runtime.stream import DecisionContext, EventStreamDecider, decide_frame
 
 log = logging.getLogger("spikecast.service")
@@ -54,8 +68,10 @@ log = logging.getLogger("spikecast.service")
 _BATCH_ITEMS = 64
 _INLINE_EVENTS = 256
 
-EVENT_SUFFIXES = {".bin", ".aedat4", ".raw", ".dat", ".npz", ".evt2", ".evt3"}
-FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm"}
+# A stream whose events fall outside the network input more often than this (after
+# --crop/--downsample) is not decided on: a file is skipped, a live stream's
+# decisions are withheld. Both are reported and counted.
+_MAX_OUTSIDE = 0.5
 
 
 @dataclass
@@ -98,7 +114,12 @@ class Service:
         self.state = ServiceState(point=self.choice.point, calibration=calib)
         self.ctx = DecisionContext(self.network, cfg.device, calib, self.network.sha256)
         self.mapping = SpatialMap(cfg.crop, cfg.downsample)
+        self.maps: dict[str, SpatialMap] = {}  # per file stream, when --fit chose one
+        self.live = cfg.source == "mqtt"
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._room = asyncio.Event()  # set whenever compute takes events off the queue
+        self._seen: dict[str, list[int]] = {}  # live stream -> [events, outside the input]
+        self._warned: set[object] = set()
         self.deciders: dict[str, EventStreamDecider] = {}
         self.frame_engine = Engine(self.plan)
         self.frame_seq: dict[str, int] = {}
@@ -142,29 +163,13 @@ class Service:
     # -- main ---------------------------------------------------------------------
     async def run(self) -> list[Decision]:
         await self.publish_config()
-        live = self.cfg.source == "mqtt"
         compute = asyncio.create_task(self._compute())
         aux = [asyncio.create_task(self._metrics_loop())]
         subscriber = self.publisher if isinstance(self.publisher, Subscriber) else None
         if subscriber is not None:
             aux.append(asyncio.create_task(self._commands(subscriber)))
         try:
-            if live:
-                if subscriber is None:
-                    raise ParameterError("source 'mqtt' needs --mqtt URL")
-                feeder = asyncio.create_task(self._live_events(subscriber))
-                stopper = asyncio.create_task(self._stop.wait())
-                # Also wake up if the feeder or compute fails: the error must end the
-                # service rather than leave it running deaf.
-                await asyncio.wait({stopper, feeder, compute}, return_when=asyncio.FIRST_COMPLETED)
-                for t in (stopper, feeder):
-                    t.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await t
-                if compute.done():
-                    compute.result()
-            else:
-                await self._replay_files()
+            await self._feed(subscriber, compute)
             await self.queue.put(_Item("", 0.0, end=True))
             await compute
         finally:
@@ -177,53 +182,117 @@ class Service:
             await self._publish_metrics()
         return self.decisions
 
-    # -- sources ------------------------------------------------------------------
-    def _paths(self) -> list[Path]:
-        src = self.cfg.source
-        matched = sorted(glob.glob(src)) if any(ch in src for ch in "*?[") else [src]
-        paths = [Path(p) for p in matched]
-        if not paths:
-            raise StreamError(f"source {self.cfg.source!r} matches no files")
-        for p in paths:
-            if not p.exists():
-                raise StreamError(f"{p}: no such file")
-        return paths
+    async def _feed(self, subscriber: Subscriber | None, compute: asyncio.Task[None]) -> None:
+        """Read the source until it ends, the service is stopped, or compute fails."""
+        if self.live:
+            if subscriber is None:
+                raise ParameterError("source 'mqtt' needs --mqtt URL")
+            feeder = asyncio.create_task(self._live_events(subscriber))
+        else:
+            feeder = asyncio.create_task(self._replay_files())
+        stopper = asyncio.create_task(self._stop.wait())
+        # Also wake up if compute fails: the error must end the service rather than leave
+        # it running deaf (or a file replay waiting for room forever).
+        await asyncio.wait({stopper, feeder, compute}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (stopper, feeder):
+            if not t.done():
+                t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for t in (feeder, compute):
+            if t.done() and not t.cancelled():
+                t.result()  # raises the feeder's or compute's error
 
-    async def _enqueue(self, item: _Item) -> None:
-        """Bounded in events: a packet that would overflow the queue is shed and counted."""
-        if item.n_events and self.state.queued_events + item.n_events > self.cfg.queue_events:
-            self.state.metrics.count_dropped_events(item.n_events)
+    def report(self) -> tuple[str, int]:
+        """The summary line and exit status; after the publisher has closed, so that
+        messages it never delivered are counted."""
+        dropped = losses(self.state.metrics, self.publisher.stats())
+        return summary_line(self.state.metrics, dropped, files=not self.live), exit_status(dropped)
+
+    # -- sources ------------------------------------------------------------------
+    async def _enqueue(self, item: _Item, *, shed: bool) -> None:
+        """Bounded in events. A live packet that would overflow the queue is shed and
+        counted (``shed``); a file's chunk waits for room instead."""
+        n = item.n_events
+        if shed and n and self.state.queued_events + n > self.cfg.queue_events:
+            self.state.metrics.count_dropped_events(n, "events_shed")
+            self.state.metrics.count_drop("packets_shed")
             return
-        self.state.queued_events += item.n_events
-        if item.n_events:
-            self.state.metrics.count_events(item.n_events)
+        while self.state.queued_events and self.state.queued_events + n > self.cfg.queue_events:
+            self._room.clear()
+            await self._room.wait()
+        self.state.queued_events += n
+        if n:
+            self.state.metrics.count_events(n)
         await self.queue.put(item)
 
     async def _replay_files(self) -> None:
+        sources = list_sources(self.cfg.source, self.network.input.kind)
+        if sources.skipped:
+            names = ", ".join(p.name for p in sources.skipped[:5])
+            kind = "event" if self.network.input.kind == "events" else "frame"
+            n = len(sources.skipped)
+            log.warning("skipped %d %s that %s not %s files: %s%s", n,
+                        "entry" if n == 1 else "entries", "is" if n == 1 else "are", kind, names,
+                        " ..." if n > 5 else "")
+        for path in sources.paths:
+            stream = path.stem if self.cfg.stream == "main" else f"{self.cfg.stream}-{path.stem}"
+            try:
+                await self._replay_file(path, stream)
+            except (StreamError, OSError) as exc:
+                if sources.single:
+                    raise StreamError(str(exc)) from exc
+                self.state.metrics.count_drop("files_failed")
+                log.warning("skipped an unreadable file: %s", exc)
+
+    async def _replay_file(self, path: Path, stream: str) -> None:
+        from spikecast.runtime.readers import read_events
         from spikecast.runtime.replay import replay
 
-        for path in self._paths():
-            stream = path.stem if self.cfg.stream == "main" else f"{self.cfg.stream}-{path.stem}"
-            suffix = path.suffix.lower()
-            if self.network.input.kind == "frame":
-                frames = load_frames(path, self.network.input)
-                for frame in frames:
-                    await self._enqueue(_Item(stream, time.perf_counter(), frame=frame))
-                continue
-            if suffix in FRAME_SUFFIXES:
-                raise StreamError(f"{path}: the network takes events, not images")
-            from spikecast.runtime.readers import read_events
+        if self.network.input.kind == "frame":
+            frames = await asyncio.to_thread(load_frames, path, self.network.input)
+            self.state.metrics.count_file(0)
+            for frame in frames:
+                await self._enqueue(_Item(stream, time.perf_counter(), frame=frame), shed=False)
+            return
+        if path.suffix.lower() in FRAME_SUFFIXES:
+            raise StreamError(f"{path}: the network takes events, not images")
+        rec = await asyncio.to_thread(read_events, path, fmt=self.cfg.fmt)
+        self.state.metrics.count_file(len(rec))
+        if not self._admit(path, rec.events, (rec.width, rec.height), stream):
+            return
+        chunk_us = self.network.input.dt_us * 10
+        async for chunk in replay(rec.events, chunk_us=chunk_us, realtime=self.cfg.realtime,
+                                  speed=self.cfg.speed):
+            if self._decided(stream):
+                break  # one decision per file: the rest of the recording is not needed
+            await self._enqueue(_Item(stream, time.perf_counter(), events=chunk.events,
+                                      watermark_us=chunk.t1_us, n_events=len(chunk.events)),
+                                shed=False)
+        end = int(rec.events["t"][-1]) + 1 if len(rec.events) else None
+        await self._enqueue(_Item(stream, time.perf_counter(), end=True, watermark_us=end),
+                            shed=False)
 
-            rec = await asyncio.to_thread(read_events, path)
-            chunk_us = self.network.input.dt_us * 10
-            async for chunk in replay(rec.events, chunk_us=chunk_us, realtime=self.cfg.realtime,
-                                      speed=self.cfg.speed):
-                if self._decided(stream):
-                    break  # one decision per file: the rest of the recording is not needed
-                await self._enqueue(_Item(stream, time.perf_counter(), events=chunk.events,
-                                          watermark_us=chunk.t1_us, n_events=len(chunk.events)))
-            end = int(rec.events["t"][-1]) + 1 if len(rec.events) else None
-            await self._enqueue(_Item(stream, time.perf_counter(), end=True, watermark_us=end))
+    def _admit(self, path: Path, events: np.ndarray, sensor: tuple[int, int], stream: str) -> bool:
+        """Check a file's geometry (refuse, or fit with --fit) and how many of its events
+        fall inside the input; False when they mostly do not (reported, not decided)."""
+        mapping, warning = check_geometry(str(path), sensor, self.network.input, self.mapping,
+                                          fit=self.cfg.fit)
+        if warning is not None and sensor not in self._warned:
+            self._warned.add(sensor)
+            log.warning("%s", warning)
+        _, h, w = self.network.input.shape
+        outside = mapping.count_outside(events, w, h)
+        if outside:
+            self.state.metrics.count_dropped_events(outside, "events_outside")
+        if len(events) and outside > _MAX_OUTSIDE * len(events):
+            self.state.metrics.count_drop("files_outside")
+            log.warning("%s: %d of %d events (%.0f%%) fall outside the %dx%d network input%s; "
+                        "not decided", path, outside, len(events), 100 * outside / len(events),
+                        w, h, f" after {mapping.flags()}" if mapping.flags() else "")
+            return False
+        self.maps[stream] = mapping
+        return True
 
     async def _live_events(self, subscriber: Subscriber) -> None:
         from spikecast.runtime.packets import decode_packet
@@ -242,7 +311,8 @@ class Service:
                 continue
             ev = packet.events
             await self._enqueue(
-                _Item(stream, arrival, events=ev, watermark_us=packet.t0_us, n_events=len(ev))
+                _Item(stream, arrival, events=ev, watermark_us=packet.t0_us, n_events=len(ev)),
+                shed=True,
             )
 
     def _decided(self, stream: str) -> bool:
@@ -285,44 +355,78 @@ class Service:
             d = EventStreamDecider(
                 self.plan, self.ctx, stream, self.point, policy=self.cfg.policy,
                 window_ms=self.cfg.window_ms, decay=self.cfg.decay,
-                one_decision=self.cfg.one_per_file and self.cfg.source != "mqtt",
-                mapping=self.mapping,
+                one_decision=self.cfg.one_per_file and not self.live,
+                mapping=self.maps.get(stream, self.mapping),
             )
             self.deciders[stream] = d
         return d
 
-    def _work(self, item: _Item) -> tuple[list[Decision], int]:
-        """Decisions from one item, and the events the decider dropped on the way."""
+    def _work(self, item: _Item) -> tuple[list[Decision], dict[str, int]]:
+        """Decisions from one item, and what was dropped on the way, by cause."""
         if item.frame is not None:
             seq = self.frame_seq.get(item.stream, 0)
             self.frame_seq[item.stream] = seq + 1
             return [decide_frame(self.frame_engine, self.ctx, item.stream, seq, item.frame,
-                                 self.state.point, item.arrival_s)], 0
+                                 self.state.point, item.arrival_s)], {}
         d = self._decider(item.stream)
         if item.end:
             out = d.finish(item.watermark_us, item.arrival_s)
             del self.deciders[item.stream]
-            return out, 0
+            self.maps.pop(item.stream, None)
+            return out, {}
+        if d.finished:
+            return [], {}  # decided once: the rest of the file is not needed
         events = item.events if item.events is not None else np.zeros(0)
         before = d.dropped_events
         out = d.push(events, item.watermark_us, item.arrival_s)
-        # Outside the network input after crop/downsample, or behind a completed step.
-        return out, d.dropped_events - before
+        if not self.live:
+            return out, {}  # a file's events outside the input were counted when it was read
+        _, h, w = self.network.input.shape
+        outside = (d.mapping or self.mapping).count_outside(events, w, h) if len(events) else 0
+        drops = {"events_outside": outside, "events_late": d.dropped_events - before - outside}
+        return self._vet(item.stream, out, len(events), outside, drops), drops
 
-    def _work_batch(self, items: list[_Item]) -> tuple[list[Decision], int, list[str]]:
+    def _vet(self, stream: str, out: list[Decision], n: int, outside: int,
+             drops: dict[str, int]) -> list[Decision]:
+        """Withhold a live stream's decisions while its events fall mostly outside the input."""
+        seen = self._seen.setdefault(stream, [0, 0])
+        seen[0] += n
+        seen[1] += outside
+        if not out or seen[1] <= _MAX_OUTSIDE * seen[0]:
+            return out
+        drops["decisions_withheld"] = len(out)
+        if ("withheld", stream) not in self._warned:
+            self._warned.add(("withheld", stream))
+            log.warning("stream %s: %d of %d events fall outside the network input; its "
+                        "decisions are withheld", stream, seen[1], seen[0])
+        return []
+
+    def _work_batch(self, items: list[_Item]) -> tuple[list[Decision], dict[str, int], list[str]]:
         """Every item in order; a bad one is reported and skipped, not fatal."""
         decisions: list[Decision] = []
-        dropped = 0
+        dropped: dict[str, int] = {}
         errors: list[str] = []
         for item in items:
             try:
-                out, n = self._work(item)
+                out, drops = self._work(item)
             except SpikecastError as exc:
                 errors.append(f"dropped input of stream {item.stream}: {exc}")
                 continue
             decisions += out
-            dropped += n
+            for cause, n in drops.items():
+                dropped[cause] = dropped.get(cause, 0) + n
         return decisions, dropped, errors
+
+    def _count(self, dropped: dict[str, int], errors: list[str]) -> None:
+        m = self.state.metrics
+        for msg in errors:
+            m.count_bad_packet()
+            log.warning("%s", msg)
+        for cause, n in dropped.items():
+            if n and cause.startswith("events_"):
+                m.count_dropped_events(n, cause)
+            elif n:
+                m.count_drop(cause, n)
 
     async def _compute(self) -> None:
         while True:
@@ -333,6 +437,7 @@ class Service:
             stop = batch[-1].end and batch[-1].stream == ""  # the end marker comes last
             items = batch[:-1] if stop else batch
             self.state.queued_events -= sum(it.n_events for it in items)
+            self._room.set()
             if sum(it.n_events for it in items) <= _INLINE_EVENTS and not any(
                 it.frame is not None or it.end for it in items
             ):
@@ -344,11 +449,7 @@ class Service:
                 # Off the event loop, so it keeps reading packets meanwhile (and sheds them
                 # when the queue is full); one hand-over for the whole batch.
                 decisions, dropped, errors = await asyncio.to_thread(self._work_batch, items)
-            for msg in errors:
-                self.state.metrics.count_bad_packet()
-                log.warning("%s", msg)
-            if dropped:
-                self.state.metrics.count_dropped_events(dropped)
+            self._count(dropped, errors)
             for d in decisions:
                 self.state.metrics.record_decision(d.latency_ms, d.synops)
                 self.decisions.append(d)
@@ -367,8 +468,11 @@ def make_publisher(cfg: RunConfig) -> Publisher:
     return MqttPublisher(cfg.mqtt)
 
 
-async def serve(cfg: RunConfig, publisher: Publisher | None = None) -> list[Decision]:
-    """Run until the sources end or SIGINT/SIGTERM; the publisher says offline on exit."""
+async def run_service(cfg: RunConfig, publisher: Publisher | None = None) -> Service:
+    """Run until the sources end or SIGINT/SIGTERM; the publisher says offline on exit.
+
+    Returns the service once its publisher has closed: ``service.report()`` then
+    counts the messages it never delivered too."""
     pub = publisher or make_publisher(cfg)
     service = Service(cfg, pub)  # a bad model fails here, before the device goes online
     async with pub:
@@ -377,20 +481,30 @@ async def serve(cfg: RunConfig, publisher: Publisher | None = None) -> list[Deci
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, service.stop)
         try:
-            return await service.run()
+            await service.run()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+    return service
+
+
+async def serve(cfg: RunConfig, publisher: Publisher | None = None) -> list[Decision]:
+    """Run until the sources end or SIGINT/SIGTERM; the decisions made."""
+    return (await run_service(cfg, publisher)).decisions
 
 
 def run_from_args(args: argparse.Namespace) -> int:
+    """``spikecast run``: the summary line on stderr; 0, or EXIT_LOSS when input or
+    decisions were lost (errors raise, and the CLI exits 2)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     cfg = config_from_args(args)
-    asyncio.run(serve(cfg))
-    return 0
+    service = asyncio.run(run_service(cfg))
+    line, status = service.report()
+    print(line, file=sys.stderr, flush=True)
+    return status
 
 
-__all__ = ["Service", "make_publisher", "run_from_args", "serve"]
+__all__ = ["Service", "make_publisher", "run_from_args", "run_service", "serve"]

@@ -1,7 +1,10 @@
 """Runtime metrics for the periodic ``spikecast/<device>/metrics`` topic.
 
 Counters (events in, events dropped, bad packets, decisions) only grow.
-Latency percentiles cover the last ``window`` decisions, and SynOps/s covers the
+Every loss is also counted by cause in :attr:`RuntimeMetrics.dropped` (see
+``CAUSES``): the metrics topic carries them, and :func:`summary_line` and
+:func:`exit_status` turn them into the line and the exit status that
+``spikecast run`` ends with. Latency percentiles cover the last ``window`` decisions, and SynOps/s covers the
 last ``rate_window_s`` seconds, so a snapshot describes the recent past rather
 than an average over the whole uptime.
 """
@@ -18,6 +21,25 @@ from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.mqtt.base import PublisherStats
 
 METRICS_VERSION = 1
+
+#: Exit status of ``spikecast run`` when accepted input or decisions were lost.
+EXIT_LOSS = 3
+
+#: Why something was dropped: cause -> (what the summary line says, whether it is a
+#: loss). Events outside the network input after --crop/--downsample are counted but
+#: are no loss: dropping them is what a crop is for.
+CAUSES: dict[str, tuple[str, bool]] = {
+    "events_shed": ("event{s} shed (queue full)", True),
+    "packets_shed": ("packet{s} shed (queue full)", True),  # the events_shed came in these
+    "inbound_shed": ("packet{s} shed (subscription full)", True),
+    "bad_packets": ("bad packet{s}", True),
+    "events_late": ("late event{s}", True),
+    "files_failed": ("unreadable file{s}", True),
+    "files_outside": ("file{s} not decided (events mostly outside the input)", True),
+    "decisions_withheld": ("decision{s} withheld (events mostly outside the input)", True),
+    "undelivered": ("message{s} not delivered to the broker", True),
+    "events_outside": ("event{s} outside the input", False),
+}
 
 
 def _check_count(name: str, n: int) -> int:
@@ -96,6 +118,9 @@ class RuntimeMetrics:
         self.events_dropped = 0
         self.bad_packets = 0
         self.decisions = 0
+        self.files_read = 0
+        self.events_read = 0
+        self.dropped: dict[str, int] = {}
         self.synops_total = 0
         # (time_s, synops) samples inside the rate window, oldest first.
         self._synops_samples: deque[tuple[float, int]] = deque()
@@ -104,13 +129,27 @@ class RuntimeMetrics:
         """``n`` events were accepted."""
         self.events_in += _check_count("n", n)
 
-    def count_dropped_events(self, n: int) -> None:
-        """``n`` events were dropped (queue full, out of range...)."""
+    def count_dropped_events(self, n: int, cause: str = "events_shed") -> None:
+        """``n`` events were dropped: shed (queue full), outside the input, late."""
         self.events_dropped += _check_count("n", n)
+        self.count_drop(cause, n)
 
     def count_bad_packet(self, n: int = 1) -> None:
         """A malformed live packet was dropped."""
         self.bad_packets += _check_count("n", n)
+        self.count_drop("bad_packets", n)
+
+    def count_drop(self, cause: str, n: int = 1) -> None:
+        """``n`` things were dropped for ``cause`` (a key of ``CAUSES``)."""
+        if cause not in CAUSES:
+            raise ParameterError(f"unknown drop cause {cause!r}; expected one of {sorted(CAUSES)}")
+        if _check_count("n", n):
+            self.dropped[cause] = self.dropped.get(cause, 0) + n
+
+    def count_file(self, n_events: int) -> None:
+        """A file of ``n_events`` events was read."""
+        self.files_read += 1
+        self.events_read += _check_count("n_events", n_events)
 
     def add_synops(self, synops: int) -> None:
         """Synaptic operations done; :meth:`record_decision` calls this for its own."""
@@ -149,6 +188,8 @@ class RuntimeMetrics:
             "events_dropped": self.events_dropped,
             "bad_packets": self.bad_packets,
             "decisions": self.decisions,
+            "files_read": self.files_read,
+            "dropped": dict(sorted(self.dropped.items())),
             "latency_ms_p50": self.latency.p50_ms,
             "latency_ms_p99": self.latency.p99_ms,
             "latency_window": len(self.latency),
@@ -160,4 +201,67 @@ class RuntimeMetrics:
         return snap
 
 
-__all__ = ["METRICS_VERSION", "LatencyTracker", "RuntimeMetrics", "percentile"]
+def losses(metrics: RuntimeMetrics, publisher: PublisherStats | None = None) -> dict[str, int]:
+    """Every drop by cause, with the publisher's: packets its subscriptions shed and
+    messages it never delivered (dropped from a full outbox or still pending)."""
+    out = dict(metrics.dropped)
+    if publisher is not None:
+        for cause, n in (("inbound_shed", publisher.inbound_dropped),
+                         ("undelivered", publisher.dropped + publisher.pending)):
+            if n:
+                out[cause] = out.get(cause, 0) + n
+    return out
+
+
+def exit_status(dropped: dict[str, int]) -> int:
+    """0 when nothing accepted was lost, else ``EXIT_LOSS``."""
+    return EXIT_LOSS if any(n and CAUSES[c][1] for c, n in dropped.items()) else 0
+
+
+def _count(n: int) -> str:
+    if n >= 10_000_000:
+        return f"{n / 1e6:.0f}M"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}M"
+    return f"{n:,}"
+
+
+def _plural(n: int, label: str) -> str:
+    """``n`` and ``label``, whose ``{s}`` is "s" unless n is 1."""
+    if "{s}" not in label:
+        label += "{s}"
+    return f"{n:,} " + label.format(s="" if n == 1 else "s")
+
+
+def summary_line(metrics: RuntimeMetrics, dropped: dict[str, int], *, files: bool) -> str:
+    """One line for stderr at exit: decisions, inputs, losses by cause, then what
+    was not used without being a loss (events outside the input after a crop).
+
+    ``spikecast: 999 decisions from 999 files (4.2M events); dropped: none``
+    """
+    if files:
+        inputs = f"{_plural(metrics.files_read, 'file')} ({_count(metrics.events_read)} events)"
+    else:
+        inputs = f"{_count(metrics.events_in)} live events"
+    parts = [_plural(dropped[c], label) for c, (label, lossy) in CAUSES.items()
+             if lossy and dropped.get(c) and c != "packets_shed"]
+    if dropped.get("events_shed") and dropped.get("packets_shed"):
+        parts[0] += f" in {_plural(dropped['packets_shed'], 'packet')}"
+    unused = [_plural(dropped[c], label) for c, (label, lossy) in CAUSES.items()
+              if not lossy and dropped.get(c)]
+    line = f"spikecast: {_plural(metrics.decisions, 'decision')} from {inputs}; "
+    line += "dropped: " + (", ".join(parts) if parts else "none")
+    return line + ("; not used: " + ", ".join(unused) if unused else "")
+
+
+__all__ = [
+    "CAUSES",
+    "EXIT_LOSS",
+    "METRICS_VERSION",
+    "LatencyTracker",
+    "RuntimeMetrics",
+    "exit_status",
+    "losses",
+    "percentile",
+    "summary_line",
+]

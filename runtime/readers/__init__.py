@@ -1,7 +1,8 @@
 """Event-file readers: one module per format, one entry point.
 
 ``read_events(path)`` picks the reader from the file name, else from the first
-bytes, and returns a :class:`Recording` whose events are EVENT_DTYPE, sorted by
+bytes (an N-MNIST binary under another name, such as ``.bs2``, is recognised by
+its records), and returns a :class:`Recording` whose events are EVENT_DTYPE, sorted by
 time and inside the sensor. Every reader validates before trusting anything; a
 malformed file raises :class:`~spikecast.ext.core.errors.StreamError` naming
 the file and the byte offset.
@@ -23,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from spikecast.ext.core.errors import ParameterError, StreamError
 from spikecast.runtime.readers._prophesee import parse_header
 from spikecast.runtime.readers.aedat4 import MAGIC as AEDAT4_MAGIC
@@ -30,7 +32,7 @@ from spikecast.runtime.readers.aedat4 import read_aedat4
 from spikecast.runtime.readers.dat import read_dat
 from spikecast.runtime.readers.evt2 import read_evt2
 from spikecast.runtime.readers.evt3 import read_evt3
-from spikecast.runtime.readers.nmnist import read_nmnist
+from spikecast.runtime.readers.nmnist import NMNIST_SIZE, read_nmnist
 from spikecast.runtime.readers.npy import read_npy
 from spikecast.runtime.readers.recording import Recording
 
@@ -59,6 +61,17 @@ def _raw_format(head: bytes, path: Path) -> str | None:
     return {"2.0": "evt2", "3.0": "evt3"}.get(version or "")
 
 
+def _looks_like_nmnist(head: bytes, size: int) -> bool:
+    """Whole 5-byte records inside 34x34 with non-decreasing timestamps (at least 8)."""
+    n = min(len(head), size) // 5
+    if size % 5 or n < 8:
+        return False
+    b = np.frombuffer(head[: 5 * n], dtype=np.uint8).reshape(n, 5).astype(np.int64)
+    t = ((b[:, 2] & 0x7F) << 16) | (b[:, 3] << 8) | b[:, 4]
+    inside = bool((b[:, 0] < NMNIST_SIZE).all() and (b[:, 1] < NMNIST_SIZE).all())
+    return inside and bool((t[1:] >= t[:-1]).all())
+
+
 def detect_format(path: Path | str) -> str:
     """Name the reader for ``path`` from its suffix, else its first bytes."""
     path = Path(path)
@@ -77,9 +90,11 @@ def detect_format(path: Path | str) -> str:
             return fmt
         if b"Data file containing" in head[:200]:
             return "dat"
+    if _looks_like_nmnist(head, path.stat().st_size):
+        return "nmnist"
     raise StreamError(
         f"{path}: at byte offset 0: cannot tell the event format from the name or the first "
-        f"bytes; pass fmt= one of {FORMATS}"
+        f"bytes; name it with --format (fmt= in Python), one of {', '.join(FORMATS)}"
     )
 
 

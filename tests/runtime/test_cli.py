@@ -103,3 +103,169 @@ def test_errors_exit_2_with_a_message(
 def test_missing_model_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = run(capsys, "--model", str(tmp_path / "absent.scn"), "--source", "mqtt")
     assert rc == 2 and "absent.scn" in err
+
+
+# -- loss accounting, sources, geometry ------------------------------------------------
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+BENCH_MODEL = Path(__file__).resolve().parents[2] / "bench" / "models" / "nmnist.scn"
+
+
+def shared(*parts: str) -> Path:
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"../shared/data/{'/'.join(parts)} not found (shared data not present)")
+    return path
+
+
+def summary(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("spikecast: ")]
+    assert lines, err
+    return lines[-1]
+
+
+def nmnist_bytes(events: np.ndarray) -> bytes:
+    """N-MNIST .bin records for events with t < 2**23."""
+    out = np.zeros((len(events), 5), np.uint8)
+    t = events["t"].astype(np.int64)
+    out[:, 0], out[:, 1] = events["x"], events["y"]
+    out[:, 2] = (events["p"].astype(np.int64) << 7) | (t >> 16)
+    out[:, 3], out[:, 4] = (t >> 8) & 0xFF, t & 0xFF
+    return out.tobytes()
+
+
+def test_a_clean_run_ends_with_a_summary_line(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, rec = files
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(rec / "*.npz"))
+    assert rc == 0 and len(lines) == 2
+    assert summary(err) == "spikecast: 2 decisions from 2 files (4,000 events); dropped: none"
+
+
+def test_files_wait_for_room_in_the_queue_instead_of_being_shed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 30 files of 2,000 events through a queue of 300 events: the old queue shed most.
+    model = polarity_net(lam=3.0).save(tmp_path / "net.scn")
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    for k in range(30):
+        np.savez(rec / f"f{k:02d}.npz", events=uniform_events(100, 20, polarity=k % 2, seed=k),
+                 width=np.int64(34), height=np.int64(34))
+    argv = ["--model", str(model), "--source", str(rec), "--tau", "0.99", "--t-max", "100"]
+    rc, small, err = run(capsys, *argv, "--queue-events", "300")
+    assert rc == 0, err
+    assert summary(err).endswith("from 30 files (60,000 events); dropped: none")
+    rc, big, _ = run(capsys, *argv)
+    assert rc == 0
+    # Every file decided, none cut short: the same decisions as with an ample queue.
+    key = lambda d: (d["stream"], d["label"], d["steps"], d["exit"], d["sensor_t1_us"])  # noqa: E731
+    assert [key(d) for d in small] == [key(d) for d in big]
+    assert [d["stream"] for d in small] == [f"f{k:02d}" for k in range(30)]
+
+
+def test_real_nmnist_files_are_all_decided_through_a_small_queue(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    train = shared("nmnist", "train")
+    rc, lines, err = run(capsys, "--model", str(BENCH_MODEL), "--source", str(train / "000[0-4]?.bin"),
+                         "--target-accuracy", "0.99", "--queue-events", "20000")
+    assert rc == 0, err
+    assert len(lines) == 49 and summary(err).startswith("spikecast: 49 decisions from 49 files")
+    assert summary(err).endswith("dropped: none")
+
+
+def test_a_directory_source_means_its_event_files(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    model, rec = files
+    (rec / "labels.csv").write_text("file,label\non.npz,1\n")
+    (rec / "more").mkdir()
+    # An N-MNIST binary under another extension is recognised by its records.
+    (rec / "bs.bs2").write_bytes(nmnist_bytes(uniform_events(100, 20, polarity=1, seed=5)))
+    (rec / "renamed.dat1").write_bytes(nmnist_bytes(uniform_events(100, 20, polarity=0, seed=6)))
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(rec), "--tau", "0.9")
+    assert rc == 0, err
+    assert [(d["stream"], d["label"]) for d in lines] == [
+        ("bs", "on"), ("off", "off"), ("on", "on"), ("renamed", "off")
+    ]
+    assert "skipped 2 entries that are not event files: labels.csv, more" in caplog.text
+
+
+def test_unknown_extensions_take_format(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    model, _ = files
+    odd = tmp_path / "sample.xyz"
+    ev = uniform_events(100, 20, polarity=1, seed=3)
+    ev["x"] = 40  # beyond 34: the N-MNIST sniffer declines, so only --format can tell
+    odd.write_bytes(nmnist_bytes(ev))
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(odd))
+    assert rc == 2 and lines == []
+    assert "--format" in err and "fmt=" in err and "nmnist" in err
+    rc, _, err = run(capsys, "--model", str(model), "--source", str(odd), "--format", "bogus")
+    assert rc == 2 and "format must be one of" in err
+
+
+def test_unreadable_files_among_several_are_counted_and_exit_3(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    model, rec = files
+    (rec / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(rec / "*.npz"))
+    assert rc == 3
+    assert [d["stream"] for d in lines] == ["off", "on"]
+    assert "skipped an unreadable file" in caplog.text and "broken.npz" in caplog.text
+    assert summary(err).endswith("from 2 files (4,000 events); dropped: 1 unreadable file")
+
+
+def test_a_bigger_sensor_is_refused_with_the_flags_that_fit(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    model, _ = files
+    ev = uniform_events(100, 40, polarity=1, seed=4)
+    ev["x"] = ev["x"].astype(np.int64) * 14 + 82  # the digit spans the sensor's centre
+    ev["y"] = ev["y"].astype(np.int64) * 14 + 2
+    wide = tmp_path / "vga.npz"
+    np.savez(wide, events=ev, width=np.int64(640), height=np.int64(480))
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(wide))
+    assert rc == 2 and lines == []
+    assert "vga.npz" in err and "640x480" in err and "34x34" in err
+    assert "--crop 82 2 476 476 --downsample 14" in err and "--fit" in err
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(wide), "--fit")
+    assert rc == 0 and [d["label"] for d in lines] == ["on"]
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(wide),
+                         "--crop", "82", "2", "476", "476", "--downsample", "14")
+    assert rc == 0 and [d["label"] for d in lines] == ["on"]
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(wide), "--fit",
+                         "--downsample", "14")
+    assert rc == 2 and "--fit" in err
+
+
+def test_a_stream_mostly_outside_the_input_is_reported_not_decided(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    model, rec = files
+    # A 34x34 sensor cropped to its top-left 8x8: about 95% of the events fall outside.
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(rec / "on.npz"),
+                         "--crop", "0", "0", "8", "8")
+    assert rc == 3 and lines == []
+    assert "on.npz" in caplog.text and "fall outside the 34x34 network input" in caplog.text
+    assert "1 file not decided (events mostly outside the input)" in summary(err)
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "flags"),
+    [
+        ("gen3_640x480_evt2.raw", "640x480", "--crop 82 2 476 476 --downsample 14"),
+        ("gen41_1280x720_evt3.raw", "1280x720", "--crop 283 3 714 714 --downsample 21"),
+    ],
+)
+def test_real_dvs_recordings_of_other_sizes_are_refused(
+    capsys: pytest.CaptureFixture[str], name: str, size: str, flags: str
+) -> None:
+    path = shared("dvs", name)
+    rc, lines, err = run(capsys, "--model", str(BENCH_MODEL), "--source", str(path))
+    assert rc == 2 and lines == []
+    assert name in err and size in err and "34x34" in err and flags in err

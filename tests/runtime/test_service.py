@@ -39,7 +39,7 @@ from spikecast.runtime.mqtt.topics import (
 )
 from spikecast.runtime.packets import HEADER, encode_packet
 from spikecast.runtime.payload import validate_decision_payload
-from spikecast.runtime.service import Service, make_publisher, serve
+from spikecast.runtime.service import Service, make_publisher, run_service, serve
 
 if TYPE_CHECKING:
     from conftest import MosquittoBroker
@@ -217,7 +217,9 @@ async def test_live_packet_decisions_follow_the_schema(
 # -- status, Last Will, clean shutdown (the CLI in a subprocess) -------------------------
 
 
-async def start_cli(model: Path, broker: MosquittoBroker, log: Path) -> asyncio.subprocess.Process:
+async def start_cli(
+    model: Path, broker: MosquittoBroker, log: Path, *extra: str
+) -> asyncio.subprocess.Process:
     """``spikecast run --source mqtt`` in a subprocess; returns once status is ``online``."""
     with log.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
@@ -237,6 +239,7 @@ async def start_cli(model: Path, broker: MosquittoBroker, log: Path) -> asyncio.
             "0.9",
             "--metrics-interval-s",
             "30",
+            *extra,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=err,
         )
@@ -537,3 +540,88 @@ async def test_a_crash_in_compute_ends_the_live_service(
             await asyncio.sleep(0.05)
         with pytest.raises(RuntimeError, match="bug in compute"):
             await asyncio.wait_for(task, 1)
+
+
+# -- loss accounting -------------------------------------------------------------------
+
+
+async def test_a_live_source_that_sheds_exits_3_with_a_summary(
+    mosquitto: MosquittoBroker, model: Path, tmp_path: Path
+) -> None:
+    host, port = mosquitto.host, mosquitto.port
+    log = tmp_path / "svc.log"
+    proc = await start_cli(model, mosquitto, log, "--queue-events", "1000")
+    n_packets = 300  # of 400 events each
+    ev = uniform_events(20 * n_packets, 20, seed=13)
+    packets = [
+        encode_packet(part, 34, 34, t0_us=20_000 * k)
+        for k, part in enumerate(split_steps(ev, 0, 20_000, n_packets))
+    ]
+    try:
+        async with recording_subscriber(host, port, DECISIONS) as rec:
+            async with mqtt_client(host, port) as client:
+                for p in packets:
+                    await client.publish(events_topic(DEVICE, "flood"), p, qos=0)
+            await rec.wait_for(lambda r: len(r.messages) > 0, 15, "a decision on the flood")
+        await asyncio.sleep(1.0)  # let it take what reached it
+        proc.send_signal(signal.SIGINT)
+        rc = await asyncio.wait_for(proc.wait(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = log.read_text()
+    assert rc == 3, text[-3000:]
+    line = text.strip().splitlines()[-1]
+    assert line.startswith("spikecast: ") and "live events; dropped: " in line, line
+    assert "shed (queue full) in " in line or "shed (subscription full)" in line, line
+    assert "Traceback" not in text
+
+
+async def test_an_unreachable_broker_loses_decisions_and_says_so(
+    model: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = MqttSettings.from_url(
+        f"mqtt://127.0.0.1:{port}?timeout_s=0.3&reconnect_min_s=0.05&reconnect_max_s=0.1",
+        device=DEVICE,
+    )
+    path = write_npz(tmp_path / "a.npz", uniform_events(100, 20, seed=1))
+    cfg = RunConfig(model=model, source=str(path), device=DEVICE, mqtt=settings)
+    svc = await asyncio.wait_for(
+        run_service(cfg, MqttPublisher(settings, flush_timeout_s=0.2)), 20
+    )
+    assert len(svc.decisions) == 1
+    line, status = svc.report()
+    assert status == 3
+    # config, the decision and the last metrics: none reached a broker.
+    assert line == (
+        "spikecast: 1 decision from 1 file (2,000 events); "
+        "dropped: 3 messages not delivered to the broker"
+    )
+
+
+async def test_a_live_stream_mostly_outside_the_input_has_its_decisions_withheld(
+    mosquitto: MosquittoBroker, model: Path
+) -> None:
+    host, port = mosquitto.host, mosquitto.port
+    cfg = live_config(model, mosquitto, tau=0.99, t_max=10)
+    ev = uniform_events(60, 20, seed=21)
+    ev["x"][ev["x"] < 27] += 40  # about 80% of the events beyond the 34x34 input
+    packets = [
+        encode_packet(part, 80, 34, t0_us=k * DT)
+        for k, part in enumerate(split_steps(ev, 0, DT, 60))
+    ]
+    async with running(cfg, mosquitto) as svc:
+        m = svc.state.metrics
+        await send(host, port, events_topic(DEVICE, "far"), packets)
+        await wait_until(lambda: m.dropped.get("decisions_withheld", 0) >= 3, 10, "withheld")
+        assert not [d for d in svc.decisions if d.stream == "far"]
+        assert m.dropped["events_outside"] == int((ev["x"] >= 34).sum())
+        assert "events_late" not in m.dropped
+    line, status = svc.report()
+    assert status == 3 and "withheld (events mostly outside the input)" in line

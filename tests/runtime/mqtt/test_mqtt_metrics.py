@@ -7,7 +7,15 @@ import json
 import pytest
 from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.mqtt.base import PublisherStats
-from spikecast.runtime.mqtt.metrics import LatencyTracker, RuntimeMetrics, percentile
+from spikecast.runtime.mqtt.metrics import (
+    EXIT_LOSS,
+    LatencyTracker,
+    RuntimeMetrics,
+    exit_status,
+    losses,
+    percentile,
+    summary_line,
+)
 
 
 class FakeClock:
@@ -87,3 +95,42 @@ def test_bad_counts_are_refused() -> None:
         m.count_events(True)
     with pytest.raises(ParameterError):
         RuntimeMetrics(rate_window_s=0)
+
+
+def test_drops_are_counted_by_cause_and_summed_up_in_one_line() -> None:
+    m = RuntimeMetrics()
+    m.count_file(4_200_000)
+    m.record_decision(1.0, 10)
+    assert summary_line(m, losses(m), files=True) == (
+        "spikecast: 1 decision from 1 file (4.2M events); dropped: none"
+    )
+    assert exit_status(losses(m)) == 0
+    m.count_dropped_events(1234, "events_shed")
+    m.count_drop("packets_shed", 3)
+    m.count_bad_packet(2)
+    m.count_dropped_events(7, "events_outside")
+    stats = PublisherStats(connected=False, reconnects=0, enqueued=5, sent=2, dropped=2, pending=1)
+    dropped = losses(m, stats)
+    assert m.events_dropped == 1241 and m.bad_packets == 2
+    assert m.snapshot()["dropped"] == {
+        "bad_packets": 2, "events_outside": 7, "events_shed": 1234, "packets_shed": 3
+    }
+    assert summary_line(m, dropped, files=False) == (
+        "spikecast: 1 decision from 0 live events; dropped: 1,234 events shed (queue full) "
+        "in 3 packets, 2 bad packets, 3 messages not delivered to the broker; "
+        "not used: 7 events outside the input"
+    )
+    assert exit_status(dropped) == EXIT_LOSS == 3
+    with pytest.raises(ParameterError, match="unknown drop cause"):
+        m.count_drop("gremlins")
+
+
+def test_events_outside_the_input_alone_are_no_loss() -> None:
+    m = RuntimeMetrics()
+    m.count_dropped_events(10, "events_outside")
+    assert exit_status(losses(m)) == 0
+    assert summary_line(m, losses(m), files=True).endswith(
+        "dropped: none; not used: 10 events outside the input"
+    )
+    m.count_drop("files_failed")
+    assert exit_status(losses(m)) == EXIT_LOSS

@@ -1,0 +1,75 @@
+"""The files a ``--source`` names: one file, a glob, or a directory (its files).
+
+A directory means its files of a type the network can take, in name order: event
+recordings (by suffix, or recognised by their first bytes, such as an N-MNIST
+binary named ``.bs2``) for an event network, images and ``.npy`` stacks for a frame
+network. Other entries (``labels.csv``, hidden files, subdirectories) are skipped
+and listed, never read. A glob's matches are all read, except directories.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spikecast.ext.core.errors import StreamError
+
+EVENT_SUFFIXES = {".bin", ".bs2", ".aedat4", ".raw", ".dat", ".npy", ".npz", ".evt2", ".evt3"}
+FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm"}
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The files to read, the directory entries skipped, and whether one file was named
+    (its read errors end the run; in a set of files they are counted and skipped)."""
+
+    paths: list[Path]
+    skipped: list[Path] = field(default_factory=list)
+    single: bool = False
+
+
+def _recognised(path: Path) -> bool:
+    from spikecast.runtime.readers import detect_format
+
+    try:
+        detect_format(path)
+    except (OSError, StreamError):
+        return False
+    return True
+
+
+def _takes(path: Path, kind: str) -> bool:
+    if not path.is_file() or path.name.startswith("."):
+        return False
+    suffix = path.suffix.lower()
+    if kind == "frame":
+        return suffix in FRAME_SUFFIXES or suffix == ".npy"
+    return suffix in EVENT_SUFFIXES or _recognised(path)
+
+
+def _directory(path: Path, kind: str) -> Sources:
+    entries = sorted(path.iterdir())
+    taken = [p for p in entries if _takes(p, kind)]
+    if not taken:
+        raise StreamError(f"{path}: directory holds no {'frame' if kind == 'frame' else 'event'} files")
+    return Sources(taken, [p for p in entries if p not in taken])
+
+
+def list_sources(source: str, kind: str = "events") -> Sources:
+    """The files of ``source`` for a network taking ``kind`` ("events" or "frame")."""
+    if any(ch in source for ch in "*?["):
+        matched = [Path(p) for p in sorted(glob.glob(source))]
+        files = [p for p in matched if not p.is_dir()]
+        if not files:
+            raise StreamError(f"source {source!r} matches no files")
+        return Sources(files, [p for p in matched if p.is_dir()])
+    path = Path(source)
+    if path.is_dir():
+        return _directory(path, kind)
+    if not path.exists():
+        raise StreamError(f"{path}: no such file")
+    return Sources([path], single=True)
+
+
+__all__ = ["EVENT_SUFFIXES", "FRAME_SUFFIXES", "Sources", "list_sources"]
