@@ -44,7 +44,7 @@ from spikecast.ext.core.errors import ParameterError, SpikecastError, StreamErro
 from spikecast.ext.core.network import Network, load_network
 from spikecast.ext.engine import CompiledNetwork, Engine
 from spikecast.runtime.config import RunConfig, config_from_args
-from spikecast.runtime.decision import Calibration, PointChoice, initial_point, resolve
+from spikecast.runtime.decision import Calibration, OperatingPoint, PointChoice, initial_point, resolve
 from spikecast.runtime.encode import SpatialMap, check_geometry, load_frames
 from spikecast.runtime.mqtt import topics
 from spikecast.runtime.mqtt.base import Publisher, Subscriber, publish_decision
