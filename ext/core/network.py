@@ -155,7 +155,17 @@ class Layer:
 
     def check(self, where: str) -> None:
         """Raise ParameterError if shapes, weights and geometry disagree or are out of range."""
-        expect: tuple[int, ...]
+        self._check_values(where)
+        expect = self._expected_out(where)
+        if tuple(self.out_shape) != tuple(expect):
+            raise ParameterError(f"{where}: output shape {self.out_shape} should be {expect}")
+        if self.bias is not None and self.bias.shape != (self.out_shape[0],):
+            raise ParameterError(f"{where}: bias shape {self.bias.shape} should be ({self.out_shape[0]},)")
+        for arr in (self.weight, self.bias):
+            if arr is not None and not np.all(np.isfinite(arr)):
+                raise ParameterError(f"{where}: weights contain NaN or infinity")
+
+    def _check_values(self, where: str) -> None:
         _check_shape(f"{where}: in_shape", self.in_shape)
         _check_shape(f"{where}: out_shape", self.out_shape)
         geometry = (("kernel", self.kernel, 1), ("stride", self.stride, 1), ("padding", self.padding, 0))
@@ -166,11 +176,13 @@ class Layer:
                 check_int(f"{where}: {name}", v, lo, MAX_GEOMETRY)
         _check_positive(f"{where}: threshold", self.threshold, SCALE_RANGE)
         _check_positive(f"{where}: lambda", self.lam, SCALE_RANGE)
+
+    def _expected_out(self, where: str) -> tuple[int, ...]:
         if self.kind == "maxpool":
             if self.weight is not None or self.bias is not None:
                 raise ParameterError(f"{where}: a maxpool layer has no weights")
-            expect = _pool_out(self.in_shape, self.kernel, self.stride, self.padding)
-        elif self.kind == "conv":
+            return _pool_out(self.in_shape, self.kernel, self.stride, self.padding)
+        if self.kind == "conv":
             if self.weight is None or self.weight.ndim != 4:
                 raise ParameterError(f"{where}: conv weight must be 4-D (C_out, C_in, kh, kw)")
             c_out, c_in, kh, kw = self.weight.shape
@@ -180,24 +192,16 @@ class Layer:
                     f"and kernel {self.kernel}"
                 )
             _, h, w = _pool_out(self.in_shape, self.kernel, self.stride, self.padding)
-            expect = (c_out, h, w)
-        elif self.kind == "linear":
+            return (c_out, h, w)
+        if self.kind == "linear":
             if self.weight is None or self.weight.ndim != 2:
                 raise ParameterError(f"{where}: linear weight must be 2-D (out, in)")
             if self.weight.shape[1] != int(np.prod(self.in_shape)):
                 raise ParameterError(
                     f"{where}: linear weight {self.weight.shape} does not fit input {self.in_shape}"
                 )
-            expect = (int(self.weight.shape[0]),)
-        else:
-            raise ParameterError(f"{where}: unknown layer kind {self.kind!r}")
-        if tuple(self.out_shape) != tuple(expect):
-            raise ParameterError(f"{where}: output shape {self.out_shape} should be {expect}")
-        if self.bias is not None and self.bias.shape != (self.out_shape[0],):
-            raise ParameterError(f"{where}: bias shape {self.bias.shape} should be ({self.out_shape[0]},)")
-        for arr in (self.weight, self.bias):
-            if arr is not None and not np.all(np.isfinite(arr)):
-                raise ParameterError(f"{where}: weights contain NaN or infinity")
+            return (int(self.weight.shape[0]),)
+        raise ParameterError(f"{where}: unknown layer kind {self.kind!r}")
 
 
 def _pool_out(
@@ -273,13 +277,7 @@ class Network:
             raise ParameterError("a network needs at least one layer")
         if self.reset not in ("subtract", "zero"):
             raise ParameterError(f"reset must be 'subtract' or 'zero', not {self.reset!r}")
-        _check_positive("temperature", self.temperature, TEMPERATURE_RANGE)
-        if len(self.layers) > MAX_LAYERS:
-            raise ParameterError(f"{len(self.layers)} layers, more than {MAX_LAYERS}")
-        for i, name in enumerate((*self.class_names, *(ly.name for ly in self.layers))):
-            if not isinstance(name, str) or len(name) > MAX_NAME:
-                raise ParameterError(f"name {i} must be a string of at most {MAX_NAME} characters")
-        check_meta(self.meta)
+        self._check_fields()
         shape: tuple[int, ...] = self.input.shape
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({layer.name})"
@@ -300,6 +298,15 @@ class Network:
         n_out = self.layers[-1].n_neurons
         if len(self.class_names) != n_out:
             raise ParameterError(f"{len(self.class_names)} class names for {n_out} outputs")
+
+    def _check_fields(self) -> None:
+        _check_positive("temperature", self.temperature, TEMPERATURE_RANGE)
+        if len(self.layers) > MAX_LAYERS:
+            raise ParameterError(f"{len(self.layers)} layers, more than {MAX_LAYERS}")
+        for i, name in enumerate((*self.class_names, *(ly.name for ly in self.layers))):
+            if not isinstance(name, str) or len(name) > MAX_NAME:
+                raise ParameterError(f"name {i} must be a string of at most {MAX_NAME} characters")
+        check_meta(self.meta)
 
     @property
     def n_classes(self) -> int:
