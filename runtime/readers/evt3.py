@@ -110,7 +110,9 @@ def _vector_base(kind: np.ndarray, payload: np.ndarray, st: _State) -> tuple[np.
     return base_x, base_p
 
 
-def _decode_chunk(w: np.ndarray, first: int, st: _State, out: EventBuffer, start: int, path: Path | str) -> None:
+def _decode_chunk(
+    w: np.ndarray, first: int, st: _State, out: EventBuffer, start: int, path: Path | str
+) -> None:
     kind = (w >> 12).astype(np.int64)
     payload = (w & 0x0FFF).astype(np.int64)
     is_high = kind == _TIME_HIGH

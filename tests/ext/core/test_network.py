@@ -397,8 +397,13 @@ def _raw_manifest(src: Path, dst: Path, text: bytes) -> Path:
     [
         (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
         (b'{"format": "spikecast-network", "format_version": 2, "temperature": NaN}', "not valid JSON"),
-        (b'{"format": "spikecast-network", "format_version": 2, "meta": ' + b'{"a":' * 40 + b"1" + b"}" * 41,
-         "nested deeper"),
+        (
+            b'{"format": "spikecast-network", "format_version": 2, "meta": '
+            + b'{"a":' * 40
+            + b"1"
+            + b"}" * 41,
+            "nested deeper",
+        ),
         (b'{"format": "spikecast-network", "format_version": 2}', "missing keys"),
         (b"\xff\xfe", "not valid JSON"),
     ],
