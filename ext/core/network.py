@@ -1,9 +1,22 @@
 """The Network artifact: a converted spiking network as plain arrays plus a JSON manifest.
 
-One file (a zip written by :func:`numpy.savez_compressed`), no pickle anywhere: it
-loads with ``allow_pickle=False``. The manifest carries a format version, the layers
-in order (kind, shapes, kernel, stride, padding, λ, threshold), the input spec,
-class names, the calibration table and a sha256 over every array.
+One file: a zip of ``.npy`` members (``manifest.npy``, a JSON text as uint8, then one
+member per array), no pickle anywhere. The manifest carries a format version, the
+layers in order (kind, shapes, kernel, stride, padding, λ, threshold), the input
+spec, class names, reset, temperature, the calibration table, ``meta`` and a sha256.
+
+Format version 2: the sha256 covers a canonical JSON encoding of the whole manifest
+(less the ``sha256`` field) and every array (name, dtype, shape, bytes); it is
+:attr:`Network.sha256`, the ``model_sha256`` of every decision. Version 1 files
+(earlier releases) hashed the arrays only: they still load, with a
+:class:`UnverifiedManifestWarning` and ``Network.file_version == 1``; re-save them.
+
+:func:`load_network` trusts nothing: duplicate or unexpected members are refused,
+the manifest (at most 16 MiB, bounded depth) is read first and every field is
+type- and range-checked, each member's declared size is checked against the
+manifest and a ceiling (``max_bytes``, 4 GiB by default) *before* it is
+decompressed, and every failure is a :class:`ModelFileError` naming the file and
+the field.
 
 Weights are kept in torch's layout: conv ``(C_out, C_in, kh, kw)``, linear
 ``(out, in)`` where ``in`` indexes the previous layer's output flattened in
@@ -13,19 +26,41 @@ Weights are kept in torch's layout: conv ``(C_out, C_in, kh, kw)``, linear
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import math
+import struct
+import warnings
 import zipfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from spikecast.ext.core.checks import INT32_MAX, check_float, check_int, is_int
 from spikecast.ext.core.errors import ModelFileError, ParameterError
 
 FORMAT_NAME = "spikecast-network"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+# Ranges every numeric field must lie in (in memory and in a file). They keep
+# every float a normal float32 with room to spare, so λ·V/t and z/temperature
+# stay finite: λ = 1e39 or temperature = 1e-320 are refused, not NaN later.
+SCALE_RANGE = (1e-12, 1e12)  # λ, thresholds, input scale and std
+TEMPERATURE_RANGE = (1e-6, 1e6)
+MEAN_LIMIT = 1e12
+MAX_DIM = 1 << 20  # any one shape entry
+MAX_NEURONS = (1 << 31) - 1  # product of a shape (the engine indexes with int32)
+MAX_GEOMETRY = 4096  # kernel, stride, padding
+MAX_LAYERS = 4096
+MAX_NAME = 1024  # characters in a layer or class name
+MAX_CLASSES = 1 << 20
+MAX_META_BYTES = 1 << 20  # canonical JSON of meta
+MAX_META_DEPTH = 32
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_MODEL_BYTES = 4 << 30  # default ceiling on the decompressed arrays of one file
 
 LayerKind = Literal["conv", "linear", "maxpool"]
 ResetMode = Literal["subtract", "zero"]
@@ -56,14 +91,19 @@ class InputSpec:
             raise ParameterError(f"input kind must be 'frame' or 'events', not {self.kind!r}")
         if self.encoding not in ("analog", "poisson"):
             raise ParameterError(f"input encoding must be 'analog' or 'poisson', not {self.encoding!r}")
-        if len(self.shape) != 3 or min(self.shape) < 1:
-            raise ParameterError(f"input shape must be (C, H, W) with positive sizes, not {self.shape}")
+        if len(self.shape) != 3:
+            raise ParameterError(f"input shape must be (C, H, W), not {self.shape}")
+        _check_shape("input shape", self.shape)
         c = self.shape[0]
         for name, vals in (("mean", self.mean), ("std", self.std)):
             if len(vals) not in (1, c):
                 raise ParameterError(f"input {name} needs 1 or {c} values, got {len(vals)}")
-        if any(s <= 0 for s in self.std):
-            raise ParameterError(f"input std must be positive, got {self.std}")
+        _check_positive("input scale", self.scale, SCALE_RANGE)
+        for v in self.std:
+            _check_positive("input std", v, SCALE_RANGE)
+        for v in self.mean:
+            check_float("input mean", v, -MEAN_LIMIT, MEAN_LIMIT)
+        check_int("input dt_us", self.dt_us, 1, INT32_MAX)
         if self.kind == "events" and (self.shape[0] not in (1, 2) or self.dt_us < 1):
             raise ParameterError(
                 f"event input needs 1 or 2 polarity channels and dt_us >= 1, "
@@ -114,13 +154,35 @@ class Layer:
         return int(np.prod(self.out_shape))
 
     def check(self, where: str) -> None:
-        """Raise ParameterError if shapes, weights and geometry disagree."""
-        expect: tuple[int, ...]
+        """Raise ParameterError if shapes, weights and geometry disagree or are out of range."""
+        self._check_values(where)
+        expect = self._expected_out(where)
+        if tuple(self.out_shape) != tuple(expect):
+            raise ParameterError(f"{where}: output shape {self.out_shape} should be {expect}")
+        if self.bias is not None and self.bias.shape != (self.out_shape[0],):
+            raise ParameterError(f"{where}: bias shape {self.bias.shape} should be ({self.out_shape[0]},)")
+        for arr in (self.weight, self.bias):
+            if arr is not None and not np.all(np.isfinite(arr)):
+                raise ParameterError(f"{where}: weights contain NaN or infinity")
+
+    def _check_values(self, where: str) -> None:
+        _check_shape(f"{where}: in_shape", self.in_shape)
+        _check_shape(f"{where}: out_shape", self.out_shape)
+        geometry = (("kernel", self.kernel, 1), ("stride", self.stride, 1), ("padding", self.padding, 0))
+        for name, pair, lo in geometry:
+            if len(pair) != 2:
+                raise ParameterError(f"{where}: {name} must be two integers, got {pair}")
+            for v in pair:
+                check_int(f"{where}: {name}", v, lo, MAX_GEOMETRY)
+        _check_positive(f"{where}: threshold", self.threshold, SCALE_RANGE)
+        _check_positive(f"{where}: lambda", self.lam, SCALE_RANGE)
+
+    def _expected_out(self, where: str) -> tuple[int, ...]:
         if self.kind == "maxpool":
             if self.weight is not None or self.bias is not None:
                 raise ParameterError(f"{where}: a maxpool layer has no weights")
-            expect = _pool_out(self.in_shape, self.kernel, self.stride, self.padding)
-        elif self.kind == "conv":
+            return _pool_out(self.in_shape, self.kernel, self.stride, self.padding)
+        if self.kind == "conv":
             if self.weight is None or self.weight.ndim != 4:
                 raise ParameterError(f"{where}: conv weight must be 4-D (C_out, C_in, kh, kw)")
             c_out, c_in, kh, kw = self.weight.shape
@@ -130,28 +192,16 @@ class Layer:
                     f"and kernel {self.kernel}"
                 )
             _, h, w = _pool_out(self.in_shape, self.kernel, self.stride, self.padding)
-            expect = (c_out, h, w)
-        elif self.kind == "linear":
+            return (c_out, h, w)
+        if self.kind == "linear":
             if self.weight is None or self.weight.ndim != 2:
                 raise ParameterError(f"{where}: linear weight must be 2-D (out, in)")
             if self.weight.shape[1] != int(np.prod(self.in_shape)):
                 raise ParameterError(
                     f"{where}: linear weight {self.weight.shape} does not fit input {self.in_shape}"
                 )
-            expect = (int(self.weight.shape[0]),)
-        else:
-            raise ParameterError(f"{where}: unknown layer kind {self.kind!r}")
-        if tuple(self.out_shape) != tuple(expect):
-            raise ParameterError(f"{where}: output shape {self.out_shape} should be {expect}")
-        if self.bias is not None and self.bias.shape != (self.out_shape[0],):
-            raise ParameterError(f"{where}: bias shape {self.bias.shape} should be ({self.out_shape[0]},)")
-        if not (self.threshold > 0 and np.isfinite(self.threshold)):
-            raise ParameterError(f"{where}: threshold must be positive and finite, got {self.threshold}")
-        if not (self.lam > 0 and np.isfinite(self.lam)):
-            raise ParameterError(f"{where}: lambda must be positive and finite, got {self.lam}")
-        for arr in (self.weight, self.bias):
-            if arr is not None and not np.all(np.isfinite(arr)):
-                raise ParameterError(f"{where}: weights contain NaN or infinity")
+            return (int(self.weight.shape[0]),)
+        raise ParameterError(f"{where}: unknown layer kind {self.kind!r}")
 
 
 def _pool_out(
@@ -160,6 +210,8 @@ def _pool_out(
     if len(in_shape) != 3:
         raise ParameterError(f"a 2-D layer needs a (C, H, W) input, got {in_shape}")
     c, h, w = in_shape
+    if min(*kernel, *stride) < 1 or min(padding) < 0:
+        raise ParameterError(f"kernel {kernel} and stride {stride} must be >= 1, padding {padding} >= 0")
     oh = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
     ow = (w + 2 * padding[1] - kernel[1]) // stride[1] + 1
     if oh < 1 or ow < 1:
@@ -185,6 +237,11 @@ class CalibrationTable:
                 f"calibration confidence {self.confidence.shape} and correct {self.correct.shape} "
                 "must both be (T, N)"
             )
+        if self.correct.dtype != np.bool_:
+            raise ParameterError(f"calibration correct must be bool, not {self.correct.dtype}")
+        conf = self.confidence
+        if conf.dtype.kind != "f" or not bool(np.all((conf >= 0) & (conf <= 1))):
+            raise ParameterError("calibration confidence must be floats in [0, 1] (no NaN)")
 
     @property
     def n_steps(self) -> int:
@@ -206,6 +263,9 @@ class Network:
     temperature: float = 1.0
     calibration: CalibrationTable | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    #: Format version of the file this network was loaded from (None: built in
+    #: memory). 1 means only its arrays were verified, not its manifest.
+    file_version: int | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.check()
@@ -217,8 +277,7 @@ class Network:
             raise ParameterError("a network needs at least one layer")
         if self.reset not in ("subtract", "zero"):
             raise ParameterError(f"reset must be 'subtract' or 'zero', not {self.reset!r}")
-        if not (self.temperature > 0):
-            raise ParameterError(f"temperature must be positive, got {self.temperature}")
+        self._check_fields()
         shape: tuple[int, ...] = self.input.shape
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({layer.name})"
@@ -240,14 +299,29 @@ class Network:
         if len(self.class_names) != n_out:
             raise ParameterError(f"{len(self.class_names)} class names for {n_out} outputs")
 
+    def _check_fields(self) -> None:
+        _check_positive("temperature", self.temperature, TEMPERATURE_RANGE)
+        if len(self.layers) > MAX_LAYERS:
+            raise ParameterError(f"{len(self.layers)} layers, more than {MAX_LAYERS}")
+        for i, name in enumerate((*self.class_names, *(ly.name for ly in self.layers))):
+            if not isinstance(name, str) or len(name) > MAX_NAME:
+                raise ParameterError(f"name {i} must be a string of at most {MAX_NAME} characters")
+        check_meta(self.meta)
+
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
 
     @property
     def sha256(self) -> str:
-        """sha256 over every array (weights, biases, calibration), in a fixed order."""
-        return _hash_arrays(self._arrays())
+        """sha256 over the canonical manifest (every field, ``meta`` included) and every array.
+
+        This is the ``sha256`` a version-2 file stores and the ``model_sha256`` of
+        every decision: any edit to a threshold, λ, class name, temperature, reset,
+        dt_us, meta, weight or calibration value changes it.
+        """
+        arrays = self._arrays()
+        return _digest(self._file_manifest(arrays), arrays)
 
     def with_(self, **changes: Any) -> Network:
         """A copy with some fields replaced (the dataclass is frozen)."""
@@ -309,95 +383,353 @@ class Network:
             "format_version": FORMAT_VERSION,
             "input": {
                 "kind": spec.kind,
-                "shape": list(spec.shape),
-                "scale": spec.scale,
-                "mean": list(spec.mean),
-                "std": list(spec.std),
+                "shape": [int(v) for v in spec.shape],
+                "scale": float(spec.scale),
+                "mean": [float(v) for v in spec.mean],
+                "std": [float(v) for v in spec.std],
                 "encoding": spec.encoding,
-                "dt_us": spec.dt_us,
+                "dt_us": int(spec.dt_us),
             },
             "layers": [
                 {
                     "kind": ly.kind,
                     "name": ly.name,
-                    "in_shape": list(ly.in_shape),
-                    "out_shape": list(ly.out_shape),
-                    "kernel": list(ly.kernel),
-                    "stride": list(ly.stride),
-                    "padding": list(ly.padding),
-                    "lambda": ly.lam,
-                    "threshold": ly.threshold,
-                    "spiking": ly.spiking,
+                    "in_shape": [int(v) for v in ly.in_shape],
+                    "out_shape": [int(v) for v in ly.out_shape],
+                    "kernel": [int(v) for v in ly.kernel],
+                    "stride": [int(v) for v in ly.stride],
+                    "padding": [int(v) for v in ly.padding],
+                    "lambda": float(ly.lam),
+                    "threshold": float(ly.threshold),
+                    "spiking": bool(ly.spiking),
                     "has_weight": ly.weight is not None,
                     "has_bias": ly.bias is not None,
                 }
                 for ly in self.layers
             ],
-            "class_names": list(self.class_names),
+            "class_names": [str(c) for c in self.class_names],
             "reset": self.reset,
-            "temperature": self.temperature,
+            "temperature": float(self.temperature),
             "calibration": None
             if self.calibration is None
             else {"steps": self.calibration.n_steps, "samples": self.calibration.n_samples},
             "meta": dict(self.meta),
         }
 
+    def _file_manifest(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        manifest = self.manifest()
+        manifest["arrays"] = {k: {"dtype": v.dtype.name, "shape": list(v.shape)} for k, v in arrays.items()}
+        return manifest
+
     def save(self, path: str | Path) -> Path:
-        """Write the network to one file (conventionally ``.scn``); return the path."""
+        """Write the network to one file (format version 2, conventionally ``.scn``); return the path."""
         path = Path(path)
         arrays = self._arrays()
-        manifest = self.manifest()
-        manifest["arrays"] = {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()}
-        manifest["sha256"] = _hash_arrays(arrays)
-        blob = np.frombuffer(json.dumps(manifest, indent=1).encode("utf-8"), dtype=np.uint8)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, manifest=blob, **arrays)  # type: ignore[arg-type]
-        path.write_bytes(buf.getvalue())
+        manifest = self._file_manifest(arrays)
+        manifest["sha256"] = _digest(manifest, arrays)
+        text = json.dumps(manifest, indent=1, allow_nan=False).encode("utf-8")
+        members = {"manifest": np.frombuffer(text, dtype=np.uint8), **arrays}
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, arr in members.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=arr.nbytes > (1 << 30)) as f:
+                    np.lib.format.write_array(f, arr, allow_pickle=False)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> Network:
+    def load(cls, path: str | Path, *, max_bytes: int = MAX_MODEL_BYTES) -> Network:
         """Load and verify a network file; raise ModelFileError naming the file and problem."""
-        return load_network(path)
+        return load_network(path, max_bytes=max_bytes)
 
 
 def _fmt(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def _hash_arrays(arrays: Mapping[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
+# -- value checks shared by the dataclasses and the loader ------------------------
+
+
+def _check_positive(name: str, value: Any, bounds: tuple[float, float]) -> float:
+    return check_float(name, value, bounds[0], bounds[1])
+
+
+def _check_shape(name: str, shape: tuple[int, ...]) -> None:
+    if not 1 <= len(shape) <= 3:
+        raise ParameterError(f"{name} must have 1 to 3 entries, got {shape}")
+    for v in shape:
+        check_int(name, v, 1, MAX_DIM)
+    if math.prod(int(v) for v in shape) > MAX_NEURONS:
+        raise ParameterError(f"{name} {shape} has more than {MAX_NEURONS} entries")
+
+
+def check_meta(meta: Any) -> None:
+    """``meta`` must be a JSON object: str keys, finite numbers, bounded depth and size."""
+    if not isinstance(meta, Mapping):
+        raise ParameterError(f"meta must be a mapping, got {type(meta).__name__}")
+    _check_json_tree(meta, "meta", MAX_META_DEPTH)
+    try:
+        size = len(_canonical_json(dict(meta)))
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(f"meta is not JSON: {exc}") from None
+    if size > MAX_META_BYTES:
+        raise ParameterError(f"meta is {size} bytes of JSON, more than {MAX_META_BYTES}")
+
+
+def _check_json_tree(obj: Any, name: str, max_depth: int) -> None:
+    """JSON values only (str keys, finite numbers), nested at most ``max_depth`` deep."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        obj, depth = stack.pop()
+        if depth > max_depth:
+            raise ParameterError(f"{name} is nested deeper than {max_depth} levels")
+        if isinstance(obj, Mapping):
+            if not all(isinstance(k, str) for k in obj):
+                raise ParameterError(f"{name} keys must be strings")
+            stack.extend((v, depth + 1) for v in obj.values())
+        elif isinstance(obj, (list, tuple)):
+            stack.extend((v, depth + 1) for v in obj)
+        elif isinstance(obj, float) and not math.isfinite(obj):
+            raise ParameterError(f"{name} holds a non-finite number {obj}")
+        elif obj is not None and not isinstance(obj, (bool, int, float, str)):
+            raise ParameterError(f"{name} holds a {type(obj).__name__}; only JSON values are allowed")
+
+
+# -- hashing --------------------------------------------------------------------
+
+
+def _canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def _digest(manifest: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> str:
+    """Format 2: sha256 of the canonical manifest (less ``sha256``), then every array."""
+    text = _canonical_json({k: v for k, v in manifest.items() if k != "sha256"})
+    h = hashlib.sha256(b"spikecast-network\0")
+    h.update(struct.pack("<Q", len(text)))
+    h.update(text)
+    _update_arrays(h, arrays)
     return h.hexdigest()
 
 
-def load_network(path: str | Path) -> Network:
-    """Load a ``.scn`` file written by :meth:`Network.save`, checking everything."""
+def _hash_arrays(arrays: Mapping[str, np.ndarray]) -> str:
+    """Format 1: sha256 over the arrays only (the manifest was not covered)."""
+    h = hashlib.sha256()
+    _update_arrays(h, arrays)
+    return h.hexdigest()
+
+
+def _update_arrays(h: Any, arrays: Mapping[str, np.ndarray]) -> None:
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.view(np.uint8).reshape(-1) if a.size else b"")
+
+
+# -- loading --------------------------------------------------------------------
+
+
+class UnverifiedManifestWarning(UserWarning):
+    """A format-1 file: its arrays were verified, its manifest was not. Re-save it."""
+
+
+class _Bad(Exception):
+    """A manifest field is missing, of the wrong type or out of range."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"manifest field {where}: {problem}")
+
+
+_TOP_KEYS = (
+    "format", "format_version", "input", "layers", "class_names", "reset", "temperature",
+    "calibration", "meta", "arrays", "sha256",
+)  # fmt: skip
+_INPUT_KEYS = ("kind", "shape", "scale", "mean", "std", "encoding", "dt_us")
+_LAYER_KEYS = (
+    "kind", "name", "in_shape", "out_shape", "kernel", "stride", "padding", "lambda", "threshold",
+    "spiking", "has_weight", "has_bias",
+)  # fmt: skip
+# Everything zipfile, zlib and numpy's .npy header parser raise on hostile bytes.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError, struct.error,
+    NotImplementedError, RuntimeError, OverflowError, KeyError, IndexError, SyntaxError,
+)  # fmt: skip
+_DTYPES = {"float32": np.dtype("<f4"), "bool": np.dtype("|b1")}
+_MAX_NPY_HEADER = 65536
+
+
+class _Obj:
+    """Typed, range-checked access to one JSON object of the manifest."""
+
+    def __init__(self, obj: Any, where: str, keys: tuple[str, ...]) -> None:
+        if not isinstance(obj, dict):
+            raise _Bad(where, f"must be an object, got {type(obj).__name__}")
+        missing = [k for k in keys if k not in obj]
+        extra = sorted(set(obj) - set(keys))
+        if missing or extra:
+            raise _Bad(where, f"missing keys {missing}, unexpected keys {extra}")
+        self.obj, self.where = obj, where
+
+    def _get(self, key: str, check: Any, *args: Any) -> Any:
+        try:
+            return check(key, self.obj[key], *args)
+        except ParameterError as exc:
+            raise _Bad(f"{self.where}.{key}", str(exc).removeprefix(f"{key} ")) from None
+
+    def get_int(self, key: str, lo: int, hi: int) -> int:
+        return int(self._get(key, check_int, lo, hi))
+
+    def get_num(self, key: str, lo: float, hi: float) -> float:
+        return float(self._get(key, check_float, lo, hi))
+
+    def get_ints(self, key: str, lengths: tuple[int, ...], lo: int, hi: int) -> tuple[int, ...]:
+        vals = self.get_list(key, max(lengths))
+        if len(vals) not in lengths:
+            raise _Bad(f"{self.where}.{key}", f"needs {' or '.join(map(str, lengths))} entries")
+        return tuple(int(self._get(key, lambda k, _v, v=v: check_int(k, v, lo, hi))) for v in vals)
+
+    def get_nums(self, key: str, lo: float, hi: float) -> tuple[float, ...]:
+        vals = self.get_list(key, MAX_DIM)
+        return tuple(float(self._get(key, lambda k, _v, v=v: check_float(k, v, lo, hi))) for v in vals)
+
+    def get_list(self, key: str, max_len: int) -> list[Any]:
+        v = self.obj[key]
+        if not isinstance(v, list) or len(v) > max_len:
+            raise _Bad(f"{self.where}.{key}", f"must be a list of at most {max_len} entries")
+        return v
+
+    def get_text(self, key: str, choices: tuple[str, ...] | None = None) -> str:
+        v = self.obj[key]
+        if not isinstance(v, str) or len(v) > MAX_NAME or (choices is not None and v not in choices):
+            want = f"one of {choices}" if choices else f"a string of at most {MAX_NAME} characters"
+            raise _Bad(f"{self.where}.{key}", f"must be {want}, got {str(v)[:80]!r}")
+        return v
+
+    def get_flag(self, key: str) -> bool:
+        return bool(self._get(key, _strict_bool))
+
+
+def _strict_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ParameterError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+@contextmanager
+def _model_errors(path: Path) -> Iterator[None]:
+    """Turn every failure while reading ``path`` into a ModelFileError naming it."""
+    try:
+        yield
+    except ModelFileError:
+        raise
+    except _Bad as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    except ParameterError as exc:
+        raise ModelFileError(f"{path}: inconsistent manifest: {exc}") from None
+    except _ZIP_ERRORS as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+        raise ModelFileError(f"{path}: corrupt or truncated network file: {problem}") from None
+
+
+def load_network(path: str | Path, *, max_bytes: int = MAX_MODEL_BYTES) -> Network:
+    """Load a ``.scn`` file written by :meth:`Network.save`, checking everything.
+
+    ``max_bytes`` caps the decompressed size of all arrays together; it is checked
+    against the sizes the zip declares before anything is decompressed, so memory
+    stays below the file size plus ``max_bytes`` (plus the 16 MiB manifest cap).
+    """
+    check_int("max_bytes", max_bytes, 1)
     path = Path(path)
     try:
-        data = path.read_bytes()
+        f = path.open("rb")
     except OSError as exc:
         raise ModelFileError(f"{path}: cannot read network file: {exc}") from exc
-    if not data.startswith(b"PK"):
-        raise ModelFileError(f"{path}: not a spikecast network file (no zip header at byte 0)")
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise ModelFileError(f"{path}: corrupt or truncated network file: {exc}") from exc
-    if "manifest" not in arrays:
+    with f, _model_errors(path):
+        if f.read(2) != b"PK":
+            raise ModelFileError(f"{path}: not a spikecast network file (no zip header at byte 0)")
+        f.seek(0)
+        with zipfile.ZipFile(f) as zf:
+            return _load_zip(zf, path, max_bytes)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _load_zip(zf: zipfile.ZipFile, path: Path, max_bytes: int) -> Network:
+    infos = _members(zf, path)
+    manifest = _read_manifest(zf, infos.pop("manifest", None), path)
+    version = _check_version(manifest, path)
+    top = _Obj(manifest, "manifest", _TOP_KEYS)
+    spec = _input_spec(_Obj(manifest["input"], "input", _INPUT_KEYS))
+    layers = _layers(top)
+    fields = _top_fields(top)
+    expected = _expected_arrays(layers, manifest)
+    _check_sizes(top, expected, infos, path, max_bytes)
+    arrays = {name: _read_npy(zf, infos[name], *expected[name], path) for name in expected}
+    stated = top.get_text("sha256")
+    digest = _digest(manifest, arrays) if version >= 2 else _hash_arrays(arrays)
+    if digest != stated:
+        raise ModelFileError(
+            f"{path}: sha256 of the model is {digest}, manifest says {stated}: "
+            "the file was modified or damaged"
+        )
+    net = _network(fields, spec, layers, arrays, version)
+    if version >= 2 and net.sha256 != digest:
+        raise ModelFileError(f"{path}: the manifest does not round-trip (fields of the wrong type)")
+    if version == 1:
+        warnings.warn(
+            f"{path}: format-1 network file: its arrays are verified, but its manifest (thresholds, "
+            "λ, class names, temperature, reset, dt_us, meta) is not; re-save it with this spikecast",
+            UnverifiedManifestWarning,
+            stacklevel=3,
+        )
+    return net
+
+
+def _members(zf: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
+    """Member name (without ``.npy``) -> ZipInfo; refuse duplicates and strangers."""
+    infos = zf.infolist()
+    if len(infos) > 2 * MAX_LAYERS + 3:
+        raise ModelFileError(f"{path}: {len(infos)} members, more than a network can have")
+    out: dict[str, zipfile.ZipInfo] = {}
+    for info in infos:
+        name = info.filename
+        if not name.endswith(".npy") or name.count("/") or name.count("\\"):
+            raise ModelFileError(f"{path}: unexpected member {name[:80]!r} (only .npy arrays belong here)")
+        if name[:-4] in out:
+            raise ModelFileError(f"{path}: member {name[:80]!r} appears twice")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ModelFileError(f"{path}: member {name[:80]!r} uses compression {info.compress_type}")
+        out[name[:-4]] = info
+    return out
+
+
+def _read_manifest(zf: zipfile.ZipFile, info: zipfile.ZipInfo | None, path: Path) -> dict[str, Any]:
+    if info is None:
         raise ModelFileError(f"{path}: no manifest inside; not a spikecast network file")
+    if info.file_size > MAX_MANIFEST_BYTES + _MAX_NPY_HEADER:
+        raise ModelFileError(f"{path}: manifest of {info.file_size} bytes, more than {MAX_MANIFEST_BYTES}")
+    with zf.open(info) as f:
+        shape, dtype, left = _npy_header(f, info, path)
+        if dtype != np.uint8 or len(shape) != 1 or shape[0] != left:
+            raise ModelFileError(f"{path}: manifest member is not a 1-D uint8 array of its size")
+        raw = f.read(left)
     try:
-        manifest = json.loads(arrays.pop("manifest").tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: manifest is not valid JSON: {exc}") from exc
+        manifest = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: manifest is not valid JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{path}: manifest does not describe a {FORMAT_NAME} file")
-    version = manifest.get("format_version")
-    if not isinstance(version, int):
+    try:
+        _check_json_tree(manifest, "manifest", MAX_META_DEPTH + 2)
+    except ParameterError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    return manifest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _check_version(manifest: dict[str, Any], path: Path) -> int:
+    version: Any = manifest.get("format_version")
+    if not is_int(version):
         raise ModelFileError(f"{path}: manifest has no integer format_version")
     if version > FORMAT_VERSION:
         raise ModelFileError(
@@ -406,68 +738,183 @@ def load_network(path: str | Path) -> Network:
         )
     if version < 1:
         raise ModelFileError(f"{path}: invalid format_version {version}")
-    digest = _hash_arrays(arrays)
-    if digest != manifest.get("sha256"):
+    return int(version)
+
+
+def _input_spec(d: _Obj) -> InputSpec:
+    return InputSpec(
+        kind=d.get_text("kind", ("frame", "events")),  # type: ignore[arg-type]
+        shape=d.get_ints("shape", (3,), 1, MAX_DIM),  # type: ignore[arg-type]
+        scale=d.get_num("scale", *SCALE_RANGE),
+        mean=d.get_nums("mean", -MEAN_LIMIT, MEAN_LIMIT),
+        std=d.get_nums("std", *SCALE_RANGE),
+        encoding=d.get_text("encoding", ("analog", "poisson")),  # type: ignore[arg-type]
+        dt_us=d.get_int("dt_us", 1, INT32_MAX),
+    )
+
+
+def _layers(top: _Obj) -> list[tuple[Layer, bool, bool]]:
+    """(layer without arrays, has_weight, has_bias) for every manifest layer."""
+    out = []
+    for i, raw in enumerate(top.get_list("layers", MAX_LAYERS)):
+        d = _Obj(raw, f"layers[{i}]", _LAYER_KEYS)
+        layer = Layer(
+            kind=d.get_text("kind", ("conv", "linear", "maxpool")),  # type: ignore[arg-type]
+            name=d.get_text("name"),
+            in_shape=d.get_ints("in_shape", (1, 3), 1, MAX_DIM),
+            out_shape=d.get_ints("out_shape", (1, 3), 1, MAX_DIM),
+            kernel=d.get_ints("kernel", (2,), 1, MAX_GEOMETRY),  # type: ignore[arg-type]
+            stride=d.get_ints("stride", (2,), 1, MAX_GEOMETRY),  # type: ignore[arg-type]
+            padding=d.get_ints("padding", (2,), 0, MAX_GEOMETRY),  # type: ignore[arg-type]
+            lam=d.get_num("lambda", *SCALE_RANGE),
+            threshold=d.get_num("threshold", *SCALE_RANGE),
+            spiking=d.get_flag("spiking"),
+        )
+        out.append((layer, d.get_flag("has_weight"), d.get_flag("has_bias")))
+    return out
+
+
+def _expected_arrays(
+    layers: list[tuple[Layer, bool, bool]], manifest: dict[str, Any]
+) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
+    """Every array the manifest implies, with the dtype and shape it must have."""
+    f32 = _DTYPES["float32"]
+    out: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
+    for i, (ly, has_w, has_b) in enumerate(layers):
+        c_out = ly.out_shape[0]
+        if has_w:
+            if ly.kind == "conv":
+                out[f"layer{i}.weight"] = (f32, (c_out, ly.in_shape[0], *ly.kernel))
+            else:
+                out[f"layer{i}.weight"] = (f32, (c_out, math.prod(ly.in_shape)))
+        if has_b:
+            out[f"layer{i}.bias"] = (f32, (c_out,))
+    calib = manifest["calibration"]
+    if calib is not None:
+        c = _Obj(calib, "calibration", ("steps", "samples"))
+        shape = (c.get_int("steps", 1, MAX_DIM), c.get_int("samples", 1, MAX_DIM))
+        out["calibration.confidence"] = (f32, shape)
+        out["calibration.correct"] = (_DTYPES["bool"], shape)
+    return out
+
+
+def _check_sizes(
+    top: _Obj,
+    expected: dict[str, tuple[np.dtype[Any], tuple[int, ...]]],
+    infos: dict[str, zipfile.ZipInfo],
+    path: Path,
+    max_bytes: int,
+) -> None:
+    """Manifest, members and declared sizes agree, under the ceiling: before decompressing."""
+    stated = top.obj["arrays"]
+    want = {k: {"dtype": dt.name, "shape": list(shape)} for k, (dt, shape) in expected.items()}
+    if stated != want:
+        bad = sorted(set(want) ^ set(stated) if isinstance(stated, dict) else want)
+        bad = bad or sorted(k for k in want if stated[k] != want[k])
+        raise _Bad("arrays", f"disagrees with the layers and calibration at {bad[:4]}")
+    if set(infos) != set(expected):
         raise ModelFileError(
-            f"{path}: sha256 of the weights is {digest}, manifest says {manifest.get('sha256')}: "
-            "the file was modified or damaged"
+            f"{path}: members {sorted(infos)[:8]} do not match the manifest's arrays {sorted(expected)[:8]}"
         )
-    try:
-        return _from_manifest(manifest, arrays)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: inconsistent manifest: {exc}") from exc
-
-
-def _from_manifest(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Network:
-    inp = manifest["input"]
-    spec = InputSpec(
-        kind=inp["kind"],
-        shape=(int(inp["shape"][0]), int(inp["shape"][1]), int(inp["shape"][2])),
-        scale=float(inp["scale"]),
-        mean=tuple(float(v) for v in inp["mean"]),
-        std=tuple(float(v) for v in inp["std"]),
-        encoding=inp["encoding"],
-        dt_us=int(inp["dt_us"]),
-    )
-    layers = []
-    for i, d in enumerate(manifest["layers"]):
-        layers.append(
-            Layer(
-                kind=d["kind"],
-                name=str(d["name"]),
-                in_shape=tuple(int(v) for v in d["in_shape"]),
-                out_shape=tuple(int(v) for v in d["out_shape"]),
-                weight=arrays[f"layer{i}.weight"] if d["has_weight"] else None,
-                bias=arrays[f"layer{i}.bias"] if d["has_bias"] else None,
-                kernel=(int(d["kernel"][0]), int(d["kernel"][1])),
-                stride=(int(d["stride"][0]), int(d["stride"][1])),
-                padding=(int(d["padding"][0]), int(d["padding"][1])),
-                lam=float(d["lambda"]),
-                threshold=float(d["threshold"]),
-                spiking=bool(d["spiking"]),
+    total = 0
+    for name, (dt, shape) in expected.items():
+        nbytes = dt.itemsize * math.prod(shape)
+        total += nbytes
+        size = infos[name].file_size
+        if not nbytes < size <= nbytes + _MAX_NPY_HEADER:
+            raise ModelFileError(
+                f"{path}: member {name}.npy declares {size} bytes, but {_fmt(shape)} {dt.name} needs {nbytes}"
             )
-        )
-    calib = None
-    if manifest.get("calibration") is not None:
-        calib = CalibrationTable(
-            confidence=arrays["calibration.confidence"], correct=arrays["calibration.correct"]
-        )
-    return Network(
-        input=spec,
-        layers=tuple(layers),
-        class_names=tuple(str(c) for c in manifest["class_names"]),
-        reset=manifest["reset"],
-        temperature=float(manifest["temperature"]),
-        calibration=calib,
-        meta=dict(manifest.get("meta") or {}),
+    if total > max_bytes:
+        raise ModelFileError(f"{path}: arrays need {total} bytes, more than max_bytes={max_bytes}")
+
+
+def _npy_header(f: Any, info: zipfile.ZipInfo, path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """(shape, dtype, data bytes left) from a .npy header; refuse Fortran order and objects."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=_MAX_NPY_HEADER)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=_MAX_NPY_HEADER)
+    else:
+        raise ModelFileError(f"{path}: member {info.filename[:80]!r} has .npy version {version}")
+    if fortran or dtype.hasobject or dtype.names is not None:
+        raise ModelFileError(f"{path}: member {info.filename[:80]!r} is not a plain C-order array")
+    left = info.file_size - f.tell()
+    if dtype.itemsize * math.prod(shape) != left:
+        raise ModelFileError(f"{path}: member {info.filename[:80]!r} holds {left} bytes, not {shape} {dtype}")
+    return tuple(shape), dtype, left
+
+
+def _read_npy(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, dtype: np.dtype[Any], shape: tuple[int, ...], path: Path
+) -> np.ndarray:
+    """Read one member whose dtype and shape the manifest fixed, in bounded chunks."""
+    with zf.open(info) as f:
+        got_shape, got_dtype, _ = _npy_header(f, info, path)
+        if got_shape != shape or got_dtype != dtype:
+            raise ModelFileError(
+                f"{path}: member {info.filename} is {got_dtype} {got_shape}, manifest says {dtype} {shape}"
+            )
+        arr = np.empty(shape, dtype)
+        view = arr.view(np.uint8).reshape(-1)
+        pos = 0
+        while pos < view.size:
+            chunk = f.read(min(1 << 20, view.size - pos))
+            if not chunk:
+                raise ModelFileError(f"{path}: member {info.filename} is cut short at {pos} bytes")
+            view[pos : pos + len(chunk)] = np.frombuffer(chunk, np.uint8)
+            pos += len(chunk)
+    if dtype == np.bool_ and arr.size and int(view.max()) > 1:
+        raise ModelFileError(f"{path}: member {info.filename} has bool bytes other than 0 and 1")
+    return arr
+
+
+def _top_fields(top: _Obj) -> dict[str, Any]:
+    """class_names, reset, temperature and meta, checked before any array is read."""
+    names = top.get_list("class_names", MAX_CLASSES)
+    if not all(isinstance(n, str) and len(n) <= MAX_NAME for n in names):
+        raise _Bad("class_names", f"must be strings of at most {MAX_NAME} characters")
+    meta = top.obj["meta"]
+    if not isinstance(meta, dict):
+        raise _Bad("meta", "must be a JSON object")
+    try:
+        check_meta(meta)
+    except ParameterError as exc:
+        raise _Bad("meta", str(exc)) from None
+    return {
+        "class_names": tuple(names),
+        "reset": top.get_text("reset", ("subtract", "zero")),
+        "temperature": top.get_num("temperature", *TEMPERATURE_RANGE),
+        "meta": meta,
+    }
+
+
+def _network(
+    fields: dict[str, Any],
+    spec: InputSpec,
+    layers: list[tuple[Layer, bool, bool]],
+    arrays: dict[str, np.ndarray],
+    version: int,
+) -> Network:
+    built = tuple(
+        replace(ly, weight=arrays.get(f"layer{i}.weight"), bias=arrays.get(f"layer{i}.bias"))
+        for i, (ly, _, _) in enumerate(layers)
     )
+    calib = None
+    if "calibration.confidence" in arrays:
+        calib = CalibrationTable(arrays["calibration.confidence"], arrays["calibration.correct"])
+    return Network(input=spec, layers=built, calibration=calib, file_version=version, **fields)
 
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_MODEL_BYTES",
     "CalibrationTable",
     "InputSpec",
     "Layer",
     "Network",
+    "UnverifiedManifestWarning",
+    "check_meta",
     "load_network",
 ]

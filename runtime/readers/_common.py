@@ -92,3 +92,67 @@ def resolve_size(
     if stated[0] is not None and stated[1] is not None:
         return stated[0], stated[1]
     return size_from_events(events)
+
+
+# -- bounded decoding -----------------------------------------------------------
+
+#: Words decoded per step by the chunked decoders: their workspace is a few MB,
+#: whatever the file size.
+CHUNK_WORDS = 1 << 13
+
+
+def check_max_events(max_events: int | None) -> None:
+    if max_events is not None and (
+        not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 0
+    ):
+        raise ParameterError(f"max_events must be a non-negative int or None, got {max_events!r}")
+
+
+def too_many(path: Path | str, offset: int, cap: int, n: int | None = None) -> StreamError:
+    count = "more events than" if n is None else f"{n} events, more than"
+    return fail(path, offset, f"file holds {count} max_events={cap}; pass a larger max_events to read it")
+
+
+def latest(values: np.ndarray, mask: np.ndarray, carry: int) -> np.ndarray:
+    """For each position, values at the latest True of ``mask`` so far, else ``carry``."""
+    at = forward_fill_index(mask)
+    out: np.ndarray = np.where(at >= 0, values[np.maximum(at, 0)], carry)
+    return out
+
+
+def wrap_counts(values: np.ndarray, mask: np.ndarray, last: int, wraps: int) -> np.ndarray:
+    """Running count of decreases between consecutive ``values[mask]`` (a counter wrap),
+    continuing from the previous chunk's ``last`` value (-1: none) and ``wraps``."""
+    seen = values[mask]
+    prev = np.concatenate(([last if last >= 0 else (seen[0] if seen.size else 0)], seen[:-1]))
+    at_mark = np.zeros(values.size, dtype=np.int64)
+    at_mark[mask] = wraps + np.cumsum(seen < prev)
+    return latest(at_mark, mask, wraps)
+
+
+class EventBuffer:
+    """Preallocated events and their byte offsets, filled chunk by chunk.
+
+    ``capacity`` is what the file can hold at most (counted before decoding), capped
+    by ``max_events``: at most 21 bytes per event (13 for EVENT_DTYPE, 8 for the
+    offset), allocated once.
+    """
+
+    def __init__(self, path: Path | str, upper_bound: int, max_events: int) -> None:
+        self.path, self.cap = path, max_events
+        size = min(upper_bound, max_events)
+        self.events = np.empty(size, dtype=EVENT_DTYPE)
+        self.offsets = np.empty(size, dtype=np.int64)
+        self.n = 0
+
+    def add(self, x: np.ndarray, y: np.ndarray, t: np.ndarray, p: np.ndarray, offsets: np.ndarray) -> None:
+        end = self.n + x.size
+        if end > self.events.size:
+            raise too_many(self.path, int(offsets[self.events.size - self.n]), self.cap)
+        ev = self.events[self.n : end]
+        ev["x"], ev["y"], ev["t"], ev["p"] = x, y, t, p
+        self.offsets[self.n : end] = offsets
+        self.n = end
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.events[: self.n], self.offsets[: self.n]

@@ -54,12 +54,9 @@ def _positive(path: Path | str, offset: int, text: str, what: str) -> int:
     return int(text)
 
 
-def parse_header(data: bytes, path: Path | str) -> PropheseeHeader:
-    """Parse the ``%`` lines at the start of ``data``; raise StreamError on garbage."""
-    fields: list[tuple[str, str]] = []
-    evt: str | None = None
-    width: int | None = None
-    height: int | None = None
+def _lines(data: bytes, path: Path | str) -> tuple[list[tuple[int, str, str]], int]:
+    """(byte offset, key, value) of every header line, and where the data begins."""
+    lines: list[tuple[int, str, str]] = []
     pos = 0
     while pos < len(data) and data[pos] == ord("%"):
         if pos > _MAX_HEADER:
@@ -76,39 +73,54 @@ def parse_header(data: bytes, path: Path | str) -> PropheseeHeader:
         if line == "end":
             break
         key, _, value = line.partition(" ")
-        value = value.strip()
-        fields.append((key, value))
-        if key == "evt":
-            evt = value
-        elif key == "format":
-            name, *params = value.split(";")
-            evt = _FORMAT_VERSIONS.get(name.strip().upper(), name.strip())
-            for param in params:
-                k, _, v = param.partition("=")
-                if k.strip() == "width":
-                    width = _positive(path, line_at, v.strip(), "width")
-                elif k.strip() == "height":
-                    height = _positive(path, line_at, v.strip(), "height")
-        elif key == "geometry":
-            w_text, _, h_text = value.partition("x")
-            width = _positive(path, line_at, w_text, "width")
-            height = _positive(path, line_at, h_text, "height")
-        elif key == "Width":
-            width = _positive(path, line_at, value, "width")
-        elif key == "Height":
-            height = _positive(path, line_at, value, "height")
+        lines.append((line_at, key, value.strip()))
+    return lines, pos
+
+
+def _apply(info: dict[str, str | int | None], key: str, value: str, at: int, path: Path | str) -> None:
+    """Update evt, width and height from one header line."""
+    if key == "evt":
+        info["evt"] = value
+    elif key == "format":
+        name, *params = value.split(";")
+        info["evt"] = _FORMAT_VERSIONS.get(name.strip().upper(), name.strip())
+        for param in params:
+            k, _, v = param.partition("=")
+            if k.strip() in ("width", "height"):
+                info[k.strip()] = _positive(path, at, v.strip(), k.strip())
+    elif key == "geometry":
+        w_text, _, h_text = value.partition("x")
+        info["width"] = _positive(path, at, w_text, "width")
+        info["height"] = _positive(path, at, h_text, "height")
+    elif key in ("Width", "Height"):
+        info[key.lower()] = _positive(path, at, value, key.lower())
+
+
+def parse_header(data: bytes, path: Path | str) -> PropheseeHeader:
+    """Parse the ``%`` lines at the start of ``data``; raise StreamError on garbage."""
+    lines, pos = _lines(data, path)
+    info: dict[str, str | int | None] = {"evt": None, "width": None, "height": None}
+    for at, key, value in lines:
+        _apply(info, key, value, at, path)
+    fields = tuple((k, v) for _, k, v in lines)
+    width, height = info["width"], info["height"]
     if width is None or height is None:
         plugin = dict(fields).get("plugin_name", "").lower()
         for tag, w, h in _PLUGIN_GEOMETRY:
             if tag in plugin:
                 width, height = w, h
                 break
-    return PropheseeHeader(tuple(fields), pos, evt, width, height)
+    evt = info["evt"]
+    return PropheseeHeader(
+        fields,
+        pos,
+        evt if isinstance(evt, str) else None,
+        width if isinstance(width, int) else None,
+        height if isinstance(height, int) else None,
+    )
 
 
 def check_version(header: PropheseeHeader, path: Path | str, expected: str) -> None:
     """A header that names another encoding means the wrong reader was chosen."""
     if header.evt_version is not None and header.evt_version != expected:
-        raise fail(
-            path, 0, f"header declares EVT {header.evt_version}, but was read as EVT {expected}"
-        )
+        raise fail(path, 0, f"header declares EVT {header.evt_version}, but was read as EVT {expected}")

@@ -12,6 +12,12 @@ with a byte offset:
 
 Events come from the event stream with the lowest id; width and height from its
 ``sizeX``/``sizeY`` in the header.
+
+Every failure is a StreamError, including the ``PanicException`` the aedat
+package raises on some malformed packets (it derives from BaseException).
+Memory: the file (1x) plus 26 bytes per event; ``max_events`` caps the events
+(default: one per 2 bytes of file, so under 14x the file size). A single packet
+is decompressed by aedat before it can be counted.
 """
 
 from __future__ import annotations
@@ -23,7 +29,13 @@ from typing import Any
 import numpy as np
 from spikecast.ext.core.errors import SpikecastError
 from spikecast.ext.core.events import EVENT_DTYPE
-from spikecast.runtime.readers._common import check_events, fail, resolve_size
+from spikecast.runtime.readers._common import (
+    check_events,
+    check_max_events,
+    fail,
+    resolve_size,
+    too_many,
+)
 from spikecast.runtime.readers.recording import Recording
 
 MAGIC = b"#!AER-DAT4.0\r\n"
@@ -94,18 +106,21 @@ def _decoder(path: Path) -> Any:
     return aedat.Decoder(str(path))
 
 
-def read_aedat4(path: Path | str, *, sensor_size: tuple[int, int] | None = None) -> Recording:
-    """Read the first event stream of an AEDAT 4.0 file."""
-    path = Path(path)
-    packets = _packets(path.read_bytes(), path)
+def _is_panic(exc: BaseException) -> bool:
+    """The aedat package's pyo3 PanicException (a BaseException), not ^C or exit."""
+    return type(exc).__name__ == "PanicException"
+
+
+def _decode(
+    path: Path, packets: list[tuple[int, int]], cap: int
+) -> tuple[dict[str, Any], list[np.ndarray], list[int]]:
+    """(event stream info, event chunks, byte offset of each chunk's packet)."""
     chunks: list[np.ndarray] = []
     chunk_offsets: list[int] = []
-    done = 0
+    done = total = 0
     try:
         decoder = _decoder(path)
-        streams = {
-            int(k): v for k, v in decoder.id_to_stream().items() if v.get("type") == "events"
-        }
+        streams = {int(k): v for k, v in decoder.id_to_stream().items() if v.get("type") == "events"}
         if not streams:
             raise fail(path, _HEADER_AT, "no event stream in the header")
         sid = min(streams)
@@ -113,20 +128,59 @@ def read_aedat4(path: Path | str, *, sensor_size: tuple[int, int] | None = None)
         for packet in decoder:
             done += 1
             if packet.get("stream_id") == sid and "events" in packet:
-                chunk_offsets.append(ours[len(chunks)] if len(chunks) < len(ours) else -1)
-                chunks.append(packet["events"])
-    except RuntimeError as exc:
+                at = ours[len(chunks)] if len(chunks) < len(ours) else -1
+                total += int(packet["events"].size)
+                if total > cap:
+                    raise too_many(path, at, cap)
+                chunk_offsets.append(at)
+                chunks.append(_convert(packet["events"], path, at))
+    except SpikecastError:
+        raise
+    except BaseException as exc:
+        if not (_is_panic(exc) or isinstance(exc, (RuntimeError, OSError, ValueError, TypeError, KeyError))):
+            raise
         where = packets[done][0] if done < len(packets) else _HEADER_AT
-        raise fail(path, where, f"aedat could not decode packet {done}: {exc}") from None
-    width_height = (streams[sid].get("width"), streams[sid].get("height"))
-    raw = np.concatenate(chunks) if chunks else np.zeros(0, dtype=[("t", "<u8")])
-    if raw.size and int(raw["t"].max()) > np.iinfo(np.int64).max:
-        raise fail(path, chunk_offsets[0], "timestamp beyond int64")
+        raise fail(
+            path, where, f"aedat could not decode packet {done}: {type(exc).__name__}: {exc}"
+        ) from None
+    return streams[sid], chunks, chunk_offsets
+
+
+def _convert(raw: np.ndarray, path: Path, at: int) -> np.ndarray:
+    names = raw.dtype.names or ()
+    if not all(k in names for k in ("t", "x", "y", "on")):
+        raise fail(path, at, f"event packet has fields {names}, expected t, x, y, on")
+    if raw.size and (int(raw["t"].max()) > np.iinfo(np.int64).max or int(raw["t"].min()) < 0):
+        raise fail(path, at, "timestamp outside int64")
+    if raw.size and (int(raw["x"].min()) < 0 or int(raw["y"].min()) < 0):
+        raise fail(path, at, "negative event coordinate")
     events = np.empty(raw.size, dtype=EVENT_DTYPE)
-    if raw.size:
-        events["x"], events["y"] = raw["x"], raw["y"]
-        events["t"], events["p"] = raw["t"].astype(np.int64), raw["on"]
-    width, height = resolve_size(width_height, sensor_size, events)
+    events["x"], events["y"] = raw["x"], raw["y"]
+    events["t"], events["p"] = raw["t"].astype(np.int64), raw["on"]
+    return events
+
+
+def _stated_size(info: dict[str, Any], path: Path) -> tuple[int | None, int | None]:
+    w, h = info.get("width"), info.get("height")
+    for v in (w, h):
+        if v is not None and not (isinstance(v, int) and 0 < v <= 0xFFFF):
+            raise fail(path, _HEADER_AT, f"event stream size {v!r} is not an integer in 1..65535")
+    return w, h
+
+
+def read_aedat4(
+    path: Path | str, *, sensor_size: tuple[int, int] | None = None, max_events: int | None = None
+) -> Recording:
+    """Read the first event stream of an AEDAT 4.0 file (``max_events``: see the module doc)."""
+    check_max_events(max_events)
+    path = Path(path)
+    data = path.read_bytes()
+    packets = _packets(data, path)
+    cap = len(data) // 2 if max_events is None else max_events
+    del data
+    info, chunks, chunk_offsets = _decode(path, packets, cap)
+    events = np.concatenate(chunks) if chunks else np.zeros(0, dtype=EVENT_DTYPE)
+    width, height = resolve_size(_stated_size(info, path), sensor_size, events)
     # Event i came from the packet whose cumulative count first exceeds i.
     ends = np.cumsum([c.size for c in chunks])
     check_events(

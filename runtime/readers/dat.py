@@ -8,6 +8,9 @@ Only CD files (type 0 "Event2d" or 12 "EventCD", size 8) are accepted.
 expelliarmus decodes these files to the same events (the tests check it), but it
 insists on a ``.dat`` suffix, returns None instead of raising and silently drops
 a trailing partial record, so the format is decoded here.
+
+Memory: one event per 8-byte record, so under 6x the file size; ``max_events``
+caps the events (default: no cap beyond that).
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from spikecast.runtime.readers._common import check_events, fail, pack_events, resolve_size
+from spikecast.runtime.readers._common import (
+    check_events,
+    check_max_events,
+    fail,
+    pack_events,
+    resolve_size,
+    too_many,
+)
 from spikecast.runtime.readers._prophesee import parse_header
 from spikecast.runtime.readers.recording import Recording
 
@@ -23,8 +33,11 @@ _CD_TYPES = (0, 12)
 _RECORD = np.dtype([("t", "<u4"), ("w", "<u4")])
 
 
-def read_dat(path: Path | str, *, sensor_size: tuple[int, int] | None = None) -> Recording:
+def read_dat(
+    path: Path | str, *, sensor_size: tuple[int, int] | None = None, max_events: int | None = None
+) -> Recording:
     """Read a DAT CD file; geometry from ``% Width``/``% Height``, else max + 1."""
+    check_max_events(max_events)
     path = Path(path)
     data = path.read_bytes()
     header = parse_header(data, path)
@@ -41,6 +54,8 @@ def read_dat(path: Path | str, *, sensor_size: tuple[int, int] | None = None) ->
     if body % _RECORD.itemsize:
         cut = start + body - body % _RECORD.itemsize
         raise fail(path, cut, f"trailing partial record of {body % _RECORD.itemsize} bytes")
+    if max_events is not None and body // 8 > max_events:
+        raise too_many(path, start + 8 * max_events, max_events, body // 8)
     rec = np.frombuffer(data, dtype=_RECORD, offset=start)
     w = rec["w"]
     polarity = w >> 28

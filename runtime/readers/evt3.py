@@ -27,19 +27,32 @@ Not expelliarmus: its 1.1.12 decoder takes every TIME_LOW decrease as a wrap and
 stretches the 8.8 ms fixture to 53.9 ms, which the file's own TIME_HIGH words
 rule out. Every step below is a vectorised "latest value of X so far" or a
 cumulative sum, so there is no per-word Python loop.
+
+Memory: words are decoded CHUNK_WORDS at a time (a workspace of a few MB,
+carrying the decoder state across chunks); the events a file can hold are
+counted first (one per EVT_ADDR_X, one per set vector bit) and allocated once at
+21 bytes each. ``max_events`` caps them; by default at one event per 16-bit word,
+so peak memory stays under 12x the file size plus the workspace. A file with
+denser vector bursts than that is refused with a StreamError naming the count;
+pass a larger ``max_events`` to read it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from spikecast.runtime.readers._common import (
+    CHUNK_WORDS,
+    EventBuffer,
     check_events,
+    check_max_events,
     fail,
     forward_fill_index,
-    pack_events,
+    latest,
     resolve_size,
+    wrap_counts,
 )
 from spikecast.runtime.readers._prophesee import PropheseeHeader, check_version, parse_header
 from spikecast.runtime.readers.recording import Recording
@@ -47,94 +60,116 @@ from spikecast.runtime.readers.recording import Recording
 _ADDR_Y, _ADDR_X, _VECT_BASE_X, _VECT_12, _VECT_8 = 0x0, 0x2, 0x3, 0x4, 0x5
 _TIME_LOW, _TIME_HIGH = 0x6, 0x8
 _RESERVED = np.array([0x1, 0x9, 0xB, 0xC, 0xD], dtype=np.uint16)
+# _POP[v]: set bits of v (12 bits); _NTH[v, k]: position of the k-th set bit of v.
+_POP = np.array([bin(v).count("1") for v in range(4096)], dtype=np.int64)
+_NTH = np.zeros((4096, 12), dtype=np.int64)
+for _v in range(4096):
+    _bits = [b for b in range(12) if _v >> b & 1]
+    _NTH[_v, : len(_bits)] = _bits
 
 
-def _latest(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(latest value where mask was True, whether there was one) for every word."""
-    at = forward_fill_index(mask)
-    return values[np.maximum(at, 0)], at >= 0
+@dataclass
+class _State:
+    """Decoder state carried from one chunk to the next (-1: not seen yet)."""
+
+    high: int = -1
+    wraps: int = 0
+    low: int = -1
+    y: int = -1
+    base: int = -1
+    base_p: int = 0
 
 
-def _vector_events(
-    payload: np.ndarray, words: np.ndarray, base: np.ndarray, n_bits: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Expand vector words into (word index, bit position, x) per set bit."""
-    bits = (payload[words, None] >> np.arange(n_bits, dtype=np.uint16)) & 1
-    row, col = np.nonzero(bits)
-    return words[row], col, base[words[row]] + col
+def _count(words: np.ndarray, start: int, path: Path | str) -> int:
+    """Most events the words can give; refuse reserved word types (first one wins)."""
+    total = 0
+    for at in range(0, words.size, CHUNK_WORDS):
+        w = words[at : at + CHUNK_WORDS]
+        kind = w >> 12
+        reserved = np.isin(kind, _RESERVED)
+        if bool(reserved.any()):
+            i = at + int(np.argmax(reserved))
+            raise fail(path, start + 2 * i, f"reserved EVT 3.0 word type 0x{int(words[i] >> 12):X}")
+        total += int(np.count_nonzero(kind == _ADDR_X))
+        total += int(_POP[w[kind == _VECT_12] & 0xFFF].sum() + _POP[w[kind == _VECT_8] & 0xFF].sum())
+    return total
+
+
+def _vector_base(kind: np.ndarray, payload: np.ndarray, st: _State) -> tuple[np.ndarray, np.ndarray]:
+    """x (-1: no base yet) and polarity of the vector base at every word of the chunk."""
+    is_base = kind == _VECT_BASE_X
+    base_at = forward_fill_index(is_base)
+    at = np.maximum(base_at, 0)
+    step = np.where(kind == _VECT_12, 12, np.where(kind == _VECT_8, 8, 0))
+    done = np.cumsum(step) - step
+    carried = st.base + done if st.base >= 0 else np.full(kind.size, -1, np.int64)
+    base_x = np.where(base_at >= 0, (payload & 0x7FF)[at] + done - done[at], carried)
+    base_p = np.where(base_at >= 0, (payload >> 11)[at], st.base_p)
+    st.base = int(base_x[-1] + step[-1]) if base_x[-1] >= 0 else -1
+    st.base_p = int(base_p[-1])
+    return base_x, base_p
+
+
+def _decode_chunk(
+    w: np.ndarray, first: int, st: _State, out: EventBuffer, start: int, path: Path | str
+) -> None:
+    kind = (w >> 12).astype(np.int64)
+    payload = (w & 0x0FFF).astype(np.int64)
+    is_high = kind == _TIME_HIGH
+    wraps = wrap_counts(payload, is_high, st.high, st.wraps)
+    high = latest(payload, is_high, st.high)
+    low = latest(payload, kind == _TIME_LOW, st.low)
+    y = latest(payload & 0x7FF, kind == _ADDR_Y, st.y)
+    base_x, base_p = _vector_base(kind, payload, st)
+    st.high, st.wraps, st.low, st.y = int(high[-1]), int(wraps[-1]), int(low[-1]), int(y[-1])
+
+    is_x = kind == _ADDR_X
+    bits = np.where(kind == _VECT_12, payload, np.where(kind == _VECT_8, payload & 0xFF, 0))
+    n = np.where(is_x, 1, _POP[bits]) * ((high >= 0) & (y >= 0) & (is_x | (base_x >= 0)))
+    word = np.repeat(np.arange(w.size), n)
+    rank = np.arange(word.size) - (np.cumsum(n) - n)[word]
+    x = np.where(is_x[word], payload[word] & 0x7FF, base_x[word] + _NTH[bits[word], rank])
+    if x.size and int(x.max()) > 0xFFFF:
+        i = int(np.argmax(x > 0xFFFF))
+        raise fail(path, start + 2 * (first + int(word[i])), f"vector runs x past 65535 ({int(x[i])})")
+    p = np.where(is_x, payload >> 11, base_p)[word]
+    t_us = (wraps[word] << 24) | (high[word] << 12) | np.maximum(low[word], 0)
+    out.add(x, y[word], t_us, p, start + 2 * (first + word))
 
 
 def decode_evt3(
-    data: bytes, path: Path | str = "<bytes>"
+    data: bytes, path: Path | str = "<bytes>", *, max_events: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, PropheseeHeader]:
     """Decode a whole EVT 3.0 file held in memory.
 
     Returns (events, byte offset of the word that produced each event, header);
     the events are not yet checked against a sensor size or for timestamp order.
     """
+    check_max_events(max_events)
     header = parse_header(data, path)
     check_version(header, path, "3.0")
     start = header.data_offset
     if (len(data) - start) % 2:
         raise fail(path, len(data) - 1, "trailing partial 16-bit word of 1 byte")
     words = np.frombuffer(data, dtype="<u2", offset=start)
-    kind = words >> 12
-    payload = (words & 0x0FFF).astype(np.int64)
-    reserved = np.isin(kind, _RESERVED)
-    if bool(reserved.any()):
-        i = int(np.argmax(reserved))
-        raise fail(path, start + 2 * i, f"reserved EVT 3.0 word type 0x{int(kind[i]):X}")
-
-    # Time base: the latest TIME_HIGH and TIME_LOW, plus wraps of TIME_HIGH.
-    is_high = kind == _TIME_HIGH
-    high, has_time = _latest(payload, is_high)
-    low, has_low = _latest(payload, kind == _TIME_LOW)
-    low = np.where(has_low, low, 0)
-    wrap_step = np.zeros(words.size, dtype=np.int64)
-    high_idx = np.flatnonzero(is_high)
-    if high_idx.size > 1:
-        wrap_step[high_idx[1:]] = np.diff(payload[high_idx]) < 0
-    t_us = (np.cumsum(wrap_step) << 24) | (high << 12) | low
-
-    y, has_y = _latest(payload & 0x7FF, kind == _ADDR_Y)
-
-    # Vector base: x and polarity of the latest VECT_BASE_X, advanced by 12 or 8
-    # for every vector word since then.
-    is_base = kind == _VECT_BASE_X
-    base_at = forward_fill_index(is_base)
-    step = np.where(kind == _VECT_12, 12, np.where(kind == _VECT_8, 8, 0))
-    done_before = np.cumsum(step) - step
-    base_x = (
-        (payload & 0x7FF)[np.maximum(base_at, 0)]
-        + done_before
-        - done_before[np.maximum(base_at, 0)]
-    )
-    base_p = (payload >> 11)[np.maximum(base_at, 0)]
-    has_base = base_at >= 0
-
-    single = np.flatnonzero(kind == _ADDR_X)
-    w12, c12, x12 = _vector_events(payload, np.flatnonzero(kind == _VECT_12), base_x, 12)
-    w8, c8, x8 = _vector_events(payload, np.flatnonzero(kind == _VECT_8), base_x, 8)
-    word = np.concatenate((single, w12, w8))
-    x = np.concatenate((payload[single] & 0x7FF, x12, x8))
-    p = np.concatenate((payload[single] >> 11, base_p[w12], base_p[w8]))
-    is_vector = np.concatenate((np.zeros(single.size, bool), np.ones(w12.size + w8.size, bool)))
-    # Stream order: by word, then by bit within a vector word.
-    order = np.argsort(word * 16 + np.concatenate((np.zeros_like(single), c12, c8)), kind="stable")
-    word, x, p, is_vector = word[order], x[order], p[order], is_vector[order]
-    keep = has_time[word] & has_y[word] & (has_base[word] | ~is_vector)
-    word, x, p = word[keep], x[keep], p[keep]
-    if x.size and int(x.max()) > 0xFFFF:
-        i = int(np.argmax(x > 0xFFFF))
-        raise fail(path, start + 2 * int(word[i]), f"vector runs x past 65535 ({int(x[i])})")
-    events = pack_events(x, y[word], t_us[word], p)
-    return events, start + 2 * word, header
+    cap = words.size if max_events is None else max_events
+    out = EventBuffer(path, _count(words, start, path), cap)
+    st = _State()
+    for at in range(0, words.size, CHUNK_WORDS):
+        _decode_chunk(words[at : at + CHUNK_WORDS], at, st, out, start, path)
+    events, offsets = out.result()
+    return events, offsets, header
 
 
-def read_evt3(path: Path | str, *, sensor_size: tuple[int, int] | None = None) -> Recording:
-    """Read an EVT 3.0 RAW file; geometry from the header unless ``sensor_size`` is given."""
+def read_evt3(
+    path: Path | str, *, sensor_size: tuple[int, int] | None = None, max_events: int | None = None
+) -> Recording:
+    """Read an EVT 3.0 RAW file; geometry from the header unless ``sensor_size`` is given.
+
+    ``max_events`` caps the events read (default: one per 16-bit word of data).
+    """
     path = Path(path)
-    events, offsets, header = decode_evt3(path.read_bytes(), path)
+    events, offsets, header = decode_evt3(path.read_bytes(), path, max_events=max_events)
     width, height = resolve_size((header.width, header.height), sensor_size, events)
     check_events(events, path=path, width=width, height=height, offset_of=lambda i: int(offsets[i]))
     return Recording(events, width, height, path, "evt3")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
-from spikecast.ext.core.errors import ParameterError, StreamError
+from spikecast.ext.core.errors import ParameterError, SpikecastError, StreamError
 from spikecast.ext.core.events import EVENT_DTYPE
-from spikecast.runtime.readers import FORMATS, detect_format, read_events
+from spikecast.runtime.readers import FORMATS, READERS, detect_format, read_events
 from spikecast.runtime.readers.evt3 import decode_evt3
 
 DATA = Path(__file__).parents[2].parent / "shared" / "data"
@@ -128,9 +129,7 @@ def test_evt3_agrees_with_expelliarmus_except_time() -> None:
     assert int(ours["t"][-1] - ours["t"][0]) == 8_801
 
 
-@pytest.mark.parametrize(
-    "name,encoding", [("gen3_640x480_evt2.raw", "evt2"), ("ncars_sample.dat", "dat")]
-)
+@pytest.mark.parametrize("name,encoding", [("gen3_640x480_evt2.raw", "evt2"), ("ncars_sample.dat", "dat")])
 def test_numpy_decoders_match_expelliarmus(name: str, encoding: str) -> None:
     wizard = pytest.importorskip("expelliarmus").Wizard
     path = need(DVS) / name
@@ -568,3 +567,145 @@ def test_sensor_size_override(tmp_path: Path) -> None:
     assert (rec.width, rec.height) == (64, 64)
     with pytest.raises(ParameterError):
         read_events(path, sensor_size=(0, 64))
+
+
+# --- Hostile files (issue 11): bounded memory, only StreamError escapes ------------
+
+PEAK_SCRIPT = """
+import sys, tracemalloc
+from spikecast.ext.core.errors import StreamError
+from spikecast.runtime.readers import READERS
+tracemalloc.start()
+try:
+    READERS[sys.argv[1]](sys.argv[2])
+    outcome = "ok"
+except StreamError as exc:
+    outcome = "StreamError"
+print(outcome, tracemalloc.get_traced_memory()[1])
+"""
+
+
+def peak_of(fmt: str, path: Path) -> tuple[str, int]:
+    """(outcome, peak traced bytes) of reading ``path`` in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT, fmt, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    outcome, peak = out.stdout.split()
+    return outcome, int(peak)
+
+
+def hostile_evt3(n_words: int) -> bytes:
+    """Every 16-bit word a full VECT_12: 6 events per byte."""
+    head = b"% evt 3.0\n% format EVT3;height=720;width=1280\n% end\n"
+    return head + w3(0x8, 1) + w3(0x6, 0) + w3(0x0, 5) + (w3(0x3, 0) + w3(0x4, 0xFFF)) * (n_words // 2)
+
+
+def hostile_npz(path: Path) -> None:
+    """2 MiB of zero events deflate to a few KiB (1000x)."""
+    np.savez_compressed(path, events=np.zeros((1 << 16, 4), dtype=np.int64))
+
+
+@pytest.mark.parametrize("fmt", ["evt3", "npy"])
+def test_hostile_files_stay_under_20x_their_size(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / ("h.raw" if fmt == "evt3" else "h.npz")
+    if fmt == "evt3":
+        path.write_bytes(hostile_evt3(1 << 19))  # 1 MiB
+    else:
+        hostile_npz(path)
+    outcome, peak = peak_of(fmt, path)
+    size = path.stat().st_size
+    assert outcome == "StreamError"
+    assert peak <= 20 * size + (4 << 20), (peak, size)
+
+
+def test_max_events_caps_every_reader(tmp_path: Path) -> None:
+    nm = tmp_path / "a.bin"
+    nm.write_bytes(nmnist_bytes([(1, 1, 10, 0), (2, 2, 20, 1), (3, 3, 30, 1)]))
+    with pytest.raises(StreamError, match="3 events, more than max_events=2"):
+        READERS["nmnist"](nm, max_events=2)
+    raw = tmp_path / "d.raw"
+    raw.write_bytes(hostile_evt3(64))
+    with pytest.raises(StreamError, match="max_events=10"):
+        READERS["evt3"](raw, max_events=10)
+    assert len(READERS["evt3"](raw, max_events=10_000)) == 32 * 12
+    npz = tmp_path / "e.npz"
+    hostile_npz(npz)
+    with pytest.raises(StreamError, match="more than 6x the file"):
+        READERS["npy"](npz)
+    with pytest.raises(StreamError, match="65536 events, more than max_events=100"):
+        READERS["npy"](npz, max_events=100)
+    assert len(READERS["npy"](npz, max_events=1 << 16)) == 1 << 16
+
+
+def test_aedat_panic_becomes_a_stream_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyo3's PanicException derives from BaseException; it must not escape."""
+    from spikecast.runtime.readers import aedat4
+
+    class PanicException(BaseException):
+        pass
+
+    class Decoder:
+        def __init__(self, path: str) -> None:
+            raise PanicException("called `Option::unwrap()` on a `None` value")
+
+    monkeypatch.setattr(aedat4, "_decoder", lambda path: Decoder(str(path)))
+    path = tmp_path / "p.aedat4"
+    path.write_bytes(aedat4_bytes())
+    with pytest.raises(StreamError, match="PanicException"):
+        read_events(path)
+
+
+def _fuzz_samples() -> dict[str, bytes]:
+    """Small valid inputs per reader: the real files' first bytes where present, else synthetic."""
+    buf = io.BytesIO()
+    np.savez(buf, events=np.array([[1, 2, 10, 0], [3, 4, 11, 1]], dtype="<i8"), width=8, height=6)
+    samples = {
+        "nmnist": nmnist_bytes([(1, 1, 10, 0), (2, 2, 20, 1)]),
+        "evt3": hostile_evt3(16),
+        "evt2": b"% evt 2.0\n% geometry 640x480\n" + evt2_word(0x8, 5) + evt2_cd(1, 3, 10, 20) * 4,
+        "dat": b"% Width 64\n% Height 48\n" + bytes([12, 8]) + dat_record(5, 1, 2, 1) * 4,
+        "npy": buf.getvalue(),
+    }
+    if DVS.is_dir():
+        samples["aedat4"] = (DVS / "dvxplorer_320x240.aedat4").read_bytes()
+        samples["evt3"] = (DVS / "gen41_1280x720_evt3.raw").read_bytes()[:4000]
+    return samples
+
+
+def test_fuzzed_event_files_raise_only_stream_errors(tmp_path: Path) -> None:
+    """Mutated bytes for every reader: only StreamError may escape (fixed seed)."""
+    from hypothesis import HealthCheck, given, seed, settings
+    from hypothesis import strategies as st
+
+    samples = _fuzz_samples()
+    names = sorted(samples)
+
+    @seed(11)
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(
+        which=st.sampled_from(names),
+        edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=8),
+        cut=st.one_of(st.none(), st.floats(0, 1)),
+    )
+    def run(which: str, edits: list[tuple[float, int]], cut: float | None) -> None:
+        data = bytearray(samples[which])
+        span = min(len(data), 30_000)  # the header and first packets of the AEDAT4 file
+        for where, value in edits:
+            data[int(where * span)] = value
+        if cut is not None:
+            data = data[: int(cut * len(data))]
+        path = tmp_path / f"fuzz.{which}"
+        path.write_bytes(bytes(data))
+        try:
+            READERS[which](path, max_events=1 << 16)
+        except StreamError:
+            pass
+        except SpikecastError as exc:  # pragma: no cover - the policy is StreamError only
+            if not (which == "aedat4" and "needs the 'aedat' package" in str(exc)):
+                raise AssertionError(f"{which}: not a StreamError: {exc!r}") from exc
+
+    run()

@@ -7,13 +7,22 @@ import json
 import subprocess
 import sys
 import textwrap
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from spikecast.ext.core.errors import ModelFileError, ParameterError
-from spikecast.ext.core.network import CalibrationTable, InputSpec, Layer, Network, load_network
+from spikecast.ext.core import network as network_mod
+from spikecast.ext.core.errors import ModelFileError, ParameterError, SpikecastError
+from spikecast.ext.core.network import (
+    CalibrationTable,
+    InputSpec,
+    Layer,
+    Network,
+    UnverifiedManifestWarning,
+    load_network,
+)
 
 
 def small_net(with_calibration: bool = True) -> Network:
@@ -145,7 +154,7 @@ def test_inconsistent_manifest_names_the_file(tmp_path: Path) -> None:
         return data
 
     _rewrite(path, tmp_path / "i.scn", wrong_shape)
-    with pytest.raises(ModelFileError, match=r"i\.scn: inconsistent manifest"):
+    with pytest.raises(ModelFileError, match=r"i\.scn: manifest field arrays"):
         load_network(tmp_path / "i.scn")
 
 
@@ -194,3 +203,270 @@ def test_runtime_and_loader_import_without_torch(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["4", "False"]
+
+
+# --- hostile files (issue 11): verified before trusted -------------------------
+
+
+def _edit_manifest(src: Path, dst: Path, change) -> Path:
+    """Rewrite the manifest member only; the stored sha256 stays as it was."""
+
+    def mutate(name: str, data: bytes) -> bytes:
+        return _manifest_bytes(data, change) if name == "manifest.npy" else data
+
+    _rewrite(src, dst, mutate)
+    return dst
+
+
+EDITS = {
+    "threshold": lambda m: m["layers"][0].update(threshold=1.5),
+    "lambda": lambda m: m["layers"][0].update({"lambda": 2.0}),
+    "class names reversed": lambda m: m.update(class_names=m["class_names"][::-1]),
+    "temperature": lambda m: m.update(temperature=2.0),
+    "reset": lambda m: m.update(reset="subtract"),
+    "dt_us": lambda m: m["input"].update(dt_us=1000),
+    "meta": lambda m: m["meta"].update(operating_point={"tau": 0.9}),
+    "input mean": lambda m: m["input"].update(mean=[0.5]),
+}
+
+
+@pytest.mark.parametrize("what", sorted(EDITS))
+def test_manifest_edits_fail_the_sha256(tmp_path: Path, what: str) -> None:
+    path = small_net().save(tmp_path / "net.scn")
+    bad = _edit_manifest(path, tmp_path / "edited.scn", EDITS[what])
+    with pytest.raises(ModelFileError, match=r"edited\.scn: sha256 .* modified or damaged"):
+        load_network(bad)
+
+
+def test_sha256_covers_every_field() -> None:
+    net = small_net()
+    ly0 = net.layers[0]
+    variants = [
+        net.with_(class_names=net.class_names[::-1]),
+        net.with_(temperature=0.25),
+        net.with_(reset="subtract"),
+        net.with_(meta={"percentile": 99.0}),
+        net.with_(input=InputSpec("events", (2, 6, 5), dt_us=501)),
+        net.with_(layers=(Layer(**{**ly0.__dict__, "threshold": 1.01}), *net.layers[1:])),
+        net.with_(layers=(Layer(**{**ly0.__dict__, "lam": 2.51}), *net.layers[1:])),
+        net.with_(calibration=None),
+    ]
+    hashes = {net.sha256, *(v.sha256 for v in variants)}
+    assert len(hashes) == len(variants) + 1
+
+
+def test_v2_file_stores_the_network_sha256(tmp_path: Path) -> None:
+    net = small_net()
+    path = net.save(tmp_path / "net.scn")
+    with zipfile.ZipFile(path) as zf:
+        manifest = json.loads(np.load(io.BytesIO(zf.read("manifest.npy"))).tobytes())
+    assert manifest["format_version"] == 2
+    assert manifest["sha256"] == net.sha256 == load_network(path).sha256
+    assert load_network(path).file_version == 2
+
+
+def test_version_1_files_load_with_a_warning(tmp_path: Path) -> None:
+    net = small_net()
+    arrays = net._arrays()
+    manifest = net.manifest()
+    manifest.update(
+        format_version=1,
+        arrays={k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in arrays.items()},
+        sha256=network_mod._hash_arrays(arrays),
+    )
+    blob = np.frombuffer(json.dumps(manifest, indent=1).encode(), np.uint8)
+    np.savez_compressed(tmp_path / "v1.npz", manifest=blob, **arrays)
+    with pytest.warns(UnverifiedManifestWarning, match="format-1"):
+        back = load_network(tmp_path / "v1.npz")
+    assert back.file_version == 1 and back.sha256 == net.sha256
+
+
+def _add_member(src: Path, dst: Path, name: str, data: bytes) -> Path:
+    """Append a member, even one whose name is already there (zipfile warns, we don't care)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            zout.writestr(item, zin.read(item.filename))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zout.writestr(name, data)
+    return dst
+
+
+def test_duplicate_manifest_is_refused(tmp_path: Path) -> None:
+    path = small_net().save(tmp_path / "net.scn")
+    with zipfile.ZipFile(path) as zf:
+        manifest = zf.read("manifest.npy")
+    other = _manifest_bytes(manifest, EDITS["class names reversed"])
+    bad = _add_member(path, tmp_path / "dup.scn", "manifest.npy", other)
+    with pytest.raises(ModelFileError, match="appears twice"):
+        load_network(bad)
+
+
+@pytest.mark.parametrize("name", ["junk.npy", "notes.txt", "manifest.npy/x.npy"])
+def test_unexpected_members_are_refused(tmp_path: Path, name: str) -> None:
+    path = small_net().save(tmp_path / "net.scn")
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(3, np.float32))
+    bad = _add_member(path, tmp_path / "extra.scn", name, buf.getvalue())
+    with pytest.raises(ModelFileError, match=r"unexpected member|do not match"):
+        load_network(bad)
+
+
+def _measure(fn) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFileError) as info:
+            fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        assert info is not None
+
+
+def test_zip_bomb_member_is_refused_before_decompression(tmp_path: Path) -> None:
+    """A 64 MiB zero member (about 64 KiB compressed) is refused from its declared size."""
+    path = small_net().save(tmp_path / "net.scn")
+    zeros = np.zeros(16 << 20, np.float32)  # 64 MiB
+
+    def bomb(name: str, data: bytes) -> bytes:
+        if name == "layer0.bias.npy":
+            buf = io.BytesIO()
+            np.save(buf, zeros)
+            return buf.getvalue()
+        return data
+
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(tmp_path / "bomb.scn", "w", zipfile.ZIP_DEFLATED) as z:
+        for item in zin.infolist():
+            z.writestr(item.filename, bomb(item.filename, zin.read(item.filename)))
+    size = (tmp_path / "bomb.scn").stat().st_size
+    assert size < 1 << 20
+    peak = _measure(lambda: load_network(tmp_path / "bomb.scn"))
+    assert peak < 4 << 20, peak
+
+
+def test_ceiling_on_decompressed_arrays(tmp_path: Path) -> None:
+    path = small_net().save(tmp_path / "net.scn")
+    with pytest.raises(ModelFileError, match="more than max_bytes=100"):
+        load_network(path, max_bytes=100)
+
+
+RANGE_EDITS = {
+    "lambda": lambda m: m["layers"][0].update({"lambda": 1e39}),
+    "temperature": lambda m: m.update(temperature=1e-320),
+    "threshold": lambda m: m["layers"][1].update(threshold=-1.0),
+    "stride": lambda m: m["layers"][1].update(stride=[0, 0]),
+    "padding": lambda m: m["layers"][0].update(padding=[-1, 1]),
+    "kernel": lambda m: m["layers"][0].update(kernel=[3, True]),
+    "dt_us": lambda m: m["input"].update(dt_us=0),
+    "shape": lambda m: m["input"].update(shape=[2, 6, 10**12]),
+    "std": lambda m: m["input"].update(std=[0.0]),
+    "class_names": lambda m: m.update(class_names=[1, 2, 3, 4]),
+    "reset": lambda m: m.update(reset="never"),
+    "meta": lambda m: m.update(meta=[1]),
+    "steps": lambda m: m["calibration"].update(steps=-3),
+    "in_shape": lambda m: m["layers"][2].update(in_shape="3"),
+    "layers": lambda m: m.update(layers={"0": 1}),
+    "input": lambda m: m["input"].update(extra=1),
+}
+
+
+@pytest.mark.parametrize("what", sorted(RANGE_EDITS))
+def test_out_of_range_fields_name_the_field(tmp_path: Path, what: str) -> None:
+    path = small_net().save(tmp_path / "net.scn")
+    bad = _edit_manifest(path, tmp_path / "r.scn", RANGE_EDITS[what])
+    with pytest.raises(ModelFileError, match=rf"r\.scn: manifest field .*{what}"):
+        load_network(bad)
+
+
+def _raw_manifest(src: Path, dst: Path, text: bytes) -> Path:
+    def mutate(name: str, data: bytes) -> bytes:
+        if name != "manifest.npy":
+            return data
+        buf = io.BytesIO()
+        np.save(buf, np.frombuffer(text, np.uint8))
+        return buf.getvalue()
+
+    _rewrite(src, dst, mutate)
+    return dst
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+        (b'{"format": "spikecast-network", "format_version": 2, "temperature": NaN}', "not valid JSON"),
+        (
+            b'{"format": "spikecast-network", "format_version": 2, "meta": '
+            + b'{"a":' * 40
+            + b"1"
+            + b"}" * 41,
+            "nested deeper",
+        ),
+        (b'{"format": "spikecast-network", "format_version": 2}', "missing keys"),
+        (b"\xff\xfe", "not valid JSON"),
+    ],
+)
+def test_hostile_manifest_text(tmp_path: Path, text: bytes, match: str) -> None:
+    path = small_net().save(tmp_path / "net.scn")
+    bad = _raw_manifest(path, tmp_path / "m.scn", text)
+    with pytest.raises(ModelFileError, match=match):
+        load_network(bad)
+
+
+def test_in_memory_networks_are_range_checked() -> None:
+    net = small_net()
+    ly0 = net.layers[0]
+    with pytest.raises(ParameterError, match="lambda"):
+        net.with_(layers=(Layer(**{**ly0.__dict__, "lam": 1e39}), *net.layers[1:]))
+    with pytest.raises(ParameterError, match="stride"):
+        net.with_(layers=(Layer(**{**ly0.__dict__, "stride": (0, 1)}), *net.layers[1:]))
+    with pytest.raises(ParameterError, match="temperature"):
+        net.with_(temperature=1e-320)
+    with pytest.raises(ParameterError, match="meta"):
+        net.with_(meta={"x": float("nan")})
+    deep: dict = {}
+    for _ in range(100):
+        deep = {"d": deep}
+    with pytest.raises(ParameterError, match="nested deeper"):
+        net.with_(meta=deep)
+
+
+def _rewrite_with(src: Path, dst: Path, compression: int) -> None:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compression) as zout:
+        for item in zin.infolist():
+            zout.writestr(item.filename, zin.read(item.filename))
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED])
+def test_fuzzed_model_files_raise_only_model_file_errors(tmp_path: Path, compression: int) -> None:
+    """Mutated bytes of a saved network: only ModelFileError may escape. Stored (not
+    deflated) members let the mutations reach the manifest text and .npy headers."""
+    from hypothesis import HealthCheck, given, seed, settings
+    from hypothesis import strategies as st
+
+    saved = small_net().save(tmp_path / "net.scn")
+    _rewrite_with(saved, tmp_path / "c.scn", compression)
+    good = (tmp_path / "c.scn").read_bytes()
+    target = tmp_path / "fuzz.scn"
+
+    @seed(11)
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(
+        edits=st.lists(st.tuples(st.integers(0, len(good) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+        cut=st.one_of(st.none(), st.integers(0, len(good))),
+    )
+    def run(edits: list[tuple[int, int]], cut: int | None) -> None:
+        data = bytearray(good)
+        for at, value in edits:
+            data[at] = value
+        target.write_bytes(bytes(data[:cut]))
+        try:
+            load_network(target)
+        except ModelFileError:
+            pass
+        except SpikecastError as exc:  # pragma: no cover - the policy is ModelFileError only
+            raise AssertionError(f"not a ModelFileError: {exc!r}") from exc
+
+    run()
