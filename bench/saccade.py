@@ -27,7 +27,10 @@ a handful of numpy operations over a whole batch of images, which is how
 
 The defaults were fitted to the 1000 real N-MNIST recordings in
 ``../shared/data/nmnist/train`` against the same MNIST digits (see
-``tests/runtime/test_saccade.py``).
+``tests/bench/test_saccade.py``).
+
+Training tooling for bench/nmnist.py, not part of the installed runtime: bench scripts
+import it as ``saccade`` (bench/ is on their sys.path).
 """
 
 from __future__ import annotations
