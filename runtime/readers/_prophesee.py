@@ -54,6 +54,42 @@ def _positive(path: Path | str, offset: int, text: str, what: str) -> int:
     return int(text)
 
 
+def _geometry(key: str, value: str, path: Path | str, at: int) -> tuple[int | None, int | None]:
+    """Width and height a header line gives (None where it gives none)."""
+    width: int | None = None
+    height: int | None = None
+    if key == "format":
+        for param in value.split(";")[1:]:
+            k, _, v = param.partition("=")
+            if k.strip() == "width":
+                width = _positive(path, at, v.strip(), "width")
+            elif k.strip() == "height":
+                height = _positive(path, at, v.strip(), "height")
+    elif key == "geometry":
+        w_text, _, h_text = value.partition("x")
+        width = _positive(path, at, w_text, "width")
+        height = _positive(path, at, h_text, "height")
+    elif key == "Width":
+        width = _positive(path, at, value, "width")
+    elif key == "Height":
+        height = _positive(path, at, value, "height")
+    return width, height
+
+
+def _header_line(data: bytes, pos: int, path: Path | str) -> tuple[str, int]:
+    """The ``%`` line at pos, stripped, and the position after it."""
+    if pos > _MAX_HEADER:
+        raise fail(path, pos, f"header longer than {_MAX_HEADER} bytes")
+    nl = data.find(b"\n", pos, pos + _MAX_LINE)
+    if nl < 0:
+        raise fail(path, pos, f"header line not terminated within {_MAX_LINE} bytes")
+    try:
+        line = data[pos + 1 : nl].decode("ascii").strip()
+    except UnicodeDecodeError as exc:
+        raise fail(path, pos + 1 + exc.start, "non-ASCII byte in header line") from None
+    return line, nl + 1
+
+
 def parse_header(data: bytes, path: Path | str) -> PropheseeHeader:
     """Parse the ``%`` lines at the start of ``data``; raise StreamError on garbage."""
     fields: list[tuple[str, str]] = []
@@ -62,17 +98,8 @@ def parse_header(data: bytes, path: Path | str) -> PropheseeHeader:
     height: int | None = None
     pos = 0
     while pos < len(data) and data[pos] == ord("%"):
-        if pos > _MAX_HEADER:
-            raise fail(path, pos, f"header longer than {_MAX_HEADER} bytes")
-        nl = data.find(b"\n", pos, pos + _MAX_LINE)
-        if nl < 0:
-            raise fail(path, pos, f"header line not terminated within {_MAX_LINE} bytes")
-        try:
-            line = data[pos + 1 : nl].decode("ascii").strip()
-        except UnicodeDecodeError as exc:
-            raise fail(path, pos + 1 + exc.start, "non-ASCII byte in header line") from None
         line_at = pos
-        pos = nl + 1
+        line, pos = _header_line(data, pos, path)
         if line == "end":
             break
         key, _, value = line.partition(" ")
@@ -81,27 +108,16 @@ def parse_header(data: bytes, path: Path | str) -> PropheseeHeader:
         if key == "evt":
             evt = value
         elif key == "format":
-            name, *params = value.split(";")
-            evt = _FORMAT_VERSIONS.get(name.strip().upper(), name.strip())
-            for param in params:
-                k, _, v = param.partition("=")
-                if k.strip() == "width":
-                    width = _positive(path, line_at, v.strip(), "width")
-                elif k.strip() == "height":
-                    height = _positive(path, line_at, v.strip(), "height")
-        elif key == "geometry":
-            w_text, _, h_text = value.partition("x")
-            width = _positive(path, line_at, w_text, "width")
-            height = _positive(path, line_at, h_text, "height")
-        elif key == "Width":
-            width = _positive(path, line_at, value, "width")
-        elif key == "Height":
-            height = _positive(path, line_at, value, "height")
+            name = value.split(";")[0].strip()
+            evt = _FORMAT_VERSIONS.get(name.upper(), name)
+        w, h = _geometry(key, value, path, line_at)
+        width = width if w is None else w
+        height = height if h is None else h
     if width is None or height is None:
         plugin = dict(fields).get("plugin_name", "").lower()
-        for tag, w, h in _PLUGIN_GEOMETRY:
+        for tag, pw, ph in _PLUGIN_GEOMETRY:
             if tag in plugin:
-                width, height = w, h
+                width, height = pw, ph
                 break
     return PropheseeHeader(tuple(fields), pos, evt, width, height)
 
