@@ -372,12 +372,32 @@ def bench_peers(
     return ms, info, " ".join(notes)
 
 
+def time_references(
+    net: Network, model: Any, x: np.ndarray, n_dense: int, args: argparse.Namespace
+) -> tuple[float, float, float]:
+    """ms per sample of the dense reference (batch 1 over n_dense frames, batch 64) and
+    of the ANN in torch (batch 1 over args.samples frames)."""
+    import torch
+    from spikecast.converters.reference import simulate
+
+    n, t_max = args.samples, args.steps
+    xs = x[:n]
+    ms_dense1 = median_time(lambda: [simulate(net, xs[i : i + 1], t_max) for i in range(n_dense)],
+                            args.repeats, "dense batch 1") / n_dense * 1e3  # fmt: skip
+    x64 = x[:64]
+    ms_dense64 = median_time(lambda: simulate(net, x64, t_max), max(1, args.repeats // 2),
+                             "dense batch 64") / 64 * 1e3  # fmt: skip
+    xt = torch.from_numpy(xs)
+    with torch.inference_mode():
+        ms_ann = median_time(lambda: [model(xt[i : i + 1]) for i in range(n)], args.repeats,
+                             "ANN batch 1") / n * 1e3  # fmt: skip
+    return ms_dense1, ms_dense64, ms_ann
+
+
 def bench_network(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from spikecast.converters.reference import simulate
-
     net, model, source, _ = load_models(1000)
     tqdm.write(f"network: {source}\n{net.summary()}")
     x, y = test_images(max(args.samples, 64))
@@ -401,14 +421,7 @@ def bench_network(args: argparse.Namespace) -> dict[str, Any]:
         n, "engine early exit",
     )  # fmt: skip
     n_dense = min(args.dense_samples, n)
-    ms_dense1 = per_sample(lambda: [simulate(net, xs[i : i + 1], t_max) for i in range(n_dense)],
-                           n_dense, "dense batch 1")  # fmt: skip
-    x64 = x[:64]
-    ms_dense64 = median_time(lambda: simulate(net, x64, t_max), max(1, args.repeats // 2),
-                             "dense batch 64") / 64 * 1e3  # fmt: skip
-    xt = torch.from_numpy(xs)
-    with torch.inference_mode():
-        ms_ann = per_sample(lambda: [model(xt[i : i + 1]) for i in range(n)], n, "ANN batch 1")
+    ms_dense1, ms_dense64, ms_ann = time_references(net, model, x, n_dense, args)
 
     steps = np.array([r.steps for r in early])
     cls_fixed = np.array([r.class_index for r in fixed])

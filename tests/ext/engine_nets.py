@@ -18,7 +18,7 @@ def q(rng: np.random.Generator, lo: int, hi: int, shape: tuple[int, ...]) -> np.
     return (rng.integers(lo, hi + 1, size=shape) * Q).astype(np.float32)
 
 
-def conv(
+def conv(  # noqa: PLR0913  (a test builder: one keyword per Layer field it varies)
     rng: np.random.Generator,
     name: str,
     in_shape: tuple[int, int, int],
