@@ -63,7 +63,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_classifier(
+def train_classifier(  # noqa: PLR0913  (keyword-only training hyperparameters)
     model: Any,
     x: np.ndarray,
     y: np.ndarray,

@@ -53,6 +53,35 @@ def snn_accuracy(net, x, y, t_max, device, rng=None, desc="SNN"):
     return acc, synops
 
 
+def load_or_train(args: argparse.Namespace, x_fit: np.ndarray, y_fit: np.ndarray) -> tuple[nn.Module, float]:
+    """The cached ANN (bench/models/mnist_maxpool.pt), or a freshly trained and cached one;
+    and the training time (0 when loaded)."""
+    MODELS.mkdir(parents=True, exist_ok=True)
+    weights = MODELS / "mnist_maxpool.pt"
+    model = make_model()
+    if weights.exists():
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        model.eval()
+        print(f"loaded {weights.relative_to(ROOT)} (delete it to retrain)")
+        return model, 0.0
+    t0 = time.time()
+    model = train_classifier(
+        model,
+        x_fit,
+        y_fit,
+        epochs=args.epochs,
+        augment_shift=2,
+        lr=3e-3,
+        seed=args.seed,
+        desc="MNIST",
+        device=args.device,
+    )
+    train_s = time.time() - t0
+    torch.save(model.state_dict(), weights)
+    print(f"trained in {train_s:.0f} s -> {weights.relative_to(ROOT)}")
+    return model, train_s
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=8)
@@ -69,30 +98,7 @@ def main() -> None:
     xtr, ytr, xte, yte = load_mnist()
     # 55k to train, 5k held out: λ calibration and the early-exit table come from data the ANN never fit.
     x_fit, y_fit, x_val, y_val = xtr[:55_000], ytr[:55_000], xtr[55_000:], ytr[55_000:]
-    MODELS.mkdir(parents=True, exist_ok=True)
-    weights = MODELS / "mnist_maxpool.pt"
-    model = make_model()
-    train_s = 0.0
-    if weights.exists():
-        model.load_state_dict(torch.load(weights, weights_only=True))
-        model.eval()
-        print(f"loaded {weights.relative_to(ROOT)} (delete it to retrain)")
-    else:
-        t0 = time.time()
-        model = train_classifier(
-            model,
-            x_fit,
-            y_fit,
-            epochs=args.epochs,
-            augment_shift=2,
-            lr=3e-3,
-            seed=args.seed,
-            desc="MNIST",
-            device=args.device,
-        )
-        train_s = time.time() - t0
-        torch.save(model.state_dict(), weights)
-        print(f"trained in {train_s:.0f} s -> {weights.relative_to(ROOT)}")
+    model, train_s = load_or_train(args, x_fit, y_fit)
     ann_acc = accuracy(model, xte, yte)
     print(f"ANN test accuracy: {ann_acc:.4f}")
 

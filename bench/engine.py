@@ -2,7 +2,10 @@
 
     python bench/engine.py            # full run (a few minutes on 2 cores)
     python bench/engine.py --quick    # smoke version (well under a minute)
-    SPIKECAST_NATIVE=1 pip install -e . --no-build-isolation -q   # build with -march=native first
+    python bench/engine.py --simd portable   # force a kernel path (default: the CPU's widest)
+
+The default build picks its SIMD kernels at run time (AVX-512, AVX2 or portable);
+"simd" in the results says which ran.
 
 Writes bench/results/engine.json and bench/results/engine.png.
 
@@ -41,13 +44,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, MODELS, RESULTS, ROOT, machine, write_json
-from spikecast.ext import (
+from spikecast.ext import (  # type: ignore[attr-defined]
     CompiledNetwork,
     Engine,
+    _bench,
     _engine,
     run_batch,
 )
 from spikecast.ext.core.network import InputSpec, Layer, Network
+from spikecast.ext.engine import _compile_layer
 from tqdm.auto import tqdm
 
 DENSITIES = ("0.01", "0.05", "0.1", "0.2")
@@ -96,7 +101,8 @@ def kernel_network(rng: np.random.Generator) -> Network:
 
 
 def bench_kernel(steps: int, repeats: int, rng: np.random.Generator) -> dict[str, Any]:
-    eng = Engine(kernel_network(rng))
+    net = kernel_network(rng)
+    layer = _bench.LayerBench(_compile_layer(0, net.layers[0], net.input.shape), net.reset == "zero")
     n_in = 32 * 32 * 32
     full, scatter = {}, {}
     for d in DENSITIES:
@@ -104,9 +110,9 @@ def bench_kernel(steps: int, repeats: int, rng: np.random.Generator) -> dict[str
         idx = np.concatenate([np.sort(rng.choice(n_in, k, replace=False)) for _ in range(steps)])
         idx = idx.astype(np.int32)
         off = np.arange(steps + 1, dtype=np.int64) * k
-        synops = eng._core.bench_layer(0, idx, off, False)
+        synops = layer.run(idx, off, False)
         for sweep, out in ((True, full), (False, scatter)):
-            t = median_time(lambda s=sweep, i=idx, o=off: eng._core.bench_layer(0, i, o, s), repeats,
+            t = median_time(lambda s=sweep, i=idx, o=off: layer.run(i, o, s), repeats,
                             f"kernel d={d} sweep={sweep}")  # fmt: skip
             out[d] = synops / t / 1e9
         tqdm.write(f"kernel density {d}: layer step {full[d]:.2f} GSynOps/s, "
@@ -119,8 +125,8 @@ def bench_roofline(n_rows: int, repeats: int, rng: np.random.Generator) -> float
     weight = aligned(rng.standard_normal((32 * 9, 64)).astype(np.float32))  # its weights
     dst = rng.integers(0, membrane.shape[0], n_rows).astype(np.int32)
     src = rng.integers(0, weight.shape[0], n_rows).astype(np.int32)
-    n = _engine.roofline_scatter(membrane, weight, dst, src, 10)
-    t = median_time(lambda: _engine.roofline_scatter(membrane, weight, dst, src, 10), repeats,
+    n = _bench.roofline_scatter(membrane, weight, dst, src, 10)
+    t = median_time(lambda: _bench.roofline_scatter(membrane, weight, dst, src, 10), repeats,
                     "roofline")  # fmt: skip
     gsops = float(n / t / 1e9)
     tqdm.write(f"roofline scatter-add: {gsops:.2f} GSynOps/s")
@@ -367,12 +373,32 @@ def bench_peers(
     return ms, info, " ".join(notes)
 
 
+def time_references(
+    net: Network, model: Any, x: np.ndarray, n_dense: int, args: argparse.Namespace
+) -> tuple[float, float, float]:
+    """ms per sample of the dense reference (batch 1 over n_dense frames, batch 64) and
+    of the ANN in torch (batch 1 over args.samples frames)."""
+    import torch
+    from spikecast.converters.reference import simulate
+
+    n, t_max = args.samples, args.steps
+    xs = x[:n]
+    ms_dense1 = median_time(lambda: [simulate(net, xs[i : i + 1], t_max) for i in range(n_dense)],
+                            args.repeats, "dense batch 1") / n_dense * 1e3  # fmt: skip
+    x64 = x[:64]
+    ms_dense64 = median_time(lambda: simulate(net, x64, t_max), max(1, args.repeats // 2),
+                             "dense batch 64") / 64 * 1e3  # fmt: skip
+    xt = torch.from_numpy(xs)
+    with torch.inference_mode():
+        ms_ann = median_time(lambda: [model(xt[i : i + 1]) for i in range(n)], args.repeats,
+                             "ANN batch 1") / n * 1e3  # fmt: skip
+    return ms_dense1, ms_dense64, ms_ann
+
+
 def bench_network(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from spikecast.converters.reference import simulate
-
     net, model, source, _ = load_models(1000)
     tqdm.write(f"network: {source}\n{net.summary()}")
     x, y = test_images(max(args.samples, 64))
@@ -396,14 +422,7 @@ def bench_network(args: argparse.Namespace) -> dict[str, Any]:
         n, "engine early exit",
     )  # fmt: skip
     n_dense = min(args.dense_samples, n)
-    ms_dense1 = per_sample(lambda: [simulate(net, xs[i : i + 1], t_max) for i in range(n_dense)],
-                           n_dense, "dense batch 1")  # fmt: skip
-    x64 = x[:64]
-    ms_dense64 = median_time(lambda: simulate(net, x64, t_max), max(1, args.repeats // 2),
-                             "dense batch 64") / 64 * 1e3  # fmt: skip
-    xt = torch.from_numpy(xs)
-    with torch.inference_mode():
-        ms_ann = per_sample(lambda: [model(xt[i : i + 1]) for i in range(n)], n, "ANN batch 1")
+    ms_dense1, ms_dense64, ms_ann = time_references(net, model, x, n_dense, args)
 
     steps = np.array([r.steps for r in early])
     cls_fixed = np.array([r.class_index for r in fixed])
@@ -523,7 +542,16 @@ def main() -> None:
     ap.add_argument("--tau", type=float, default=None, help="early-exit τ (default: from calibration)")
     ap.add_argument("--t-min", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--simd",
+        choices=("avx512f", "avx2", "portable"),
+        default=None,
+        help="force the engine's kernel path (default: the widest this CPU has)",
+    )
     args = ap.parse_args()
+    if args.simd is not None:
+        for module in (_engine, _bench):
+            module.set_simd_level(args.simd)
     args.samples = 20 if args.quick else 200
     args.dense_samples = 2 if args.quick else 10
     args.thread_samples = 16 if args.quick else 64
@@ -554,7 +582,6 @@ def main() -> None:
         "speedup_best_peer_batch1_3x_met": None
         if net["speedup_vs_best_peer_batch1"] is None
         else net["speedup_vs_best_peer_batch1"] >= GOAL_SPEEDUP_BEST_PEER_B1,
-        "native_build": _engine.simd_level() not in ("sse2", "none"),
     }
     result = {
         "kernel_gsops": kernel_full,
@@ -563,6 +590,7 @@ def main() -> None:
         **net,
         "goals": goals,
         "simd": _engine.simd_level(),
+        "cpu_simd": _engine.cpu_simd_level(),
         "spikecast_native_env": os.environ.get("SPIKECAST_NATIVE", ""),
         "quick": args.quick,
         "notes": (
@@ -574,7 +602,9 @@ def main() -> None:
         ),
         "load_average_before_after": [load_before[0], os.getloadavg()[0]],
         "seconds": time.time() - t0,
-        "command": "python bench/engine.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/engine.py"
+        + (" --quick" if args.quick else "")
+        + (f" --simd {args.simd}" if args.simd else ""),
         "machine": machine(),
     }
     write_json("engine.json", result)

@@ -43,35 +43,11 @@ def run_sweep(plan, x, y, *, t_max, tau, t_min, threads):
     return res, acc, wall
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--samples", type=int, default=10_000)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--t-min", type=int, default=3)
-    ap.add_argument("--t-max", type=int, default=400)
-    ap.add_argument("--timing-samples", type=int, default=500, help="images timed per operating point")
-    ap.add_argument("--out", default="mnist.json")
-    ap.add_argument("--results-dir", default=str(RESULTS), help="where the JSON and PNG go")
-    args = ap.parse_args()
-
-    from spikecast.ext.core.network import load_network
-    from spikecast.ext.engine import CompiledNetwork, Engine
-    from spikecast.runtime.decision import Calibration, decision_steps
+def trace_every_step(plan, x, t_max):
+    """One pass per image to t_max, reading class, confidence and SynOps after every step."""
+    from spikecast.ext.engine import Engine
     from tqdm.auto import tqdm
 
-    path = MODELS / "mnist_maxpool.scn"
-    if not path.exists():
-        raise SystemExit(f"{path} not found: run python bench/convert_mnist.py first")
-    net = load_network(path)
-    plan = CompiledNetwork(net)
-    _, _, xte, yte = load_mnist()
-    x = net.input.normalize(xte[: args.samples] * 255.0)  # raw pixels -> the network's input
-    y = yte[: args.samples]
-    t_max = args.t_max
-    fixed_steps = [t for t in FIXED_T if t <= t_max]
-
-    # One pass per image to t_max, reading class and confidence after every step: accuracy
-    # at every T, and the early-exit rule replayed exactly (it is what run(tau=...) does).
     eng = Engine(plan)
     pred = np.zeros((t_max, len(x)), np.int16)
     conf = np.zeros((t_max, len(x)), np.float32)
@@ -84,22 +60,29 @@ def main() -> None:
             pred[t, i] = eng.class_index
             conf[t, i] = eng.confidence
             synops[t, i] = eng.synops.sum()
-    correct = pred == y[None, :]
-    acc_by_t = correct.mean(axis=1)
-    fixed = {str(t): float(acc_by_t[t - 1]) for t in fixed_steps}
-    synops_fixed = {str(t): float(synops[t - 1].mean()) for t in fixed_steps}
-    plateau = float(acc_by_t[-1])  # the long-run accuracy at t_max
+    return pred, conf, synops
 
-    # Wall clock per decision on a subset, engine batch API, checked against the replay.
-    xt, yt = x[: args.timing_samples], y[: args.timing_samples]
+
+def time_fixed_t(plan, xt, yt, fixed_steps, pred, threads) -> dict[str, float]:
+    """ms per decision, per core, at each fixed T (run_batch, checked against the trace)."""
+    from tqdm.auto import tqdm
+
     fixed_ms: dict[str, float] = {}
     for t in tqdm(fixed_steps, desc="fixed T timing (run_batch)"):
-        res, _, wall = run_sweep(plan, xt, yt, t_max=t, tau=None, t_min=1, threads=args.threads)
+        res, _, wall = run_sweep(plan, xt, yt, t_max=t, tau=None, t_min=1, threads=threads)
         if not np.array_equal(res.class_index, pred[t - 1, : len(xt)]):
             raise SystemExit(f"run_batch and stepping disagree at T={t}")
-        fixed_ms[str(t)] = wall * 1000 / len(xt) * args.threads  # per decision, per core
+        fixed_ms[str(t)] = wall * 1000 / len(xt) * threads  # per decision, per core
+    return fixed_ms
 
-    cols = np.arange(len(x))
+
+def sweep_early_exit(plan, xt, yt, conf, correct, synops, args) -> list[dict]:
+    """Each τ: the rule replayed on the trace (accuracy, steps, SynOps) and timed in the engine."""
+    from spikecast.runtime.decision import decision_steps
+    from tqdm.auto import tqdm
+
+    t_max = args.t_max
+    cols = np.arange(conf.shape[1])
     early = []
     for tau in tqdm(TAUS, desc="early-exit sweep"):
         steps = decision_steps(conf, tau, args.t_min, t_max)
@@ -115,28 +98,86 @@ def main() -> None:
             "synops_per_decision": float(synops[steps - 1, cols].mean()),
             "confident_fraction": float((conf[steps - 1, cols] >= tau).mean()),
         })
+    return early
 
+
+def early_exit_by_target(net, conf, correct, args) -> list[dict]:
+    """The τ the network's calibration table picks for each target accuracy, replayed."""
+    from spikecast.runtime.decision import Calibration, decision_steps
+
+    if net.calibration is None:
+        return []
+    cal = Calibration(net.calibration)
+    cols = np.arange(conf.shape[1])
     by_target = []
-    if net.calibration is not None:
-        cal = Calibration(net.calibration)
-        for target in TARGETS:
-            tau = cal.tau_for_target(target, args.t_min, t_max)
-            tau = 1.0 if tau is None else tau  # unreachable: run to t_max
-            steps = decision_steps(conf, tau, args.t_min, t_max)
-            by_target.append({"target_accuracy": target, "tau": tau,
-                              "accuracy": float(correct[steps - 1, cols].mean()),
-                              "mean_steps": float(steps.mean()),
-                              "p95_steps": float(np.percentile(steps, 95))})
+    for target in TARGETS:
+        tau = cal.tau_for_target(target, args.t_min, args.t_max)
+        tau = 1.0 if tau is None else tau  # unreachable: run to t_max
+        steps = decision_steps(conf, tau, args.t_min, args.t_max)
+        by_target.append({"target_accuracy": target, "tau": tau,
+                          "accuracy": float(correct[steps - 1, cols].mean()),
+                          "mean_steps": float(steps.mean()),
+                          "p95_steps": float(np.percentile(steps, 95))})
+    return by_target
+
+
+def batch1_median_ms(plan, x, tau, args) -> float:
+    """Median wall time of one early-exit decision at batch 1 over the frames x."""
+    from spikecast.ext.engine import Engine
+
+    eng = Engine(plan)
+    lat = []
+    for frame in x:
+        t0 = time.perf_counter()
+        eng.run(frame, args.t_max, tau=tau, t_min=args.t_min)
+        lat.append(time.perf_counter() - t0)
+    return float(np.median(lat) * 1000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=10_000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--t-min", type=int, default=3)
+    ap.add_argument("--t-max", type=int, default=400)
+    ap.add_argument("--timing-samples", type=int, default=500, help="images timed per operating point")
+    ap.add_argument("--out", default="mnist.json")
+    ap.add_argument("--results-dir", default=str(RESULTS), help="where the JSON and PNG go")
+    args = ap.parse_args()
+
+    from spikecast.ext.core.network import load_network
+    from spikecast.ext.engine import CompiledNetwork
+
+    path = MODELS / "mnist_maxpool.scn"
+    if not path.exists():
+        raise SystemExit(f"{path} not found: run python bench/convert_mnist.py first")
+    net = load_network(path)
+    plan = CompiledNetwork(net)
+    _, _, xte, yte = load_mnist()
+    x = net.input.normalize(xte[: args.samples] * 255.0)  # raw pixels -> the network's input
+    y = yte[: args.samples]
+    t_max = args.t_max
+    fixed_steps = [t for t in FIXED_T if t <= t_max]
+
+    # One pass per image to t_max, reading class and confidence after every step: accuracy
+    # at every T, and the early-exit rule replayed exactly (it is what run(tau=...) does).
+    pred, conf, synops = trace_every_step(plan, x, t_max)
+    correct = pred == y[None, :]
+    acc_by_t = correct.mean(axis=1)
+    fixed = {str(t): float(acc_by_t[t - 1]) for t in fixed_steps}
+    synops_fixed = {str(t): float(synops[t - 1].mean()) for t in fixed_steps}
+    plateau = float(acc_by_t[-1])  # the long-run accuracy at t_max
+
+    # Wall clock per decision on a subset, engine batch API, checked against the replay.
+    xt, yt = x[: args.timing_samples], y[: args.timing_samples]
+    fixed_ms = time_fixed_t(plan, xt, yt, fixed_steps, pred, args.threads)
+    early = sweep_early_exit(plan, xt, yt, conf, correct, synops, args)
+    by_target = early_exit_by_target(net, conf, correct, args)
 
     # Latency of one decision at batch 1 (median over samples), at the operating point chosen below.
     within = [e for e in early if e["accuracy"] >= plateau - 0.0005]
     best = min(within, key=lambda e: e["mean_steps"]) if within else max(early, key=lambda e: e["accuracy"])
-    lat = []
-    for i in range(len(xt)):
-        t0 = time.perf_counter()
-        eng.run(x[i], t_max, tau=best["tau"], t_min=args.t_min)
-        lat.append(time.perf_counter() - t0)
-    best["batch1_median_ms"] = float(np.median(lat) * 1000)
+    best["batch1_median_ms"] = batch1_median_ms(plan, x[: len(xt)], best["tau"], args)
 
     smallest_fixed = int(np.argmax(acc_by_t >= plateau - 0.0005)) + 1
     speedup = smallest_fixed / best["mean_steps"]
@@ -171,7 +212,14 @@ def main() -> None:
     (out_dir / args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out_dir / args.out}")
     plot(result, out_dir / args.out.replace(".json", ".png"))
-    print(f"\nMNIST on the engine, {len(x)} test images")
+    print_summary(result)
+
+
+def print_summary(result) -> None:
+    fixed, early, best = result["snn_accuracy_by_T"], result["early_exit"], result["operating_point"]
+    plateau, smallest_fixed = result["plateau_accuracy"], result["smallest_fixed_T_at_plateau"]
+    speedup = result["step_reduction_vs_fixed_T"]
+    print(f"\nMNIST on the engine, {result['samples']} test images")
     print("fixed T   " + "  ".join(f"{t:>6}" for t in fixed))
     print("accuracy  " + "  ".join(f"{a * 100:6.2f}" for a in fixed.values()))
     print(f"\n{'tau':>7} {'acc %':>7} {'mean T':>7} {'p95 T':>6} {'ms/dec':>7} {'SynOps':>9}")

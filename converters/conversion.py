@@ -116,56 +116,67 @@ def _fold_avgpool_into(pool: Op, op: Op, w: torch.Tensor, flat_after: bool) -> t
     return up, new_op
 
 
-def build_drafts(ops: Sequence[Op]) -> list[_Draft]:
-    """Group parsed ops into conv/linear/maxpool drafts with BN and avg-pool folded."""
-    drafts: list[_Draft] = []
-    pending_pool: Op | None = None
-    flat_after_pool = False
-    i = 0
-    n = len(ops)
-    while i < n:
+class _DraftBuilder:
+    """Walks the parsed ops once, keeping the average-pool that waits to be folded."""
+
+    def __init__(self, ops: Sequence[Op]) -> None:
+        self.ops = ops
+        self.drafts: list[_Draft] = []
+        self.pending_pool: Op | None = None
+        self.flat_after_pool = False
+
+    def layer(self, i: int) -> int:
+        """Draft the conv/linear op at i with the BatchNorm and ReLU that follow it;
+        return the index of the next op."""
+        ops, n = self.ops, len(self.ops)
         op = ops[i]
-        if op.kind in ("conv", "linear"):
-            mod = op.module
-            if mod is None:
-                raise ConversionError(f"node '{op.node}': missing module")
-            w = mod.weight.detach().double()
-            b = (
-                mod.bias.detach().double()
-                if mod.bias is not None
-                else torch.zeros(w.shape[0], dtype=torch.float64)
-            )
-            if pending_pool is not None:
-                w, op = _fold_avgpool_into(pending_pool, op, w, flat_after_pool and op.kind == "conv")
-                pending_pool, flat_after_pool = None, False
+        mod = op.module
+        if mod is None:
+            raise ConversionError(f"node '{op.node}': missing module")
+        w = mod.weight.detach().double()
+        b = (
+            mod.bias.detach().double()
+            if mod.bias is not None
+            else torch.zeros(w.shape[0], dtype=torch.float64)
+        )
+        if self.pending_pool is not None:
+            flat = self.flat_after_pool and op.kind == "conv"
+            w, op = _fold_avgpool_into(self.pending_pool, op, w, flat)
+            self.pending_pool, self.flat_after_pool = None, False
+        i += 1
+        if i < n and ops[i].kind == "bn":
+            w, b = _fold_bn(w, b, ops[i].module)  # type: ignore[arg-type]  # parse guarantees BatchNorm
             i += 1
-            if i < n and ops[i].kind == "bn":
-                w, b = _fold_bn(w, b, ops[i].module)  # type: ignore[arg-type]  # parse guarantees BatchNorm
-                i += 1
-            relu = i < n and ops[i].kind == "relu"
-            if relu:
-                i += 1
-            drafts.append(
-                _Draft(
-                    kind=op.kind,
-                    name=op.node,
-                    in_shape=op.in_shape,
-                    out_shape=op.out_shape,
-                    weight=w,
-                    bias=b,
-                    kernel=op.kernel,
-                    stride=op.stride,
-                    padding=op.padding,
-                    relu=relu,
-                )
+        relu = i < n and ops[i].kind == "relu"
+        if relu:
+            i += 1
+        self.drafts.append(
+            _Draft(
+                kind=op.kind,
+                name=op.node,
+                in_shape=op.in_shape,
+                out_shape=op.out_shape,
+                weight=w,
+                bias=b,
+                kernel=op.kernel,
+                stride=op.stride,
+                padding=op.padding,
+                relu=relu,
             )
-            continue
+        )
+        return i
+
+    def after_relu(self) -> bool:
+        return bool(self.drafts) and self.drafts[-1].relu
+
+    def other(self, op: Op, last: bool) -> None:
+        """Any op but conv/linear: a max-pool layer, an average-pool to fold, or a check."""
         if op.kind == "maxpool":
-            if not drafts or not drafts[-1].relu:
+            if not self.after_relu():
                 raise ConversionError(
                     f"node '{op.node}': max-pool must follow a ReLU layer (spikes gate only rates)"
                 )
-            drafts.append(
+            self.drafts.append(
                 _Draft(
                     "maxpool",
                     op.node,
@@ -177,14 +188,14 @@ def build_drafts(ops: Sequence[Op]) -> list[_Draft]:
                 )
             )
         elif op.kind == "avgpool":
-            if pending_pool is not None or not drafts or not drafts[-1].relu:
+            if self.pending_pool is not None or not self.after_relu():
                 raise ConversionError(f"node '{op.node}': average-pool must follow a ReLU layer")
-            pending_pool = op
+            self.pending_pool = op
         elif op.kind == "flatten":
-            if pending_pool is not None:
-                flat_after_pool = True
+            if self.pending_pool is not None:
+                self.flat_after_pool = True
         elif op.kind == "relu":
-            if not (drafts and drafts[-1].relu):
+            if not self.after_relu():
                 raise ConversionError(
                     f"node '{op.node}': ReLU must directly follow Conv2d/Linear (optionally with BatchNorm)"
                 )
@@ -192,25 +203,40 @@ def build_drafts(ops: Sequence[Op]) -> list[_Draft]:
             raise ConversionError(
                 f"node '{op.node}': BatchNorm must directly follow a Conv2d or Linear layer to be folded"
             )
-        elif op.kind == "softmax":
-            if i != n - 1:
-                raise ConversionError(f"node '{op.node}': Softmax is supported only as the last op")
-        i += 1
-    if pending_pool is not None:
-        raise ConversionError(
-            f"node '{pending_pool.node}': average-pool must be followed by a Conv2d or Linear layer"
-        )
-    if not drafts or drafts[-1].kind not in ("conv", "linear"):
-        raise ConversionError("the model must end with a Conv2d or Linear layer (the output)")
-    if drafts[-1].relu:
-        raise ConversionError(
-            f"node '{drafts[-1].name}': the output layer has a ReLU; remove it so the output "
-            "integrator reads logits"
-        )
-    for d in drafts[:-1]:
-        if not d.relu:
-            raise ConversionError(f"node '{d.name}': hidden layer without ReLU cannot spike; add nn.ReLU")
-    return drafts
+        elif op.kind == "softmax" and not last:
+            raise ConversionError(f"node '{op.node}': Softmax is supported only as the last op")
+
+    def finish(self) -> list[_Draft]:
+        """The drafts, once the chain is known to end in a spiking-free output layer."""
+        drafts = self.drafts
+        if self.pending_pool is not None:
+            raise ConversionError(
+                f"node '{self.pending_pool.node}': average-pool must be followed by a Conv2d or Linear layer"
+            )
+        if not drafts or drafts[-1].kind not in ("conv", "linear"):
+            raise ConversionError("the model must end with a Conv2d or Linear layer (the output)")
+        if drafts[-1].relu:
+            raise ConversionError(
+                f"node '{drafts[-1].name}': the output layer has a ReLU; remove it so the output "
+                "integrator reads logits"
+            )
+        for d in drafts[:-1]:
+            if not d.relu:
+                raise ConversionError(f"node '{d.name}': hidden layer without ReLU cannot spike; add nn.ReLU")
+        return drafts
+
+
+def build_drafts(ops: Sequence[Op]) -> list[_Draft]:
+    """Group parsed ops into conv/linear/maxpool drafts with BN and avg-pool folded."""
+    builder = _DraftBuilder(ops)
+    i = 0
+    while i < len(ops):
+        if ops[i].kind in ("conv", "linear"):
+            i = builder.layer(i)
+        else:
+            builder.other(ops[i], last=i == len(ops) - 1)
+            i += 1
+    return builder.finish()
 
 
 def _batches(calibration: Any, batch_size: int, limit: int) -> Iterator[torch.Tensor]:
@@ -304,7 +330,7 @@ def measure_lambdas(
     return lambdas, seen
 
 
-def convert(
+def convert(  # noqa: PLR0913  (public API: keyword-only options, each documented; a bundle would break callers)
     model: nn.Module,
     calibration: Any,
     *,

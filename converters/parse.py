@@ -123,85 +123,130 @@ def _ops_from_graph(gm: fx.GraphModule) -> list[Op]:
     return ops
 
 
+@dataclass(frozen=True)
+class _Site:
+    """The node being classified, with its shapes (batch dim dropped)."""
+
+    node: fx.Node
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    def op(self, kind: OpKind, **kw: Any) -> Op:
+        name = str(self.node.target) if self.node.op == "call_module" else self.node.name
+        return Op(kind=kind, node=name, in_shape=self.in_shape, out_shape=self.out_shape, **kw)
+
+    def refuse(self, what: str, fix: str) -> ConversionError:
+        return _refuse(self.node, what, fix)
+
+    def flatten(self) -> Op | None:
+        return _flatten(self.node, self.in_shape, self.out_shape)
+
+
 def _classify(gm: fx.GraphModule, node: fx.Node) -> Op | None:
     in_shape = _shape(node.args[0]) if isinstance(node.args[0], fx.Node) else ()
-    out_shape = _shape(node)
-    name = str(node.target) if node.op == "call_module" else node.name
-
-    def op(kind: OpKind, **kw: Any) -> Op:
-        return Op(kind=kind, node=name, in_shape=in_shape, out_shape=out_shape, **kw)
-
+    site = _Site(node, in_shape, _shape(node))
     if node.op == "call_module":
-        m = gm.get_submodule(str(node.target))
-        tname = type(m).__name__
-        if isinstance(m, _DROP_MODULES):
-            return None
-        if isinstance(m, nn.Conv2d):
-            if m.groups != 1 or _pair(m.dilation) != (1, 1):
-                raise _refuse(node, tname, "grouped or dilated convolutions; use groups=1, dilation=1")
-            if isinstance(m.padding, str) or m.padding_mode != "zeros":
-                raise _refuse(node, tname, "padding must be integers with padding_mode='zeros'")
-            return op(
-                "conv",
-                module=m,
-                kernel=_pair(m.kernel_size),
-                stride=_pair(m.stride),
-                padding=_pair(m.padding),
-            )
-        if isinstance(m, nn.Linear):
-            return op("linear", module=m)
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            if not m.track_running_stats or m.running_mean is None:
-                raise _refuse(node, tname, "BatchNorm needs running statistics (track_running_stats=True)")
-            return op("bn", module=m)
-        if isinstance(m, nn.ReLU):
-            return op("relu")
-        if isinstance(m, nn.MaxPool2d):
-            if m.ceil_mode or _pair(m.dilation) != (1, 1) or _pair(m.padding) != (0, 0):
-                raise _refuse(node, tname, "max-pool needs padding=0, dilation=1, ceil_mode=False")
-            stride = m.stride if m.stride is not None else m.kernel_size
-            return op("maxpool", kernel=_pair(m.kernel_size), stride=_pair(stride))
-        if isinstance(m, nn.AvgPool2d):
-            stride = m.stride if m.stride is not None else m.kernel_size
-            if m.ceil_mode or _pair(m.padding) != (0, 0) or m.divisor_override is not None:
-                raise _refuse(
-                    node, tname, "average-pool needs padding=0, ceil_mode=False, no divisor_override"
-                )
-            return op("avgpool", kernel=_pair(m.kernel_size), stride=_pair(stride))
-        if isinstance(m, nn.AdaptiveAvgPool2d):
-            if len(out_shape) != 3 or out_shape[1:] != (1, 1):
-                raise _refuse(node, tname, "adaptive average-pool converts only to output size 1x1")
-            return op("avgpool", kernel=(in_shape[1], in_shape[2]), stride=(in_shape[1], in_shape[2]))
-        if isinstance(m, nn.Flatten):
-            return _flatten(node, in_shape, out_shape)
-        if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
-            return op("softmax")
-        raise _refuse(node, tname, _fix_for(tname))
+        return _classify_module(gm.get_submodule(str(node.target)), site)
     if node.op == "call_function":
-        fn = node.target
-        if fn in _RELU_FUNCS:
-            return op("relu")
-        if fn in _DROP_FUNCS:
-            return None
-        if fn is torch.flatten:
-            return _flatten(node, in_shape, out_shape)
-        if fn in (F.softmax, torch.softmax, F.log_softmax):
-            return op("softmax")
-        fname = getattr(fn, "__name__", str(fn))
-        if fn in (operator.add, torch.add, torch.cat):
-            raise _refuse(node, fname, "residual additions and concatenations are not supported")
-        raise _refuse(node, fname, _fix_for(fname))
+        return _classify_function(node.target, site)
     if node.op == "call_method":
-        if node.target == "relu":
-            return op("relu")
-        if node.target in _FLATTEN_METHODS:
-            return _flatten(node, in_shape, out_shape)
-        if node.target in _PASS_METHODS:
-            return None
-        if node.target in ("softmax", "log_softmax"):
-            return op("softmax")
-        raise _refuse(node, f"Tensor.{node.target}", _fix_for(str(node.target)))
-    raise _refuse(node, str(node.target), "unknown graph node")
+        return _classify_method(str(node.target), site)
+    raise site.refuse(str(node.target), "unknown graph node")
+
+
+def _conv_op(m: nn.Conv2d, site: _Site) -> Op:
+    if m.groups != 1 or _pair(m.dilation) != (1, 1):
+        raise site.refuse(type(m).__name__, "grouped or dilated convolutions; use groups=1, dilation=1")
+    if isinstance(m.padding, str) or m.padding_mode != "zeros":
+        raise site.refuse(type(m).__name__, "padding must be integers with padding_mode='zeros'")
+    return site.op(
+        "conv",
+        module=m,
+        kernel=_pair(m.kernel_size),
+        stride=_pair(m.stride),
+        padding=_pair(m.padding),
+    )
+
+
+def _bn_op(m: nn.BatchNorm1d | nn.BatchNorm2d, site: _Site) -> Op:
+    if not m.track_running_stats or m.running_mean is None:
+        raise site.refuse(type(m).__name__, "BatchNorm needs running statistics (track_running_stats=True)")
+    return site.op("bn", module=m)
+
+
+def _maxpool_op(m: nn.MaxPool2d, site: _Site) -> Op:
+    if m.ceil_mode or _pair(m.dilation) != (1, 1) or _pair(m.padding) != (0, 0):
+        raise site.refuse(type(m).__name__, "max-pool needs padding=0, dilation=1, ceil_mode=False")
+    stride = m.stride if m.stride is not None else m.kernel_size
+    return site.op("maxpool", kernel=_pair(m.kernel_size), stride=_pair(stride))
+
+
+def _avgpool_op(m: nn.AvgPool2d, site: _Site) -> Op:
+    stride = m.stride if m.stride is not None else m.kernel_size
+    if m.ceil_mode or _pair(m.padding) != (0, 0) or m.divisor_override is not None:
+        raise site.refuse(
+            type(m).__name__, "average-pool needs padding=0, ceil_mode=False, no divisor_override"
+        )
+    return site.op("avgpool", kernel=_pair(m.kernel_size), stride=_pair(stride))
+
+
+def _adaptive_avgpool_op(m: nn.AdaptiveAvgPool2d, site: _Site) -> Op:
+    if len(site.out_shape) != 3 or site.out_shape[1:] != (1, 1):
+        raise site.refuse(type(m).__name__, "adaptive average-pool converts only to output size 1x1")
+    h, w = site.in_shape[1], site.in_shape[2]
+    return site.op("avgpool", kernel=(h, w), stride=(h, w))
+
+
+#: Module classes that convert, in the order they are tried, and how.
+_MODULE_RULES: tuple[tuple[type | tuple[type, ...], Any], ...] = (
+    (nn.Conv2d, _conv_op),
+    (nn.Linear, lambda m, site: site.op("linear", module=m)),
+    ((nn.BatchNorm1d, nn.BatchNorm2d), _bn_op),
+    (nn.ReLU, lambda m, site: site.op("relu")),
+    (nn.MaxPool2d, _maxpool_op),
+    (nn.AvgPool2d, _avgpool_op),
+    (nn.AdaptiveAvgPool2d, _adaptive_avgpool_op),
+    (nn.Flatten, lambda m, site: site.flatten()),
+    ((nn.Softmax, nn.LogSoftmax), lambda m, site: site.op("softmax")),
+)
+
+
+def _classify_module(m: nn.Module, site: _Site) -> Op | None:
+    if isinstance(m, _DROP_MODULES):
+        return None
+    for types, make in _MODULE_RULES:
+        if isinstance(m, types):
+            op: Op | None = make(m, site)
+            return op
+    tname = type(m).__name__
+    raise site.refuse(tname, _fix_for(tname))
+
+
+def _classify_function(fn: Any, site: _Site) -> Op | None:
+    if fn in _RELU_FUNCS:
+        return site.op("relu")
+    if fn in _DROP_FUNCS:
+        return None
+    if fn is torch.flatten:
+        return site.flatten()
+    if fn in (F.softmax, torch.softmax, F.log_softmax):
+        return site.op("softmax")
+    fname = getattr(fn, "__name__", str(fn))
+    if fn in (operator.add, torch.add, torch.cat):
+        raise site.refuse(fname, "residual additions and concatenations are not supported")
+    raise site.refuse(fname, _fix_for(fname))
+
+
+def _classify_method(method: str, site: _Site) -> Op | None:
+    if method == "relu":
+        return site.op("relu")
+    if method in _FLATTEN_METHODS:
+        return site.flatten()
+    if method in _PASS_METHODS:
+        return None
+    if method in ("softmax", "log_softmax"):
+        return site.op("softmax")
+    raise site.refuse(f"Tensor.{method}", _fix_for(method))
 
 
 def _flatten(node: fx.Node, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Op | None:

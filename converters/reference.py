@@ -120,6 +120,77 @@ def simulate(
         return _simulate(net, x, n_steps, record_spikes, rng, torch.device(device))
 
 
+def _check_input(net: Network, xt: torch.Tensor, n_steps: int, rng: np.random.Generator | None) -> int:
+    """Validate the input for ``simulate``; return the batch size."""
+    if n_steps < 1:
+        raise ParameterError(f"n_steps must be >= 1, got {n_steps}")
+    spec = net.input
+    if spec.kind == "frame":
+        if xt.ndim != 4 or tuple(xt.shape[1:]) != spec.shape:
+            raise ParameterError(f"frames must be (B, {spec.shape}), got {tuple(xt.shape)}")
+        if spec.encoding == "poisson" and rng is None:
+            raise ParameterError("Poisson input needs an explicit rng")
+        batch = int(xt.shape[0])
+    else:
+        if xt.ndim != 5 or tuple(xt.shape[2:]) != spec.shape or xt.shape[0] < n_steps:
+            raise ParameterError(
+                f"event counts must be (T >= {n_steps}, B, {spec.shape}), got {tuple(xt.shape)}"
+            )
+        batch = int(xt.shape[1])
+    if not torch.isfinite(xt).all():
+        raise ParameterError("input contains NaN or infinity")
+    return batch
+
+
+class _DenseRun:
+    """The dense state of every layer for one batch, advanced one step at a time."""
+
+    def __init__(self, net: Network, xt: torch.Tensor, batch: int, record_spikes: bool, dev: torch.device):
+        layers = net.layers
+        self.net = net
+        self.batch = batch
+        self.record_spikes = record_spikes
+        self.params = [_params(ly, dev) if ly.weight is not None else (torch.zeros(0), None) for ly in layers]
+        self.fan = [torch.as_tensor(fanout(ly), dtype=torch.float64, device=dev) for ly in layers]
+        self.v = [torch.zeros(batch, *ly.out_shape, device=dev) for ly in layers]
+        self.pool_counts = [torch.zeros(batch, *ly.in_shape, device=dev) for ly in layers]
+        self.counts = [torch.zeros(batch, *ly.out_shape, device=dev) for ly in layers]
+        self.synops = torch.zeros(batch, len(layers), dtype=torch.float64, device=dev)
+        self.trains: list[list[torch.Tensor]] = [[] for _ in layers]
+        analog = net.input.kind == "frame" and net.input.encoding == "analog"
+        self.current = _apply(layers[0], xt, self.params[0]) if analog else None
+
+    def step(self, s: torch.Tensor) -> None:
+        """One step through every layer from input spikes ``s``."""
+        for i, ly in enumerate(self.net.layers):
+            s = self._pool(i, ly, s) if ly.kind == "maxpool" else self._layer(i, ly, s)
+            if ly.spiking:
+                self.counts[i] += s
+                if self.record_spikes:
+                    self.trains[i].append(s.to(torch.uint8))
+
+    def _pool(self, i: int, ly: Layer, s: torch.Tensor) -> torch.Tensor:
+        self.pool_counts[i] += s
+        return gated_maxpool(s, self.pool_counts[i], ly)
+
+    def _layer(self, i: int, ly: Layer, s: torch.Tensor) -> torch.Tensor:
+        v = self.v[i]
+        if i == 0 and self.current is not None:
+            v += self.current
+        else:
+            fan_in = s.abs().double().reshape(self.batch, -1) * self.fan[i].reshape(-1)
+            self.synops[:, i] += fan_in.sum(dim=1)
+            v += _apply(ly, s, self.params[i])
+        if not ly.spiking:
+            return s
+        spk = (v >= ly.threshold).float()
+        if self.net.reset == "subtract":
+            v -= ly.threshold * spk
+        else:
+            v *= 1.0 - spk
+        return spk
+
+
 def _simulate(
     net: Network,
     x: np.ndarray | torch.Tensor,
@@ -128,76 +199,31 @@ def _simulate(
     rng: np.random.Generator | None,
     dev: torch.device,
 ) -> SimResult:
-    if n_steps < 1:
-        raise ParameterError(f"n_steps must be >= 1, got {n_steps}")
     spec = net.input
     xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device=dev)
-    if spec.kind == "frame":
-        if xt.ndim != 4 or tuple(xt.shape[1:]) != spec.shape:
-            raise ParameterError(f"frames must be (B, {spec.shape}), got {tuple(xt.shape)}")
-        if spec.encoding == "poisson" and rng is None:
-            raise ParameterError("Poisson input needs an explicit rng")
-        batch = xt.shape[0]
-    else:
-        if xt.ndim != 5 or tuple(xt.shape[2:]) != spec.shape or xt.shape[0] < n_steps:
-            raise ParameterError(
-                f"event counts must be (T >= {n_steps}, B, {spec.shape}), got {tuple(xt.shape)}"
-            )
-        batch = xt.shape[1]
-    if not torch.isfinite(xt).all():
-        raise ParameterError("input contains NaN or infinity")
-
-    layers = net.layers
-    params = [_params(ly, dev) if ly.weight is not None else (torch.zeros(0), None) for ly in layers]
-    fan = [torch.as_tensor(fanout(ly), dtype=torch.float64, device=dev) for ly in layers]
-    v = [torch.zeros(batch, *ly.out_shape, device=dev) for ly in layers]
-    pool_counts = [torch.zeros(batch, *ly.in_shape, device=dev) for ly in layers]
-    counts = [torch.zeros(batch, *ly.out_shape, device=dev) for ly in layers]
-    synops = torch.zeros(batch, len(layers), dtype=torch.float64, device=dev)
-    trains: list[list[torch.Tensor]] = [[] for _ in layers]
+    batch = _check_input(net, xt, n_steps, rng)
+    run = _DenseRun(net, xt, batch, record_spikes, dev)
     logits = np.zeros((n_steps, batch, net.n_classes), np.float32)
-    analog = spec.kind == "frame" and spec.encoding == "analog"
-    current = _apply(layers[0], xt, params[0]) if analog else None
-    out = layers[-1]
+    out = net.layers[-1]
 
     for t in range(1, n_steps + 1):
         if spec.kind == "events":
             s = xt[t - 1]
-        elif analog:
+        elif run.current is not None:
             s = xt  # unused by layer 0: it takes the precomputed current
         else:
             s = poisson_spikes(xt, rng)
-        for i, ly in enumerate(layers):
-            if ly.kind == "maxpool":
-                pool_counts[i] += s
-                s = gated_maxpool(s, pool_counts[i], ly)
-            else:
-                if i == 0 and current is not None:
-                    v[i] += current
-                else:
-                    synops[:, i] += (s.abs().double().reshape(batch, -1) * fan[i].reshape(-1)).sum(dim=1)
-                    v[i] += _apply(ly, s, params[i])
-                if ly.spiking:
-                    spk = (v[i] >= ly.threshold).float()
-                    if net.reset == "subtract":
-                        v[i] -= ly.threshold * spk
-                    else:
-                        v[i] *= 1.0 - spk
-                    s = spk
-            if ly.spiking:
-                counts[i] += s
-                if record_spikes:
-                    trains[i].append(s.to(torch.uint8))
-        logits[t - 1] = (out.lam * v[-1].reshape(batch, -1) / t).cpu().numpy()
+        run.step(s)
+        logits[t - 1] = (out.lam * run.v[-1].reshape(batch, -1) / t).cpu().numpy()
 
     z = torch.from_numpy(logits) / net.temperature
     conf = torch.softmax(z, dim=-1).amax(dim=-1).numpy()
     return SimResult(
         logits=logits,
         confidence=conf,
-        spike_counts=[c.cpu().numpy() for c in counts],
-        synops=synops.cpu().numpy(),
-        spikes=[torch.stack(tr).cpu().numpy() if tr else np.zeros((0,)) for tr in trains]
+        spike_counts=[c.cpu().numpy() for c in run.counts],
+        synops=run.synops.cpu().numpy(),
+        spikes=[torch.stack(tr).cpu().numpy() if tr else np.zeros((0,)) for tr in run.trains]
         if record_spikes
         else None,
     )

@@ -11,6 +11,11 @@ Per step the work is proportional to the number of spikes (scatter of contiguous
 weight runs through precomputed border-aware tables; max-pool windows touched only
 where an input spiked) plus one vectorised sweep over the neuron states of each
 conv/linear layer (drive, threshold, reset, spike list).
+
+The scatter rows and the sweep run on the widest SIMD kernels the CPU has (AVX-512F,
+AVX2, else portable), chosen once at import whatever the build flags: simd_level()
+says which, set_simd_level() narrows it (tests, benchmarks). All paths give the same
+bits. Benchmark hooks live in spikecast.ext._bench, over the same kernels.
 """
 
 # The types are declared once, in ext/_engine.pxd. setup.py names this module
@@ -19,99 +24,27 @@ conv/linear layer (drive, threshold, reset, spike list).
 include "_engine.pxd"
 
 from libc.math cimport exp
-from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint64_t, uintptr_t
-from libc.stdlib cimport calloc, free
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uintptr_t
+from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 
 import numpy as np
 
 from spikecast.ext.core.errors import SpikecastError
 
-# ----------------------------------------------------------------------------------
-# Kernels (no Python objects, no GIL).
-# ----------------------------------------------------------------------------------
 
-cdef inline void add_row(float* dst, const float* src, int n) noexcept nogil:
-    """dst[:n] += src[:n]; the one inner loop of every scatter (gcc vectorises it)."""
-    cdef int j
-    for j in range(n):
-        dst[j] += src[j]
+# The kernels shared with _bench.pyx, and the SIMD dispatch.
+include "_kernels.pxi"
 
+# ----------------------------------------------------------------------------------
+# Engine-only kernels (no Python objects, no GIL).
+# ----------------------------------------------------------------------------------
 
 cdef inline void axpy_row(float* dst, const float* src, float a, int n) noexcept nogil:
     """dst[:n] += a * src[:n] (frame current)."""
     cdef int j
     for j in range(n):
         dst[j] += a * src[j]
-
-
-cdef inline int split_index(int i, int c, int shift, int* chan) noexcept nogil:
-    """Channel-last index i -> position i // c, channel i % c (a shift for powers of two:
-    an integer division costs ~25 cycles, more than a short scatter run)."""
-    cdef int pos
-    if shift >= 0:
-        pos = i >> shift
-    else:
-        pos = i // c
-    chan[0] = i - pos * c
-    return pos
-
-
-cdef int64_t scatter_conv(
-    const LayerPlan* lp,
-    float* v,                 # out: membranes, channel-last
-    const int32_t* src,       # in: spiking inputs
-    int n_src,
-    const int32_t* perm,      # in: torch -> channel-last map for external input, else NULL
-    int n_valid,              # external indices must lie in [0, n_valid)
-) noexcept nogil:
-    """Add each spike's weight runs into the membranes they reach; return SynOps."""
-    cdef int e, i, pos, c, k, k1
-    cdef int c_in = lp.c_in
-    cdef int per_c_in = lp.kh * lp.kw * lp.c_out
-    cdef const float* wb
-    cdef const int32_t* tab_w = lp.tab_w
-    cdef const int32_t* tab_m = lp.tab_m
-    cdef const int32_t* tab_n = lp.tab_n
-    cdef int64_t synops = 0
-    for e in range(n_src):
-        i = src[e]
-        if perm != NULL:
-            if <unsigned int> i >= <unsigned int> n_valid:
-                continue
-            i = perm[i]
-        pos = split_index(i, c_in, lp.c_in_shift, &c)
-        wb = lp.weight + <Py_ssize_t> c * per_c_in
-        k1 = lp.tab_ptr[pos + 1]
-        k = lp.tab_ptr[pos]
-        while k < k1:
-            add_row(v + tab_m[k], wb + tab_w[k], tab_n[k])
-            synops += tab_n[k]
-            k += 1
-    return synops
-
-
-cdef int64_t scatter_linear(
-    const LayerPlan* lp,
-    float* v,                 # out: (n_out,) membranes
-    const int32_t* src,       # in: spiking inputs, channel-last
-    int n_src,
-    const int32_t* perm,      # in: torch -> channel-last map for external input, else NULL
-    int n_valid,
-) noexcept nogil:
-    """Add one weight row per spike; return SynOps."""
-    cdef int e, i
-    cdef int n_out = lp.n_out
-    cdef int64_t done = 0
-    for e in range(n_src):
-        i = src[e]
-        if perm != NULL:
-            if <unsigned int> i >= <unsigned int> n_valid:
-                continue
-            i = perm[i]
-        add_row(v, lp.weight + <Py_ssize_t> i * n_out, n_out)
-        done += 1
-    return done * n_out
 
 
 cdef int pool_step(
@@ -165,168 +98,6 @@ cdef int pool_step(
         out[n_out] = o
         n_out += win[o].hit
     return n_out
-
-
-cdef extern from *:
-    """
-    #if defined(__GNUC__) || defined(__clang__)
-    #define SPK_CTZ64(x) __builtin_ctzll(x)
-    #else
-    static int SPK_CTZ64(unsigned long long x) { int k = 0; while (!(x & 1)) { x >>= 1; k++; } return k; }
-    #endif
-
-    /* Only in builds for AVX-512 (SPIKECAST_NATIVE=1 on such a machine): the sweep with
-       the compare mask used directly as a spike bitmask, no byte mask round trip.
-       Same arithmetic as update_subtract/update_zero, so the same bits. */
-    #if defined(__AVX512F__)
-    #include <immintrin.h>
-    #define SPK_HAVE_AVX512 1
-    static int spk_sweep_avx512(float* v, const float* drive, int period, int n,
-                                float threshold, int reset_zero, int32_t* out) {
-        const __m512 th = _mm512_set1_ps(threshold);
-        const __m512 zero = _mm512_setzero_ps();
-        int n_sp = 0;
-        for (int p = 0; p < n; p += period) {
-            for (int j = 0; j < period; j += 16) {
-                __m512 x = _mm512_add_ps(_mm512_loadu_ps(v + p + j), _mm512_loadu_ps(drive + j));
-                __mmask16 k = _mm512_cmp_ps_mask(x, th, _CMP_GE_OQ);
-                x = reset_zero ? _mm512_mask_mov_ps(x, k, zero) : _mm512_mask_sub_ps(x, k, x, th);
-                _mm512_storeu_ps(v + p + j, x);
-                unsigned long long bits = (unsigned long long)k;
-                while (bits) {
-                    out[n_sp++] = p + j + SPK_CTZ64(bits);
-                    bits &= bits - 1;
-                }
-            }
-        }
-        return n_sp;
-    }
-    #else
-    #define SPK_HAVE_AVX512 0
-    static int spk_sweep_avx512(float* v, const float* drive, int period, int n,
-                                float threshold, int reset_zero, int32_t* out) { return -1; }
-    #endif
-    """
-    int SPK_CTZ64(uint64_t x) noexcept nogil
-    bint SPK_HAVE_AVX512
-    int spk_sweep_avx512(
-        float* v, const float* drive, int period, int n, float threshold, int reset_zero,
-        int32_t* out,
-    ) noexcept nogil
-
-
-cdef void update_subtract(
-    float* v,                 # in/out: (n,) membranes
-    const float* drive,       # in: (period,) added to every run of `period` neurons
-    int period,
-    int n,                    # a multiple of period
-    float threshold,
-    uint8_t* mask,            # out: (n,) 1 where a neuron spiked
-) noexcept nogil:
-    """V += drive; mask = V >= θ; V -= θ where it spiked. Vectorised over channels.
-
-    Channel-last conv membranes repeat the per-channel bias every c_out neurons, so
-    the sweep reads only c_out bias floats instead of a full drive array.
-    """
-    # s is an int: float->int conversions may trap, which stops gcc vectorising.
-    cdef int p, j, s
-    cdef float x
-    cdef float* vp
-    cdef uint8_t* mp
-    p = 0
-    while p < n:
-        vp = v + p
-        mp = mask + p
-        p += period
-        for j in range(period):
-            x = vp[j] + drive[j]
-            s = x >= threshold
-            vp[j] = x - threshold * <float> s  # exactly the reference's V -= θ·S
-            mp[j] = <uint8_t> s
-
-
-cdef void update_zero(
-    float* v, const float* drive, int period, int n, float threshold, uint8_t* mask
-) noexcept nogil:
-    """As update_subtract, but V = 0 where it spiked."""
-    cdef int p, j, s
-    cdef float x
-    cdef float* vp
-    cdef uint8_t* mp
-    p = 0
-    while p < n:
-        vp = v + p
-        mp = mask + p
-        p += period
-        for j in range(period):
-            x = vp[j] + drive[j]
-            s = x >= threshold
-            vp[j] = x * <float> (1 - s)  # exactly the reference's V *= 1 - S
-            mp[j] = <uint8_t> s
-
-
-cdef bint little_endian() noexcept nogil:
-    cdef uint64_t one = 1
-    cdef uint8_t first
-    memcpy(&first, &one, 1)
-    return first == 1
-
-
-cdef int compact(const uint8_t* mask, int n, int32_t* out) noexcept nogil:
-    """Indices of the set (0/1) bytes of mask, ascending.
-
-    64 bytes at a time: skip them if all clear, else pack them into a 64-bit word
-    (w * 0x0102040810204080 >> 56 gathers the low bits of 8 bytes, little-endian)
-    and emit one index per set bit, so the cost is ~n/64 plus one per spike.
-    """
-    cdef int j = 0
-    cdef int q, m, n_sp = 0
-    cdef int32_t* dst
-    cdef uint64_t any_set, bits
-    cdef uint64_t[8] words
-    if little_endian():
-        while j + 64 <= n:
-            memcpy(words, mask + j, 64)  # memcpy keeps the loads free of aliasing UB
-            any_set = 0
-            for q in range(8):
-                any_set |= words[q]
-            if any_set != 0:
-                bits = 0
-                for q in range(8):
-                    bits |= ((words[q] * <uint64_t> 0x0102040810204080) >> 56) << (8 * q)
-                dst = out + n_sp  # a local cursor keeps the count out of memory
-                m = 0
-                while bits != 0:
-                    dst[m] = j + SPK_CTZ64(bits)
-                    m += 1
-                    bits &= bits - 1
-                n_sp += m
-            j += 64
-    while j < n:  # the tail, or every byte on a big-endian machine
-        out[n_sp] = j  # branch-free: n_sp <= j < n, so always in bounds
-        n_sp += mask[j]
-        j += 1
-    return n_sp
-
-
-cdef int sweep_spiking(
-    float* v,                 # in/out: (n,) membranes
-    const float* drive,       # in: (period,) bias per channel, or the frame current
-    int period,
-    int n,
-    float threshold,
-    int reset_zero,
-    uint8_t* mask,            # scratch (n,)
-    int32_t* out,             # out: indices that spiked, ascending
-) noexcept nogil:
-    """V += drive; S = V >= θ; reset; emit S as an index list. Returns the spike count."""
-    if SPK_HAVE_AVX512 and period % 16 == 0:
-        return spk_sweep_avx512(v, drive, period, n, threshold, reset_zero, out)
-    if reset_zero:
-        update_zero(v, drive, period, n, threshold, mask)
-    else:
-        update_subtract(v, drive, period, n, threshold, mask)
-    return compact(mask, n, out)
 
 
 cdef void integrate(float* v, const float* drive, int period, int n) noexcept nogil:
@@ -518,30 +289,11 @@ cdef void decay_state(const NetPlan* p, EngineState* s, float factor) noexcept n
 # Python-facing classes: hold buffers, release the GIL around the kernels.
 # ----------------------------------------------------------------------------------
 
-cdef void* _alloc(size_t n, size_t size) except NULL:
-    """calloc that raises MemoryError instead of returning NULL."""
-    cdef void* ptr = calloc(n if n > 0 else 1, size)
-    if ptr == NULL:
-        raise MemoryError(f"cannot allocate {n} x {size} bytes for the engine")
-    return ptr
-
-
 cdef void* _carve(char** cursor, size_t nbytes) noexcept:
     """Take nbytes (rounded up to 64) from the arena at *cursor; NULL cursor only sizes."""
     cdef void* ptr = cursor[0]
     cursor[0] += (nbytes + 63) & ~(<size_t> 63)
     return ptr
-
-
-cdef const float* _fptr(const float[::1] a):
-    return &a[0] if a.shape[0] > 0 else NULL
-
-
-cdef const int32_t* _iptr(const int32_t[::1] a):
-    return &a[0] if a.shape[0] > 0 else NULL
-
-
-_ARRAY_KEYS = ("weight", "bias", "tab_ptr", "tab_w", "tab_m", "tab_n", "win_init")
 
 
 cdef class CompiledPlan:
@@ -578,27 +330,8 @@ cdef class CompiledPlan:
         self.plan.reset_zero = reset_zero
         self.plan.max_neurons = 1
         for l in range(n):
-            d = layers[l]
             lp = &self.layer_plans[l]
-            lp.kind = d["kind"]
-            lp.spiking = d["spiking"]
-            lp.n_in = d["n_in"]
-            lp.n_out = d["n_out"]
-            lp.c_in, lp.h_in, lp.w_in = d["in_chw"]
-            lp.c_out, lp.h_out, lp.w_out = d["out_chw"]
-            lp.kh, lp.kw = d["kernel"]
-            lp.sh, lp.sw = d["stride"]
-            lp.threshold = <float> d["threshold"]
-            lp.lam = <float> d["lam"]
-            lp.weight = _fptr(d["weight"])
-            lp.bias = _fptr(d["bias"])
-            lp.tab_ptr = _iptr(d["tab_ptr"])
-            lp.tab_w = _iptr(d["tab_w"])
-            lp.tab_m = _iptr(d["tab_m"])
-            lp.tab_n = _iptr(d["tab_n"])
-            lp.win_init = _iptr(d["win_init"])
-            lp.c_in_shift = d["c_in_shift"]
-            self._keep.extend([d[key] for key in _ARRAY_KEYS])
+            fill_layer(lp, layers[l], self._keep)
             if lp.n_out > self.plan.max_neurons:
                 self.plan.max_neurons = lp.n_out
 
@@ -871,100 +604,3 @@ cdef class EngineCore:
         if ls.n_spikes > 0:
             memcpy(&o[0], ls.spikes, ls.n_spikes * sizeof(int32_t))
         return out
-
-    def bench_layer(
-        self,
-        int layer,
-        const int32_t[::1] indices,
-        const int64_t[::1] offsets,
-        bint sweep,
-    ) -> int:
-        """Benchmark hook: scatter (and optionally sweep) one conv/linear layer on given
-        channel-last input spikes per step, no other layer. Returns SynOps done."""
-        cdef const LayerPlan* lp
-        cdef LayerState* ls
-        cdef Py_ssize_t k, n_steps = offsets.shape[0] - 1
-        cdef int64_t syn = 0
-        if not 0 <= layer < self.plan.n_layers:
-            raise IndexError("layer out of range")
-        lp = &self.plan.layers[layer]
-        ls = &self.st.layers[layer]
-        if lp.kind == KIND_POOL or indices.shape[0] == 0 or n_steps < 1:
-            raise ValueError("bench_layer needs a conv or linear layer and some spikes")
-        if offsets[0] != 0 or offsets[n_steps] != indices.shape[0]:
-            raise ValueError("bad offsets")
-        for k in range(n_steps):
-            if offsets[k + 1] < offsets[k]:
-                raise ValueError("bad offsets")
-        for k in range(indices.shape[0]):
-            if not 0 <= indices[k] < lp.n_in:
-                raise ValueError("spike index out of range")
-        self._enter()
-        try:
-            with nogil:
-                for k in range(n_steps):
-                    if lp.kind == KIND_CONV:
-                        syn += scatter_conv(lp, ls.v, &indices[offsets[k]],
-                                            <int> (offsets[k + 1] - offsets[k]), NULL, 0)
-                    else:
-                        syn += scatter_linear(lp, ls.v, &indices[offsets[k]],
-                                              <int> (offsets[k + 1] - offsets[k]), NULL, 0)
-                    if sweep:
-                        ls.n_spikes = sweep_spiking(ls.v, lp.bias, lp.c_out, lp.n_out, lp.threshold,
-                                                    self.plan.reset_zero, self.st.mask, ls.spikes)
-        finally:
-            self.busy = False
-        return syn
-
-
-cdef extern from *:
-    """
-    static const char* spk_simd_level(void) {
-    #if defined(__AVX512F__)
-        return "avx512f";
-    #elif defined(__AVX2__)
-        return "avx2";
-    #elif defined(__AVX__)
-        return "avx";
-    #elif defined(__SSE2__) || defined(_M_X64)
-        return "sse2";
-    #elif defined(__ARM_NEON)
-        return "neon";
-    #else
-        return "none";
-    #endif
-    }
-    """
-    const char* spk_simd_level() noexcept nogil
-
-
-def simd_level() -> str:
-    """The widest SIMD extension this build was compiled for (portable builds: sse2 on x86-64)."""
-    return spk_simd_level().decode()
-
-
-def roofline_scatter(
-    float[:, ::1] membrane,
-    const float[:, ::1] weight,
-    const int32_t[::1] dst_rows,
-    const int32_t[::1] src_rows,
-    int repeats,
-) -> int:
-    """Plain scatter-add roofline: membrane[dst_rows[e]] += weight[src_rows[e]], repeated.
-
-    Same add_row kernel and flags as the engine; returns the number of floats added.
-    """
-    cdef Py_ssize_t e, r, n = dst_rows.shape[0]
-    cdef int width = membrane.shape[1]
-    if weight.shape[1] != width or src_rows.shape[0] != n or repeats < 1:
-        raise ValueError("rows must have the same width and the index arrays the same length")
-    for e in range(n):
-        if not (0 <= dst_rows[e] < membrane.shape[0] and 0 <= src_rows[e] < weight.shape[0]):
-            raise ValueError("row index out of range")
-    if n == 0:
-        return 0
-    with nogil:
-        for r in range(repeats):
-            for e in range(n):
-                add_row(&membrane[dst_rows[e], 0], &weight[src_rows[e], 0], width)
-    return n * width * repeats

@@ -1,9 +1,10 @@
 """``spikecast demo``: the bundled N-MNIST network on bundled event streams, no broker.
 
 The package carries (in ``spikecast/runtime/data``) a small event-input network
-converted from a CNN trained on N-MNIST (``bench/nmnist.py``), and ten event streams
-of MNIST *test* digits (one per digit, never trained on) made by the saccade
-generator, with polarities in the real N-MNIST convention (see ``bench/nmnist.py``).
+converted from a CNN trained on N-MNIST, and ten event streams of MNIST *test* digits
+(one per digit, never trained on) made by the saccade generator, with polarities in
+the real N-MNIST convention: ``bench/nmnist.py`` writes them to bench/models/demo/,
+and a maintainer copies them here by hand (see that script).
 Each stream is replayed in 1 ms chunks (paced by its sensor time with ``--realtime``)
 through an :class:`~spikecast.runtime.stream.EventStreamDecider` with early exit,
 and each decision is printed to stdout as one JSON line; a short summary goes to

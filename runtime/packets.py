@@ -108,8 +108,8 @@ def encode_packet(
     return bytes(out)
 
 
-def decode_packet(data: bytes | bytearray | memoryview) -> Packet:
-    """Decode and fully validate one packet; raise StreamError on any violation."""
+def _check_header(data: bytes | bytearray | memoryview) -> tuple[int, int, int, int]:
+    """Validate the header against the packet's size; return width, height, n, t0."""
     size = len(data)
     if size < HEADER_SIZE:
         raise _bad(size, f"packet ends inside the {HEADER_SIZE}-byte header ({size} bytes)")
@@ -129,30 +129,44 @@ def decode_packet(data: bytes | bytearray | memoryview) -> Packet:
         raise _bad(at, f"{size} bytes, but {n} events need exactly {packet_size(n)}")
     if t0 > _INT64_MAX - MAX_SPAN_US:
         raise _bad(14, f"t0_us {t0} leaves no room for event times in int64")
+    return width, height, n, t0
+
+
+def _check_columns(
+    x: np.ndarray, y: np.ndarray, dt: np.ndarray, p: np.ndarray, width: int, height: int
+) -> None:
+    """Raise at the first event outside the sensor, back in time, or with a bad polarity."""
+    n = len(x)
+    if int(x.max()) >= width:
+        i = int(np.argmax(x >= width))
+        raise _bad(HEADER_SIZE + 2 * i, f"event {i} x={int(x[i])} outside width {width}")
+    if int(y.max()) >= height:
+        i = int(np.argmax(y >= height))
+        raise _bad(
+            HEADER_SIZE + 2 * n + 2 * i, f"event {i} y={int(y[i])} outside height {height}"
+        )
+    back = dt[1:] < dt[:-1]
+    if bool(back.any()):
+        i = int(np.argmax(back)) + 1
+        raise _bad(
+            HEADER_SIZE + 4 * n + 4 * i,
+            f"event {i} time goes back ({int(dt[i - 1])} -> {int(dt[i])} us after t0)",
+        )
+    if int(p.max()) > 1:
+        i = int(np.argmax(p > 1))
+        raise _bad(HEADER_SIZE + 8 * n + i, f"event {i} polarity {int(p[i])}")
+
+
+def decode_packet(data: bytes | bytearray | memoryview) -> Packet:
+    """Decode and fully validate one packet; raise StreamError on any violation."""
+    width, height, n, t0 = _check_header(data)
     buf = memoryview(data)
     x = np.frombuffer(buf, dtype="<u2", count=n, offset=HEADER_SIZE)
     y = np.frombuffer(buf, dtype="<u2", count=n, offset=HEADER_SIZE + 2 * n)
     dt = np.frombuffer(buf, dtype="<u4", count=n, offset=HEADER_SIZE + 4 * n)
     p = np.frombuffer(buf, dtype=np.uint8, count=n, offset=HEADER_SIZE + 8 * n)
     if n:
-        if int(x.max()) >= width:
-            i = int(np.argmax(x >= width))
-            raise _bad(HEADER_SIZE + 2 * i, f"event {i} x={int(x[i])} outside width {width}")
-        if int(y.max()) >= height:
-            i = int(np.argmax(y >= height))
-            raise _bad(
-                HEADER_SIZE + 2 * n + 2 * i, f"event {i} y={int(y[i])} outside height {height}"
-            )
-        back = dt[1:] < dt[:-1]
-        if bool(back.any()):
-            i = int(np.argmax(back)) + 1
-            raise _bad(
-                HEADER_SIZE + 4 * n + 4 * i,
-                f"event {i} time goes back ({int(dt[i - 1])} -> {int(dt[i])} us after t0)",
-            )
-        if int(p.max()) > 1:
-            i = int(np.argmax(p > 1))
-            raise _bad(HEADER_SIZE + 8 * n + i, f"event {i} polarity {int(p[i])}")
+        _check_columns(x, y, dt, p, width, height)
     events = np.empty(n, dtype=EVENT_DTYPE)
     events["x"] = x
     events["y"] = y

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from spikecast.ext.core.checks import is_int, is_number
 from spikecast.ext.core.errors import ParameterError
@@ -55,6 +55,41 @@ _QUERY_OPTIONS: dict[str, Callable[[str, str], Any]] = {
 }
 
 
+def _url_fields(parts: SplitResult, port: int | None) -> dict[str, Any]:
+    """Settings from the scheme, user, password, host and port of a split URL."""
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ParameterError(f"MQTT URL scheme must be mqtt or mqtts, got {scheme!r}")
+    if not parts.hostname:
+        raise ParameterError("MQTT URL has no host")
+    if parts.path not in ("", "/") or parts.fragment:
+        raise ParameterError("MQTT URL must not have a path or fragment")
+    tls, default_port = _SCHEMES[scheme]
+    fields: dict[str, Any] = {
+        "host": parts.hostname,
+        "port": default_port if port is None else port,
+        "tls": tls,
+    }
+    if parts.username is not None:
+        fields["username"] = unquote(parts.username)
+    if parts.password is not None:
+        fields["password"] = unquote(parts.password)
+    return fields
+
+
+def _query_fields(query: str) -> dict[str, Any]:
+    """Settings from a URL's query options, each known and given once."""
+    fields: dict[str, Any] = {}
+    for key, text in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        convert = _QUERY_OPTIONS.get(key)
+        if convert is None:
+            raise ParameterError(f"unknown MQTT URL option {key!r}")
+        if key in fields:
+            raise ParameterError(f"MQTT URL option {key!r} given twice")
+        fields[key] = convert(key, text)
+    return fields
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True, repr=False)
 class MqttSettings:
     """Where and how to connect; validated on construction.
@@ -83,6 +118,11 @@ class MqttSettings:
     qos: int = 1
 
     def __post_init__(self) -> None:
+        self._check_identity()
+        self._check_tls()
+        self._check_limits()
+
+    def _check_identity(self) -> None:
         if not isinstance(self.host, str) or not self.host:
             raise ParameterError("host must be a non-empty str")
         if not is_int(self.port) or not 1 <= self.port <= 65535:
@@ -99,6 +139,8 @@ class MqttSettings:
                 raise ParameterError("password must be a str or None")
             if self.username is None:
                 raise ParameterError("a password needs a username")
+
+    def _check_tls(self) -> None:
         if not isinstance(self.tls, bool):
             raise ParameterError("tls must be a bool")
         for name in ("ca_file", "cert_file", "key_file"):
@@ -111,6 +153,8 @@ class MqttSettings:
                 raise ParameterError(f"{name} is set but tls is off; use tls=True or mqtts://")
         if self.key_file is not None and self.cert_file is None:
             raise ParameterError("key_file needs cert_file")
+
+    def _check_limits(self) -> None:
         if not is_int(self.keepalive_s) or not 1 <= self.keepalive_s <= 65535:
             raise ParameterError(f"keepalive_s must be an int in 1..65535: {self.keepalive_s!r}")
         for name in ("outbox_size", "inbox_size"):
@@ -144,32 +188,8 @@ class MqttSettings:
             port = parts.port
         except ValueError as exc:
             raise ParameterError("MQTT URL is malformed (bad host or port)") from exc
-        scheme = parts.scheme.lower()
-        if scheme not in _SCHEMES:
-            raise ParameterError(f"MQTT URL scheme must be mqtt or mqtts, got {scheme!r}")
-        if not parts.hostname:
-            raise ParameterError("MQTT URL has no host")
-        if parts.path not in ("", "/") or parts.fragment:
-            raise ParameterError("MQTT URL must not have a path or fragment")
-        tls, default_port = _SCHEMES[scheme]
-        fields: dict[str, Any] = {
-            "host": parts.hostname,
-            "port": default_port if port is None else port,
-            "tls": tls,
-        }
-        if parts.username is not None:
-            fields["username"] = unquote(parts.username)
-        if parts.password is not None:
-            fields["password"] = unquote(parts.password)
-        seen: set[str] = set()
-        for key, text in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-            convert = _QUERY_OPTIONS.get(key)
-            if convert is None:
-                raise ParameterError(f"unknown MQTT URL option {key!r}")
-            if key in seen:
-                raise ParameterError(f"MQTT URL option {key!r} given twice")
-            seen.add(key)
-            fields[key] = convert(key, text)
+        fields = _url_fields(parts, port)
+        fields.update(_query_fields(parts.query))
         fields.update(overrides)
         if "device" not in fields:
             raise ParameterError("MQTT settings need a device (device=... or ?device=...)")

@@ -18,7 +18,7 @@ def q(rng: np.random.Generator, lo: int, hi: int, shape: tuple[int, ...]) -> np.
     return (rng.integers(lo, hi + 1, size=shape) * Q).astype(np.float32)
 
 
-def conv(
+def conv(  # noqa: PLR0913  (a test builder: one keyword per Layer field it varies)
     rng: np.random.Generator,
     name: str,
     in_shape: tuple[int, int, int],
@@ -143,7 +143,7 @@ def event_counts(net: Network, n_steps: int, n: int, density: float = 0.15, seed
 
 
 def net_wide(seed: int = 6, reset: str = "subtract", kind: str = "frame") -> Network:
-    """Channel counts that are multiples of 16 (the vector sweep's fast path):
+    """Channel counts that are multiples of 16 (whole AVX-512 vectors, no tail):
     (2, 10, 9) -> conv 16 p1 -> max-pool k2 s2 -> conv 32 s2 -> linear 32 -> linear output."""
     rng = np.random.default_rng(seed)
     l0 = conv(rng, "conv0", (2, 10, 9), 16, (3, 3), (1, 1), (1, 1), w=(-40, 60), b=(-12, 16))

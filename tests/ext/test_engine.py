@@ -43,7 +43,7 @@ def _cases() -> list[tuple[str, Network]]:
     # Both reset modes on the richest frame and event networks.
     cases.append(("net_frame_pool3_zero", nets.net_frame_pool3(reset="zero")))
     cases.append(("net_events_conv_out_subtract", nets.net_events_conv_out(reset="subtract")))
-    # Widths that are multiples of 16 take the vector sweep in AVX-512 builds.
+    # Widths that are multiples of 16 fill whole AVX-512 vectors (the others end in a masked tail).
     cases.append(("net_wide_frame", nets.net_wide()))
     cases.append(("net_wide_frame_zero", nets.net_wide(reset="zero")))
     cases.append(("net_wide_events_zero", nets.net_wide(reset="zero", kind="events")))

@@ -25,9 +25,12 @@ All randomness (threshold mismatch, noise) comes from the caller's
 a handful of numpy operations over a whole batch of images, which is how
 ``saccade_events_batch`` generates thousands of recordings per second.
 
-The defaults were fitted to 1000 real N-MNIST training recordings against the
-same MNIST digits (``tests/runtime/test_saccade.py`` compares them when the
-dataset is present).
+The defaults were fitted to the 1000 real N-MNIST recordings in
+``../shared/data/nmnist/train`` against the same MNIST digits (see
+``tests/bench/test_saccade.py``).
+
+Training tooling for bench/nmnist.py, not part of the installed runtime: bench scripts
+import it as ``saccade`` (bench/ is on their sys.path).
 """
 
 from __future__ import annotations
@@ -138,51 +141,11 @@ def _simulate_chunk(
 ) -> list[np.ndarray]:
     """Run the change detectors for one batch; return one sorted event array per image."""
     b, s, _ = intensity.shape
-    margin = math.ceil(float(np.abs(path).max())) + 1
-    # Luminance canvas with a dark border wide enough for every shift.
-    lum = np.pad(intensity + np.float32(p.black_level), ((0, 0), (margin,) * 2, (margin,) * 2),
-                 constant_values=np.float32(p.black_level))  # fmt: skip
-    # Contrast threshold: a per-recording factor (lighting and bias settings
-    # differed between real recordings) times per-pixel mismatch.
-    sigma_rec = p.threshold_recording_sigma
-    per_rec = np.exp(sigma_rec * rng.standard_normal((b, 1, 1)) - sigma_rec**2 / 2)
-    mismatch = p.threshold_sigma * rng.standard_normal((b, s, s))
-    thr = (np.maximum(p.threshold + mismatch, p.threshold / 4) * per_rec).astype(np.float32)
-    # Refractory period per pixel: lognormal spread around refractory_us.
-    spread = p.refractory_sigma * rng.standard_normal((b, s, s)) - p.refractory_sigma**2 / 2
-    refr = (p.refractory_us * np.exp(spread)).astype(np.float32)
+    thr, refr = _pixel_params(rng, b, s, p)
     step_us = np.float32(p.step_us)
-
-    planes: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
     cur = np.empty((b, s, s), dtype=np.float32)
     tmp = np.empty_like(cur)
-
-    def log_lum(k: int, out: np.ndarray) -> np.ndarray:
-        """Log luminance seen by every pixel at step k, written into ``out``.
-
-        Pixel (r, c) sees the source at (r - dy, c - dx); area sampling of a pixel
-        grid is bilinear interpolation, written as c0 + ax*cx + ay*cy + ax*ay*cxy
-        with contiguous coefficient planes per integer shift, which the smooth
-        path reuses for many steps.
-        """
-        fy, fx = margin - path[k, 1], margin - path[k, 0]
-        iy, ix = math.floor(fy), math.floor(fx)
-        ay, ax = np.float32(fy - iy), np.float32(fx - ix)
-        if (iy, ix) not in planes:
-            planes.clear()  # the path leaves a cell for good, mostly; keep memory flat
-            a00 = lum[:, iy : iy + s, ix : ix + s]
-            a01 = lum[:, iy : iy + s, ix + 1 : ix + s + 1]
-            a10 = lum[:, iy + 1 : iy + s + 1, ix : ix + s]
-            a11 = lum[:, iy + 1 : iy + s + 1, ix + 1 : ix + s + 1]
-            planes[iy, ix] = (a00.copy(), a01 - a00, a10 - a00, a00 - a01 - a10 + a11)
-        c0, cx, cy, cxy = planes[iy, ix]
-        np.multiply(cx, ax, out=out)
-        out += c0
-        np.multiply(cy, ay, out=tmp)
-        out += tmp
-        np.multiply(cxy, ax * ay, out=tmp)
-        out += tmp
-        return np.log(out, out=out)
+    log_lum = _LogLuminance(intensity, path, p.black_level, tmp)
 
     prev = log_lum(0, np.empty_like(cur))
     # The memorised level of a real pixel dates from some earlier event, so it sits
@@ -226,6 +189,80 @@ def _simulate_chunk(
         ref_flat[hit] = ref0 + sign * count * th
         ready_flat[hit] = t_last + rf
         prev, cur = cur, prev
+    return _collect(found, rng, b, s, duration_us, p)
+
+
+def _pixel_params(
+    rng: np.random.Generator, b: int, s: int, p: SaccadeParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Contrast threshold and refractory period of every pixel of b recordings."""
+    # Contrast threshold: a per-recording factor (lighting and bias settings
+    # differed between real recordings) times per-pixel mismatch.
+    sigma_rec = p.threshold_recording_sigma
+    per_rec = np.exp(sigma_rec * rng.standard_normal((b, 1, 1)) - sigma_rec**2 / 2)
+    mismatch = p.threshold_sigma * rng.standard_normal((b, s, s))
+    thr = (np.maximum(p.threshold + mismatch, p.threshold / 4) * per_rec).astype(np.float32)
+    # Refractory period per pixel: lognormal spread around refractory_us.
+    spread = p.refractory_sigma * rng.standard_normal((b, s, s)) - p.refractory_sigma**2 / 2
+    refr = (p.refractory_us * np.exp(spread)).astype(np.float32)
+    return thr, refr
+
+
+class _LogLuminance:
+    """Log luminance seen by every pixel at step k of the path, for a batch of images.
+
+    Pixel (r, c) sees the source at (r - dy, c - dx); area sampling of a pixel grid is
+    bilinear interpolation, written as c0 + ax*cx + ay*cy + ax*ay*cxy with contiguous
+    coefficient planes per integer shift, which the smooth path reuses for many steps.
+    """
+
+    def __init__(self, intensity: np.ndarray, path: np.ndarray, black_level: float, tmp: np.ndarray):
+        self.margin = math.ceil(float(np.abs(path).max())) + 1
+        margin = self.margin
+        # Luminance canvas with a dark border wide enough for every shift.
+        self.lum = np.pad(intensity + np.float32(black_level), ((0, 0), (margin,) * 2, (margin,) * 2),
+                          constant_values=np.float32(black_level))  # fmt: skip
+        self.path = path
+        self.s = intensity.shape[1]
+        self.tmp = tmp  # scratch of the batch's shape
+        self.planes: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+
+    def __call__(self, k: int, out: np.ndarray) -> np.ndarray:
+        """Write the log luminance at step k into ``out`` and return it."""
+        fy, fx = self.margin - self.path[k, 1], self.margin - self.path[k, 0]
+        iy, ix = math.floor(fy), math.floor(fx)
+        ay, ax = np.float32(fy - iy), np.float32(fx - ix)
+        c0, cx, cy, cxy = self._planes(iy, ix)
+        tmp = self.tmp
+        np.multiply(cx, ax, out=out)
+        out += c0
+        np.multiply(cy, ay, out=tmp)
+        out += tmp
+        np.multiply(cxy, ax * ay, out=tmp)
+        out += tmp
+        return np.log(out, out=out)
+
+    def _planes(self, iy: int, ix: int) -> tuple[np.ndarray, ...]:
+        if (iy, ix) not in self.planes:
+            self.planes.clear()  # the path leaves a cell for good, mostly; keep memory flat
+            lum, s = self.lum, self.s
+            a00 = lum[:, iy : iy + s, ix : ix + s]
+            a01 = lum[:, iy : iy + s, ix + 1 : ix + s + 1]
+            a10 = lum[:, iy + 1 : iy + s + 1, ix : ix + s]
+            a11 = lum[:, iy + 1 : iy + s + 1, ix + 1 : ix + s + 1]
+            self.planes[iy, ix] = (a00.copy(), a01 - a00, a10 - a00, a00 - a01 - a10 + a11)
+        return self.planes[iy, ix]
+
+
+def _collect(
+    found: list[tuple[np.ndarray, ...]],
+    rng: np.random.Generator,
+    b: int,
+    s: int,
+    duration_us: int,
+    p: SaccadeParams,
+) -> list[np.ndarray]:
+    """The crossings found as events, plus background noise; one array per image."""
     parts: list[_Columns] = []
     if found:
         parts.append(_expand(found, s, float(p.step_us)))

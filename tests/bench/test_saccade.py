@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from spikecast.ext.core.errors import ParameterError
 from spikecast.ext.core.events import EVENT_DTYPE
-from spikecast.runtime.saccade import (
+
+# bench/ is not a package: its scripts import each other from their folder, and so does this test.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from saccade import (
     TRIANGLE,
     SaccadeParams,
     saccade_events,
