@@ -140,6 +140,28 @@ def _url_password(url: str) -> bool:
 _SECTIONS = {"decision", "mqtt", "metrics", "input"}
 
 
+_POINT_KEYS = ("tau", "t_min", "t_max", "target_accuracy")
+
+
+def _section_key(path: Path, section: str, key: str, value: Any, out: dict[str, dict[str, Any]]) -> None:
+    """Place one ``[section] key = value`` into the flat, point or mqtt keywords."""
+    if section == "decision" and key in _POINT_KEYS:
+        out["point"][key] = value
+    elif section == "mqtt":
+        if key == "password":
+            raise ParameterError(
+                f"{path}: the MQTT password is not read from files; set password_env "
+                "to the name of an environment variable holding it"
+            )
+        if key not in _MQTT_KEYS:
+            raise ParameterError(f"{path}: unknown key {key!r} in [mqtt]")
+        out["mqtt"][key] = value
+    elif section == "metrics" and key == "interval_s":
+        out["flat"]["metrics_interval_s"] = value
+    else:
+        out["flat"][key] = value
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Flatten a TOML config into RunConfig keywords (errors name the file and key)."""
     path = Path(path)
@@ -147,42 +169,25 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ParameterError(f"{path}: cannot read config: {exc}") from exc
-    flat: dict[str, Any] = {}
-    point: dict[str, Any] = {}
-    mqtt: dict[str, Any] = {}
+    out: dict[str, dict[str, Any]] = {"flat": {}, "point": {}, "mqtt": {}}
     for key, value in raw.items():
-        if isinstance(value, dict):
-            if key not in _SECTIONS:
-                raise ParameterError(f"{path}: unknown section [{key}]")
-            for sub, v in value.items():
-                if key == "decision" and sub in ("tau", "t_min", "t_max", "target_accuracy"):
-                    point[sub] = v
-                elif key == "mqtt":
-                    if sub == "password":
-                        raise ParameterError(
-                            f"{path}: the MQTT password is not read from files; set password_env "
-                            "to the name of an environment variable holding it"
-                        )
-                    if sub not in _MQTT_KEYS:
-                        raise ParameterError(f"{path}: unknown key {sub!r} in [mqtt]")
-                    mqtt[sub] = v
-                elif key == "metrics" and sub == "interval_s":
-                    flat["metrics_interval_s"] = v
-                else:
-                    flat[sub] = v
-        else:
-            flat[key] = value
+        if not isinstance(value, dict):
+            out["flat"][key] = value
+            continue
+        if key not in _SECTIONS:
+            raise ParameterError(f"{path}: unknown section [{key}]")
+        for sub, v in value.items():
+            _section_key(path, key, sub, v, out)
+    flat = out["flat"]
     if "password" in flat or "password_env" in flat:
         raise ParameterError(
             f"{path}: MQTT credentials belong in [mqtt]: password_env names an environment "
             "variable holding the password (the password itself is never read from files)"
         )
-    if point:
-        flat["point"] = point
-    if mqtt:
-        flat["mqtt"] = mqtt
-    known = {f.name for f in fields(RunConfig)}
-    unknown = set(flat) - known
+    for name in ("point", "mqtt"):
+        if out[name]:
+            flat[name] = out[name]
+    unknown = set(flat) - {f.name for f in fields(RunConfig)}
     if unknown:
         raise ParameterError(f"{path}: unknown config keys {sorted(unknown)}")
     return flat
@@ -253,24 +258,21 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    values: dict[str, Any] = load_toml(args.config) if getattr(args, "config", None) else {}
-    point = dict(values.pop("point", {}))
-    for name in ("tau", "t_min", "t_max", "target_accuracy"):
-        v = getattr(args, name, None)
-        if v is not None:
-            point[name] = v
-    mqtt = dict(values.pop("mqtt", {}))
-    for flag, key in _MQTT_FLAGS.items():
+def _flags(args: argparse.Namespace, names: dict[str, str], into: dict[str, Any]) -> dict[str, Any]:
+    """``into`` with every flag in ``names`` (argparse dest -> key) that was given."""
+    for flag, key in names.items():
         v = getattr(args, flag, None)
         if v is not None:
-            mqtt[key] = v
-    for f in fields(RunConfig):
-        if f.name in ("point", "point_changes", "mqtt"):
-            continue
-        v = getattr(args, f.name, None)
-        if v is not None:
-            values[f.name] = tuple(v) if isinstance(v, list) else v
+            into[key] = tuple(v) if isinstance(v, list) else v
+    return into
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    values: dict[str, Any] = load_toml(args.config) if getattr(args, "config", None) else {}
+    point = _flags(args, {k: k for k in _POINT_KEYS}, dict(values.pop("point", {})))
+    mqtt = _flags(args, _MQTT_FLAGS, dict(values.pop("mqtt", {})))
+    plain = {f.name: f.name for f in fields(RunConfig) if f.name not in ("point", "point_changes", "mqtt")}
+    _flags(args, plain, values)
     for required in ("model", "source"):
         if values.get(required) is None:
             raise ParameterError(f"--{required} is required (or set it in the config file)")

@@ -95,20 +95,9 @@ def _topk_errors(value: object) -> list[str]:
     return errors
 
 
-def decision_payload_errors(payload: object) -> list[str]:
-    """Every way ``payload`` (a parsed JSON object) breaks the v1 schema; [] if valid."""
-    if not isinstance(payload, Mapping):
-        return [f"payload: expected a JSON object, got {type(payload).__name__}"]
-    keys = set(payload)
+def _identity_errors(p: Mapping[str, Any]) -> list[str]:
+    """device, stream, seq, label, class index, confidence and top-k."""
     errors: list[str] = []
-    if keys - DECISION_KEYS:
-        errors.append(f"payload: unknown keys {sorted(keys - DECISION_KEYS)}")
-    if DECISION_KEYS - keys:
-        errors.append(f"payload: missing keys {sorted(DECISION_KEYS - keys)}")
-        return errors
-    p = payload
-    if p["v"] != PAYLOAD_VERSION or not is_int(p["v"]):
-        return [*errors, f"v: unsupported payload version {p['v']!r} (this reader knows 1)"]
     for name in ("device", "stream"):
         try:
             validate_name(p[name], what=name)
@@ -127,7 +116,12 @@ def decision_payload_errors(payload: object) -> list[str]:
         p["topk"][0]["class_index"] != p["class_index"] or p["topk"][0]["label"] != p["label"]
     ):
         errors.append("topk[0] must be the decided class (label and class_index)")
-    errors += _count_errors("steps", p["steps"], 1)
+    return errors
+
+
+def _span_errors(p: Mapping[str, Any]) -> list[str]:
+    """steps, exit and the sensor-time span."""
+    errors = _count_errors("steps", p["steps"], 1)
     if p["exit"] not in DECISION_EXITS:
         errors.append(f"exit: expected one of {list(DECISION_EXITS)}, got {p['exit']!r}")
     span_errors = _count_errors("sensor_t0_us", p["sensor_t0_us"], 0)
@@ -139,6 +133,12 @@ def decision_payload_errors(payload: object) -> list[str]:
             errors.append("sensor_t1_us must be >= sensor_t0_us")
         if p["sensor_t_us"] != p["sensor_t1_us"]:
             errors.append("sensor_t_us must equal sensor_t1_us (the end of the span)")
+    return errors
+
+
+def _cost_errors(p: Mapping[str, Any]) -> list[str]:
+    """latency, SynOps and the model hash."""
+    errors: list[str] = []
     if not _is_real(p["latency_ms"]) or p["latency_ms"] < 0:
         errors.append(f"latency_ms: expected a finite number >= 0, got {p['latency_ms']!r}")
     errors += _count_errors("synops", p["synops"], 0)
@@ -146,6 +146,22 @@ def decision_payload_errors(payload: object) -> list[str]:
     if not isinstance(sha, str) or _SHA256.fullmatch(sha) is None:
         errors.append("model_sha256: expected 64 lowercase hex digits")
     return errors
+
+
+def decision_payload_errors(payload: object) -> list[str]:
+    """Every way ``payload`` (a parsed JSON object) breaks the v1 schema; [] if valid."""
+    if not isinstance(payload, Mapping):
+        return [f"payload: expected a JSON object, got {type(payload).__name__}"]
+    keys = set(payload)
+    errors: list[str] = []
+    if keys - DECISION_KEYS:
+        errors.append(f"payload: unknown keys {sorted(keys - DECISION_KEYS)}")
+    if DECISION_KEYS - keys:
+        errors.append(f"payload: missing keys {sorted(DECISION_KEYS - keys)}")
+        return errors
+    if payload["v"] != PAYLOAD_VERSION or not is_int(payload["v"]):
+        return [*errors, f"v: unsupported payload version {payload['v']!r} (this reader knows 1)"]
+    return errors + _identity_errors(payload) + _span_errors(payload) + _cost_errors(payload)
 
 
 def validate_decision_payload(payload: object) -> None:
