@@ -24,12 +24,22 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     net = load_network(args.model)
     print(f"{args.model}")
     print(net.summary())
-    if net.calibration is not None:
-        from spikecast.runtime.decision import Calibration
+    from spikecast.runtime.decision import Calibration, initial_point
 
-        cal = Calibration(net.calibration)
-        t_max = net.calibration.n_steps
-        print(f"calibration: accuracy at t={t_max}: {cal.accuracy_at(t_max):.4f}")
+    cal = Calibration(net.calibration) if net.calibration is not None else None
+    choice = initial_point(net, cal)
+    p = choice.point
+    print(f"default operating point ({choice.source}): tau={p.tau} t_min={p.t_min} t_max={p.t_max}")
+    if choice.warning is not None:
+        print(f"  note: {choice.warning}")
+    if cal is not None:
+        t_max = cal.table.n_steps
+        s = cal.stats(p.tau, p.t_min, p.t_max)
+        print(
+            f"  on the calibration table: accuracy={s.accuracy:.4f} mean steps={s.mean_steps:.1f} "
+            f"(plateau {cal.plateau_accuracy:.4f} at t={t_max})"
+        )
+        print("other points (t_min=1):")
         for tau in (0.5, 0.8, 0.9, 0.95, 0.99):
             s = cal.stats(tau, 1, t_max)
             print(
