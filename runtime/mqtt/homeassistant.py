@@ -63,7 +63,10 @@ def check_prefix(prefix: object) -> str:
     """A discovery prefix: one or more plain topic levels (no wildcards, no ``$``)."""
     if not isinstance(prefix, str) or not prefix:
         raise ParameterError(f"the Home Assistant discovery prefix must be a topic, not {prefix!r}")
-    validate_publish_topic(prefix)
+    try:
+        validate_publish_topic(prefix)
+    except ParameterError as exc:
+        raise ParameterError(f"the Home Assistant discovery prefix: {exc}") from None
     if "" in prefix.split("/"):
         raise ParameterError(f"the Home Assistant discovery prefix {prefix!r} has an empty level")
     return prefix
