@@ -22,6 +22,15 @@ Example (``deploy/spikecast.toml`` holds a full one)::
     username = "cam0"
     password_env = "SPIKECAST_MQTT_PASSWORD"   # secrets come from the environment, never the file
     tls = false
+
+    [metrics]
+    interval_s = 10                    # the metrics topic
+    port = 9464                        # Prometheus /metrics (needs the "metrics" extra)
+    addr = "127.0.0.1"
+
+    [homeassistant]
+    discovery = true                   # Home Assistant MQTT discovery (needs [mqtt] url)
+    prefix = "homeassistant"
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from spikecast.ext.core.calibration import MAX_STEPS
 from spikecast.ext.core.checks import check_float, check_int
 from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.decision import OperatingPoint
+from spikecast.runtime.mqtt.homeassistant import check_prefix
 from spikecast.runtime.mqtt.settings import MqttSettings
 
 if sys.version_info >= (3, 11):
@@ -78,6 +88,12 @@ class RunConfig:
     shared_group: str | None = None
     metrics_interval_s: float = 10.0
     queue_events: int = 2_000_000
+    #: Prometheus ``/metrics`` on this port (0: any free one); None: no HTTP server.
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
+    #: Home Assistant MQTT discovery configs under ``ha_prefix`` (needs ``mqtt``).
+    ha_discovery: bool = False
+    ha_prefix: str = "homeassistant"
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -98,6 +114,22 @@ class RunConfig:
             raise ParameterError(
                 f"MQTT settings are for device {self.mqtt.device!r}, the run for {self.device!r}"
             )
+        self._check_monitoring()
+
+    def _check_monitoring(self) -> None:
+        """The Prometheus endpoint and Home Assistant discovery."""
+        if self.metrics_port is not None:
+            check_int("metrics_port", self.metrics_port, 0, 65535)
+        if not isinstance(self.metrics_addr, str) or not self.metrics_addr:
+            raise ParameterError(f"metrics_addr must be a host name or address, not {self.metrics_addr!r}")
+        if not isinstance(self.ha_discovery, bool):
+            raise ParameterError(f"ha_discovery must be true or false, not {self.ha_discovery!r}")
+        if self.ha_discovery and self.mqtt is None:
+            raise ParameterError(
+                "--ha-discovery needs --mqtt URL (or url in [mqtt]): Home Assistant reads "
+                "its discovery configs from the broker"
+            )
+        check_prefix(self.ha_prefix)
 
 
 _MQTT_KEYS = {"url", "username", "password_env", "tls", "ca_file", "cert_file", "key_file",
@@ -137,7 +169,15 @@ def _url_password(url: str) -> bool:
         return False
 
 
-_SECTIONS = {"decision", "mqtt", "metrics", "input"}
+_SECTIONS = {"decision", "mqtt", "metrics", "input", "homeassistant"}
+#: ``[metrics]`` and ``[homeassistant]`` keys -> RunConfig fields.
+_RENAMED = {
+    ("metrics", "interval_s"): "metrics_interval_s",
+    ("metrics", "port"): "metrics_port",
+    ("metrics", "addr"): "metrics_addr",
+    ("homeassistant", "discovery"): "ha_discovery",
+    ("homeassistant", "prefix"): "ha_prefix",
+}
 
 
 _POINT_KEYS = ("tau", "t_min", "t_max", "target_accuracy")
@@ -156,8 +196,10 @@ def _section_key(path: Path, section: str, key: str, value: Any, out: dict[str, 
         if key not in _MQTT_KEYS:
             raise ParameterError(f"{path}: unknown key {key!r} in [mqtt]")
         out["mqtt"][key] = value
-    elif section == "metrics" and key == "interval_s":
-        out["flat"]["metrics_interval_s"] = value
+    elif (section, key) in _RENAMED:
+        out["flat"][_RENAMED[section, key]] = value
+    elif section == "homeassistant":
+        raise ParameterError(f"{path}: unknown key {key!r} in [homeassistant]")
     else:
         out["flat"][key] = value
 
@@ -250,6 +292,21 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "input's shape, downsampled to fit (the --crop/--downsample a refusal suggests)",
     )
     p.add_argument("--metrics-interval-s", type=float)
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics (needs the 'metrics' extra: "
+        "pip install 'spikecast[metrics]')",
+    )
+    p.add_argument("--metrics-addr", help="address the metrics endpoint binds (default 127.0.0.1)")
+    p.add_argument(
+        "--ha-discovery",
+        action="store_true",
+        default=None,
+        help="publish Home Assistant MQTT discovery configs (label, confidence, latency "
+        "sensors per stream); removed on a clean exit. Needs --mqtt",
+    )
+    p.add_argument("--ha-prefix", help="Home Assistant discovery prefix (default homeassistant)")
     p.add_argument(
         "--queue-events",
         type=int,

@@ -46,6 +46,7 @@ from spikecast.ext.engine import CompiledNetwork, Engine
 from spikecast.runtime.config import RunConfig, config_from_args
 from spikecast.runtime.decision import Calibration, OperatingPoint, PointChoice, initial_point, resolve
 from spikecast.runtime.encode import SpatialMap, check_geometry, load_frames
+from spikecast.runtime.hooks import ServiceHook, service_hooks
 from spikecast.runtime.mqtt import topics
 from spikecast.runtime.mqtt.base import Publisher, Subscriber, publish_decision
 from spikecast.runtime.mqtt.metrics import (
@@ -125,6 +126,8 @@ class Service:
         self.frame_seq: dict[str, int] = {}
         self.decisions: list[Decision] = []
         self._stop = asyncio.Event()
+        # --metrics-port, --ha-discovery (runtime/hooks.py)
+        self.hooks: list[ServiceHook] = service_hooks(self)
 
     # -- operating point ----------------------------------------------------------
     def point(self) -> OperatingPoint:
@@ -162,6 +165,20 @@ class Service:
 
     # -- main ---------------------------------------------------------------------
     async def run(self) -> list[Decision]:
+        started: list[ServiceHook] = []
+        try:
+            for hook in self.hooks:
+                await hook.start()
+                started.append(hook)
+            return await self._run()
+        finally:
+            for hook in reversed(started):
+                try:
+                    await hook.stop()
+                except Exception as exc:  # a hook failing to stop must not hide the run's error
+                    log.warning("stopping %s failed: %r", type(hook).__name__, exc)
+
+    async def _run(self) -> list[Decision]:
         await self.publish_config()
         compute = asyncio.create_task(self._compute())
         aux = [asyncio.create_task(self._metrics_loop())]
@@ -453,6 +470,8 @@ class Service:
             for d in decisions:
                 self.state.metrics.record_decision(d.latency_ms, d.synops)
                 self.decisions.append(d)
+                for hook in self.hooks:
+                    await hook.decision(d)
                 await publish_decision(self.publisher, d)
             if stop:
                 return

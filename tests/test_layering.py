@@ -110,14 +110,17 @@ def run_blocked(blocked: tuple[str, ...], code: str) -> subprocess.CompletedProc
     )
 
 
-def test_decision_core_imports_without_torch_or_the_mqtt_client() -> None:
+def test_decision_core_imports_without_torch_the_mqtt_client_or_prometheus() -> None:
+    # prometheus_client only comes in with --metrics-port (runtime/prom.py, the "metrics" extra).
     out = run_blocked(
-        ("torch", "aiomqtt", "paho", "tonic"),
+        ("torch", "aiomqtt", "paho", "tonic", "prometheus_client"),
         """
         import spikecast.runtime.stream, spikecast.runtime.decision, spikecast.runtime.payload
         import spikecast.runtime.service, spikecast.runtime.mqtt, spikecast.runtime.cli
+        import spikecast.runtime.hooks, spikecast.runtime.mqtt.homeassistant
         from spikecast.runtime.mqtt import StdoutPublisher
-        print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "aiomqtt", "paho")))
+        heavy = ("torch", "aiomqtt", "paho", "prometheus_client")
+        print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
         """,
     )
     assert out.returncode == 0, out.stderr

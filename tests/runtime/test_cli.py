@@ -89,6 +89,7 @@ def test_all_decisions_and_window_policy(
         (["--source", "nothing-*.npz"], "matches no files"),
         (["--source", "mqtt"], "needs --mqtt"),
         (["--source", "x.npz", "--mqtt", "mqtt://u:pw@localhost"], "must not carry a password"),
+        (["--source", "x.npz", "--ha-discovery"], "--ha-discovery needs --mqtt"),
     ],
 )
 def test_errors_exit_2_with_a_message(

@@ -202,3 +202,32 @@ def test_other_bad_values_are_parameter_errors() -> None:
         parse("--model", "m", "--source", "mqtt", "--username", "u")
     with pytest.raises(ParameterError, match="device"):
         RunConfig(model=Path("m"), source="mqtt", device="a", mqtt=MqttSettings(device="b"))
+
+
+def test_metrics_endpoint_and_home_assistant_from_toml_and_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPIKECAST_TEST_PASSWORD", SECRET)
+    extra = '\nport = 9464\naddr = "0.0.0.0"\n\n[homeassistant]\ndiscovery = true\nprefix = "site/ha"\n'
+    cfg = parse("--config", str(write(tmp_path, TOML + extra)))
+    assert (cfg.metrics_port, cfg.metrics_addr, cfg.metrics_interval_s) == (9464, "0.0.0.0", 2.5)
+    assert (cfg.ha_discovery, cfg.ha_prefix) == (True, "site/ha")
+    cfg = parse("--model", "m.scn", "--source", "mqtt", "--mqtt", "mqtt://b:1883", "--metrics-port",
+                "0", "--metrics-addr", "::1", "--ha-discovery", "--ha-prefix", "ha2")
+    assert (cfg.metrics_port, cfg.metrics_addr, cfg.ha_discovery, cfg.ha_prefix) == (0, "::1", True, "ha2")
+    plain = parse("--model", "m.scn", "--source", "x")
+    assert (plain.metrics_port, plain.metrics_addr) == (None, "127.0.0.1")
+    assert (plain.ha_discovery, plain.ha_prefix) == (False, "homeassistant")
+
+
+def test_metrics_and_home_assistant_errors(tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match="--ha-discovery needs --mqtt"):
+        parse("--model", "m.scn", "--source", "x", "--ha-discovery")
+    with pytest.raises(ParameterError, match=r"metrics_port must be in \[0, 65535\]"):
+        parse("--model", "m.scn", "--source", "x", "--metrics-port", "70000")
+    path = write(tmp_path, 'model = "m"\nsource = "x"\n[homeassistant]\nenabled = true\n')
+    with pytest.raises(ParameterError, match=r"unknown key 'enabled' in \[homeassistant\]"):
+        load_toml(path)
+    path = write(tmp_path, 'model = "m"\nsource = "x"\n[homeassistant]\ndiscovery = "yes"\n')
+    with pytest.raises(ParameterError, match="ha_discovery must be true or false"):
+        parse("--config", str(path))
