@@ -39,6 +39,7 @@ from spikecast.ext.core.calibration import MAX_STEPS
 from spikecast.ext.core.checks import check_float, check_int
 from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.decision import OperatingPoint
+from spikecast.runtime.limits import LiveLimits
 from spikecast.runtime.mqtt.settings import MqttSettings
 
 if sys.version_info >= (3, 11):
@@ -78,6 +79,8 @@ class RunConfig:
     shared_group: str | None = None
     metrics_interval_s: float = 10.0
     queue_events: int = 2_000_000
+    #: What live packets and commands may cost (docs/mqtt.md, "Limits"); API only.
+    limits: LiveLimits = field(default_factory=LiveLimits)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -137,7 +140,19 @@ def _url_password(url: str) -> bool:
         return False
 
 
-_SECTIONS = {"decision", "mqtt", "metrics", "input"}
+_SECTIONS = {"decision", "mqtt", "metrics", "input", "limits"}
+
+
+def live_limits(path: Path, values: dict[str, Any]) -> LiveLimits:
+    """The [limits] section: LiveLimits fields (docs/mqtt.md, "Limits")."""
+    known = {f.name for f in fields(LiveLimits)}
+    unknown = set(values) - known
+    if unknown:
+        raise ParameterError(f"{path}: unknown keys {sorted(unknown)} in [limits]; use {sorted(known)}")
+    try:
+        return LiveLimits(**values)
+    except ParameterError as exc:
+        raise ParameterError(f"{path}: [limits]: {exc}") from exc
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -150,6 +165,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     point: dict[str, Any] = {}
     mqtt: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, dict):
             if key not in _SECTIONS:
@@ -168,6 +184,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
                     mqtt[sub] = v
                 elif key == "metrics" and sub == "interval_s":
                     flat["metrics_interval_s"] = v
+                elif key == "limits":
+                    limits[sub] = v
                 else:
                     flat[sub] = v
         else:
@@ -179,6 +197,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         )
     if point:
         flat["point"] = point
+    if limits:
+        flat["limits"] = live_limits(path, limits)
     if mqtt:
         flat["mqtt"] = mqtt
     known = {f.name for f in fields(RunConfig)}
