@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from spikecast.ext.core.checks import is_number
+from spikecast.ext.core.checks import is_finite_number
 from spikecast.ext.core.errors import ParameterError, SpikecastError, StreamError
 from spikecast.ext.core.network import Network, load_network
 from spikecast.ext.engine import CompiledNetwork, Engine
@@ -160,7 +160,7 @@ class Service:
 
     async def set_point(self, changes: dict[str, Any]) -> OperatingPoint:
         t_max = changes.get("t_max")
-        if is_number(t_max) and t_max > self.limits.max_t_max:
+        if is_finite_number(t_max) and t_max > self.limits.max_t_max:
             raise CommandRefused("out_of_range", f"t_max {t_max!r} is above the service limit "
                                  f"of {self.limits.max_t_max} steps")
         if "tau" in changes and "target_accuracy" not in changes:
