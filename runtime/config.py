@@ -48,6 +48,7 @@ from spikecast.ext.core.calibration import MAX_STEPS
 from spikecast.ext.core.checks import check_float, check_int
 from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.decision import OperatingPoint
+from spikecast.runtime.limits import LiveLimits
 from spikecast.runtime.mqtt.homeassistant import check_prefix
 from spikecast.runtime.mqtt.settings import MqttSettings
 
@@ -94,6 +95,8 @@ class RunConfig:
     #: Home Assistant MQTT discovery configs under ``ha_prefix`` (needs ``mqtt``).
     ha_discovery: bool = False
     ha_prefix: str = "homeassistant"
+    #: What live packets and commands may cost (docs/mqtt.md, "Limits"); API only.
+    limits: LiveLimits = field(default_factory=LiveLimits)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -169,7 +172,7 @@ def _url_password(url: str) -> bool:
         return False
 
 
-_SECTIONS = {"decision", "mqtt", "metrics", "input", "homeassistant"}
+_SECTIONS = {"decision", "mqtt", "metrics", "input", "homeassistant", "limits"}
 #: ``[metrics]`` and ``[homeassistant]`` keys -> RunConfig fields.
 _RENAMED = {
     ("metrics", "interval_s"): "metrics_interval_s",
@@ -187,6 +190,8 @@ def _section_key(path: Path, section: str, key: str, value: Any, out: dict[str, 
     """Place one ``[section] key = value`` into the flat, point or mqtt keywords."""
     if section == "decision" and key in _POINT_KEYS:
         out["point"][key] = value
+    elif section == "limits":
+        out["limits"][key] = value
     elif section == "mqtt":
         if key == "password":
             raise ParameterError(
@@ -204,6 +209,18 @@ def _section_key(path: Path, section: str, key: str, value: Any, out: dict[str, 
         out["flat"][key] = value
 
 
+def live_limits(path: Path, values: dict[str, Any]) -> LiveLimits:
+    """The [limits] section: LiveLimits fields (docs/mqtt.md, "Limits")."""
+    known = {f.name for f in fields(LiveLimits)}
+    unknown = set(values) - known
+    if unknown:
+        raise ParameterError(f"{path}: unknown keys {sorted(unknown)} in [limits]; use {sorted(known)}")
+    try:
+        return LiveLimits(**values)
+    except ParameterError as exc:
+        raise ParameterError(f"{path}: [limits]: {exc}") from exc
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Flatten a TOML config into RunConfig keywords (errors name the file and key)."""
     path = Path(path)
@@ -211,7 +228,7 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ParameterError(f"{path}: cannot read config: {exc}") from exc
-    out: dict[str, dict[str, Any]] = {"flat": {}, "point": {}, "mqtt": {}}
+    out: dict[str, dict[str, Any]] = {"flat": {}, "point": {}, "mqtt": {}, "limits": {}}
     for key, value in raw.items():
         if not isinstance(value, dict):
             out["flat"][key] = value
@@ -229,6 +246,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     for name in ("point", "mqtt"):
         if out[name]:
             flat[name] = out[name]
+    if out["limits"]:
+        flat["limits"] = live_limits(path, out["limits"])
     unknown = set(flat) - {f.name for f in fields(RunConfig)}
     if unknown:
         raise ParameterError(f"{path}: unknown config keys {sorted(unknown)}")

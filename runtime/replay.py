@@ -3,11 +3,13 @@
 Chunk k holds the events with t in [t0 + k*chunk_us, t0 + (k+1)*chunk_us), where
 t0 is the first event's time unless given. Every chunk is yielded, empty ones
 too, because sensor time passing without events is information an engine needs
-(its steps advance). With ``realtime=True`` chunk k is released once its end
-has passed on the wall clock: at start + (k+1) * chunk_us / speed. Deadlines are
-absolute, so sleep overshoot does not accumulate; a consumer that falls behind
-gets the next chunks at once (nothing is dropped). ``clock`` and ``sleep`` are
-injectable so tests can run on a fake clock.
+(its steps advance). Replayed as fast as possible, a run of empty chunks comes as
+one empty chunk spanning it, so a silence of days costs one chunk, not millions.
+With ``realtime=True`` chunk k is released once its end has passed on the wall
+clock: at start + (k+1) * chunk_us / speed. Deadlines are absolute, so sleep
+overshoot does not accumulate; a consumer that falls behind gets the next chunks
+at once (nothing is dropped). ``clock`` and ``sleep`` are injectable so tests
+can run on a fake clock.
 """
 
 from __future__ import annotations
@@ -45,9 +47,13 @@ def _check(events: np.ndarray, chunk_us: int, speed: float) -> None:
 
 
 def schedule(
-    events: np.ndarray, *, chunk_us: int, t0_us: int | None = None, speed: float = 1.0
+    events: np.ndarray, *, chunk_us: int, t0_us: int | None = None, speed: float = 1.0,
+    merge_silence: bool = False,
 ) -> Iterator[tuple[Chunk, float]]:
-    """The pure core: each chunk with its release time in seconds after the start."""
+    """The pure core: each chunk with its release time in seconds after the start.
+
+    ``merge_silence``: a run of empty chunks comes as one empty chunk that spans it, so
+    a silence costs one chunk however long it is (replay as fast as possible)."""
     _check(events, chunk_us, speed)
     t = events["t"]
     if t.size == 0:
@@ -61,6 +67,12 @@ def schedule(
     while True:
         t1 = start + (k + 1) * chunk_us
         hi = int(np.searchsorted(t, t1, side="left"))
+        if merge_silence and hi == lo:  # up to the chunk of the next event (one exists)
+            k_next = (int(t[lo]) - start) // chunk_us
+            t1 = start + k_next * chunk_us
+            yield Chunk(events[lo:lo], t1 - (k_next - k) * chunk_us, t1), k_next * chunk_us / 1e6 / speed
+            k = k_next
+            continue
         yield Chunk(events[lo:hi], t1 - chunk_us, t1), (k + 1) * chunk_us / 1e6 / speed
         if t1 > last:
             return
@@ -82,7 +94,8 @@ async def replay(
     As fast as possible still awaits ``sleep(0)`` between chunks so other tasks
     on the event loop keep running.
     """
-    chunks = schedule(events, chunk_us=chunk_us, t0_us=t0_us, speed=speed)
+    chunks = schedule(events, chunk_us=chunk_us, t0_us=t0_us, speed=speed,
+                      merge_silence=not realtime)
     began = clock()
     for chunk, due_s in chunks:
         await sleep(max(0.0, began + due_s - clock()) if realtime else 0.0)
@@ -100,7 +113,8 @@ def replay_sync(
     sleep: Callable[[float], object] = time.sleep,
 ) -> Iterator[Chunk]:
     """The blocking twin of :func:`replay` (no sleeping at all when not realtime)."""
-    chunks = schedule(events, chunk_us=chunk_us, t0_us=t0_us, speed=speed)
+    chunks = schedule(events, chunk_us=chunk_us, t0_us=t0_us, speed=speed,
+                      merge_silence=not realtime)
     began = clock()
     for chunk, due_s in chunks:
         if realtime:

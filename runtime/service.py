@@ -23,6 +23,11 @@
 - ``spikecast/<device>/cmd/set`` takes a JSON object with any of ``tau``, ``t_min``,
   ``t_max`` and ``target_accuracy``; the operating point in force is published,
   retained, on ``spikecast/<device>/config``.
+- Live input is bounded (:class:`~spikecast.runtime.limits.LiveLimits`, docs/mqtt.md
+  "Limits"): a packet or command over a limit is dropped and counted by cause, a time
+  jump starts a fresh segment of its stream, a stream idle past the timeout is closed
+  and freed, and :attr:`Service.decisions` keeps only the newest decisions. Nothing
+  a sender publishes ends the service or its command loop.
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ import logging
 import signal
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from spikecast.ext.core.checks import is_finite_number
 from spikecast.ext.core.errors import ParameterError, SpikecastError, StreamError
 from spikecast.ext.core.network import Network, load_network
 from spikecast.ext.engine import CompiledNetwork, Engine
@@ -47,6 +54,7 @@ from spikecast.runtime.config import RunConfig, config_from_args
 from spikecast.runtime.decision import Calibration, OperatingPoint, PointChoice, initial_point, resolve
 from spikecast.runtime.encode import SpatialMap, check_geometry, load_frames
 from spikecast.runtime.hooks import ServiceHook, service_hooks
+from spikecast.runtime.limits import LimitError
 from spikecast.runtime.mqtt import topics
 from spikecast.runtime.mqtt.base import Publisher, Subscriber, publish_decision
 from spikecast.runtime.mqtt.metrics import (
@@ -55,6 +63,7 @@ from spikecast.runtime.mqtt.metrics import (
     losses,
     summary_line,
 )
+from spikecast.runtime.packets import Packet
 from spikecast.runtime.payload import Decision
 from spikecast.runtime.sources import FRAME_SUFFIXES, list_sources
 from spikecast.runtime.stream import DecisionContext, EventStreamDecider, decide_frame
@@ -95,6 +104,22 @@ class ServiceState:
     metrics: RuntimeMetrics = field(default_factory=RuntimeMetrics)
     queued_events: int = 0
     bad_commands: int = 0
+    #: bad_commands by cause: too_large, not_json, too_deep, not_object, bad_value,
+    #: out_of_range, unknown_topic, failed
+    command_errors: dict[str, int] = field(default_factory=dict)
+
+
+class CommandRefused(ParameterError):
+    """A command that is not applied; ``cause`` says why (ServiceState.command_errors)."""
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def _rare(n: int) -> bool:
+    """Log the 1st, 10th, 100th... of a kind: a flood of bad input cannot flood the log."""
+    return n > 0 and 10 ** (len(str(n)) - 1) == n
 
 
 class Service:
@@ -104,6 +129,7 @@ class Service:
         self, cfg: RunConfig, publisher: Publisher, network: Network | None = None
     ) -> None:
         self.cfg = cfg
+        self.limits = cfg.limits
         self.publisher = publisher
         self.network = network if network is not None else load_network(cfg.model)
         self.plan = CompiledNetwork(self.network)
@@ -120,11 +146,13 @@ class Service:
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._room = asyncio.Event()  # set whenever compute takes events off the queue
         self._seen: dict[str, list[int]] = {}  # live stream -> [events, outside the input]
+        self._active: dict[str, float] = {}  # live stream -> monotonic time of its last packet
         self._warned: set[object] = set()
         self.deciders: dict[str, EventStreamDecider] = {}
         self.frame_engine = Engine(self.plan)
         self.frame_seq: dict[str, int] = {}
-        self.decisions: list[Decision] = []
+        #: The newest decisions (``limits.decision_history`` of them), oldest first.
+        self.decisions: deque[Decision] = deque(maxlen=self.limits.decision_history)
         self._stop = asyncio.Event()
         # --metrics-port, --ha-discovery (runtime/hooks.py)
         self.hooks: list[ServiceHook] = service_hooks(self)
@@ -134,6 +162,10 @@ class Service:
         return self.state.point
 
     async def set_point(self, changes: dict[str, Any]) -> OperatingPoint:
+        t_max = changes.get("t_max")
+        if is_finite_number(t_max) and t_max > self.limits.max_t_max:
+            raise CommandRefused("out_of_range", f"t_max {t_max!r} is above the service limit "
+                                 f"of {self.limits.max_t_max} steps")
         if "tau" in changes and "target_accuracy" not in changes:
             # An explicit tau replaces a target accuracy; else resolve() would derive tau
             # from the target again and silently ignore the command.
@@ -165,6 +197,7 @@ class Service:
 
     # -- main ---------------------------------------------------------------------
     async def run(self) -> list[Decision]:
+        """Until the sources end or :meth:`stop`; the newest decisions made."""
         started: list[ServiceHook] = []
         try:
             for hook in self.hooks:
@@ -175,16 +208,20 @@ class Service:
             for hook in reversed(started):
                 try:
                     await hook.stop()
-                except Exception as exc:  # a hook failing to stop must not hide the run's error
+                except (SpikecastError, OSError, RuntimeError) as exc:  # must not hide the run's error
                     log.warning("stopping %s failed: %r", type(hook).__name__, exc)
 
     async def _run(self) -> list[Decision]:
         await self.publish_config()
         compute = asyncio.create_task(self._compute())
-        aux = [asyncio.create_task(self._metrics_loop())]
+        aux = [asyncio.create_task(self._metrics_loop(), name="metrics")]
         subscriber = self.publisher if isinstance(self.publisher, Subscriber) else None
         if subscriber is not None:
-            aux.append(asyncio.create_task(self._commands(subscriber)))
+            aux.append(asyncio.create_task(self._commands(subscriber), name="commands"))
+        if self.live:
+            aux.append(asyncio.create_task(self._close_idle(), name="idle streams"))
+        for t in aux:
+            t.add_done_callback(_report_ended)
         try:
             await self._feed(subscriber, compute)
             await self.queue.put(_Item("", 0.0, end=True))
@@ -197,7 +234,7 @@ class Service:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             await self._publish_metrics()
-        return self.decisions
+        return list(self.decisions)
 
     async def _feed(self, subscriber: Subscriber | None, compute: asyncio.Task[None]) -> None:
         """Read the source until it ends, the service is stopped, or compute fails."""
@@ -320,8 +357,14 @@ class Service:
         async for msg in sub:
             arrival = time.perf_counter()
             try:
-                stream = topics.parse_stream_topic(msg.topic).stream
-                packet = decode_packet(msg.payload)
+                stream, packet = self._accept(msg.topic, msg.payload, decode_packet)
+            except LimitError as exc:
+                m = self.state.metrics
+                m.count_drop(exc.cause)
+                if _rare(m.dropped[exc.cause]):
+                    log.warning("dropped a packet on %s (%s, %d so far): %s", msg.topic,
+                                exc.cause, m.dropped[exc.cause], exc)
+                continue
             except (StreamError, ParameterError) as exc:
                 self.state.metrics.count_bad_packet()
                 log.warning("dropped a bad packet on %s: %s", msg.topic, exc)
@@ -332,6 +375,34 @@ class Service:
                 shed=True,
             )
 
+    def _accept(self, topic: str, payload: bytes, decode: Any) -> tuple[str, Packet]:
+        """The stream and packet of a live message, checked against the limits before
+        it touches any state; raises LimitError, StreamError or ParameterError."""
+        stream = topics.parse_stream_topic(topic).stream
+        self.limits.check_size(payload)
+        packet: Packet = decode(payload)
+        ev = packet.events
+        last = int(ev["t"][-1]) if len(ev) else None
+        self.limits.check_packet(packet.t0_us, last, self.network.input.dt_us)
+        if stream not in self._active and len(self._active) >= self.limits.max_streams:
+            raise LimitError("packets_over_streams", f"stream {stream!r} would be one more than "
+                             f"the limit of {self.limits.max_streams} live streams")
+        self._active[stream] = time.monotonic()
+        return stream, packet
+
+    async def _close_idle(self) -> None:
+        """Close live streams without packets for ``idle_timeout_s``: the compute side
+        makes their pending decision and frees them (an end item, in order)."""
+        idle = self.limits.idle_timeout_s
+        while True:
+            await asyncio.sleep(min(1.0, idle / 4))
+            now = time.monotonic()
+            for stream in [s for s, t in self._active.items() if now - t > idle]:
+                del self._active[stream]
+                self.state.metrics.streams_closed += 1
+                log.info("stream %s: no packet for %.0f s, closed", stream, idle)
+                await self._enqueue(_Item(stream, time.perf_counter(), end=True), shed=False)
+
     def _decided(self, stream: str) -> bool:
         d = self.deciders.get(stream)
         return d is not None and d.finished
@@ -341,21 +412,45 @@ class Service:
         sub = await subscriber.subscribe(topics.cmd_filter(self.cfg.device), qos=1)
         async for msg in sub:
             try:
-                body = json.loads(msg.payload)
-                if not isinstance(body, dict):
-                    raise ParameterError("a command must be a JSON object")
-                if msg.topic.endswith("/cmd/set"):
-                    point = await self.set_point(body)
-                    log.info("operating point now %s", point.as_dict())
-                else:
-                    raise ParameterError(f"unknown command topic {msg.topic}")
-            except (ValueError, SpikecastError) as exc:
-                self.state.bad_commands += 1
-                log.warning("rejected command on %s: %s", msg.topic, exc)
+                point = await self._command(msg.topic, msg.payload)
+                log.info("operating point now %s", point.as_dict())
+            except CommandRefused as exc:
+                self._refused(msg.topic, exc.cause, exc)
+            except ParameterError as exc:
+                self._refused(msg.topic, "bad_value", exc)
+            except (SpikecastError, ValueError, TypeError, OverflowError) as exc:
+                self._refused(msg.topic, "failed", exc)
+
+    async def _command(self, topic: str, payload: bytes) -> OperatingPoint:
+        """Apply one command; raises CommandRefused (or ParameterError) if it is not."""
+        if not topic.endswith("/cmd/set"):
+            raise CommandRefused("unknown_topic", f"unknown command topic {topic}")
+        if len(payload) > self.limits.max_command_bytes:
+            raise CommandRefused("too_large", f"{len(payload)} bytes, more than the limit of "
+                                 f"{self.limits.max_command_bytes}")
+        try:
+            body = json.loads(payload)
+        except RecursionError as exc:
+            raise CommandRefused("too_deep", "JSON nested too deep") from exc
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise CommandRefused("not_json", f"not JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise CommandRefused("not_object", "a command must be a JSON object")
+        return await self.set_point(body)
+
+    def _refused(self, topic: str, cause: str, exc: Exception) -> None:
+        st = self.state
+        st.bad_commands += 1
+        st.command_errors[cause] = st.command_errors.get(cause, 0) + 1
+        if _rare(st.command_errors[cause]):
+            log.warning("rejected command on %s (%s, %d so far): %s", topic, cause,
+                        st.command_errors[cause], exc)
 
     async def _publish_metrics(self) -> None:
         snap = self.state.metrics.snapshot(self.publisher.stats())
         snap["bad_commands"] = self.state.bad_commands
+        snap["bad_commands_by_cause"] = dict(sorted(self.state.command_errors.items()))
+        snap["live_streams"] = len(self._active)
         snap["queued_events"] = self.state.queued_events
         with contextlib.suppress(SpikecastError):
             await self.publisher.publish(topics.metrics_topic(self.cfg.device), snap)
@@ -374,6 +469,7 @@ class Service:
                 window_ms=self.cfg.window_ms, decay=self.cfg.decay,
                 one_decision=self.cfg.one_per_file and not self.live,
                 mapping=self.maps.get(stream, self.mapping),
+                max_jump_us=self.limits.max_jump_us if self.live else None,
             )
             self.deciders[stream] = d
         return d
@@ -385,23 +481,34 @@ class Service:
             self.frame_seq[item.stream] = seq + 1
             return [decide_frame(self.frame_engine, self.ctx, item.stream, seq, item.frame,
                                  self.state.point, item.arrival_s)], {}
-        d = self._decider(item.stream)
         if item.end:
-            out = d.finish(item.watermark_us, item.arrival_s)
-            del self.deciders[item.stream]
-            self.maps.pop(item.stream, None)
-            return out, {}
+            return self._end(item), {}
+        d = self._decider(item.stream)
         if d.finished:
             return [], {}  # decided once: the rest of the file is not needed
         events = item.events if item.events is not None else np.zeros(0)
-        before = d.dropped_events
+        before, restarts = d.dropped_events, d.restarts
         out = d.push(events, item.watermark_us, item.arrival_s)
         if not self.live:
             return out, {}  # a file's events outside the input were counted when it was read
         _, h, w = self.network.input.shape
         outside = (d.mapping or self.mapping).count_outside(events, w, h) if len(events) else 0
         drops = {"events_outside": outside, "events_late": d.dropped_events - before - outside}
+        if d.restarts > restarts:
+            drops["stream_restarts"] = d.restarts - restarts
+            log.info("stream %s: sensor time jumped to %d us, more than %d us from the stream; "
+                     "a fresh segment starts there", item.stream, item.watermark_us or 0,
+                     self.limits.max_jump_us)
         return self._vet(item.stream, out, len(events), outside, drops), drops
+
+    def _end(self, item: _Item) -> list[Decision]:
+        """The end of a stream (a file's, or an idle live stream's): its pending
+        decision, and everything kept for it is freed."""
+        d = self.deciders.pop(item.stream, None)
+        self.maps.pop(item.stream, None)
+        self._seen.pop(item.stream, None)
+        self._warned.discard(("withheld", item.stream))
+        return d.finish(item.watermark_us, item.arrival_s) if d is not None else []
 
     def _vet(self, stream: str, out: list[Decision], n: int, outside: int,
              drops: dict[str, int]) -> list[Decision]:
@@ -439,6 +546,7 @@ class Service:
         for msg in errors:
             m.count_bad_packet()
             log.warning("%s", msg)
+        m.stream_restarts += dropped.pop("stream_restarts", 0)
         for cause, n in dropped.items():
             if n and cause.startswith("events_"):
                 m.count_dropped_events(n, cause)
@@ -477,6 +585,13 @@ class Service:
                 return
 
 
+def _report_ended(task: asyncio.Task[None]) -> None:
+    """A helper task (metrics, commands, idle streams) must run until the service
+    stops: say so if one ends early."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the %s task ended: %r", task.get_name(), task.exception())
+
+
 def make_publisher(cfg: RunConfig) -> Publisher:
     if cfg.mqtt is None:
         from spikecast.runtime.mqtt.stdout import StdoutPublisher
@@ -509,8 +624,9 @@ async def run_service(cfg: RunConfig, publisher: Publisher | None = None) -> Ser
 
 
 async def serve(cfg: RunConfig, publisher: Publisher | None = None) -> list[Decision]:
-    """Run until the sources end or SIGINT/SIGTERM; the decisions made."""
-    return (await run_service(cfg, publisher)).decisions
+    """Run until the sources end or SIGINT/SIGTERM; the decisions made (the newest
+    ``cfg.limits.decision_history`` of them, 10,000 by default)."""
+    return list((await run_service(cfg, publisher)).decisions)
 
 
 def run_from_args(args: argparse.Namespace) -> int:

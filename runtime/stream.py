@@ -93,6 +93,7 @@ class EventStreamDecider:
         one_decision: bool = False,
         mapping: SpatialMap | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        max_jump_us: int | None = None,
     ) -> None:
         if policy not in ("reset", "window", "decay"):
             raise ParameterError(f"policy must be reset, window or decay, not {policy!r}")
@@ -107,6 +108,9 @@ class EventStreamDecider:
         self.one_decision = one_decision
         self.mapping = mapping
         self.clock = clock
+        self.max_jump_us = max_jump_us
+        self.restarts = 0  # fresh segments started by a time jump
+        self.mark_us = 0  # the newest watermark or event time seen
         self.origin_us: int | None = None
         self.done = 0  # steps completed since the origin
         self.seg_start = 0  # step where the current decision began
@@ -126,18 +130,42 @@ class EventStreamDecider:
     ) -> list[Decision]:
         """Add sorted EVENT_DTYPE events; decide on every step the watermark completes."""
         arrival = self.clock() if arrival_s is None else arrival_s
+        out = self._restart(events, watermark_us, arrival)
         if self.origin_us is None:
             if len(events) == 0 and watermark_us is None:
-                return []
+                return out
             self.origin_us = self._origin(events, watermark_us)
+            self.mark_us = self.origin_us
         if len(events):
             enc = encode_events(events, self.spec, self.origin_us, self.mapping)
             self.dropped_events += enc.dropped
             self._append(enc.indices, enc.steps)
         newest = int(events["t"][-1]) if len(events) else self.origin_us
         mark = max(newest, watermark_us if watermark_us is not None else newest)
+        self.mark_us = max(self.mark_us, mark)
         upto = (mark - self.origin_us) // self.spec.dt_us
-        return self._advance(upto, arrival)
+        return out + self._advance(upto, arrival)
+
+    def jumped(self, events: np.ndarray, watermark_us: int | None) -> bool:
+        """True if this input is more than ``max_jump_us`` ahead of or behind the stream."""
+        if self.max_jump_us is None or self.origin_us is None or self.finished:
+            return False
+        t = watermark_us if watermark_us is not None else (
+            int(events["t"][0]) if len(events) else None)
+        return t is not None and abs(t - self.mark_us) > self.max_jump_us
+
+    def _restart(self, events: np.ndarray, watermark_us: int | None, arrival: float) -> list[Decision]:
+        """After a time jump: decide on what the segment holds, then start afresh
+        (the next input sets a new origin); ``seq`` goes on."""
+        if not self.jumped(events, watermark_us):
+            return []
+        out = self.finish(arrival_s=arrival)
+        self.restarts += 1
+        self.engine.reset()
+        self.origin_us = None
+        self.done = self.seg_start = self.skip_until = 0
+        self._idx, self._step = self._idx[:0], self._step[:0]
+        return out
 
     def finish(self, end_us: int | None = None, arrival_s: float | None = None) -> list[Decision]:
         """End of stream: complete every pending step; an undecided segment decides now."""
@@ -192,6 +220,9 @@ class EventStreamDecider:
             if self.policy == "window":
                 t_max = min(t_max, self.window_steps)
                 stop = min(upto, self.seg_start + self.window_steps)
+            # Never more steps than the decision may still take: the arrays _take makes
+            # are bounded by t_max, whatever span the watermark covers.
+            stop = min(stop, self.done + max(1, t_max - self.engine.t))
             steps = self._take(self.done, stop)
             used = self.engine.feed(steps, tau=point.tau, t_min=point.t_min, t_max=t_max)
             if used == 0 and self.engine.exit == exits.MAX_STEPS:

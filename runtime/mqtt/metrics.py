@@ -33,6 +33,11 @@ CAUSES: dict[str, tuple[str, bool]] = {
     "packets_shed": ("packet{s} shed (queue full)", True),  # the events_shed came in these
     "inbound_shed": ("packet{s} shed (subscription full)", True),
     "bad_packets": ("bad packet{s}", True),
+    # Live packets over a limit of docs/mqtt.md "Limits" (runtime.limits.LiveLimits):
+    "packets_bad_time": ("packet{s} with t0_us out of range", True),
+    "packets_too_long": ("packet{s} spanning too many steps", True),
+    "packets_too_many_events": ("packet{s} with too many events", True),
+    "packets_over_streams": ("packet{s} of streams over the limit", True),
     "events_late": ("late event{s}", True),
     "files_failed": ("unreadable file{s}", True),
     "files_outside": ("file{s} not decided (events mostly outside the input)", True),
@@ -121,6 +126,8 @@ class RuntimeMetrics:
         self.files_read = 0
         self.events_read = 0
         self.dropped: dict[str, int] = {}
+        self.stream_restarts = 0  # fresh segments after a time jump (nothing lost)
+        self.streams_closed = 0  # live streams closed after the idle timeout
         self.synops_total = 0
         # (time_s, synops) samples inside the rate window, oldest first.
         self._synops_samples: deque[tuple[float, int]] = deque()
@@ -190,6 +197,8 @@ class RuntimeMetrics:
             "decisions": self.decisions,
             "files_read": self.files_read,
             "dropped": dict(sorted(self.dropped.items())),
+            "stream_restarts": self.stream_restarts,
+            "streams_closed": self.streams_closed,
             "latency_ms_p50": self.latency.p50_ms,
             "latency_ms_p99": self.latency.p99_ms,
             "latency_window": len(self.latency),

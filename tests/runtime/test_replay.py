@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import numpy as np
 import pytest
@@ -138,3 +139,21 @@ def test_bad_arguments(kwargs: dict[str, float]) -> None:
 def test_unsorted_events_rejected() -> None:
     with pytest.raises(ParameterError, match="sorted"):
         list(replay_sync(stream()[::-1], chunk_us=10, realtime=False))
+
+
+def test_fast_replay_merges_a_silence_into_one_chunk() -> None:
+    # 2,000 events over 198 days: as fast as possible, a silence is one empty chunk.
+    t = np.sort(np.random.default_rng(0).integers(0, 198 * 86_400 * 10**6, 2_000))
+    ev = make_events([1] * 2_000, [2] * 2_000, t, [1] * 2_000)
+    chunks = list(replay_sync(ev, chunk_us=10_000, realtime=False))
+    assert len(chunks) < 2 * 2_000 + 2
+    assert sum(c.events.size for c in chunks) == 2_000
+    assert all(b.t0_us == a.t1_us for a, b in itertools.pairwise(chunks))
+    for c in chunks:
+        assert bool(np.all((c.events["t"] >= c.t0_us) & (c.events["t"] < c.t1_us)))
+    # The same stream of the test above, merged: the 2 ms silence is one chunk here too.
+    merged = [c for c, _ in schedule(stream(), chunk_us=1_000, merge_silence=True)]
+    plain = [c for c, _ in schedule(stream(), chunk_us=1_000)]
+    assert [c.events.size for c in merged if c.events.size] == [
+        c.events.size for c in plain if c.events.size]
+    assert len(merged) < len(plain) and merged[-1].t1_us == plain[-1].t1_us

@@ -216,3 +216,56 @@ def test_a_long_silence_is_jumped_over_not_stepped_through() -> None:
     assert len(out) == 2  # the segment before the gap (the rule runs it to t_max), and the one after
     assert out[0].exit == "max_steps" and out[0].steps == 50
     assert out[1].sensor_t0_us >= 1_000_000_000 and out[1].steps == 20
+
+
+def test_a_far_future_watermark_costs_no_memory_or_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Arrays handed to the engine are bounded by t_max, whatever span a watermark covers.
+    sizes: list[int] = []
+    feed = Engine.feed
+
+    def spy(self: Engine, steps: EventSteps, **kw: object) -> int:
+        sizes.append(len(steps.offsets))
+        return feed(self, steps, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Engine, "feed", spy)
+    d, _ = make(tau=0.9, t_max=200)
+    ev = uniform_events(5, 20)
+    out = live(d, ev, 0, 5)
+    far = 2**52  # the watermark 4.5e12 steps on (sensor times are exact below 2**53)
+    out += call_with_timeout(lambda: d.push(uniform_events(3, 20, t0_us=far - 5 * DT), far), 2)
+    assert out[-1].exit == "end_of_stream" and out[-1].sensor_t1_us == 5 * DT  # closed
+    tail = d.finish()
+    assert tail and abs(tail[0].sensor_t0_us - (far - 5 * DT)) < DT  # and went on from there
+    assert max(sizes) <= 201
+
+
+def test_a_long_sparse_packet_is_linear_not_quadratic(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 400k steps with an event every 150 steps: each decision feeds at most t_max steps.
+    sizes: list[int] = []
+    feed = Engine.feed
+
+    def spy(self: Engine, steps: EventSteps, **kw: object) -> int:
+        sizes.append(len(steps.offsets))
+        return feed(self, steps, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Engine, "feed", spy)
+    d, _ = make(tau=0.9, t_max=200)
+    ev = uniform_events(2_600, 1, dt_us=150_000)
+    out = call_with_timeout(lambda: d.push(ev, 0) + d.finish(), 20)
+    assert max(sizes) <= 201 and sum(sizes) < 2 * 400_000
+    assert sum(x.steps for x in out) <= 390_000 and len(out) <= 390_000 // 150 + 2
+
+
+def test_a_time_jump_starts_a_fresh_segment() -> None:
+    d, _ = make(tau=0.9, max_jump_us=60_000_000)
+    ev = uniform_events(40, 20)
+    out = live(d, ev, 0, 40)
+    n = len(out)
+    ahead = 3_600_000_000  # an hour on: the segment restarts there
+    out += live(d, uniform_events(40, 20, t0_us=ahead), ahead, 40)
+    out += live(d, uniform_events(40, 20, t0_us=50_000), 50_000, 40)  # and back again
+    assert d.restarts == 2 and d.dropped_events == 0
+    assert [x.seq for x in out] == list(range(len(out)))
+    assert all(x.sensor_t1_us <= 40_000 for x in out[:n])
+    assert all(x.sensor_t1_us <= 40_000 or x.sensor_t0_us >= 50_000 for x in out)  # no straddling
+    assert any(x.sensor_t0_us >= ahead for x in out) and out[-1].sensor_t0_us < ahead
