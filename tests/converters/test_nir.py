@@ -174,3 +174,19 @@ def test_sinabs_export_imports_and_runs_like_sinabs() -> None:
         v = np.cumsum(run["current"][: t + 1], axis=0, dtype=np.float64)[-1]
         np.testing.assert_allclose(eng.logits * (t + 1), v, rtol=1e-6, atol=1e-6)
     assert eng.spikes[0] == run["spikes0"].sum() and eng.spikes[1] == run["spikes1"].sum()
+
+
+def test_cli_nir_export_and_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from spikecast.runtime.cli import main
+
+    net = net_frame_deep()
+    net.save(tmp_path / "net.scn")
+    assert main(["nir", "export", str(tmp_path / "net.scn"), str(tmp_path / "net.nir")]) == 0
+    assert main(["nir", "import", str(tmp_path / "net.nir"), "--out", str(tmp_path / "back.scn")]) == 0
+    assert Network.load(tmp_path / "back.scn").sha256 == net.sha256
+    argv = ["nir", "import", str(DATA / "sinabs_iaf.nir"), "--out", str(tmp_path / "s.scn")]
+    assert main([*argv, "--input-kind", "events", "--classes", "x,y,z"]) == 0
+    assert "output integrator" in capsys.readouterr().out
+    nets.net_frame_pool3().save(tmp_path / "pool.scn")
+    assert main(["nir", "export", str(tmp_path / "pool.scn"), str(tmp_path / "pool.nir")]) == 2
+    assert "gated max-pool" in capsys.readouterr().err
