@@ -16,7 +16,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     try:
         import torch
     except ImportError as exc:
-        raise SpikecastError("spikecast convert needs torch: pip install 'spikecast[convert]'") from exc
+        raise SpikecastError(
+            "spikecast convert needs torch: pip install 'spikecast[convert]'"
+        ) from exc
     from spikecast.converters.conversion import convert
     from spikecast.converters.loading import load_array, load_factory, load_state_dict, load_torchscript
 
