@@ -190,3 +190,29 @@ def test_cli_nir_export_and_import(tmp_path: Path, capsys: pytest.CaptureFixture
     nets.net_frame_pool3().save(tmp_path / "pool.scn")
     assert main(["nir", "export", str(tmp_path / "pool.scn"), str(tmp_path / "pool.nir")]) == 2
     assert "gated max-pool" in capsys.readouterr().err
+
+
+def test_avg_pool_before_a_linear_layer_is_folded() -> None:
+    """AvgPool2d(2) over a 4x5 map (the last column dropped) then Flatten and Affine: the
+    linear layer reads the full map with each weight spread over its window / 4."""
+    w0 = np.ones((2, 1, 1, 1), np.float32)
+    fc = (np.arange(6 * 8).reshape(6, 8) / 8).astype(np.float32)
+    conv = nir.Conv2d(
+        input_shape=(4, 5), weight=w0, stride=1, padding=0, dilation=1, groups=1, bias=np.zeros(2)
+    )
+    neurons = nir.IF(r=np.ones((2, 4, 5)), v_threshold=np.ones((2, 4, 5)))
+    pool = nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))
+    graph = _chain_graph(
+        conv,
+        neurons,
+        pool,
+        nir.Flatten(input_type=None, start_dim=0),
+        nir.Affine(weight=fc, bias=np.zeros(6)),
+    )
+    net = from_nir(graph)
+    out = net.layers[1]
+    assert out.kind == "linear" and out.in_shape == (2, 4, 5) and not out.spiking
+    full = out.weight.reshape(6, 2, 4, 5)
+    np.testing.assert_array_equal(full[:, :, :, 4], 0)  # the column the pool drops
+    expect = fc.reshape(6, 2, 2, 2).repeat(2, axis=2).repeat(2, axis=3) / 4
+    np.testing.assert_array_equal(full[:, :, :, :4], expect)
