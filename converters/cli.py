@@ -23,11 +23,17 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from spikecast.converters.loading import load_array, load_factory, load_state_dict, load_torchscript
 
     calib = load_array(args.calibration, default_key="x").astype(np.float32)
-    if args.torchscript:
+    if args.onnx:
+        from spikecast.converters.onnx_io import load_onnx
+
+        model = load_onnx(args.onnx)
+    elif args.torchscript:
         model = load_torchscript(args.torchscript, torch.from_numpy(calib[:2]))
     else:
         if not args.model:
-            raise SpikecastError("give --model module:factory (with --weights) or --torchscript FILE")
+            raise SpikecastError(
+                "give --model module:factory (with --weights), --torchscript FILE or --onnx FILE"
+            )
         model = load_factory(args.model)
         if args.weights:
             model = load_state_dict(model, args.weights)
@@ -64,6 +70,7 @@ def register(sub: Any) -> None:
     src.add_argument("--model", help="module:factory or file.py:factory returning an nn.Module")
     src.add_argument("--weights", type=Path, help="state_dict file (loaded with weights_only=True)")
     src.add_argument("--torchscript", type=Path, help="a TorchScript file instead of --model/--weights")
+    src.add_argument("--onnx", type=Path, help="an ONNX file instead of --model/--weights (via onnx2torch)")
     p.add_argument(
         "--calibration",
         required=True,
