@@ -24,7 +24,10 @@ the ANN's early-exit loop (incremental counts per check, rate frame, onnxruntime
 and the SNN's ``Engine(plan).run(EventSteps, t_max, tau, t_min)``. Both start from the
 same pre-binned events (EventSteps, one CSR per recording); the binning is not timed on
 either side. The model's recommended point (``initial_point``, what ``spikecast run``
-uses without flags) is added to the SNN list with ``"default": true``.
+uses without flags) is added to the SNN list with ``"default": true``. Each timed point
+records ``run_agrees_with_replay``: the fraction of recordings where the real run decided at
+the replayed time (the SNN's c(t) is recomputed in double from the trace's logits, as the
+engine compares it, so that a float32-rounded c(t) cannot move a decision at a tie with τ).
 
 Equal accuracy: A = the ANN's best accuracy over its sweep; each side's point is its
 earliest (lowest mean sensor ms) point with accuracy >= A - 0.5 pt;
@@ -83,6 +86,7 @@ def loadavg() -> list[float]:
 def export_onnx(model: torch.nn.Module, shape: Sequence[int], path: Path) -> Path:
     """Export ``model`` (eval mode) with a dynamic batch axis."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    (CACHE / ".gitignore").write_text("*\n")  # bench/.cache is never committed
     dummy = torch.zeros(1, *shape)
     torch.onnx.export(
         model.eval(),
