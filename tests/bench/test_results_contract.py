@@ -201,3 +201,33 @@ def test_vs_ann_contract() -> None:
     assert r["threads"]["onnxruntime_intra_op"] == 1 and r["threads"]["engine"] == 1
     assert isinstance(r["machine"], dict) and isinstance(r["load_average_start"], list)
     assert (RESULTS / "vs_ann.png").exists()
+def test_defaults_contract() -> None:
+    """bench/defaults.py: every model at its default point against its own plateau on held-out data."""
+    r = load("defaults.json")
+    assert {"mnist", "cifar10", "nmnist", "mnist_smalllogit"} <= set(r)
+    for name in ("mnist", "cifar10", "nmnist", "mnist_smalllogit"):
+        d = r[name]
+        p = d["default_point"]
+        assert is_fraction(p["tau"]) and 1 <= p["t_min"] <= p["t_max"], (name, p)
+        assert d["point_source"] == "model", name  # the model's own point, not the generic default
+        assert is_fraction(d["accuracy"]) and is_fraction(d["plateau_accuracy"]), name
+        assert 1 <= d["mean_steps"] <= p["t_max"], name
+        assert 1 <= d["p95_steps"] <= p["t_max"], name
+        assert isinstance(d["n_samples"], int) and d["n_samples"] > 0, name
+        assert isinstance(d["table_samples"], int) and d["table_samples"] > 0, name
+        assert d["goal_met"] == (d["accuracy"] >= d["plateau_accuracy"] - 0.01), name
+    models = ("mnist", "cifar10", "nmnist", "mnist_smalllogit")
+    assert r["all_goals_met"] == all(r[k]["goal_met"] for k in models)
+    for name in ("mnist", "cifar10", "mnist_smalllogit"):  # run_batch equals the rule replayed on the trace
+        assert r[name]["replay_agreement"]["class"] == 1.0, name
+    cli = r["nmnist"]["cli_check"]
+    # `spikecast run` with no flags decides as the runtime API does: the same class for every
+    # recording, the same step for every confident decision (an end-of-stream one may count a
+    # few trailing empty steps more: a file replay steps to the end of its last chunk).
+    assert cli["files"] > 0 and cli["same_class"] == cli["files"]
+    assert cli["confident_same_steps"] == cli["confident"]
+    small = r["mnist_smalllogit"]["small_logits"]
+    assert small["table_median_max_softmax_at_T200"] < 0.99  # small logits indeed
+    assert not small["target_accuracy_0.99"]["runs_to_t_max"]
+    assert not small["target_accuracy_0.995"]["runs_to_t_max"]
+    assert "command" in r and "machine" in r
