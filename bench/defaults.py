@@ -432,7 +432,7 @@ def load_cifar_test(n: int, seed: int, spec: Any) -> tuple[np.ndarray, np.ndarra
     return x, yte[idx].astype(np.int64), f"first {n} of np.random.default_rng({seed}).permutation(10000)"
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915  (a linear pipeline: one block per model, each writing its JSON entry)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small subsets; results go to bench/.cache/")
     ap.add_argument("--mnist-samples", type=int, default=None, help="MNIST test images (default 2000)")

@@ -333,7 +333,7 @@ def equal_accuracy(ann: list[dict[str, Any]], snn: list[dict[str, Any]]) -> dict
     return out
 
 
-def run_nmnist(args: argparse.Namespace, taus: Sequence[float], t_mins: Sequence[int]) -> dict[str, Any]:
+def run_nmnist(args: argparse.Namespace, taus: Sequence[float], t_mins: Sequence[int]) -> dict[str, Any]:  # noqa: PLR0915  (linear: export, sweep, time, summarise)
     import nmnist as nm
     from spikecast.ext.core.calibration import Calibration, decision_steps
     from spikecast.ext.core.network import Network
@@ -473,7 +473,7 @@ def cifar_test_u8(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), yte[idx], idx
 
 
-def run_frames(
+def run_frames(  # noqa: PLR0913, PLR0915  (one frame data set end to end; every argument names its own input)
     name: str,
     model: torch.nn.Module,
     scn: Path,
