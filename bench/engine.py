@@ -26,6 +26,12 @@ Writes bench/results/engine.json and bench/results/engine.png.
        pip install --no-deps sinabs==3.1.3 spikingjelly==2.0.0 'nirtorch<2'
        pip install pbr tqdm loguru packaging matplotlib requests h5py 'nir==1.0.4'
 4. Scaling: samples/s of run_batch with 1 and 2 threads over independent samples.
+5. Real event streams (bench/models/nmnist.scn on the real N-MNIST test recordings of
+   bench/nmnist.py's split, when the data are present): GSynOps/s and µs per 1 ms step
+   over whole recordings, µs per empty step, and CPU ms per decision at the model's
+   default operating point and at τ 0.67 / t_min 50, next to the same ANN in
+   onnxruntime on event-rate frames checked every 10 ms (τ 0.9, as bench/vs_ann.py runs
+   it). All thread CPU time, one thread, median over repeats.
 """
 
 from __future__ import annotations
@@ -500,6 +506,76 @@ def bench_network(args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------
 
 
+def bench_stream(n_recordings: int, repeats: int) -> dict[str, Any] | None:
+    """Section 5: the engine on real N-MNIST streams, and the frame ANN beside it."""
+    if not (DATA / "nmnist" / "train").is_dir() or not (MODELS / "nmnist.scn").exists():
+        print("stream section skipped: no N-MNIST recordings or bench/models/nmnist.scn")
+        return None
+    import nmnist as nm
+    import torch
+    import vs_ann
+    from spikecast.ext.core.calibration import Calibration
+    from spikecast.ext.engine import EventSteps
+    from spikecast.runtime.decision import initial_point
+
+    paths, _ = nm.real_recordings()
+    test_i = np.sort(np.random.default_rng(0).permutation(nm.N_REAL)[:300])[:n_recordings]
+    recs = nm.read_all([paths[i] for i in test_i])
+    net = Network.load(MODELS / "nmnist.scn")
+    plan = CompiledNetwork(net)
+    shape = plan.input_shape
+    steps = [EventSteps.from_arrays(e["x"], e["y"], e["p"], nm.event_steps(e), shape) for e in recs]
+    eng = Engine(plan)
+
+    def cpu_per_recording(**kw: Any) -> tuple[float, int, int]:
+        """Median over repeats of the thread CPU s for all recordings; steps; SynOps."""
+        times, n_steps, synops = [], 0, 0
+        for _ in range(repeats):
+            c0, n_steps, synops = time.thread_time(), 0, 0
+            for st in steps:
+                r = eng.run(st, 10_000, **kw)
+                n_steps += r.steps
+                synops += r.total_synops
+            times.append(time.thread_time() - c0)
+        return statistics.median(times), n_steps, synops
+
+    whole_s, whole_steps, whole_synops = cpu_per_recording()
+    empty = []
+    for _ in range(repeats):
+        eng.reset()
+        c0 = time.thread_time()
+        eng.step(20_000)
+        empty.append((time.thread_time() - c0) / 20_000)
+    default = initial_point(net, Calibration(net.calibration)).point
+    points = {"default": (default.tau, default.t_min), "tau0.67_tmin50": (0.67, 50)}
+    per_decision = {}
+    for name, (tau, t_min) in points.items():
+        s, n, _ = cpu_per_recording(tau=tau, t_min=t_min)
+        per_decision[name] = {"tau": tau, "t_min": t_min, "cpu_ms": s / len(steps) * 1e3,
+                              "mean_steps": n / len(steps)}
+    model = nm.make_model()
+    model.load_state_dict(torch.load(MODELS / "nmnist.pt", weights_only=True))
+    onnx_path = vs_ann.export_onnx(model, plan.input_shape, vs_ann.CACHE / "engine" / "nmnist.onnx")
+    sess = vs_ann.ort_session(onnx_path)
+    ann = []
+    for _ in range(repeats):
+        c0 = time.thread_time()
+        for st in steps:
+            vs_ann.ann_early_exit(sess, st, 10, 0.9, 1)
+        ann.append((time.thread_time() - c0) / len(steps) * 1e3)
+    ann_ms = statistics.median(ann)
+    return {
+        "recordings": len(steps),
+        "stream_gsops": whole_synops / whole_s / 1e9,
+        "us_per_step": whole_s / whole_steps * 1e6,
+        "us_per_empty_step": statistics.median(empty) * 1e6,
+        "neurons": int(sum(ly.n_neurons for ly in net.layers if ly.kind != "maxpool")),
+        "cpu_ms_per_decision": per_decision,
+        "ann_cpu_ms_per_decision": {"period_ms": 10, "tau": 0.9, "cpu_ms": ann_ms},
+        "snn_over_ann_cpu_default": per_decision["default"]["cpu_ms"] / ann_ms,
+    }
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -565,6 +641,7 @@ def main() -> None:
     kernel = bench_kernel(kernel_steps, args.repeats, rng)
     roofline = bench_roofline(20_000 if args.quick else 200_000, args.repeats, rng)
     net = bench_network(args)
+    stream = bench_stream(20 if args.quick else 100, args.repeats)
     kernel_full, kernel_scatter = kernel["full"], kernel["scatter"]
     goals = {
         "layer_step_fraction_of_roofline": {d: kernel_full[d] / roofline for d in DENSITIES},
@@ -588,6 +665,7 @@ def main() -> None:
         "kernel_scatter_gsops": kernel_scatter,
         "roofline_gsops": roofline,
         **net,
+        "stream": stream,
         "goals": goals,
         "simd": _engine.simd_level(),
         "cpu_simd": _engine.cpu_simd_level(),

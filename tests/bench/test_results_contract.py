@@ -77,6 +77,12 @@ def test_engine_contract() -> None:
     for key in ("engine_fixed_T", "engine_early_exit", "dense_batch1", "dense_batch64", "ann_batch1"):
         assert is_number(ms[key]) and ms[key] > 0, key
     assert all(int(n) >= 1 and is_number(v) for n, v in r["threads_scaling"].items())
+    stream = r.get("stream")  # real N-MNIST streams (absent in runs made without the data)
+    if stream is not None:
+        for key in ("stream_gsops", "us_per_step", "us_per_empty_step", "snn_over_ann_cpu_default"):
+            assert is_number(stream[key]) and stream[key] > 0, key
+        assert all(is_number(p["cpu_ms"]) and p["cpu_ms"] > 0 for p in stream["cpu_ms_per_decision"].values())
+        assert is_number(stream["ann_cpu_ms_per_decision"]["cpu_ms"])
 
 
 def test_latency_contract() -> None:
