@@ -15,12 +15,12 @@ can run on a fake clock.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from spikecast.ext.core.checks import check_float, check_int
 from spikecast.ext.core.errors import ParameterError
 
 
@@ -37,10 +37,8 @@ def _check(events: np.ndarray, chunk_us: int, speed: float) -> None:
     names = getattr(getattr(events, "dtype", None), "names", None) or ()
     if not isinstance(events, np.ndarray) or "t" not in names:
         raise ParameterError("events must be a structured event array with a t field")
-    if isinstance(chunk_us, bool) or not isinstance(chunk_us, int) or chunk_us < 1:
-        raise ParameterError(f"chunk_us must be a positive int, got {chunk_us!r}")
-    if not (isinstance(speed, int | float) and math.isfinite(speed) and speed > 0):
-        raise ParameterError(f"speed must be a finite number > 0, got {speed!r}")
+    check_int("chunk_us", chunk_us, 1)
+    check_float("speed", speed, 0.0, lo_open=True)
     t = events["t"]
     if t.size > 1 and bool(np.any(t[1:] < t[:-1])):
         raise ParameterError("events must be sorted by t to be replayed")

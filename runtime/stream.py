@@ -80,7 +80,7 @@ class DecisionContext:
 class EventStreamDecider:
     """One continuous event stream over one engine."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913  (keyword-only stream options, each with a default)
         self,
         plan: CompiledNetwork,
         ctx: DecisionContext,

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from spikecast.ext.core.checks import check_int, is_finite_number
 from spikecast.ext.core.errors import ParameterError
 from spikecast.runtime.mqtt.base import PublisherStats
 
@@ -48,15 +49,10 @@ CAUSES: dict[str, tuple[str, bool]] = {
 
 
 def _check_count(name: str, n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ParameterError(f"{name} must be an int >= 0, got {n!r}")
-    return n
+    return check_int(name, n, 0)
 
 
-def _is_finite_number(value: object) -> bool:
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    )
+_is_finite_number = is_finite_number
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -73,8 +69,7 @@ class LatencyTracker:
     """Latencies of the last ``window`` decisions, with p50 and p99."""
 
     def __init__(self, window: int = 1024) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ParameterError(f"latency window must be an int >= 1, got {window!r}")
+        check_int("latency window", window, 1)
         self._values: deque[float] = deque(maxlen=window)
 
     def add(self, latency_ms: float) -> None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 
-from spikecast.ext.core.errors import ParameterError, PublishError
+from spikecast.ext.core.checks import check_int
+from spikecast.ext.core.errors import PublishError
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -39,8 +40,7 @@ class Outbox:
     """
 
     def __init__(self, capacity: int) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ParameterError(f"outbox capacity must be an int >= 1, got {capacity!r}")
+        check_int("outbox capacity", capacity, 1)
         self._capacity = capacity
         self._items: deque[OutboxItem] = deque()
         self._in_flight: OutboxItem | None = None

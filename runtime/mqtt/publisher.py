@@ -34,6 +34,7 @@ from types import TracebackType
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from spikecast.ext.core.checks import check_int
 from spikecast.ext.core.errors import ParameterError, PublishError
 from spikecast.runtime.mqtt.base import (
     InboundMessage,
@@ -349,8 +350,7 @@ class MqttPublisher:
         validate_topic_filter(topic_filter)
         check_qos(qos)
         size = self._settings.inbox_size if queue_size is None else queue_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ParameterError(f"queue_size must be an int >= 1, got {size!r}")
+        check_int("queue_size", size, 1)
         async with self._sub_lock:
             if any(s.topic_filter == topic_filter for s in self._subs.values()):
                 raise PublishError(f"already subscribed to {topic_filter!r}")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from spikecast.ext.core.checks import check_int
 from spikecast.ext.core.errors import ParameterError, StreamError
 from spikecast.ext.core.events import EVENT_DTYPE
 
@@ -102,10 +103,8 @@ CHUNK_WORDS = 1 << 13
 
 
 def check_max_events(max_events: int | None) -> None:
-    if max_events is not None and (
-        not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 0
-    ):
-        raise ParameterError(f"max_events must be a non-negative int or None, got {max_events!r}")
+    if max_events is not None:
+        check_int("max_events", max_events, 0)
 
 
 def too_many(path: Path | str, offset: int, cap: int, n: int | None = None) -> StreamError:
