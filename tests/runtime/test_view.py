@@ -3,6 +3,7 @@ in headless Chromium against ``spikecast run --realtime`` (skipped without Chrom
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
@@ -24,7 +25,7 @@ import numpy as np
 import pytest
 from service_kit import polarity_net, uniform_events
 from spikecast.ext.core.errors import ParameterError
-from spikecast.runtime.config import RunConfig
+from spikecast.runtime.config import RunConfig, add_run_arguments, config_from_args
 from spikecast.runtime.encode import SpatialMap
 from spikecast.runtime.mqtt.stdout import StdoutPublisher
 from spikecast.runtime.service import Service
@@ -53,6 +54,17 @@ def test_websocket_frame_lengths(n: int, head: bytes) -> None:
 ])
 def test_parse_view(view: str, want: tuple[str, int]) -> None:
     assert parse_view(view) == want
+
+
+def test_view_from_flag_and_config_file(tmp_path: Path) -> None:
+    p = argparse.ArgumentParser()
+    add_run_arguments(p)
+    args = ["--model", "m.scn", "--source", "x"]
+    assert config_from_args(p.parse_args([*args, "--view", ":8080"])).view == ":8080"
+    assert config_from_args(p.parse_args(args)).view is None
+    toml = tmp_path / "run.toml"
+    toml.write_text('model = "m.scn"\nsource = "x"\nview = "0.0.0.0:9000"\n')
+    assert config_from_args(p.parse_args(["--config", str(toml)])).view == "0.0.0.0:9000"
 
 
 @pytest.mark.parametrize("view", ["", "host", ":99999", ":-1", "a:b"])
