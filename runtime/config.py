@@ -7,6 +7,7 @@ Example (``deploy/spikecast.toml`` holds a full one)::
     device = "cam0"
     stream = "main"
     realtime = false
+    # view = ":8080"                   # the live viewer on http://127.0.0.1:8080/
 
     [decision]
     tau = 0.9
@@ -95,6 +96,8 @@ class RunConfig:
     #: Home Assistant MQTT discovery configs under ``ha_prefix`` (needs ``mqtt``).
     ha_discovery: bool = False
     ha_prefix: str = "homeassistant"
+    #: The live viewer's ``[HOST]:PORT`` (``:8080``: 127.0.0.1:8080); None: no viewer.
+    view: str | None = None
     #: What live packets and commands may cost (docs/mqtt.md, "Limits"); API only.
     limits: LiveLimits = field(default_factory=LiveLimits)
 
@@ -133,6 +136,10 @@ class RunConfig:
                 "its discovery configs from the broker"
             )
         check_prefix(self.ha_prefix)
+        if self.view is not None:
+            from spikecast.runtime.view import parse_view
+
+            parse_view(self.view)
 
 
 _MQTT_KEYS = {"url", "username", "password_env", "tls", "ca_file", "cert_file", "key_file",
@@ -324,6 +331,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="publish Home Assistant MQTT discovery configs (label, confidence, latency "
         "sensors per stream); removed on a clean exit. Needs --mqtt",
+    )
+    p.add_argument(
+        "--view",
+        metavar="[HOST]:PORT",
+        help="serve a live page (event frames, decisions, latency) on http://HOST:PORT/; "
+        ":8080 binds 127.0.0.1, 0.0.0.0:8080 every interface",
     )
     p.add_argument("--ha-prefix", help="Home Assistant discovery prefix (default homeassistant)")
     p.add_argument(

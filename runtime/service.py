@@ -53,7 +53,7 @@ from spikecast.ext.engine import CompiledNetwork, Engine
 from spikecast.runtime.config import RunConfig, config_from_args
 from spikecast.runtime.decision import Calibration, OperatingPoint, PointChoice, initial_point, resolve
 from spikecast.runtime.encode import SpatialMap, check_geometry, load_frames
-from spikecast.runtime.hooks import ServiceHook, service_hooks
+from spikecast.runtime.hooks import EventWatcher, ServiceHook, service_hooks
 from spikecast.runtime.limits import LimitError
 from spikecast.runtime.mqtt import topics
 from spikecast.runtime.mqtt.base import Publisher, Subscriber, publish_decision
@@ -154,8 +154,9 @@ class Service:
         #: The newest decisions (``limits.decision_history`` of them), oldest first.
         self.decisions: deque[Decision] = deque(maxlen=self.limits.decision_history)
         self._stop = asyncio.Event()
-        # --metrics-port, --ha-discovery (runtime/hooks.py)
+        # --metrics-port, --ha-discovery, --view (runtime/hooks.py)
         self.hooks: list[ServiceHook] = service_hooks(self)
+        self._watchers = [h for h in self.hooks if isinstance(h, EventWatcher)]
 
     # -- operating point ----------------------------------------------------------
     def point(self) -> OperatingPoint:
@@ -563,6 +564,10 @@ class Service:
             items = batch[:-1] if stop else batch
             self.state.queued_events -= sum(it.n_events for it in items)
             self._room.set()
+            for w in self._watchers:
+                for it in items:
+                    if it.events is not None:
+                        w.events(it.stream, it.events, it.watermark_us)
             if sum(it.n_events for it in items) <= _INLINE_EVENTS and not any(
                 it.frame is not None or it.end for it in items
             ):
