@@ -320,5 +320,74 @@ def _rare(n: int) -> bool:
     return n > 0 and 10 ** (len(str(n)) - 1) == n
 
 
-__all__ = ["DEFAULT_RCVBUF", "FORMATS", "Decoder", "UdpAddress", "UdpReceiver", "is_udp",
-           "parse_size", "parse_udp", "udp_feed"]
+# -- the sending side: recorded files replayed into a udp:// source (tests, demos) ------
+
+
+def encode_datagrams(events: np.ndarray, fmt: str = "faery", per_datagram: int = 100) -> list[bytes]:
+    """EVENT_DTYPE events as datagrams of ``fmt``, ``per_datagram`` events each (faery's
+    default); SPIF words carry no timestamp (the receiver stamps arrival time)."""
+    Decoder(fmt)  # checks the name
+    out = []
+    for i in range(0, len(events), per_datagram):
+        ev = events[i:i + per_datagram]
+        if fmt == "faery":
+            rec = np.empty(len(ev), FAERY_DTYPE)
+            rec["t"], rec["x"], rec["y"], rec["on"] = ev["t"], ev["x"], ev["y"], ev["p"] & 1
+        elif fmt == "faery-compact":
+            rec = np.empty(len(ev), FAERY_COMPACT_DTYPE)
+            rec["t"] = ev["t"] & 0xFFFF_FFFF
+            rec["x"], rec["y_on"] = ev["x"], ((ev["y"] << 1) & 0x7FFF) | (ev["p"] & 1)
+        else:
+            rec = ((1 << 31) | ((ev["x"].astype(np.uint32) & 0x7FFF) << 16)
+                   | ((ev["p"].astype(np.uint32) & 1) << 15) | (ev["y"].astype(np.uint32) & 0x7FFF)
+                   ).astype("<u4")
+        out.append(rec.tobytes())
+    return out
+
+
+def send_recording(events: np.ndarray, address: UdpAddress, *, fmt: str = "faery",
+                   realtime: bool = True, speed: float = 1.0) -> int:
+    """Send a recording's events to ``address``, 1 ms of sensor time at a time, paced by
+    sensor time (``realtime``, sped up ``speed`` times) or as fast as the socket takes
+    them (which a receiver may not keep up with: UDP drops in silence); the datagrams sent."""
+    from spikecast.runtime.replay import replay_sync
+
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    n = 0
+    with socket.socket(family, socket.SOCK_DGRAM) as tx:
+        for chunk in replay_sync(events, chunk_us=1000, realtime=realtime, speed=speed):
+            for data in encode_datagrams(chunk.events, fmt):
+                tx.sendto(data, (address.host, address.port))
+                n += 1
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m spikecast.runtime.udp REC udp://HOST:PORT``: replay a recorded file
+    into a udp:// source at real time (a demo or a test without a camera)."""
+    import argparse
+
+    from spikecast.runtime.readers import read_events
+
+    ap = argparse.ArgumentParser(prog="python -m spikecast.runtime.udp", description=main.__doc__)
+    ap.add_argument("recording", help="an event file spikecast reads (.bin .aedat4 .raw .dat .npz ...)")
+    ap.add_argument("address", help="udp://HOST:PORT of the spikecast source")
+    ap.add_argument("--udp-format", choices=FORMATS, default="faery")
+    ap.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
+    ap.add_argument("--as-fast-as-possible", dest="realtime", action="store_false",
+                    help="no pacing (a slow receiver loses datagrams)")
+    args = ap.parse_args(argv)
+    rec = read_events(args.recording)
+    n = send_recording(rec.events, parse_udp(args.address), fmt=args.udp_format,
+                       realtime=args.realtime, speed=args.speed)
+    print(f"sent {len(rec.events)} events of a {rec.width}x{rec.height} sensor in {n} datagrams "
+          f"to {args.address}", file=sys.stderr)
+    return 0
+
+
+__all__ = ["DEFAULT_RCVBUF", "FORMATS", "Decoder", "UdpAddress", "UdpReceiver", "encode_datagrams",
+           "is_udp", "parse_size", "parse_udp", "send_recording", "udp_feed"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

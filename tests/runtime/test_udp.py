@@ -24,7 +24,14 @@ from spikecast.runtime.limits import LiveLimits
 from spikecast.runtime.mqtt.stdout import StdoutPublisher
 from spikecast.runtime.readers import read_events
 from spikecast.runtime.service import Service, serve
-from spikecast.runtime.udp import Decoder, UdpAddress, UdpReceiver, parse_size, parse_udp
+from spikecast.runtime.udp import (
+    Decoder,
+    UdpAddress,
+    UdpReceiver,
+    encode_datagrams,
+    parse_size,
+    parse_udp,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "bench" / "models" / "nmnist.scn"
@@ -261,3 +268,60 @@ async def test_a_flooded_cli_run_exits_3_and_counts_kernel_drops(tmp_path: Path)
     assert rc == 3, text[-3000:]
     assert "dropped by the kernel (receive buffer full)" in line, line
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("fmt", ["faery", "faery-compact"])
+async def test_a_recording_replayed_at_real_time_decides_like_the_file(fmt: str) -> None:
+    """``python -m spikecast.runtime.udp REC udp://...`` paces the recording by sensor time."""
+    path = nmnist_files(1)[0]
+    (made,) = await serve(RunConfig(model=MODEL, source=str(path), point=POINT))
+    port = free_port()
+    async with udp_service(port, udp_format=fmt, sensor_size=(34, 34)) as svc:
+        t0 = time.monotonic()
+        sent = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "spikecast.runtime.udp", str(path), f"udp://127.0.0.1:{port}",
+            "--udp-format", fmt)
+        assert await asyncio.wait_for(sent.wait(), 30) == 0
+        took = time.monotonic() - t0
+        await until(lambda: svc.state.metrics.streams_closed == 1, 20, "the stream to go idle")
+        await until(lambda: svc.queue.empty() and len(svc.decisions) > 0, 10, "decisions")
+    rec = read_events(path)
+    assert took >= (int(rec.events["t"][-1]) - int(rec.events["t"][0])) / 1e6  # real time
+    assert svc.state.metrics.events_in == len(rec.events) and svc.udp is not None and svc.udp.drops == 0
+    first = svc.decisions[0]
+    assert same_decision(first, made) == same_decision(made, made)
+    assert (first.sensor_t0_us, first.sensor_t1_us) == (made.sensor_t0_us, made.sensor_t1_us)
+
+
+def test_encoded_datagrams_decode_to_the_same_events() -> None:
+    ev = read_events(nmnist_files(1)[0]).events[:250]
+    for fmt in ("faery", "faery-compact", "spif"):
+        dec = Decoder(fmt)
+        back = np.concatenate([dec.decode(d, 7) for d in encode_datagrams(ev, fmt)])
+        for f in ("x", "y", "p"):
+            assert back[f].tolist() == ev[f].tolist(), (fmt, f)
+        assert back["t"].tolist() == (ev["t"].tolist() if fmt != "spif" else [7] * len(ev))
+
+
+async def test_a_full_queue_sheds_whole_datagram_batches_with_counters() -> None:
+    nmnist_files(1)
+    port = free_port()
+    ev = np.zeros(100, EVENT_DTYPE)
+    ev["t"] = np.arange(100)
+    async with udp_service(port, queue_events=50, sensor_size=(34, 34)) as svc:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            tx.sendto(encode_datagrams(ev)[0], ("127.0.0.1", port))
+        await until(lambda: svc.state.metrics.dropped.get("packets_shed") == 1, 10, "a shed batch")
+    assert svc.state.metrics.dropped["events_shed"] == 100 and svc.state.metrics.events_in == 0
+    line, status = svc.report()
+    assert status == 3 and "100 events shed (queue full) in 1 packet" in line, line
+
+
+async def test_a_sensor_bigger_than_the_input_is_refused_or_fitted() -> None:
+    nmnist_files(1)
+    cfg = RunConfig(model=MODEL, source=f"udp://127.0.0.1:{free_port()}", sensor_size=(640, 480))
+    with pytest.raises(ParameterError, match="--fit"):
+        await asyncio.wait_for(serve(cfg), 10)
+    async with udp_service(free_port(), sensor_size=(640, 480), fit=True) as svc:
+        pass
+    assert svc.mapping.flags()  # the crop/downsample that fits 640x480 into 34x34
