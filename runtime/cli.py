@@ -54,7 +54,8 @@ At exit, one line on stderr sums up the run: decisions, inputs, what was
 dropped, by cause, and what was not used (events outside the network input after
 --crop/--downsample); the metrics topic carries the same counters in MQTT mode.
 File sources are read as fast as the engine takes them and never shed; live
-sources (--source mqtt) shed whole packets when the queue is full.
+sources (--source mqtt, --source udp://HOST:PORT) shed whole packets when the
+queue is full.
 
 exit status:
   0    every accepted input was used and every decision delivered (events outside
@@ -62,6 +63,7 @@ exit status:
   2    error: bad arguments or config, unreadable model, a single unreadable
        file, a sensor size that does not fit the network input
   3    something was lost: events or packets shed, bad packets, late events,
+       UDP datagrams the kernel dropped (receive buffer full),
        unreadable files among several, files whose events fall mostly outside
        the input, decisions never delivered to the broker
   130  interrupted before the service started (SIGINT or SIGTERM during a run

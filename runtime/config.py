@@ -3,7 +3,8 @@
 Example (``deploy/spikecast.toml`` holds a full one)::
 
     model = "net.scn"
-    source = "recordings/*.bin"        # event files, images, .npy frame stacks, or "mqtt"
+    source = "recordings/*.bin"        # event files, images, .npy frame stacks, "mqtt",
+                                       # or "udp://HOST:PORT" (docs/sources.md)
     device = "cam0"
     stream = "main"
     realtime = false
@@ -98,6 +99,11 @@ class RunConfig:
     ha_prefix: str = "homeassistant"
     #: The live viewer's ``[HOST]:PORT`` (``:8080``: 127.0.0.1:8080); None: no viewer.
     view: str | None = None
+    #: A ``udp://HOST:PORT`` source: its datagram format, the sensor size it sends
+    #: (None: the network input's, with a warning) and the receive buffer asked for.
+    udp_format: str = "faery"
+    sensor_size: tuple[int, int] | None = None
+    udp_rcvbuf: int = 8 << 20
     #: What live packets and commands may cost (docs/mqtt.md, "Limits"); API only.
     limits: LiveLimits = field(default_factory=LiveLimits)
 
@@ -121,6 +127,24 @@ class RunConfig:
                 f"MQTT settings are for device {self.mqtt.device!r}, the run for {self.device!r}"
             )
         self._check_monitoring()
+        self._check_udp()
+
+    def _check_udp(self) -> None:
+        """A udp:// source's address, format, sensor size and buffer."""
+        from spikecast.runtime.udp import FORMATS, is_udp, parse_size, parse_udp
+
+        if self.udp_format not in FORMATS:
+            raise ParameterError(f"udp_format must be one of {', '.join(FORMATS)}, not {self.udp_format!r}")
+        if isinstance(self.sensor_size, str):
+            object.__setattr__(self, "sensor_size", parse_size(self.sensor_size))
+        elif self.sensor_size is not None:
+            size = self.sensor_size
+            if not isinstance(size, (tuple, list)) or len(size) != 2:
+                raise ParameterError(f"sensor_size is WIDTHxHEIGHT or [width, height], not {size!r}")
+            object.__setattr__(self, "sensor_size", parse_size(f"{size[0]}x{size[1]}"))
+        check_int("udp_rcvbuf", self.udp_rcvbuf, 1024, 1 << 30)
+        if is_udp(self.source):
+            parse_udp(self.source)
 
     def _check_monitoring(self) -> None:
         """The Prometheus endpoint and Home Assistant discovery."""
@@ -267,7 +291,27 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--source",
         help="event files (.bin .aedat4 .raw .dat .npy .npz; globs ok), a directory of "
-        "them, images, 'mqtt' for live packets on spikecast/<device>/+/events",
+        "them, images, 'mqtt' for live packets on spikecast/<device>/+/events, "
+        "udp://HOST:PORT to listen for UDP events (faery or SPIF; see --udp-format)",
+    )
+    p.add_argument(
+        "--udp-format",
+        choices=("faery", "faery-compact", "spif"),
+        help="datagrams of a udp:// source: faery's t64_x16_y16_on8 records (default), "
+        "faery's t32_x16_y15_on1 (faery-compact), or SPIF/aestream 32-bit words",
+    )
+    p.add_argument(
+        "--sensor-size",
+        metavar="WxH",
+        help="sensor size of a udp:// source (UDP does not say it; default: the network "
+        "input's, with a warning); checked like a file's (--fit, --crop, --downsample)",
+    )
+    p.add_argument(
+        "--udp-rcvbuf",
+        type=int,
+        metavar="BYTES",
+        help="receive buffer asked for a udp:// source (default 8 MiB; the kernel may "
+        "grant less, the log says what it got)",
     )
     p.add_argument(
         "--format",
@@ -277,7 +321,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "nmnist, aedat4, evt2, evt3, dat, npy",
     )
     p.add_argument("--device", help="device name in MQTT topics")
-    p.add_argument("--stream", help="stream name for file sources")
+    p.add_argument("--stream", help="stream name for file and udp:// sources")
     p.add_argument(
         "--mqtt",
         dest="mqtt_url",

@@ -67,6 +67,7 @@ from spikecast.runtime.packets import Packet
 from spikecast.runtime.payload import Decision
 from spikecast.runtime.sources import FRAME_SUFFIXES, list_sources
 from spikecast.runtime.stream import DecisionContext, EventStreamDecider, decide_frame
+from spikecast.runtime.udp import UdpReceiver, is_udp
 
 log = logging.getLogger("spikecast.service")
 
@@ -142,7 +143,8 @@ class Service:
         self.ctx = DecisionContext(self.network, cfg.device, calib, self.network.sha256)
         self.mapping = SpatialMap(cfg.crop, cfg.downsample)
         self.maps: dict[str, SpatialMap] = {}  # per file stream, when --fit chose one
-        self.live = cfg.source == "mqtt"
+        self.live = cfg.source == "mqtt" or is_udp(cfg.source)
+        self.udp: UdpReceiver | None = None  # the bound socket of a udp:// source
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._room = asyncio.Event()  # set whenever compute takes events off the queue
         self._seen: dict[str, list[int]] = {}  # live stream -> [events, outside the input]
@@ -239,7 +241,11 @@ class Service:
 
     async def _feed(self, subscriber: Subscriber | None, compute: asyncio.Task[None]) -> None:
         """Read the source until it ends, the service is stopped, or compute fails."""
-        if self.live:
+        if is_udp(self.cfg.source):
+            from spikecast.runtime.udp import udp_feed
+
+            feeder = asyncio.create_task(udp_feed(self))
+        elif self.live:
             if subscriber is None:
                 raise ParameterError("source 'mqtt' needs --mqtt URL")
             feeder = asyncio.create_task(self._live_events(subscriber))

@@ -34,6 +34,9 @@ CAUSES: dict[str, tuple[str, bool]] = {
     "packets_shed": ("packet{s} shed (queue full)", True),  # the events_shed came in these
     "inbound_shed": ("packet{s} shed (subscription full)", True),
     "bad_packets": ("bad packet{s}", True),
+    # A udp:// source's datagrams the kernel dropped (receive buffer full): UDP says
+    # nothing to the sender, the socket counts them (SO_RXQ_OVFL, /proc/net/udp).
+    "datagrams_dropped_kernel": ("datagram{s} dropped by the kernel (receive buffer full)", True),
     # Live packets over a limit of docs/mqtt.md "Limits" (runtime.limits.LiveLimits):
     "packets_bad_time": ("packet{s} with t0_us out of range", True),
     "packets_too_long": ("packet{s} spanning too many steps", True),
