@@ -46,6 +46,7 @@ class _Draft:
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
+    groups: int = 1
     relu: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +55,9 @@ class _Draft:
         if self.weight is None:
             raise ConversionError(f"node '{self.name}': layer has no weights")
         if self.kind == "conv":
-            y = F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+            y = F.conv2d(
+                x, self.weight, self.bias, stride=self.stride, padding=self.padding, groups=self.groups
+            )
         else:
             y = F.linear(x.reshape(x.shape[0], -1), self.weight, self.bias)
         return F.relu(y) if self.relu else y
@@ -112,6 +115,7 @@ def _fold_avgpool_into(pool: Op, op: Op, w: torch.Tensor, flat_after: bool) -> t
         kernel=(op.kernel[0] * kh, op.kernel[1] * kw),
         stride=(op.stride[0] * kh, op.stride[1] * kw),
         padding=(op.padding[0] * kh, op.padding[1] * kw),
+        groups=op.groups,
     )
     return up, new_op
 
@@ -161,6 +165,7 @@ class _DraftBuilder:
                 kernel=op.kernel,
                 stride=op.stride,
                 padding=op.padding,
+                groups=op.groups,
                 relu=relu,
             )
         )
@@ -406,6 +411,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
                 kernel=d.kernel,
                 stride=d.stride,
                 padding=d.padding,
+                groups=d.groups,
                 lam=lam,
                 spiking=not last,
             )
@@ -481,7 +487,7 @@ def ann_logits(net: Network, x: np.ndarray | torch.Tensor, batch_size: int = 512
                 w = torch.from_numpy(np.asarray(ly.weight))
                 b = torch.from_numpy(np.asarray(ly.bias))
                 if ly.kind == "conv":
-                    h = F.conv2d(h, w, b, stride=ly.stride, padding=ly.padding)
+                    h = F.conv2d(h, w, b, stride=ly.stride, padding=ly.padding, groups=ly.groups)
                 else:
                     h = F.linear(h.reshape(h.shape[0], -1), w, b)
                 if ly.spiking:

@@ -1,6 +1,6 @@
 """Parse a torch model into a flat list of supported ops with torch.fx.
 
-Supported: Conv2d, Linear, BatchNorm1d/2d, ReLU (module, ``F.relu``, ``torch.relu``,
+Supported: Conv2d (also grouped and depthwise), Linear, BatchNorm1d/2d, ReLU (module, ``F.relu``, ``torch.relu``,
 ``x.relu()``), MaxPool2d, AvgPool2d, AdaptiveAvgPool2d to 1x1, Flatten and
 ``view``/``reshape``/``flatten`` to (B, N), Dropout and Identity (dropped), and a
 trailing Softmax. Anything else raises :class:`ConversionError` naming the node,
@@ -40,6 +40,7 @@ class Op:
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
+    groups: int = 1
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -155,8 +156,8 @@ def _classify(gm: fx.GraphModule, node: fx.Node) -> Op | None:
 
 
 def _conv_op(m: nn.Conv2d, site: _Site) -> Op:
-    if m.groups != 1 or _pair(m.dilation) != (1, 1):
-        raise site.refuse(type(m).__name__, "grouped or dilated convolutions; use groups=1, dilation=1")
+    if _pair(m.dilation) != (1, 1):
+        raise site.refuse(type(m).__name__, "dilated convolutions; use dilation=1")
     if isinstance(m.padding, str) or m.padding_mode != "zeros":
         raise site.refuse(type(m).__name__, "padding must be integers with padding_mode='zeros'")
     return site.op(
@@ -165,6 +166,7 @@ def _conv_op(m: nn.Conv2d, site: _Site) -> Op:
         kernel=_pair(m.kernel_size),
         stride=_pair(m.stride),
         padding=_pair(m.padding),
+        groups=int(m.groups),
     )
 
 

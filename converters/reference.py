@@ -65,14 +65,14 @@ def fanout(layer: Layer) -> np.ndarray:
 
     rows = per_axis(h, layer.kernel[0], layer.stride[0], layer.padding[0], oh)
     cols = per_axis(w, layer.kernel[1], layer.stride[1], layer.padding[1], ow)
-    per_pos = c_out * rows[:, None] * cols[None, :]
+    per_pos = (c_out // layer.groups) * rows[:, None] * cols[None, :]
     return np.broadcast_to(per_pos, (c_in, h, w)).astype(np.int64)
 
 
 def _apply(layer: Layer, s: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
     w, b = params
     if layer.kind == "conv":
-        return F.conv2d(s, w, b, stride=layer.stride, padding=layer.padding)
+        return F.conv2d(s, w, b, stride=layer.stride, padding=layer.padding, groups=layer.groups)
     return F.linear(s.reshape(s.shape[0], -1), w, b)
 
 

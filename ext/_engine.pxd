@@ -32,15 +32,17 @@ ctypedef struct LayerPlan:
     int c_out, h_out, w_out
     int kh, kw, sh, sw
     int c_in_shift           # log2(c_in) if c_in is a power of two, else -1
+    int c_in_g, c_out_g      # conv: channels per group (ungrouped: c_in, c_out)
     float threshold
     float lam
-    const float* weight      # conv [c_in][kh][kw reversed][c_out]; linear [n_in][n_out]; pool NULL
+    const float* weight      # conv [c_in][kh][kw reversed][c_out/groups]; linear [n_in][n_out]; pool NULL
     const float* bias        # (c_out,) per channel (linear: c_out = n_out); zeros if none
     # CSR tables over input positions y * w_in + x (conv, pool), border-aware:
     const int32_t* tab_ptr   # (h_in * w_in + 1,)
     const int32_t* tab_w     # conv: weight offset of each run within the c_in block
-    const int32_t* tab_m     # conv: membrane offset of each run; pool: window oy * w_out + ox
-    const int32_t* tab_n     # conv: run length in floats (a multiple of c_out)
+    const int32_t* tab_m     # conv: membrane offset of each run (grouped: for group 0);
+                             # pool: window oy * w_out + ox
+    const int32_t* tab_n     # conv: run length in floats (a multiple of c_out/groups)
     const int32_t* win_init  # pool: (n_out,) each window's first input, its winner at t = 0
 
 ctypedef struct NetPlan:

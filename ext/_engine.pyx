@@ -120,8 +120,9 @@ cdef void frame_current(
     """The first layer's input current, computed once per frame by scatter of x."""
     cdef int c, pos, k, k1, i
     cdef int hw = lp.h_in * lp.w_in
-    cdef int per_c_in = lp.kh * lp.kw * lp.c_out
+    cdef int per_c_in = lp.kh * lp.kw * lp.c_out_g
     cdef float val
+    cdef float* cur
     cdef const float* wb
     for pos in range(lp.n_out // lp.c_out):
         memcpy(current + pos * lp.c_out, lp.bias, lp.c_out * sizeof(float))
@@ -132,9 +133,10 @@ cdef void frame_current(
                 continue
             if lp.kind == KIND_CONV:
                 wb = lp.weight + <Py_ssize_t> c * per_c_in
+                cur = current + (c // lp.c_in_g) * lp.c_out_g  # grouped: the spike's group
                 k1 = lp.tab_ptr[pos + 1]
                 for k in range(lp.tab_ptr[pos], k1):
-                    axpy_row(current + lp.tab_m[k], wb + lp.tab_w[k], val, lp.tab_n[k])
+                    axpy_row(cur + lp.tab_m[k], wb + lp.tab_w[k], val, lp.tab_n[k])
             else:
                 i = pos * lp.c_in + c
                 axpy_row(current, lp.weight + <Py_ssize_t> i * lp.n_out, val, lp.n_out)

@@ -280,13 +280,19 @@ def _conv_runs(
     kw-1-kx rises too, so with stride 1 the valid taps of one kernel row form a single
     contiguous run of (#taps * c_out) floats on both sides. Other strides: one run
     of c_out floats per tap.
+
+    Grouped conv (g groups): a spike of input channel c reaches only the c_out/g output
+    channels of its group, so each tap is one run of c_out/g floats (the membrane side
+    is strided by c_out between positions, so runs of a row do not merge); membrane
+    offsets here are for group 0 and the kernel adds (c // (c_in/g)) * (c_out/g).
     """
     c_out = out_chw[0]
+    c_out_g = c_out // layer.groups
     kh, kw = layer.kernel
     ptr, tap, out = _tap_tables(in_chw[1:], out_chw[1:], layer.kernel, layer.stride, layer.padding)
     ky, kx = tap // kw, tap % kw
     pos = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
-    if layer.stride[1] == 1 and len(tap):
+    if layer.stride[1] == 1 and layer.groups == 1 and len(tap):
         # Entries are sorted by (position, ky, kx): group each kernel row of a position
         # and start its run at the largest kx (the smallest output column).
         key = pos * kh + ky
@@ -298,9 +304,9 @@ def _conv_runs(
         length = count * c_out
         run_pos = pos[first]
     else:
-        w_off = (ky * kw + (kw - 1 - kx)) * c_out
+        w_off = (ky * kw + (kw - 1 - kx)) * c_out_g
         m_off = out * c_out
-        length = np.full(len(tap), c_out)
+        length = np.full(len(tap), c_out_g)
         run_pos = pos
     run_ptr = np.zeros(len(ptr), np.int64)
     np.cumsum(np.bincount(run_pos, minlength=len(ptr) - 1), out=run_ptr[1:])
@@ -357,6 +363,8 @@ def _compile_layer(i: int, layer: Layer, prev_shape: tuple[int, ...]) -> dict[st
         "tab_m": _EMPTY_I32,
         "tab_n": _EMPTY_I32,
         "win_init": _EMPTY_I32,
+        # Grouped conv: channels per group on each side (ungrouped: c_in and c_out).
+        "groups_chw": (in_chw[0] // layer.groups, out_chw[0] // layer.groups),
         # Positions and channels come from a shift and a mask when c_in is a power of two.
         "c_in_shift": in_chw[0].bit_length() - 1 if in_chw[0] & (in_chw[0] - 1) == 0 else -1,
     }
@@ -375,8 +383,12 @@ def _compile_layer(i: int, layer: Layer, prev_shape: tuple[int, ...]) -> dict[st
     weight = np.asarray(layer.weight, np.float32)
     bias = None if layer.bias is None else np.asarray(layer.bias, np.float32)
     if layer.kind == "conv":
-        # [c_out][c_in][ky][kx] -> [c_in][ky][kw-1-kx][c_out]: see _conv_runs.
-        d["weight"] = _f32(weight[:, :, :, ::-1].transpose(1, 2, 3, 0))
+        # [c_out][c_in/g][ky][kx] -> [c_in][ky][kw-1-kx][c_out/g]: see _conv_runs. Input
+        # channel c = group * c_in/g + j holds the weights of its group's outputs.
+        g = layer.groups
+        c_out, c_in_g, kh, kw = weight.shape
+        grouped = weight[:, :, :, ::-1].reshape(g, c_out // g, c_in_g, kh, kw)
+        d["weight"] = _f32(grouped.transpose(0, 2, 3, 4, 1))
         if bias is not None:
             d["bias"] = _f32(bias)
         ptr, w_off, m_off, length = _conv_runs(layer, in_chw, out_chw)

@@ -148,6 +148,10 @@ class Layer:
     lam: float = 1.0
     threshold: float = 1.0
     spiking: bool = True
+    #: Conv only: input and output channels split into ``groups`` groups, each output
+    #: channel seeing only its group's inputs (torch's ``Conv2d(groups=g)``); the weight
+    #: is then ``(C_out, C_in / groups, kh, kw)``. ``groups == C_in``: depthwise.
+    groups: int = 1
 
     @property
     def n_neurons(self) -> int:
@@ -176,6 +180,9 @@ class Layer:
                 check_int(f"{where}: {name}", v, lo, MAX_GEOMETRY)
         _check_positive(f"{where}: threshold", self.threshold, SCALE_RANGE)
         _check_positive(f"{where}: lambda", self.lam, SCALE_RANGE)
+        check_int(f"{where}: groups", self.groups, 1, MAX_DIM)
+        if self.groups != 1 and self.kind != "conv":
+            raise ParameterError(f"{where}: only a conv layer has groups, not {self.kind}")
 
     def _expected_out(self, where: str) -> tuple[int, ...]:
         if self.kind == "maxpool":
@@ -185,11 +192,12 @@ class Layer:
         if self.kind == "conv":
             if self.weight is None or self.weight.ndim != 4:
                 raise ParameterError(f"{where}: conv weight must be 4-D (C_out, C_in, kh, kw)")
-            c_out, c_in, kh, kw = self.weight.shape
-            if len(self.in_shape) != 3 or self.in_shape[0] != c_in or (kh, kw) != self.kernel:
+            c_out, c_in_g, kh, kw = self.weight.shape
+            g = self.groups
+            if c_out % g or len(self.in_shape) != 3 or self.in_shape[0] != c_in_g * g or (kh, kw) != self.kernel:
                 raise ParameterError(
-                    f"{where}: conv weight {self.weight.shape} does not fit input {self.in_shape} "
-                    f"and kernel {self.kernel}"
+                    f"{where}: conv weight {self.weight.shape} does not fit input {self.in_shape}, "
+                    f"kernel {self.kernel} and groups {g}"
                 )
             _, h, w = _pool_out(self.in_shape, self.kernel, self.stride, self.padding)
             return (c_out, h, w)
@@ -347,6 +355,8 @@ class Network:
         total = 0
         for i, ly in enumerate(self.layers):
             geo = "" if ly.kind == "linear" else f"{ly.kernel[0]}/{ly.stride[0]}/{ly.padding[0]}"
+            if ly.groups != 1:
+                geo += f" g{ly.groups}"
             kind = ly.kind if ly.spiking else f"{ly.kind}*"
             n = ly.n_neurons if ly.kind != "maxpool" else 0
             total += n
@@ -404,6 +414,9 @@ class Network:
                     "spiking": bool(ly.spiking),
                     "has_weight": ly.weight is not None,
                     "has_bias": ly.bias is not None,
+                    # Written only when not 1, so ungrouped networks keep the manifest
+                    # (and sha256) of earlier releases, and their files load unchanged.
+                    **({"groups": int(ly.groups)} if ly.groups != 1 else {}),
                 }
                 for ly in self.layers
             ],
@@ -547,6 +560,7 @@ _LAYER_KEYS = (
     "kind", "name", "in_shape", "out_shape", "kernel", "stride", "padding", "lambda", "threshold",
     "spiking", "has_weight", "has_bias",
 )  # fmt: skip
+_LAYER_OPTIONAL = ("groups",)  # absent means 1
 # Everything zipfile, zlib and numpy's .npy header parser raise on hostile bytes.
 _ZIP_ERRORS = (
     zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError, struct.error,
@@ -559,11 +573,13 @@ _MAX_NPY_HEADER = 65536
 class _Obj:
     """Typed, range-checked access to one JSON object of the manifest."""
 
-    def __init__(self, obj: Any, where: str, keys: tuple[str, ...]) -> None:
+    def __init__(
+        self, obj: Any, where: str, keys: tuple[str, ...], optional: tuple[str, ...] = ()
+    ) -> None:
         if not isinstance(obj, dict):
             raise _Bad(where, f"must be an object, got {type(obj).__name__}")
         missing = [k for k in keys if k not in obj]
-        extra = sorted(set(obj) - set(keys))
+        extra = sorted(set(obj) - set(keys) - set(optional))
         if missing or extra:
             raise _Bad(where, f"missing keys {missing}, unexpected keys {extra}")
         self.obj, self.where = obj, where
@@ -757,7 +773,7 @@ def _layers(top: _Obj) -> list[tuple[Layer, bool, bool]]:
     """(layer without arrays, has_weight, has_bias) for every manifest layer."""
     out = []
     for i, raw in enumerate(top.get_list("layers", MAX_LAYERS)):
-        d = _Obj(raw, f"layers[{i}]", _LAYER_KEYS)
+        d = _Obj(raw, f"layers[{i}]", _LAYER_KEYS, _LAYER_OPTIONAL)
         layer = Layer(
             kind=d.get_text("kind", ("conv", "linear", "maxpool")),  # type: ignore[arg-type]
             name=d.get_text("name"),
@@ -769,6 +785,7 @@ def _layers(top: _Obj) -> list[tuple[Layer, bool, bool]]:
             lam=d.get_num("lambda", *SCALE_RANGE),
             threshold=d.get_num("threshold", *SCALE_RANGE),
             spiking=d.get_flag("spiking"),
+            groups=d.get_int("groups", 2, MAX_DIM) if "groups" in d.obj else 1,
         )
         out.append((layer, d.get_flag("has_weight"), d.get_flag("has_bias")))
     return out
@@ -784,7 +801,7 @@ def _expected_arrays(
         c_out = ly.out_shape[0]
         if has_w:
             if ly.kind == "conv":
-                out[f"layer{i}.weight"] = (f32, (c_out, ly.in_shape[0], *ly.kernel))
+                out[f"layer{i}.weight"] = (f32, (c_out, ly.in_shape[0] // ly.groups, *ly.kernel))
             else:
                 out[f"layer{i}.weight"] = (f32, (c_out, math.prod(ly.in_shape)))
         if has_b:

@@ -204,7 +204,7 @@ class Residual(nn.Module):
         (nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(8, 2)), "Sigmoid.*nn.ReLU"),
         (
             nn.Sequential(nn.Conv2d(1, 2, 2, dilation=2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)),
-            "grouped or dilated",
+            "dilated convolutions",
         ),
         (
             nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 2)),

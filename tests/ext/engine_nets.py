@@ -29,14 +29,15 @@ def conv(  # noqa: PLR0913  (a test builder: one keyword per Layer field it vari
     w: tuple[int, int] = (-40, 60),
     b: tuple[int, int] = (-8, 24),
     spiking: bool = True,
+    groups: int = 1,
 ) -> Layer:
     c_in, h, wd = in_shape
     oh = (h + 2 * padding[0] - kernel[0]) // stride[0] + 1
     ow = (wd + 2 * padding[1] - kernel[1]) // stride[1] + 1
     return Layer(
         "conv", name, in_shape, (c_out, oh, ow),
-        weight=q(rng, *w, (c_out, c_in, *kernel)), bias=q(rng, *b, (c_out,)),
-        kernel=kernel, stride=stride, padding=padding, spiking=spiking,
+        weight=q(rng, *w, (c_out, c_in // groups, *kernel)), bias=q(rng, *b, (c_out,)),
+        kernel=kernel, stride=stride, padding=padding, spiking=spiking, groups=groups,
     )  # fmt: skip
 
 
@@ -162,3 +163,31 @@ def net_frame_linear(seed: int = 7) -> Network:
     l0 = linear(rng, "fc0", (3, 5, 7), 24, w=(-40, 60), b=(-16, 12))
     l1 = linear(rng, "out", (24,), 4, spiking=False)
     return Network(InputSpec("frame", (3, 5, 7)), (l0, l1), names(4))
+
+
+def net_grouped(seed: int = 8, reset: str = "subtract", kind: str = "frame") -> Network:
+    """Grouped and depthwise convs (MobileNet-style): (2, 9, 10) -> conv 6 groups 2 p1
+    (the frame current through a grouped first layer) -> depthwise 3x3 s2 p1 ->
+    conv 12 groups 3 k(1, 3) s1 (rows of taps that must not merge across groups) ->
+    max-pool k2 s2 -> depthwise x2 (channel multiplier 2) k2 -> linear output."""
+    rng = np.random.default_rng(seed)
+    l0 = conv(rng, "gconv0", (2, 9, 10), 6, (3, 3), (1, 1), (1, 1), w=(-40, 70), groups=2)
+    l1 = conv(rng, "dw1", l0.out_shape, 6, (3, 3), (2, 2), (1, 1), w=(-50, 90), groups=6)
+    l2 = conv(rng, "gconv2", l1.out_shape, 12, (1, 3), (1, 1), (0, 1), w=(-40, 80), groups=3)
+    l3 = pool("pool3", l2.out_shape, 2, 2)
+    l4 = conv(rng, "dw4", l3.out_shape, 24, (2, 2), (1, 1), (1, 1), w=(-50, 90), groups=12)
+    l5 = linear(rng, "out", l4.out_shape, 4, spiking=False)
+    spec = InputSpec(kind, (2, 9, 10))  # type: ignore[arg-type]
+    return Network(spec, (l0, l1, l2, l3, l4, l5), names(4), reset=reset)  # type: ignore[arg-type]
+
+
+def net_grouped_wide(seed: int = 9, kind: str = "events") -> Network:
+    """Groups of 16 and 32 channels (whole AVX-512 vectors): (2, 7, 8) -> conv 32 groups 2
+    -> conv 64 groups 2 s2 p1 -> depthwise 2x2 s2 as a conv output layer."""
+    rng = np.random.default_rng(seed)
+    l0 = conv(rng, "gconv0", (2, 7, 8), 32, (3, 3), (1, 1), (1, 1), w=(-40, 70), groups=2)
+    l1 = conv(rng, "gconv1", l0.out_shape, 64, (3, 3), (2, 2), (1, 1), w=(-30, 50), groups=2)
+    l2 = conv(rng, "out", l1.out_shape, 64, (2, 2), (2, 2), (0, 0), spiking=False, groups=64)
+    n = int(np.prod(l2.out_shape))
+    spec = InputSpec(kind, (2, 7, 8))  # type: ignore[arg-type]
+    return Network(spec, (l0, l1, l2), names(n))

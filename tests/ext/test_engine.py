@@ -47,6 +47,11 @@ def _cases() -> list[tuple[str, Network]]:
     cases.append(("net_wide_frame", nets.net_wide()))
     cases.append(("net_wide_frame_zero", nets.net_wide(reset="zero")))
     cases.append(("net_wide_events_zero", nets.net_wide(reset="zero", kind="events")))
+    # Grouped and depthwise convolutions, frames and events, both resets.
+    cases.append(("net_grouped_frame", nets.net_grouped()))
+    cases.append(("net_grouped_events_zero", nets.net_grouped(reset="zero", kind="events")))
+    cases.append(("net_grouped_wide_events", nets.net_grouped_wide()))
+    cases.append(("net_grouped_wide_frame", nets.net_grouped_wide(kind="frame")))
     return cases
 
 

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import warnings
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,33 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     assert np.array_equal(back.calibration.confidence, net.calibration.confidence)
     assert np.array_equal(back.calibration.correct, net.calibration.correct)
     assert back.input == net.input
+
+
+def grouped_net() -> Network:
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(6, 2, 3, 3)).astype(np.float32)  # 4 inputs in 2 groups
+    conv = Layer("conv", "g", (4, 5, 5), (6, 3, 3), w, np.zeros(6, np.float32), (3, 3), groups=2)
+    out = Layer("linear", "o", (6, 3, 3), (2,), rng.normal(size=(2, 54)).astype(np.float32), spiking=False)
+    return Network(InputSpec("frame", (4, 5, 5)), (conv, out), ("a", "b"))
+
+
+def test_groups_round_trip_and_old_manifests_mean_one(tmp_path: Path) -> None:
+    net = grouped_net()
+    assert net.manifest()["layers"][0]["groups"] == 2
+    back = load_network(net.save(tmp_path / "g.scn"))
+    assert back.layers[0].groups == 2 and back.sha256 == net.sha256
+    assert "g2" in back.summary()
+    # Ungrouped layers write no "groups" key: their manifest (and sha256) is as before.
+    assert all("groups" not in ly for ly in small_net().manifest()["layers"])
+    assert all(ly.groups == 1 for ly in load_network(small_net().save(tmp_path / "n.scn")).layers)
+
+
+def test_groups_must_fit_the_weights() -> None:
+    net = grouped_net()
+    with pytest.raises(ParameterError, match="groups 3"):
+        net.with_(layers=(replace(net.layers[0], groups=3), net.layers[1]))
+    with pytest.raises(ParameterError, match="only a conv layer has groups"):
+        net.with_(layers=(net.layers[0], replace(net.layers[1], groups=2)))
 
 
 def test_summary_lists_layers_lambdas_and_input(tmp_path: Path) -> None:
@@ -369,6 +397,7 @@ RANGE_EDITS = {
     "in_shape": lambda m: m["layers"][2].update(in_shape="3"),
     "layers": lambda m: m.update(layers={"0": 1}),
     "input": lambda m: m["input"].update(extra=1),
+    "groups": lambda m: m["layers"][0].update(groups=0),
 }
 
 

@@ -1,0 +1,96 @@
+"""Graph coverage of the converter: grouped and depthwise convs, clipped activations,
+pooling and flatten forms. Each new op is checked against the model (folding is exact),
+then converted and simulated against the ANN on the digits data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from spikecast.converters import convert
+from spikecast.converters.conversion import ann_logits, build_drafts
+from spikecast.converters.parse import trace
+from spikecast.converters.reference import simulate
+from torch import nn
+
+T = 200
+
+
+def train(model: nn.Module, digits, epochs: int = 12) -> nn.Module:
+    """Seeded training on the digits training split; a few seconds for these small nets."""
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    xt, yt = torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train)
+    gen = torch.Generator().manual_seed(0)
+    for _epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt), generator=gen)
+        for i in range(0, len(xt), 64):
+            idx = order[i : i + 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def accuracies(model: nn.Module, digits, n_steps: int = T) -> tuple[float, float]:
+    """(ANN, SNN after n_steps) test accuracy of ``model`` converted on the training split."""
+    net = convert(model, digits.x_train, progress=False)
+    with torch.no_grad():
+        ann = float((model(torch.from_numpy(digits.x_test)).argmax(1).numpy() == digits.y_test).mean())
+    snn = float(simulate(net, digits.x_test, n_steps).accuracy_by_step(digits.y_test)[-1])
+    return ann, snn
+
+
+def randomise_bn(model: nn.Module) -> nn.Module:
+    with torch.no_grad():  # non-trivial running statistics
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def assert_exact(model: nn.Module, x: torch.Tensor) -> None:
+    """The folded drafts and the normalised network compute what the model computes."""
+    drafts = build_drafts(trace(model, x[:1]))
+    h = x.double()
+    for d in drafts:
+        h = d.forward(h)
+    with torch.no_grad():
+        ref = model(x).double()
+    assert float((h - ref).abs().max()) < 1e-5
+    net = convert(model, x.numpy(), progress=False)
+    np.testing.assert_allclose(ann_logits(net, x.numpy()), ref.numpy(), atol=1e-4, rtol=1e-4)
+
+
+# -- grouped and depthwise convolution ----------------------------------------------
+
+
+def separable(c: int = 16) -> nn.Sequential:
+    """MobileNet-style: a grouped stem, then depthwise 3x3 (stride 2) + pointwise 1x1."""
+    return nn.Sequential(
+        nn.Conv2d(1, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
+        nn.Conv2d(c, c, 3, stride=2, padding=1, groups=c, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+        nn.Conv2d(c, 2 * c, 1, bias=False), nn.BatchNorm2d(2 * c), nn.ReLU(),
+        nn.Conv2d(2 * c, 2 * c, 3, padding=1, groups=4), nn.BatchNorm2d(2 * c), nn.ReLU(),
+        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(2 * c * 4, 10),
+    )  # fmt: skip
+
+
+def test_grouped_and_depthwise_convs_fold_exactly() -> None:
+    torch.manual_seed(3)
+    model = randomise_bn(separable())
+    x = torch.rand(16, 1, 8, 8)
+    assert_exact(model, x)
+    net = convert(model, x.numpy(), progress=False)
+    assert [ly.groups for ly in net.layers] == [1, 16, 1, 4, 1]
+    assert net.layers[1].weight.shape == (16, 1, 3, 3)  # type: ignore[union-attr]
+
+
+def test_depthwise_separable_net_converts_on_digits(digits) -> None:
+    ann, snn = accuracies(train(separable(), digits), digits)
+    assert ann > 0.93
+    assert snn >= ann - 0.02, (snn, ann)
