@@ -13,10 +13,36 @@ from spikecast.converters.parse import trace
 from spikecast.converters.reference import simulate
 from torch import nn
 
-T = 200
+T = 120
+N_TEST = 300  # of the 497 test digits: enough to see a 2-point gap, cheap on a shared box
 
 
-def train(model: nn.Module, digits, epochs: int = 12) -> nn.Module:
+@pytest.fixture(scope="module")
+def digits():
+    """The digits split of conftest.py, without training its model."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.images / 16.0).astype(np.float32)[:, None]
+    y = data.target.astype(np.int64)
+    perm = np.random.default_rng(0).permutation(len(x))
+    x, y = x[perm], y[perm]
+
+    class Split:
+        x_train, y_train, x_test, y_test = x[:1300], y[:1300], x[1300 : 1300 + N_TEST], y[1300 : 1300 + N_TEST]
+
+    return Split
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared box
+    yield
+    torch.set_num_threads(threads)
+
+
+def train(model: nn.Module, digits, epochs: int = 6) -> nn.Module:
     """Seeded training on the digits training split; a few seconds for these small nets."""
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
