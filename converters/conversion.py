@@ -7,11 +7,23 @@ track ReLU activations. The steps are:
 2. fold BatchNorm into the conv/linear layer before it, and average-pooling into
    the layer after it where that is exact;
 3. measure each ReLU layer's activations on calibration data and take λ_l, the
-   p-th percentile of the nonzero ones (p = 100 is max-norm);
+   p-th percentile of the nonzero ones (p = 100 is max-norm); a clipped ReLU is
+   mapped onto the neuron's saturation (below);
 4. rescale: W_l ← W_l · λ_{l-1} / λ_l and b_l ← b_l / λ_l (λ_0 = 1; the output
    layer keeps λ_L = 1 so its integrated V_L / t is in the ANN's logit units);
 5. optionally run a held-out set through the reference simulator to record the
    calibration table that the early-exit rule uses.
+
+A clipped ReLU (ReLU6, Hardtanh(0, a), clamp(0, a)) maps onto the neuron's saturation.
+An IF neuron with reset by subtraction spikes at most once per step, so its rate is at
+most 1 and rate·λ at most λ: the SNN computes min(relu(x), λ) in the rate limit. λ is
+min(percentile of the activations, a) (they are measured after the clip, which gives
+exactly that). Where calibration activations reach the clip often enough that the
+percentile is a, λ = a and the saturation *is* the clip, exactly. Where they do not,
+λ stays the percentile (< a): the neuron saturates below a, as every ReLU layer does
+at its percentile, and keeps the finer rate resolution of the smaller λ instead of
+spending rate range on values the calibration data never reach. λ is never above a,
+so the SNN never passes values the ANN clips.
 """
 
 from __future__ import annotations
@@ -28,6 +40,9 @@ from spikecast.ext.core.calibration import META_KEY, Calibration
 from spikecast.ext.core.errors import ConversionError, ParameterError
 from spikecast.ext.core.network import CalibrationTable, InputSpec, Layer, Network
 from torch import nn
+
+#: meta key: {layer index: a} for the layers converted from a ReLU clipped at a.
+CLIP_KEY = "clipped_activations"
 
 # Above this many nonzero activations per layer, λ comes from a seeded uniform subsample.
 _MAX_PERCENTILE_SAMPLES = 4_000_000
@@ -48,6 +63,7 @@ class _Draft:
     padding: tuple[int, int] = (0, 0)
     groups: int = 1
     relu: bool = False
+    clip: float | None = None  # a clipped ReLU's maximum (ReLU6: 6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "maxpool":
@@ -60,7 +76,9 @@ class _Draft:
             )
         else:
             y = F.linear(x.reshape(x.shape[0], -1), self.weight, self.bias)
-        return F.relu(y) if self.relu else y
+        if not self.relu:
+            return y
+        return F.relu(y) if self.clip is None else y.clamp(0.0, self.clip)
 
 
 def _fold_bn(
@@ -152,6 +170,7 @@ class _DraftBuilder:
             w, b = _fold_bn(w, b, ops[i].module)  # type: ignore[arg-type]  # parse guarantees BatchNorm
             i += 1
         relu = i < n and ops[i].kind == "relu"
+        clip = ops[i].clip if relu else None
         if relu:
             i += 1
         self.drafts.append(
@@ -167,9 +186,20 @@ class _DraftBuilder:
                 padding=op.padding,
                 groups=op.groups,
                 relu=relu,
+                clip=clip,
             )
         )
         return i
+
+    def _clip_again(self, op: Op) -> None:
+        """A clip after a ReLU layer (or after max-pools of one, which commute with it:
+        both are monotone) tightens that layer's clip."""
+        if self.pending_pool is not None:
+            raise ConversionError(
+                f"node '{op.node}': a clip after an average-pool cannot be folded; clip before pooling"
+            )
+        d = next(d for d in reversed(self.drafts) if d.kind != "maxpool")
+        d.clip = op.clip if d.clip is None or op.clip is None else min(d.clip, op.clip)
 
     def after_relu(self) -> bool:
         return bool(self.drafts) and self.drafts[-1].relu
@@ -204,6 +234,8 @@ class _DraftBuilder:
                 raise ConversionError(
                     f"node '{op.node}': ReLU must directly follow Conv2d/Linear (optionally with BatchNorm)"
                 )
+            if op.clip is not None:
+                self._clip_again(op)
         elif op.kind == "bn":
             raise ConversionError(
                 f"node '{op.node}': BatchNorm must directly follow a Conv2d or Linear layer to be folded"
@@ -331,6 +363,10 @@ def measure_lambdas(
             lambdas.append(1.0)  # output integrator: keep logits in ANN units
         else:
             lam = acts[j].percentile(percentile)
+            if d.clip is not None:
+                # The activations were measured after the clip, so this is already
+                # min(percentile of the unclipped ReLU, a): see the module docstring.
+                lam = min(lam, d.clip)
             lambdas.append(lam if lam > 0 else 1.0)  # a silent layer keeps its scale
     return lambdas, seen
 
@@ -388,8 +424,11 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     )
 
     layers: list[Layer] = []
+    clips: dict[str, float] = {}
     prev = 1.0
     for j, (d, lam) in enumerate(zip(drafts, lambdas, strict=True)):
+        if d.clip is not None:
+            clips[str(j)] = d.clip
         last = j == len(drafts) - 1
         if d.kind == "maxpool":
             layers.append(
@@ -437,6 +476,8 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         "calibration_samples": seen,
         "source_model": type(model).__name__,
     }
+    if clips:
+        meta[CLIP_KEY] = clips
     net = Network(
         input=spec,
         layers=tuple(layers),
@@ -474,13 +515,17 @@ def _check_folding(model: nn.Module, drafts: Sequence[_Draft], x: torch.Tensor) 
 
 
 def ann_logits(net: Network, x: np.ndarray | torch.Tensor, batch_size: int = 512) -> np.ndarray:
-    """The normalised network evaluated as an ANN (ReLU rates × λ); argmax equals the model's."""
+    """The normalised network evaluated as an ANN (ReLU rates × λ); argmax equals the model's.
+
+    A clipped layer (``meta["clipped_activations"]``) clips its normalised activation
+    at a / λ (1 when λ = a: the neuron's saturation)."""
     out = []
     xt = torch.as_tensor(np.asarray(x, np.float32))
+    clips = {int(k): float(v) / net.layers[int(k)].lam for k, v in net.meta.get(CLIP_KEY, {}).items()}
     with torch.no_grad():
         for i in range(0, len(xt), batch_size):
             h = xt[i : i + batch_size]
-            for ly in net.layers:
+            for j, ly in enumerate(net.layers):
                 if ly.kind == "maxpool":
                     h = F.max_pool2d(h, ly.kernel, ly.stride)
                     continue
@@ -491,7 +536,7 @@ def ann_logits(net: Network, x: np.ndarray | torch.Tensor, batch_size: int = 512
                 else:
                     h = F.linear(h.reshape(h.shape[0], -1), w, b)
                 if ly.spiking:
-                    h = F.relu(h)
+                    h = F.relu(h) if j not in clips else h.clamp(0.0, clips[j])
             out.append(h.reshape(h.shape[0], -1) * net.layers[-1].lam)
     return torch.cat(out).numpy()
 

@@ -1,10 +1,12 @@
 """Parse a torch model into a flat list of supported ops with torch.fx.
 
-Supported: Conv2d (also grouped and depthwise), Linear, BatchNorm1d/2d, ReLU (module, ``F.relu``, ``torch.relu``,
-``x.relu()``), MaxPool2d, AvgPool2d, AdaptiveAvgPool2d to 1x1, Flatten and
-``view``/``reshape``/``flatten`` to (B, N), Dropout and Identity (dropped), and a
-trailing Softmax. Anything else raises :class:`ConversionError` naming the node,
-its op and the fix; nothing is dropped in silence.
+Supported: Conv2d (also grouped and depthwise), Linear, BatchNorm1d/2d, ReLU (module,
+``F.relu``, ``torch.relu``, ``x.relu()``), clipped ReLUs (ReLU6, Hardtanh(0, a),
+``F.relu6``, ``F.hardtanh(x, 0, a)``, ``clamp``/``clip(x, 0, a)``: mapped onto the
+neuron's saturation, see conversion.py), MaxPool2d, AvgPool2d, AdaptiveAvgPool2d to
+1x1, Flatten and ``view``/``reshape``/``flatten`` to (B, N), Dropout and Identity
+(dropped), and a trailing Softmax. Anything else raises :class:`ConversionError`
+naming the node, its op and the fix; nothing is dropped in silence.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ OpKind = Literal["conv", "linear", "bn", "relu", "maxpool", "avgpool", "flatten"
 _DROP_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
 _RELU_FUNCS = (F.relu, torch.relu, torch.nn.functional.relu_, torch.relu_)
 _DROP_FUNCS = (F.dropout, F.dropout1d, F.dropout2d, torch.dropout)
+_CLAMP_FUNCS = (torch.clamp, torch.clip, torch.clamp_, torch.clip_)
+_CLAMP_METHODS = ("clamp", "clamp_", "clip", "clip_")
 _FLATTEN_METHODS = ("view", "reshape", "flatten")
 _PASS_METHODS = ("contiguous",)
 
@@ -41,6 +45,8 @@ class Op:
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     groups: int = 1
+    #: kind "relu" only: the upper clip ``a`` of ReLU6 / Hardtanh(0, a) / clamp(0, a).
+    clip: float | None = None
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -199,12 +205,37 @@ def _adaptive_avgpool_op(m: nn.AdaptiveAvgPool2d, site: _Site) -> Op:
     return site.op("avgpool", kernel=(h, w), stride=(h, w))
 
 
+def _clip_op(site: _Site, what: str, lo: Any, hi: Any) -> Op:
+    """ReLU6, Hardtanh(0, a), clamp(0, a): a ReLU clipped at a > 0 (clamp(min=0): a ReLU)."""
+    if not isinstance(lo, (int, float)) or float(lo) != 0.0:
+        raise site.refuse(
+            what, f"only a clip from 0 converts (ReLU6, Hardtanh(0, a), clamp(0, a)); got min {lo!r}"
+        )
+    if hi is None:
+        return site.op("relu")
+    if not isinstance(hi, (int, float)) or not 0 < float(hi) < float("inf"):
+        raise site.refuse(what, f"the clip's maximum must be a positive number, got {hi!r}")
+    return site.op("relu", clip=float(hi))
+
+
+def _arg(node: fx.Node, i: int, name: str, default: Any) -> Any:
+    """Argument ``name`` of a call, given positionally at ``i`` (after the input) or by name."""
+    if len(node.args) > i:
+        return node.args[i]
+    return node.kwargs.get(name, default)
+
+
+def _hardtanh_op(m: nn.Hardtanh, site: _Site) -> Op:
+    return _clip_op(site, type(m).__name__, m.min_val, m.max_val)
+
+
 #: Module classes that convert, in the order they are tried, and how.
 _MODULE_RULES: tuple[tuple[type | tuple[type, ...], Any], ...] = (
     (nn.Conv2d, _conv_op),
     (nn.Linear, lambda m, site: site.op("linear", module=m)),
     ((nn.BatchNorm1d, nn.BatchNorm2d), _bn_op),
     (nn.ReLU, lambda m, site: site.op("relu")),
+    (nn.Hardtanh, _hardtanh_op),  # ReLU6 is a Hardtanh(0, 6)
     (nn.MaxPool2d, _maxpool_op),
     (nn.AvgPool2d, _avgpool_op),
     (nn.AdaptiveAvgPool2d, _adaptive_avgpool_op),
@@ -224,11 +255,26 @@ def _classify_module(m: nn.Module, site: _Site) -> Op | None:
     raise site.refuse(tname, _fix_for(tname))
 
 
+def _clip_function(fn: Any, site: _Site) -> Op | None:
+    """F.relu6, F.hardtanh and torch.clamp/clip as a clipped ReLU; None for other functions."""
+    node = site.node
+    if fn is F.relu6:
+        return site.op("relu", clip=6.0)
+    if fn is F.hardtanh:
+        return _clip_op(site, "hardtanh", _arg(node, 1, "min_val", -1.0), _arg(node, 2, "max_val", 1.0))
+    if fn in _CLAMP_FUNCS:
+        return _clip_op(site, fn.__name__, _arg(node, 1, "min", None), _arg(node, 2, "max", None))
+    return None
+
+
 def _classify_function(fn: Any, site: _Site) -> Op | None:
     if fn in _RELU_FUNCS:
         return site.op("relu")
     if fn in _DROP_FUNCS:
         return None
+    clip = _clip_function(fn, site)
+    if clip is not None:
+        return clip
     if fn is torch.flatten:
         return site.flatten()
     if fn in (F.softmax, torch.softmax, F.log_softmax):
@@ -240,8 +286,11 @@ def _classify_function(fn: Any, site: _Site) -> Op | None:
 
 
 def _classify_method(method: str, site: _Site) -> Op | None:
-    if method == "relu":
+    if method in ("relu", "relu_"):
         return site.op("relu")
+    if method in _CLAMP_METHODS:
+        node = site.node
+        return _clip_op(site, f"Tensor.{method}", _arg(node, 1, "min", None), _arg(node, 2, "max", None))
     if method in _FLATTEN_METHODS:
         return site.flatten()
     if method in _PASS_METHODS:

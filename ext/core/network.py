@@ -194,7 +194,8 @@ class Layer:
                 raise ParameterError(f"{where}: conv weight must be 4-D (C_out, C_in, kh, kw)")
             c_out, c_in_g, kh, kw = self.weight.shape
             g = self.groups
-            if c_out % g or len(self.in_shape) != 3 or self.in_shape[0] != c_in_g * g or (kh, kw) != self.kernel:
+            fits = len(self.in_shape) == 3 and self.in_shape[0] == c_in_g * g and c_out % g == 0
+            if not fits or (kh, kw) != self.kernel:
                 raise ParameterError(
                     f"{where}: conv weight {self.weight.shape} does not fit input {self.in_shape}, "
                     f"kernel {self.kernel} and groups {g}"

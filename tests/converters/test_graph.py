@@ -29,7 +29,8 @@ def digits():
     x, y = x[perm], y[perm]
 
     class Split:
-        x_train, y_train, x_test, y_test = x[:1300], y[:1300], x[1300 : 1300 + N_TEST], y[1300 : 1300 + N_TEST]
+        x_train, y_train = x[:1300], y[:1300]
+        x_test, y_test = x[1300 : 1300 + N_TEST], y[1300 : 1300 + N_TEST]
 
     return Split
 
@@ -118,5 +119,101 @@ def test_grouped_and_depthwise_convs_fold_exactly() -> None:
 
 def test_depthwise_separable_net_converts_on_digits(digits) -> None:
     ann, snn = accuracies(train(separable(), digits), digits)
+    assert ann > 0.93
+    assert snn >= ann - 0.02, (snn, ann)
+
+
+# -- clipped activations -------------------------------------------------------------
+
+
+class Clips(nn.Module):
+    """Every spelling of a ReLU clipped at a, one per layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.a1 = nn.ReLU6()
+        self.c2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.a2 = nn.Hardtanh(0.0, 0.5)
+        self.c3 = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.c4 = nn.Conv2d(8, 8, 1)
+        self.c5 = nn.Conv2d(8, 8, 1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(32, 16)
+        self.fc2 = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.a2(self.c2(self.a1(self.c1(x))))
+        x = torch.clamp(self.c3(x), 0, 0.4)
+        x = torch.nn.functional.hardtanh(self.c4(x), 0.0, 0.3)
+        x = self.pool(self.c5(x).relu()).clamp(min=0.0, max=0.2)  # commutes with max-pool
+        x = torch.nn.functional.relu6(self.fc1(x.flatten(1)))
+        return self.fc2(x)
+
+
+def test_clipped_activations_parse_and_fold_exactly() -> None:
+    torch.manual_seed(4)
+    model = Clips().eval()
+    x = torch.rand(32, 1, 8, 8) * 4
+    assert_exact(model, x)
+    ops = trace(model, x[:1])
+    assert [op.clip for op in ops if op.kind == "relu"] == [6.0, 0.5, 0.4, 0.3, None, 0.2, 6.0]
+    net = convert(model, x.numpy(), progress=False)
+    clips = net.meta["clipped_activations"]
+    assert clips == {"0": 6.0, "1": 0.5, "2": 0.4, "3": 0.3, "4": 0.2, "6": 6.0}
+    for k, a in clips.items():
+        assert 0 < net.layers[int(k)].lam <= a
+    # Activations that pile up at a small clip put the percentile on it: λ = a exactly.
+    assert net.layers[1].lam == 0.5 and net.layers[2].lam == 0.4
+
+
+@pytest.mark.parametrize(
+    ("act", "match"),
+    [
+        (nn.Hardtanh(), "only a clip from 0"),
+        (nn.Hardtanh(-0.5, 2.0), "only a clip from 0"),
+    ],
+)
+def test_clips_not_from_zero_are_refused(act: nn.Module, match: str) -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), act, nn.Flatten(), nn.Linear(8, 2)).eval()
+    with pytest.raises(Exception, match=rf"node '1' \(call_module Hardtanh\).*{match}"):
+        convert(model, np.random.default_rng(0).random((4, 1, 4, 4), dtype=np.float32), progress=False)
+
+
+class ClampMin(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(-1.0, 1.0)
+
+
+def test_clamp_from_nonzero_is_refused_naming_the_node() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), ClampMin(), nn.Flatten(), nn.Linear(8, 2)).eval()
+    with pytest.raises(Exception, match=r"Tensor.clamp.*only a clip from 0"):
+        convert(model, np.random.default_rng(0).random((4, 1, 4, 4), dtype=np.float32), progress=False)
+
+
+def relu6_net() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU6(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU6(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(128, 10),
+    )  # fmt: skip
+
+
+def test_relu6_net_rates_track_the_clipped_activation_on_digits(digits) -> None:
+    model = train(relu6_net(), digits)
+    net = convert(model, digits.x_train, progress=False)
+    x = digits.x_test[:100]
+    res = simulate(net, x, T)
+    h = torch.from_numpy(x).double()
+    drafts = build_drafts(trace(model, torch.from_numpy(x[:1])))
+    assert [d.clip for d in drafts] == [6.0, None, 6.0, None]
+    for i, (draft, layer) in enumerate(zip(drafts, net.layers, strict=True)):
+        h = draft.forward(h)  # min(relu, 6) for the clipped layers
+        if not layer.spiking or layer.kind == "maxpool":
+            continue
+        rate_lam = res.spike_counts[i].reshape(len(x), -1) / T * layer.lam
+        r = np.corrcoef(rate_lam.ravel(), h.reshape(len(x), -1).numpy().ravel())[0, 1]
+        assert r >= 0.95, (layer.name, r)
+    ann, snn = accuracies(model, digits)
     assert ann > 0.93
     assert snn >= ann - 0.02, (snn, ann)
