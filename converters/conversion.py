@@ -29,7 +29,7 @@ so the SNN never passes values the ANN clips.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -96,46 +96,75 @@ def _fold_bn(
     return w * scale.reshape(shape), (b - mean) * scale + beta
 
 
+def avg_pool(pool: Op, x: torch.Tensor) -> torch.Tensor:
+    """The average-pool ``pool`` applied to ``x`` (B, C, H, W), exactly as torch does."""
+    ceil, include_pad, div = pool.avg
+    return F.avg_pool2d(x, pool.kernel, pool.stride, pool.padding, ceil, include_pad, div)
+
+
 def _fold_avgpool_into(pool: Op, op: Op, w: torch.Tensor, flat_after: bool) -> tuple[torch.Tensor, Op]:
-    """Fold a non-overlapping average-pool into the conv or linear layer that follows it."""
-    kh, kw = pool.kernel
-    if pool.stride != pool.kernel:
-        raise ConversionError(
-            f"node '{pool.node}': average-pool with stride {pool.stride} != kernel {pool.kernel} "
-            "cannot be folded exactly; use stride == kernel or MaxPool2d"
-        )
+    """Fold an average-pool into the conv or linear layer that follows it.
+
+    An average-pool is a fixed linear map P, so Linear ∘ pool is the Linear W·P, always
+    exact (any kernel, stride, padding, ceil_mode, count_include_pad, divisor). A conv
+    after a pool is one conv over the full map, its taps spread over the pool windows
+    (kernel (k_c − 1)·s_p + k_p, stride s_c·s_p, padding p_c·s_p + p_p), where that is
+    exact: uniform windows (no ceil_mode; count_include_pad unless padding 0) and the
+    conv's padding meeting only the pool's zero padding; checked, else refused.
+    """
     c, h, wd = pool.in_shape
-    _, hp, wp = pool.out_shape
     if op.kind == "linear":
-        # W'[o, c, y, x] = W[o, c, y//kh, x//kw] / (kh·kw); rows a pool drops get weight 0.
-        wr = w.reshape(w.shape[0], c, hp, wp)
-        up = wr.repeat_interleave(kh, dim=2).repeat_interleave(kw, dim=3) / (kh * kw)
-        full = torch.zeros(w.shape[0], c, h, wd, dtype=w.dtype)
-        full[:, :, : hp * kh, : wp * kw] = up
+        # W' = W·P: the pool's transpose applied to each row of W (its vector-Jacobian product).
+        x = torch.zeros(w.shape[0], c, h, wd, dtype=w.dtype, requires_grad=True)
+        y = avg_pool(pool, x)
+        (y * w.reshape(y.shape)).sum().backward()
+        assert x.grad is not None
         new_op = Op("linear", op.node, (c, h, wd), op.out_shape, op.module)
-        return full.reshape(w.shape[0], -1), new_op
+        return x.grad.reshape(w.shape[0], -1).detach(), new_op
     if flat_after:
         raise ConversionError(f"node '{pool.node}': average-pool then flatten must feed a Linear layer")
-    if h != hp * kh or wd != wp * kw:
+    up, new_op = _pool_then_conv(pool, op, w)
+    if not _same_conv(pool, op, w, up, new_op):
         raise ConversionError(
-            f"node '{pool.node}': average-pool of a {h}x{wd} map by {pool.kernel} drops border pixels, "
-            "so it cannot be folded into the next conv exactly; make the map size divisible"
+            f"node '{pool.node}': average-pool (kernel {pool.kernel}, stride {pool.stride}, padding "
+            f"{pool.padding}) of a {h}x{wd} map cannot be folded into conv '{op.node}' exactly "
+            "(uneven windows, or the conv's padding reaches pooled-away pixels); use stride == "
+            "kernel on a divisible map, pool into a Linear layer, or MaxPool2d"
         )
-    # A conv over the pooled map equals a conv over the full map with each tap repeated
-    # over its pool window, stride and padding scaled by the pool size.
-    up = w.repeat_interleave(kh, dim=2).repeat_interleave(kw, dim=3) / (kh * kw)
-    new_op = Op(
-        "conv",
-        op.node,
-        (c, h, wd),
-        op.out_shape,
-        op.module,
-        kernel=(op.kernel[0] * kh, op.kernel[1] * kw),
-        stride=(op.stride[0] * kh, op.stride[1] * kw),
-        padding=(op.padding[0] * kh, op.padding[1] * kw),
-        groups=op.groups,
+    return up, new_op
+
+
+def _pool_then_conv(pool: Op, op: Op, w: torch.Tensor) -> tuple[torch.Tensor, Op]:
+    """The one conv equal to ``op`` after ``pool`` inside the map (see _fold_avgpool_into)."""
+    (kh, kw), (sh, sw), (ph, pw) = pool.kernel, pool.stride, pool.padding
+    ch, cw = op.kernel
+    div = pool.avg[2] or kh * kw
+    up = torch.zeros(*w.shape[:2], (ch - 1) * sh + kh, (cw - 1) * sw + kw, dtype=w.dtype)
+    for jy in range(ch):
+        for jx in range(cw):
+            tap = w[:, :, jy : jy + 1, jx : jx + 1] / div
+            up[:, :, jy * sh : jy * sh + kh, jx * sw : jx * sw + kw] += tap
+    new_op = replace(
+        op,
+        in_shape=pool.in_shape,
+        kernel=(up.shape[2], up.shape[3]),
+        stride=(op.stride[0] * sh, op.stride[1] * sw),
+        padding=(op.padding[0] * sh + ph, op.padding[1] * sw + pw),
     )
     return up, new_op
+
+
+def _same_conv(pool: Op, op: Op, w: torch.Tensor, up: torch.Tensor, new_op: Op) -> bool:
+    """Whether conv ∘ pool and the folded conv agree on a random map (in float64)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, *pool.in_shape, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        ref = F.conv2d(avg_pool(pool, x), w, None, op.stride, op.padding, groups=op.groups)
+        got = F.conv2d(x, up, None, new_op.stride, new_op.padding, groups=op.groups)
+    if ref.shape != got.shape:
+        return False
+    scale = float(ref.abs().max()) or 1.0
+    return float((ref - got).abs().max()) <= 1e-9 * scale
 
 
 class _DraftBuilder:

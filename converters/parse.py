@@ -3,8 +3,10 @@
 Supported: Conv2d (also grouped and depthwise), Linear, BatchNorm1d/2d, ReLU (module,
 ``F.relu``, ``torch.relu``, ``x.relu()``), clipped ReLUs (ReLU6, Hardtanh(0, a),
 ``F.relu6``, ``F.hardtanh(x, 0, a)``, ``clamp``/``clip(x, 0, a)``: mapped onto the
-neuron's saturation, see conversion.py), MaxPool2d, AvgPool2d, AdaptiveAvgPool2d to
-1x1, Flatten and ``view``/``reshape``/``flatten`` to (B, N), Dropout and Identity
+neuron's saturation, see conversion.py), MaxPool2d, AvgPool2d (any kernel, stride,
+padding; folded where exact), AdaptiveAvgPool2d to sizes that divide the map and
+``mean`` over (2, 3) (global average pooling), Flatten and ``view``/``reshape``/
+``flatten`` (method or function) to (B, N), Dropout and Identity
 (dropped), and a trailing Softmax. Anything else raises :class:`ConversionError`
 naming the node, its op and the fix; nothing is dropped in silence.
 """
@@ -12,7 +14,7 @@ naming the node, its op and the fix; nothing is dropped in silence.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -47,6 +49,8 @@ class Op:
     groups: int = 1
     #: kind "relu" only: the upper clip ``a`` of ReLU6 / Hardtanh(0, a) / clamp(0, a).
     clip: float | None = None
+    #: kind "avgpool" only: (ceil_mode, count_include_pad, divisor_override) of F.avg_pool2d.
+    avg: tuple[bool, bool, int | None] = (False, True, None)
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -86,6 +90,19 @@ def trace(model: nn.Module, sample: torch.Tensor) -> list[Op]:
     return _ops_from_graph(gm)
 
 
+def _is_shape_query(node: fx.Node) -> bool:
+    """``x.size(...)``, ``x.shape`` and ``x.shape[i]``: shape arithmetic for view/reshape."""
+    if node.op == "call_method" and node.target == "size":
+        return True
+    if node.op != "call_function":
+        return False
+    if node.target is getattr:
+        return len(node.args) > 1 and node.args[1] == "shape"
+    if node.target is operator.getitem and node.args and isinstance(node.args[0], fx.Node):
+        return _is_shape_query(node.args[0])
+    return False
+
+
 def _ops_from_graph(gm: fx.GraphModule) -> list[Op]:
     ops: list[Op] = []
     current: fx.Node | None = None  # the node carrying the activation
@@ -100,7 +117,7 @@ def _ops_from_graph(gm: fx.GraphModule) -> list[Op]:
             if node.args[0] is not current:
                 raise _refuse(node, "output", "the output must be the end of one chain of layers")
             break
-        if node.op == "call_method" and node.target == "size":
+        if _is_shape_query(node):
             continue  # only feeds view/reshape arguments
         if node.op == "get_attr":
             raise _refuse(
@@ -113,7 +130,7 @@ def _ops_from_graph(gm: fx.GraphModule) -> list[Op]:
                 "only a single chain of layers converts (no branches, residuals or concatenation)",
             )
         users = (
-            [u for u in current.users if not (u.op == "call_method" and u.target == "size")]
+            [u for u in current.users if not _is_shape_query(u)]
             if current
             else []
         )
@@ -190,19 +207,44 @@ def _maxpool_op(m: nn.MaxPool2d, site: _Site) -> Op:
 
 
 def _avgpool_op(m: nn.AvgPool2d, site: _Site) -> Op:
-    stride = m.stride if m.stride is not None else m.kernel_size
-    if m.ceil_mode or _pair(m.padding) != (0, 0) or m.divisor_override is not None:
-        raise site.refuse(
-            type(m).__name__, "average-pool needs padding=0, ceil_mode=False, no divisor_override"
-        )
-    return site.op("avgpool", kernel=_pair(m.kernel_size), stride=_pair(stride))
+    """Any AvgPool2d: a fixed linear map, folded into the layer after it (where exact)."""
+    stride = m.stride if m.stride else m.kernel_size
+    div = m.divisor_override
+    return site.op(
+        "avgpool",
+        kernel=_pair(m.kernel_size),
+        stride=_pair(stride),
+        padding=_pair(m.padding),
+        avg=(bool(m.ceil_mode), bool(m.count_include_pad), None if div is None else int(div)),
+    )
 
 
 def _adaptive_avgpool_op(m: nn.AdaptiveAvgPool2d, site: _Site) -> Op:
-    if len(site.out_shape) != 3 or site.out_shape[1:] != (1, 1):
-        raise site.refuse(type(m).__name__, "adaptive average-pool converts only to output size 1x1")
-    h, w = site.in_shape[1], site.in_shape[2]
-    return site.op("avgpool", kernel=(h, w), stride=(h, w))
+    """AdaptiveAvgPool2d to an output size that divides the map: a plain average-pool."""
+    if len(site.in_shape) != 3 or len(site.out_shape) != 3:
+        raise site.refuse(type(m).__name__, "adaptive average-pool needs a (C, H, W) map")
+    (_, h, w), (_, oh, ow) = site.in_shape, site.out_shape
+    if h % oh or w % ow:
+        raise site.refuse(
+            type(m).__name__,
+            f"adaptive average-pool of {h}x{w} to {oh}x{ow} has uneven windows; use an output size "
+            "that divides the map (1x1: global average pooling)",
+        )
+    return site.op("avgpool", kernel=(h // oh, w // ow), stride=(h // oh, w // ow))
+
+
+def _mean_op(site: _Site) -> Op:
+    """``x.mean((2, 3))`` / ``torch.mean(x, dim=(-2, -1), keepdim=...)``: global average pooling."""
+    node = site.node
+    dims = _arg(node, 1, "dim", None)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims) if isinstance(dims, (tuple, list)) else ()
+    if len(site.in_shape) != 3 or sorted(d % 4 for d in dims if isinstance(d, int)) != [2, 3]:
+        raise site.refuse(
+            "mean", "only a mean over the spatial dims (2, 3) converts (global average pooling)"
+        )
+    c, h, w = site.in_shape
+    # Without keepdim the output is (C,): the (C, 1, 1) pool, then an implied flatten.
+    return replace(site.op("avgpool", kernel=(h, w), stride=(h, w)), out_shape=(c, 1, 1))
 
 
 def _clip_op(site: _Site, what: str, lo: Any, hi: Any) -> Op:
@@ -275,8 +317,10 @@ def _classify_function(fn: Any, site: _Site) -> Op | None:
     clip = _clip_function(fn, site)
     if clip is not None:
         return clip
-    if fn is torch.flatten:
+    if fn in (torch.flatten, torch.reshape):
         return site.flatten()
+    if fn is torch.mean:
+        return _mean_op(site)
     if fn in (F.softmax, torch.softmax, F.log_softmax):
         return site.op("softmax")
     fname = getattr(fn, "__name__", str(fn))
@@ -293,6 +337,8 @@ def _classify_method(method: str, site: _Site) -> Op | None:
         return _clip_op(site, f"Tensor.{method}", _arg(node, 1, "min", None), _arg(node, 2, "max", None))
     if method in _FLATTEN_METHODS:
         return site.flatten()
+    if method == "mean":
+        return _mean_op(site)
     if method in _PASS_METHODS:
         return None
     if method in ("softmax", "log_softmax"):

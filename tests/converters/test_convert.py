@@ -218,9 +218,10 @@ class Residual(nn.Module):
         ),
         (
             nn.Sequential(
-                nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AvgPool2d(2, stride=1), nn.Flatten(), nn.Linear(2, 2)
+                nn.Conv2d(1, 2, 1), nn.ReLU(), nn.AvgPool2d(3, stride=1), nn.Conv2d(2, 2, 3, padding=1),
+                nn.ReLU(), nn.Flatten(), nn.Linear(8, 2),
             ),
-            "stride",
+            "cannot be folded into conv '3' exactly",
         ),
         (
             nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2), nn.ReLU()),

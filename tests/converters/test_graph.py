@@ -90,7 +90,8 @@ def assert_exact(model: nn.Module, x: torch.Tensor) -> None:
         ref = model(x).double()
     assert float((h - ref).abs().max()) < 1e-5
     net = convert(model, x.numpy(), progress=False)
-    np.testing.assert_allclose(ann_logits(net, x.numpy()), ref.numpy(), atol=1e-4, rtol=1e-4)
+    want = ref.reshape(len(x), -1).numpy()
+    np.testing.assert_allclose(ann_logits(net, x.numpy()), want, atol=1e-4, rtol=1e-4)
 
 
 # -- grouped and depthwise convolution ----------------------------------------------
@@ -217,3 +218,121 @@ def test_relu6_net_rates_track_the_clipped_activation_on_digits(digits) -> None:
     ann, snn = accuracies(model, digits)
     assert ann > 0.93
     assert snn >= ann - 0.02, (snn, ann)
+
+
+# -- pooling and flatten forms -------------------------------------------------------
+
+
+class PoolNet(nn.Module):
+    """conv -> ReLU -> ``pool`` -> ``head``: the pooling under test, then the layer it folds into."""
+
+    def __init__(self, pool: nn.Module, head: nn.Module, flat: str = "none") -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.pool, self.head, self.flat = pool, head, flat
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.c1(x)))
+        if self.flat == "flatten":
+            x = torch.flatten(x, 1)
+        elif self.flat == "view":
+            x = x.view(x.size(0), -1)
+        elif self.flat == "reshape":
+            x = x.reshape(x.shape[0], -1)
+        elif self.flat == "torch.reshape":
+            x = torch.reshape(x, (x.shape[0], -1))
+        elif self.flat == "method":
+            x = x.flatten(1)
+        return self.head(x)
+
+
+class Mean(nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "method":
+            return x.mean((2, 3))
+        return torch.mean(x, dim=[-2, -1], keepdim=True)
+
+
+def _linear_head(n: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(n, 3))
+
+
+def _conv_head(c: int = 4, k: int = 3, p: int = 1) -> nn.Module:
+    return nn.Conv2d(c, 5, k, padding=p)
+
+
+POOLS = {
+    # general AvgPool2d into a Linear: always exact (W·P)
+    "k3s2p1_linear": (nn.AvgPool2d(3, 2, 1), _linear_head(4 * 16), "none"),
+    "k3s2p1_exclude_pad_ceil_linear": (
+        nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), _linear_head(4 * 25), "none",
+    ),
+    "k2s1_divisor_linear": (nn.AvgPool2d(2, 1, divisor_override=3), _linear_head(4 * 49), "flatten"),
+    # into a conv where exact
+    "k2s2_conv_p1": (nn.AvgPool2d(2), _conv_head(), "none"),
+    "k2s1_conv_p0": (nn.AvgPool2d(2, 1), _conv_head(p=0), "none"),
+    "k3s2p1_conv_p0": (nn.AvgPool2d(3, 2, 1), _conv_head(p=0), "none"),
+    "k2s2p1_conv_p1": (nn.AvgPool2d(2, 2, 1), _conv_head(), "none"),
+    # global average pooling and flatten forms
+    "adaptive1_view": (nn.AdaptiveAvgPool2d(1), nn.Linear(4, 3), "view"),
+    "adaptive2_reshape": (nn.AdaptiveAvgPool2d(2), nn.Linear(16, 3), "reshape"),
+    "adaptive1_conv1x1": (nn.AdaptiveAvgPool2d(1), _conv_head(k=1, p=0), "none"),
+    "mean_method": (Mean("method"), nn.Linear(4, 3), "none"),
+    "torch_mean_keepdim": (Mean("function"), nn.Linear(4, 3), "torch.reshape"),
+    "flatten_method": (nn.AvgPool2d(2), nn.Linear(64, 3), "method"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(POOLS))
+def test_pooling_and_flatten_forms_fold_exactly(case: str) -> None:
+    pool, head, flat = POOLS[case]
+    torch.manual_seed(5)
+    model = PoolNet(pool, head, flat).eval()
+    assert_exact(model, torch.rand(8, 2, 8, 8))
+
+
+def test_gap_net_converts_and_runs_on_the_engine(digits) -> None:
+    """A general AvgPool2d folded into a conv and global average pooling into the classifier;
+    the engine agrees with the reference on the class (float weights: not bit-exact)."""
+    from spikecast.ext import CompiledNetwork, run_batch
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AvgPool2d(3, 2, 1),
+        nn.Conv2d(16, 32, 3, padding=0), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(32, 10),
+    )  # fmt: skip
+    model = train(model, digits, epochs=10)
+    ann, snn = accuracies(model, digits)
+    assert ann > 0.9
+    assert snn >= ann - 0.02, (snn, ann)
+    net = convert(model, digits.x_train, progress=False)
+    ref = simulate(net, digits.x_test[:100], 40)
+    res = run_batch(CompiledNetwork(net), digits.x_test[:100], 40, n_threads=1)
+    assert float((res.class_index == ref.logits[-1].argmax(1)).mean()) >= 0.99
+
+
+@pytest.mark.parametrize(
+    ("pool", "head", "match"),
+    [
+        (nn.AvgPool2d(3, 1), _conv_head(), "cannot be folded into conv"),
+        (nn.AdaptiveAvgPool2d(3), nn.Linear(36, 3), "uneven windows"),
+        (Mean("bad"), nn.Linear(4, 3), None),
+    ],
+)
+def test_inexact_pools_are_refused(pool: nn.Module, head: nn.Module, match: str | None) -> None:
+    from spikecast.converters import ConversionError
+
+    if match is None:  # a mean over channels is not a pool
+
+        class ChannelMean(nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return x.mean(1)
+
+        pool, head, match = ChannelMean(), nn.Linear(64, 3), r"call_method mean.*spatial dims"
+    model = PoolNet(pool, head, "flatten" if isinstance(head, nn.Linear) else "none").eval()
+    with pytest.raises(ConversionError, match=match):
+        convert(model, np.random.default_rng(0).random((4, 2, 8, 8), dtype=np.float32), progress=False)
