@@ -98,6 +98,8 @@ def _fold_bn(
 
 def avg_pool(pool: Op, x: torch.Tensor) -> torch.Tensor:
     """The average-pool ``pool`` applied to ``x`` (B, C, H, W), exactly as torch does."""
+    if pool.adaptive is not None:
+        return F.adaptive_avg_pool2d(x, pool.adaptive)
     ceil, include_pad, div = pool.avg
     return F.avg_pool2d(x, pool.kernel, pool.stride, pool.padding, ceil, include_pad, div)
 
@@ -106,7 +108,8 @@ def _fold_avgpool_into(pool: Op, op: Op, w: torch.Tensor, flat_after: bool) -> t
     """Fold an average-pool into the conv or linear layer that follows it.
 
     An average-pool is a fixed linear map P, so Linear ∘ pool is the Linear W·P, always
-    exact (any kernel, stride, padding, ceil_mode, count_include_pad, divisor). A conv
+    exact (any kernel, stride, padding, ceil_mode, count_include_pad, divisor, or an
+    adaptive pool to any size). A conv
     after a pool is one conv over the full map, its taps spread over the pool windows
     (kernel (k_c − 1)·s_p + k_p, stride s_c·s_p, padding p_c·s_p + p_p), where that is
     exact: uniform windows (no ceil_mode; count_include_pad unless padding 0) and the
@@ -123,6 +126,12 @@ def _fold_avgpool_into(pool: Op, op: Op, w: torch.Tensor, flat_after: bool) -> t
         return x.grad.reshape(w.shape[0], -1).detach(), new_op
     if flat_after:
         raise ConversionError(f"node '{pool.node}': average-pool then flatten must feed a Linear layer")
+    if pool.adaptive is not None:
+        raise ConversionError(
+            f"node '{pool.node}': adaptive average-pool of a {h}x{wd} map to {pool.adaptive} has uneven "
+            f"windows and cannot be folded into conv '{op.node}'; use an output size that divides "
+            "the map, or feed a Linear layer"
+        )
     up, new_op = _pool_then_conv(pool, op, w)
     if not _same_conv(pool, op, w, up, new_op):
         raise ConversionError(

@@ -51,6 +51,9 @@ class Op:
     clip: float | None = None
     #: kind "avgpool" only: (ceil_mode, count_include_pad, divisor_override) of F.avg_pool2d.
     avg: tuple[bool, bool, int | None] = (False, True, None)
+    #: kind "avgpool" only: the output size of an AdaptiveAvgPool2d whose windows are
+    #: uneven (it folds into a Linear layer only); None for a plain average-pool.
+    adaptive: tuple[int, int] | None = None
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -225,11 +228,9 @@ def _adaptive_avgpool_op(m: nn.AdaptiveAvgPool2d, site: _Site) -> Op:
         raise site.refuse(type(m).__name__, "adaptive average-pool needs a (C, H, W) map")
     (_, h, w), (_, oh, ow) = site.in_shape, site.out_shape
     if h % oh or w % ow:
-        raise site.refuse(
-            type(m).__name__,
-            f"adaptive average-pool of {h}x{w} to {oh}x{ow} has uneven windows; use an output size "
-            "that divides the map (1x1: global average pooling)",
-        )
+        # Uneven or overlapping windows (VGG's 7x7 of a 1x1 map: a replication): still a
+        # fixed linear map, which folds exactly into a Linear layer after it.
+        return site.op("avgpool", adaptive=(oh, ow))
     return site.op("avgpool", kernel=(h // oh, w // ow), stride=(h // oh, w // ow))
 
 

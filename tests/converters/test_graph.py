@@ -281,6 +281,8 @@ POOLS = {
     "adaptive1_view": (nn.AdaptiveAvgPool2d(1), nn.Linear(4, 3), "view"),
     "adaptive2_reshape": (nn.AdaptiveAvgPool2d(2), nn.Linear(16, 3), "reshape"),
     "adaptive1_conv1x1": (nn.AdaptiveAvgPool2d(1), _conv_head(k=1, p=0), "none"),
+    "adaptive3_uneven_linear": (nn.AdaptiveAvgPool2d(3), nn.Linear(36, 3), "flatten"),
+    "adaptive_upsample_linear": (nn.AdaptiveAvgPool2d((11, 9)), nn.Linear(4 * 99, 3), "view"),
     "mean_method": (Mean("method"), nn.Linear(4, 3), "none"),
     "torch_mean_keepdim": (Mean("function"), nn.Linear(4, 3), "torch.reshape"),
     "flatten_method": (nn.AvgPool2d(2), nn.Linear(64, 3), "method"),
@@ -319,7 +321,7 @@ def test_gap_net_converts_and_runs_on_the_engine(digits) -> None:
     ("pool", "head", "match"),
     [
         (nn.AvgPool2d(3, 1), _conv_head(), "cannot be folded into conv"),
-        (nn.AdaptiveAvgPool2d(3), nn.Linear(36, 3), "uneven windows"),
+        (nn.AdaptiveAvgPool2d(3), _conv_head(), "uneven windows"),
         (Mean("bad"), nn.Linear(4, 3), None),
     ],
 )

@@ -1,0 +1,160 @@
+"""Torchvision-shaped networks, converted, then run spike-exact on the engine against the
+reference simulator.
+
+torchvision itself is not a dependency (and its wheels pin a torch), so the models are
+written out here with torchvision's structure at reduced width, on 32x32 inputs:
+vgg11_bn (conv-BN-ReLU, max-pools, AdaptiveAvgPool2d(7) of a 1x1 map, a dropout
+classifier) and mobilenet_v2's layers (ReLU6, depthwise 3x3, pointwise 1x1, global
+average pooling) without its residual adds, which do not convert yet. After conversion
+the weights are rounded to multiples of 2^-8 (and frames too), so every sum is exact in
+float32 and the engine must reproduce the reference bit for bit, as in test_engine.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs torch (the 'convert' extra)")
+
+from spikecast.converters import convert  # noqa: E402
+from spikecast.converters.conversion import ann_logits  # noqa: E402
+from spikecast.converters.reference import simulate  # noqa: E402
+from spikecast.ext import Engine  # noqa: E402
+from spikecast.ext.core.network import Network  # noqa: E402
+
+nn = torch.nn
+T = 12
+Q = 1.0 / 256.0
+
+
+def vgg11_bn(div: int = 16, num_classes: int = 10) -> nn.Module:
+    """torchvision.models.vgg11_bn with every width divided by ``div``."""
+    cfg = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
+    layers: list[nn.Module] = []
+    c = 3
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            out = int(v) // div
+            layers += [nn.Conv2d(c, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            c = out
+
+    class VGG(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(*layers)
+            self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+            hidden = 4096 // div
+            self.classifier = nn.Sequential(
+                nn.Linear(c * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(),
+                nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(),
+                nn.Linear(hidden, num_classes),
+            )  # fmt: skip
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.features(x)
+            x = self.avgpool(x)
+            x = torch.flatten(x, 1)
+            return self.classifier(x)
+
+    return VGG()
+
+
+def mobilenet_v2_layers(div: int = 4, num_classes: int = 10) -> nn.Module:
+    """mobilenet_v2's building blocks (ConvBNReLU6, expand 1x1, depthwise 3x3, project 1x1,
+    last 1x1 conv, mean over (2, 3), dropout classifier), residual adds left out. The
+    linear bottleneck (project without activation) is followed by the next expansion,
+    so here a ReLU6 closes each block: a spiking layer needs an activation."""
+
+    def cbr(cin: int, cout: int, k: int = 3, s: int = 1, g: int = 1) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=g, bias=False), nn.BatchNorm2d(cout),
+                nn.ReLU6(inplace=True)]  # fmt: skip
+
+    def block(cin: int, cout: int, s: int, t: int) -> list[nn.Module]:
+        hid = cin * t
+        return [*cbr(cin, hid, 1), *cbr(hid, hid, 3, s, hid), *cbr(hid, cout, 1)]
+
+    c = [32 // div, 16 // div, 24 // div, 32 // div, 64 // div]
+    feats = [*cbr(3, c[0], 3, 2), *cbr(c[0], c[0], 3, 1, c[0]), *cbr(c[0], c[1], 1)]
+    feats += [*block(c[1], c[2], 2, 6), *block(c[2], c[3], 2, 6), *block(c[3], c[4], 2, 6)]
+    feats += cbr(c[4], 1280 // div, 1)
+
+    class MobileNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(*feats)
+            self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280 // div, num_classes))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.features(x)
+            x = x.mean((2, 3))  # torchvision: adaptive_avg_pool2d(x, (1, 1)) then flatten
+            return self.classifier(x)
+
+    return MobileNet()
+
+
+def _randomise_bn(model: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.8, 1.6)
+                m.bias.uniform_(0.0, 0.3)  # keep units alive through the depth
+    return model.eval()
+
+
+def _quantised(net: Network) -> Network:
+    """The network with weights and biases rounded to multiples of 2^-8."""
+
+    def rnd(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else (np.round(np.asarray(a) / Q) * Q).astype(np.float32)
+
+    return net.with_(layers=tuple(replace(ly, weight=rnd(ly.weight), bias=rnd(ly.bias)) for ly in net.layers))
+
+
+def _frames(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, size=(n, 3, 32, 32)) * Q).astype(np.float32)
+
+
+@pytest.mark.parametrize("build", [vgg11_bn, mobilenet_v2_layers], ids=["vgg11_bn", "mobilenet_v2_layers"])
+def test_torchvision_shaped_nets_convert_and_run_spike_exact(build) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(1)
+        model = _randomise_bn(build())
+        calib = _frames(32)
+        net = convert(model, calib, progress=False)
+        with torch.no_grad():
+            ref_logits = model(torch.from_numpy(calib)).numpy()
+        np.testing.assert_allclose(ann_logits(net, calib), ref_logits, atol=1e-3, rtol=1e-3)
+        net = _quantised(net)
+        x = _frames(2, seed=1)
+        ref = simulate(net, x, T, record_spikes=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert ref.spikes is not None
+    eng = Engine(net)
+    spiking = [i for i, ly in enumerate(net.layers) if ly.spiking]
+    for b in range(len(x)):
+        eng.reset()
+        eng.set_frame(x[b])
+        for t in range(T):
+            eng.step()
+            for lay in spiking:
+                want = ref.spikes[lay][t, b].reshape(-1)
+                assert np.array_equal(eng.layer_spikes(lay), want), f"sample {b} step {t + 1} layer {lay}"
+            np.testing.assert_array_equal(eng.logits, ref.logits[t, b])
+        np.testing.assert_array_equal(eng.synops, ref.synops[b].astype(np.int64))
+    # Not trivial: every spiking layer spikes, but not always.
+    for lay in spiking:
+        assert 0 < ref.spikes[lay].mean() < 1, (lay, ref.spikes[lay].mean())
+    if build is mobilenet_v2_layers:
+        assert sum(ly.groups > 1 for ly in net.layers) == 4  # the depthwise convs
