@@ -562,21 +562,30 @@ def ann_logits(net: Network, x: np.ndarray | torch.Tensor, batch_size: int = 512
     clips = {int(k): float(v) / net.layers[int(k)].lam for k, v in net.meta.get(CLIP_KEY, {}).items()}
     with torch.no_grad():
         for i in range(0, len(xt), batch_size):
-            h = xt[i : i + batch_size]
+            xb = xt[i : i + batch_size]
+            outs: list[torch.Tensor] = []
             for j, ly in enumerate(net.layers):
+                srcs = ly.sources(j)
+                h = xb if srcs[0] < 0 else outs[srcs[0]]
                 if ly.kind == "maxpool":
-                    h = F.max_pool2d(h, ly.kernel, ly.stride)
+                    outs.append(F.max_pool2d(h, ly.kernel, ly.stride))
                     continue
-                w = torch.from_numpy(np.asarray(ly.weight))
-                b = torch.from_numpy(np.asarray(ly.bias))
-                if ly.kind == "conv":
-                    h = F.conv2d(h, w, b, stride=ly.stride, padding=ly.padding, groups=ly.groups)
-                else:
-                    h = F.linear(h.reshape(h.shape[0], -1), w, b)
+                h = _apply_synapses(ly, h, with_bias=True)
+                for k, e in zip(srcs[1:], ly.extra, strict=True):
+                    h = h + _apply_synapses(e, outs[k], with_bias=False)
                 if ly.spiking:
                     h = F.relu(h) if j not in clips else h.clamp(0.0, clips[j])
+                outs.append(h)
             out.append(h.reshape(h.shape[0], -1) * net.layers[-1].lam)
     return torch.cat(out).numpy()
+
+
+def _apply_synapses(ly: Layer, h: torch.Tensor, with_bias: bool) -> torch.Tensor:
+    w = torch.from_numpy(np.asarray(ly.weight))
+    b = torch.from_numpy(np.asarray(ly.bias)) if with_bias and ly.bias is not None else None
+    if ly.kind == "conv":
+        return F.conv2d(h, w, b, stride=ly.stride, padding=ly.padding, groups=ly.groups)
+    return F.linear(h.reshape(h.shape[0], -1), w, b)
 
 
 def calibration_table(

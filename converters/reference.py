@@ -4,6 +4,7 @@ This is the specification the Cython engine is tested against, so it favours bei
 obviously correct over being fast. For each step t = 1..T and each layer l:
 
     V_l += W_l · S_{l-1}(t) + b_l          (frames: layer 1 adds I = W_1·x + b_1)
+                                           (several inputs: Σ_k W_lk · S_{src k}(t) + b_l)
     S_l(t) = [V_l >= θ_l]                  (spiking layers)
     V_l -= θ_l · S_l(t)                    (reset by subtraction; or V_l = 0 on a spike)
 
@@ -152,6 +153,14 @@ class _DenseRun:
         self.record_spikes = record_spikes
         self.params = [_params(ly, dev) if ly.weight is not None else (torch.zeros(0), None) for ly in layers]
         self.fan = [torch.as_tensor(fanout(ly), dtype=torch.float64, device=dev) for ly in layers]
+        # Further inputs (residual adds, concatenations): (source, synapses, params, fan-out).
+        self.extra = [
+            [
+                (j, e, _params(e, dev), torch.as_tensor(fanout(e), dtype=torch.float64, device=dev))
+                for j, e in zip(ly.sources(i)[1:], ly.extra, strict=True)
+            ]
+            for i, ly in enumerate(layers)
+        ]
         self.v = [torch.zeros(batch, *ly.out_shape, device=dev) for ly in layers]
         self.pool_counts = [torch.zeros(batch, *ly.in_shape, device=dev) for ly in layers]
         self.counts = [torch.zeros(batch, *ly.out_shape, device=dev) for ly in layers]
@@ -160,10 +169,15 @@ class _DenseRun:
         analog = net.input.kind == "frame" and net.input.encoding == "analog"
         self.current = _apply(layers[0], xt, self.params[0]) if analog else None
 
-    def step(self, s: torch.Tensor) -> None:
-        """One step through every layer from input spikes ``s``."""
+    def step(self, x: torch.Tensor) -> None:
+        """One step through every layer from input spikes ``x``; each layer reads this
+        step's output of its sources (the previous layer in a chain)."""
+        outs: list[torch.Tensor] = []
         for i, ly in enumerate(self.net.layers):
-            s = self._pool(i, ly, s) if ly.kind == "maxpool" else self._layer(i, ly, s)
+            src = ly.sources(i)[0]
+            s = x if src < 0 else outs[src]
+            s = self._pool(i, ly, s) if ly.kind == "maxpool" else self._layer(i, ly, s, outs)
+            outs.append(s)
             if ly.spiking:
                 self.counts[i] += s
                 if self.record_spikes:
@@ -173,7 +187,7 @@ class _DenseRun:
         self.pool_counts[i] += s
         return gated_maxpool(s, self.pool_counts[i], ly)
 
-    def _layer(self, i: int, ly: Layer, s: torch.Tensor) -> torch.Tensor:
+    def _layer(self, i: int, ly: Layer, s: torch.Tensor, outs: list[torch.Tensor]) -> torch.Tensor:
         v = self.v[i]
         if i == 0 and self.current is not None:
             v += self.current
@@ -181,6 +195,9 @@ class _DenseRun:
             fan_in = s.abs().double().reshape(self.batch, -1) * self.fan[i].reshape(-1)
             self.synops[:, i] += fan_in.sum(dim=1)
             v += _apply(ly, s, self.params[i])
+        for j, e, params, fan in self.extra[i]:  # the same sum, one more weight set per input
+            self.synops[:, i] += (outs[j].abs().double().reshape(self.batch, -1) * fan.reshape(-1)).sum(dim=1)
+            v += _apply(e, outs[j], params)
         if not ly.spiking:
             return s
         spk = (v >= ly.threshold).float()

@@ -25,6 +25,7 @@ cpdef enum ExitCode:
 
 ctypedef struct LayerPlan:
     int kind
+    int src                  # the layer whose spikes it reads (-1: the network input)
     int spiking              # 0 only for the output integrator
     int n_in                 # input neurons (channel-last)
     int n_out                # output neurons (channel-last)
@@ -55,6 +56,11 @@ ctypedef struct NetPlan:
     float temperature
     int reset_zero
     int max_neurons          # largest n_out over layers (scratch size)
+    # Further inputs (residual adds, concatenations): layer l also scatters the spikes of
+    # extras[k].src through extras[k] for k in [extra_ptr[l], extra_ptr[l + 1]); each is
+    # a conv or linear plan into layer l's membranes (its n_out, c_out), with no bias.
+    const LayerPlan* extras
+    const int32_t* extra_ptr # (n_layers + 1,)
 
 ctypedef struct PoolWindow:
     int32_t winner           # input with the largest count so far (lowest index on a tie)

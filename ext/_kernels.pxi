@@ -320,6 +320,7 @@ cdef int fill_layer(LayerPlan* lp, dict d, list keep) except -1:
     """Fill lp from one layer dict of spikecast.ext.engine._compile_layer (validated
     there); its arrays are appended to keep, which must outlive lp."""
     lp.kind = d["kind"]
+    lp.src = d["src"]
     lp.spiking = d["spiking"]
     lp.n_in = d["n_in"]
     lp.n_out = d["n_out"]

@@ -347,6 +347,7 @@ def _compile_layer(i: int, layer: Layer, prev_shape: tuple[int, ...]) -> dict[st
         raise ParameterError(f"{where}: too many neurons for the engine")
     d: dict[str, Any] = {
         "kind": _KIND_CODE[layer.kind],
+        "src": i - 1,  # CompiledNetwork sets the layer's (or extra weight set's) source
         "spiking": int(layer.spiking),
         "n_in": n_in,
         "n_out": n_out,
@@ -434,11 +435,18 @@ class CompiledNetwork:
         if self.n_input > _INT32_MAX // 2:
             raise ParameterError(f"input {self.input_shape} is too large for the engine")
 
-        layers = []
-        prev: tuple[int, ...] = self.input_shape
+        layers, extras, extra_ptr = [], [], [0]
+
+        def shape_of(j: int) -> tuple[int, ...]:
+            return self.input_shape if j < 0 else tuple(network.layers[j].out_shape)
+
         for i, ly in enumerate(network.layers):
-            layers.append(_compile_layer(i, ly, prev))
-            prev = tuple(ly.out_shape)
+            srcs = ly.sources(i)
+            layers.append({**_compile_layer(i, ly, shape_of(srcs[0])), "src": srcs[0]})
+            # Each further input: a weight set of its own into this layer's membranes.
+            for j, e in zip(srcs[1:], ly.extra, strict=True):
+                extras.append({**_compile_layer(i, e, shape_of(j)), "src": j})
+            extra_ptr.append(len(extras))
         self._to_torch = [_channel_last_to_torch(s) for s in self.layer_shapes]
         if not (np.isfinite(np.float32(network.temperature)) and network.temperature > 0):
             raise ParameterError(f"temperature {network.temperature} is not a positive float32")
@@ -449,6 +457,8 @@ class CompiledNetwork:
             self.n_classes,
             float(network.temperature),
             network.reset == "zero",
+            extras,
+            _i32(np.asarray(extra_ptr), "extras"),
         )
 
     def __repr__(self) -> str:

@@ -191,3 +191,52 @@ def net_grouped_wide(seed: int = 9, kind: str = "events") -> Network:
     n = int(np.prod(l2.out_shape))
     spec = InputSpec(kind, (2, 7, 8))  # type: ignore[arg-type]
     return Network(spec, (l0, l1, l2), names(n))
+
+
+def with_inputs(layer: Layer, inputs: tuple[int, ...], *extra: Layer) -> Layer:
+    """``layer`` reading ``inputs`` (the first through its own weights, the others through
+    ``extra``)."""
+    from dataclasses import replace
+
+    return replace(layer, inputs=inputs, extra=tuple(replace(e, bias=None, spiking=True) for e in extra))
+
+
+def identity(in_shape: tuple[int, int, int], scale: float) -> Layer:
+    """An identity skip as a 1x1 conv with weight ``scale`` (λ_src / λ_dst after conversion)."""
+    c = in_shape[0]
+    w = (np.eye(c, dtype=np.float32) * np.float32(scale))[:, :, None, None]
+    return Layer("conv", "skip", in_shape, in_shape, weight=w)
+
+
+def net_dag(seed: int = 10, reset: str = "subtract", kind: str = "frame") -> Network:
+    """A residual and concatenating DAG on (2, 8, 8):
+    0 conv -> 1 conv -> 2 conv(1) + identity(0) -> 3 conv s2 -> 4 conv(3) + 1x1 s2 projection(2)
+    -> 5 conv over cat(4, 3) -> 6 max-pool of 2 (not the previous layer) -> 7 linear output
+    over cat(5, 6)."""
+    rng = np.random.default_rng(seed)
+    l0 = conv(rng, "conv0", (2, 8, 8), 4, (3, 3), (1, 1), (1, 1), w=(-30, 60))
+    l1 = conv(rng, "conv1", l0.out_shape, 4, (3, 3), (1, 1), (1, 1), w=(-30, 50))
+    l2 = with_inputs(
+        conv(rng, "add2", l1.out_shape, 4, (3, 3), (1, 1), (1, 1), w=(-30, 40), b=(-16, 8)),
+        (1, 0),
+        identity(l0.out_shape, 0.75),
+    )
+    l3 = conv(rng, "conv3", l2.out_shape, 6, (3, 3), (2, 2), (1, 1), w=(-30, 60))
+    l4 = with_inputs(
+        conv(rng, "add4", l3.out_shape, 6, (3, 3), (1, 1), (1, 1), w=(-30, 40), b=(-16, 8)),
+        (3, 2),
+        conv(rng, "proj4", l2.out_shape, 6, (1, 1), (2, 2), (0, 0), w=(-40, 60)),
+    )
+    l5 = with_inputs(
+        conv(rng, "cat5", l4.out_shape, 5, (3, 3), (1, 1), (1, 1), w=(-30, 50)),
+        (4, 3),
+        conv(rng, "cat5b", l3.out_shape, 5, (3, 3), (1, 1), (1, 1), w=(-30, 50)),
+    )
+    l6 = with_inputs(pool("pool6", l2.out_shape, 2, 2), (2,))
+    l7 = with_inputs(
+        linear(rng, "out", l5.out_shape, 3, spiking=False),
+        (5, 6),
+        linear(rng, "outb", l6.out_shape, 3, spiking=False),
+    )
+    spec = InputSpec(kind, (2, 8, 8))  # type: ignore[arg-type]
+    return Network(spec, (l0, l1, l2, l3, l4, l5, l6, l7), names(3), reset=reset)  # type: ignore[arg-type]

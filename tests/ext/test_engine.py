@@ -52,6 +52,10 @@ def _cases() -> list[tuple[str, Network]]:
     cases.append(("net_grouped_events_zero", nets.net_grouped(reset="zero", kind="events")))
     cases.append(("net_grouped_wide_events", nets.net_grouped_wide()))
     cases.append(("net_grouped_wide_frame", nets.net_grouped_wide(kind="frame")))
+    # A DAG: residual adds (identity and projection skips), concatenations, a layer that
+    # reads an earlier layer than the previous one.
+    cases.append(("net_dag_frame", nets.net_dag()))
+    cases.append(("net_dag_events_zero", nets.net_dag(reset="zero", kind="events")))
     return cases
 
 

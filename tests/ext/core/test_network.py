@@ -106,6 +106,48 @@ def test_groups_must_fit_the_weights() -> None:
         net.with_(layers=(net.layers[0], replace(net.layers[1], groups=2)))
 
 
+def dag_net() -> Network:
+    """conv0 -> conv1 -> conv2 reading conv1 and (an identity skip) conv0 -> linear output."""
+    rng = np.random.default_rng(2)
+
+    def conv(name: str, c_in: int) -> Layer:
+        w = rng.normal(size=(3, c_in, 3, 3)).astype(np.float32)
+        b = np.zeros(3, np.float32)
+        return Layer("conv", name, (c_in, 5, 5), (3, 5, 5), w, b, (3, 3), padding=(1, 1))
+
+    skip = Layer("conv", "skip", (3, 5, 5), (3, 5, 5), np.eye(3, dtype=np.float32)[:, :, None, None] * 0.5)
+    add = replace(conv("add", 3), inputs=(1, 0), extra=(skip,))
+    out = Layer("linear", "o", (3, 5, 5), (2,), rng.normal(size=(2, 75)).astype(np.float32), spiking=False)
+    return Network(InputSpec("frame", (1, 5, 5)), (conv("c0", 1), conv("c1", 3), add, out), ("a", "b"))
+
+
+def test_multi_input_layers_round_trip(tmp_path: Path) -> None:
+    net = dag_net()
+    entry = net.manifest()["layers"][2]
+    assert entry["inputs"] == [1, 0] and entry["extra"][0]["kernel"] == [1, 1]
+    back = load_network(net.save(tmp_path / "dag.scn"))
+    assert back.sha256 == net.sha256
+    assert back.layers[2].inputs == (1, 0)
+    assert np.array_equal(back.layers[2].extra[0].weight, net.layers[2].extra[0].weight)
+    assert "<1,0" in back.summary()
+    assert all("inputs" not in ly and "extra" not in ly for ly in small_net().manifest()["layers"])
+
+
+def test_bad_inputs_are_refused() -> None:
+    net = dag_net()
+    add, skip = net.layers[2], net.layers[2].extra[0]
+    bad = {
+        "not an earlier layer": replace(add, inputs=(1, 2)),
+        "-1: the input, layer 0 only": replace(add, inputs=(1, -1)),
+        "need 1 extra weight sets": replace(add, extra=()),
+        "without bias": replace(add, extra=(replace(skip, bias=np.zeros(3, np.float32)),)),
+        "input 1: output shape": replace(add, extra=(replace(skip, out_shape=(3, 4, 4)),)),
+    }
+    for match, layer in bad.items():
+        with pytest.raises(ParameterError, match=match):
+            net.with_(layers=(*net.layers[:2], layer, net.layers[3]))
+
+
 def test_summary_lists_layers_lambdas_and_input(tmp_path: Path) -> None:
     text = small_net().summary()
     assert "events (2, 6, 5)" in text and "dt=500 us" in text
