@@ -28,14 +28,15 @@ so the SNN never passes values the ANN clips.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from spikecast.converters.parse import Op, trace
+from spikecast.converters.parse import INPUT, Op, trace
 from spikecast.ext.core.calibration import META_KEY, Calibration
 from spikecast.ext.core.errors import ConversionError, ParameterError
 from spikecast.ext.core.network import CalibrationTable, InputSpec, Layer, Network
@@ -64,21 +65,47 @@ class _Draft:
     groups: int = 1
     relu: bool = False
     clip: float | None = None  # a clipped ReLU's maximum (ReLU6: 6)
+    #: Draft indices of the layers it reads (-1: the network input), the primary first;
+    #: each further one through its weight set in ``extra`` (residual adds, concatenations).
+    sources: list[int] = field(default_factory=lambda: [-1])
+    extra: list[_Draft] = field(default_factory=list)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "maxpool":
-            return F.max_pool2d(x, self.kernel, self.stride)
+    def synapses(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        """This weight set applied to ``x``."""
         if self.weight is None:
             raise ConversionError(f"node '{self.name}': layer has no weights")
+        b = self.bias if bias else None
         if self.kind == "conv":
-            y = F.conv2d(
-                x, self.weight, self.bias, stride=self.stride, padding=self.padding, groups=self.groups
-            )
-        else:
-            y = F.linear(x.reshape(x.shape[0], -1), self.weight, self.bias)
+            return F.conv2d(x, self.weight, b, stride=self.stride, padding=self.padding, groups=self.groups)
+        return F.linear(x.reshape(x.shape[0], -1), self.weight, b)
+
+    def activate(self, y: torch.Tensor) -> torch.Tensor:
         if not self.relu:
             return y
         return F.relu(y) if self.clip is None else y.clamp(0.0, self.clip)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """In a chain: this layer applied to the previous one's output ``x``."""
+        if self.extra:
+            raise ConversionError(f"node '{self.name}': a layer with several inputs needs run_drafts")
+        if self.kind == "maxpool":
+            return F.max_pool2d(x, self.kernel, self.stride)
+        return self.activate(self.synapses(x))
+
+
+def run_drafts(drafts: Sequence[_Draft], x: torch.Tensor) -> list[torch.Tensor]:
+    """Every draft's output on ``x``, each reading its sources' outputs."""
+    outs: list[torch.Tensor] = []
+    for d in drafts:
+        h = [x if j < 0 else outs[j] for j in d.sources]
+        if d.kind == "maxpool":
+            outs.append(F.max_pool2d(h[0], d.kernel, d.stride))
+            continue
+        y = d.synapses(h[0])
+        for e, hk in zip(d.extra, h[1:], strict=True):
+            y = y + e.synapses(hk, bias=False)
+        outs.append(d.activate(y))
+    return outs
 
 
 def _fold_bn(
@@ -176,142 +203,236 @@ def _same_conv(pool: Op, op: Op, w: torch.Tensor, up: torch.Tensor, new_op: Op) 
     return float((ref - got).abs().max()) <= 1e-9 * scale
 
 
-class _DraftBuilder:
-    """Walks the parsed ops once, keeping the average-pool that waits to be folded."""
+@dataclass
+class _Spikes:
+    """A spiking value: the output of draft(s) ``parts`` (index, channels; -1 the input),
+    channel-concatenated, maybe flattened, maybe with an average-pool waiting to fold."""
 
-    def __init__(self, ops: Sequence[Op]) -> None:
-        self.ops = ops
+    parts: list[tuple[int, int]]
+    shape: tuple[int, ...]
+    pool: Op | None = None
+    flat: bool = False
+
+
+@dataclass
+class _Affine:
+    """A value before its activation: Σ_k W_k·S_k + b over weight sets (source, draft)."""
+
+    name: str
+    out_shape: tuple[int, ...]
+    terms: list[tuple[int, _Draft]]
+    bias: torch.Tensor
+
+
+_Value = _Spikes | _Affine
+
+
+class _GraphBuilder:
+    """Walks the parsed ops once (in graph order), folding BN, average-pools, sums and
+    concatenations into weight sets, and opening a draft at every activation."""
+
+    def __init__(self) -> None:
         self.drafts: list[_Draft] = []
-        self.pending_pool: Op | None = None
-        self.flat_after_pool = False
+        self.values: dict[str, _Value] = {}
 
-    def layer(self, i: int) -> int:
-        """Draft the conv/linear op at i with the BatchNorm and ReLU that follow it;
-        return the index of the next op."""
-        ops, n = self.ops, len(self.ops)
-        op = ops[i]
+    def spikes_of(self, key: str, shape: tuple[int, ...]) -> _Value:
+        if key == INPUT:
+            return _Spikes([(-1, shape[0])], shape)
+        return self.values[key]
+
+    def add(self, op: Op, last: bool) -> None:
+        ins = [self.spikes_of(k, op.in_shape) for k in op.inputs]
+        handler = getattr(self, f"_{op.kind}")
+        self.values[op.key] = handler(op, ins, last)
+
+    # -- layers ----------------------------------------------------------------------
+    def _conv(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        x = ins[0]
+        if isinstance(x, _Affine):
+            raise ConversionError(f"node '{x.name}': hidden layer without ReLU cannot spike; add nn.ReLU")
         mod = op.module
         if mod is None:
             raise ConversionError(f"node '{op.node}': missing module")
         w = mod.weight.detach().double()
-        b = (
-            mod.bias.detach().double()
-            if mod.bias is not None
-            else torch.zeros(w.shape[0], dtype=torch.float64)
-        )
-        if self.pending_pool is not None:
-            flat = self.flat_after_pool and op.kind == "conv"
-            w, op = _fold_avgpool_into(self.pending_pool, op, w, flat)
-            self.pending_pool, self.flat_after_pool = None, False
-        i += 1
-        if i < n and ops[i].kind == "bn":
-            w, b = _fold_bn(w, b, ops[i].module)  # type: ignore[arg-type]  # parse guarantees BatchNorm
-            i += 1
-        relu = i < n and ops[i].kind == "relu"
-        clip = ops[i].clip if relu else None
-        if relu:
-            i += 1
-        self.drafts.append(
-            _Draft(
-                kind=op.kind,
-                name=op.node,
-                in_shape=op.in_shape,
-                out_shape=op.out_shape,
-                weight=w,
-                bias=b,
-                kernel=op.kernel,
-                stride=op.stride,
-                padding=op.padding,
-                groups=op.groups,
-                relu=relu,
-                clip=clip,
-            )
-        )
-        return i
+        b = torch.zeros(w.shape[0], dtype=torch.float64)
+        if mod.bias is not None:
+            b = mod.bias.detach().double()
+        if x.pool is not None:
+            w, op = _fold_avgpool_into(x.pool, op, w, x.flat and op.kind == "conv")
+        if len(x.parts) > 1 and op.groups != 1:
+            raise ConversionError(f"node '{op.node}': a grouped conv over a concatenation is not supported")
+        # The input as its sources shape it (a Linear reads it flattened in (C, H, W) order).
+        shape = op.in_shape if op.kind == "conv" or x.pool is not None else x.shape
+        per_channel = math.prod(shape[1:]) if op.kind == "linear" else 1
+        terms, c0 = [], 0
+        for j, c in x.parts:  # a concatenation: one weight set per part, on its channels
+            wk = w[:, c0 * per_channel : (c0 + c) * per_channel] if len(x.parts) > 1 else w
+            terms.append((j, _synapse_draft(op, (c, *shape[1:]), wk)))
+            c0 += c
+        return _Affine(op.node, op.out_shape, terms, b)
 
-    def _clip_again(self, op: Op) -> None:
-        """A clip after a ReLU layer (or after max-pools of one, which commute with it:
-        both are monotone) tightens that layer's clip."""
-        if self.pending_pool is not None:
-            raise ConversionError(
-                f"node '{op.node}': a clip after an average-pool cannot be folded; clip before pooling"
-            )
-        d = next(d for d in reversed(self.drafts) if d.kind != "maxpool")
-        d.clip = op.clip if d.clip is None or op.clip is None else min(d.clip, op.clip)
+    _linear = _conv
 
-    def after_relu(self) -> bool:
-        return bool(self.drafts) and self.drafts[-1].relu
-
-    def other(self, op: Op, last: bool) -> None:
-        """Any op but conv/linear: a max-pool layer, an average-pool to fold, or a check."""
-        if op.kind == "maxpool":
-            if not self.after_relu():
-                raise ConversionError(
-                    f"node '{op.node}': max-pool must follow a ReLU layer (spikes gate only rates)"
-                )
-            self.drafts.append(
-                _Draft(
-                    "maxpool",
-                    op.node,
-                    op.in_shape,
-                    op.out_shape,
-                    kernel=op.kernel,
-                    stride=op.stride,
-                    relu=True,
-                )
-            )
-        elif op.kind == "avgpool":
-            if self.pending_pool is not None or not self.after_relu():
-                raise ConversionError(f"node '{op.node}': average-pool must follow a ReLU layer")
-            self.pending_pool = op
-        elif op.kind == "flatten":
-            if self.pending_pool is not None:
-                self.flat_after_pool = True
-        elif op.kind == "relu":
-            if not self.after_relu():
-                raise ConversionError(
-                    f"node '{op.node}': ReLU must directly follow Conv2d/Linear (optionally with BatchNorm)"
-                )
-            if op.clip is not None:
-                self._clip_again(op)
-        elif op.kind == "bn":
+    def _bn(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        x = ins[0]
+        if not isinstance(x, _Affine):
             raise ConversionError(
                 f"node '{op.node}': BatchNorm must directly follow a Conv2d or Linear layer to be folded"
             )
-        elif op.kind == "softmax" and not last:
-            raise ConversionError(f"node '{op.node}': Softmax is supported only as the last op")
+        bias = x.bias
+        for _, t in x.terms:
+            assert t.weight is not None
+            t.weight, _ = _fold_bn(t.weight, torch.zeros_like(bias), op.module)  # type: ignore[arg-type]
+        _, bias = _fold_bn(torch.zeros(len(bias), 1, dtype=bias.dtype), bias, op.module)  # type: ignore[arg-type]
+        return _Affine(x.name, x.out_shape, x.terms, bias)
 
-    def finish(self) -> list[_Draft]:
-        """The drafts, once the chain is known to end in a spiking-free output layer."""
-        drafts = self.drafts
-        if self.pending_pool is not None:
+    def _relu(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        x = ins[0]
+        if isinstance(x, _Affine):
+            return self._open(x, op.clip)
+        if x.pool is not None or x.parts[0][0] < 0:
             raise ConversionError(
-                f"node '{self.pending_pool.node}': average-pool must be followed by a Conv2d or Linear layer"
+                f"node '{op.node}': ReLU must directly follow Conv2d/Linear (optionally with BatchNorm)"
             )
-        if not drafts or drafts[-1].kind not in ("conv", "linear"):
+        if op.clip is not None:  # a clip after a ReLU (or max-pools of one, which commute)
+            for j, _ in x.parts:
+                d = self._layer_behind(j)
+                d.clip = op.clip if d.clip is None else min(d.clip, op.clip)
+        return x
+
+    def _layer_behind(self, j: int) -> _Draft:
+        while self.drafts[j].kind == "maxpool":
+            j = self.drafts[j].sources[0]
+        return self.drafts[j]
+
+    def _open(self, x: _Affine, clip: float | None) -> _Spikes:
+        """A spiking draft from the weighted sum ``x`` and its activation."""
+        (j0, first), rest = x.terms[0], x.terms[1:]
+        sources = [j0, *(j for j, _ in rest)]
+        d = replace(first, name=x.name, bias=x.bias, relu=True, clip=clip, sources=sources,
+                    extra=[t for _, t in rest])  # fmt: skip
+        self._append(d)
+        return _Spikes([(len(self.drafts) - 1, x.out_shape[0])], x.out_shape)
+
+    def _append(self, d: _Draft) -> None:
+        if any(j < 0 for j in d.sources[1:]) or (self.drafts and d.sources[0] < 0):
+            raise ConversionError(
+                f"node '{d.name}': the network input feeds several layers, a sum or a concatenation; "
+                "only the first layer may read it"
+            )
+        self.drafts.append(d)
+
+    # -- pooling and reshaping ---------------------------------------------------------
+    def _maxpool(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        x = ins[0]
+        if not isinstance(x, _Spikes) or x.pool is not None or x.parts[0][0] < 0 or x.flat:
+            raise ConversionError(
+                f"node '{op.node}': max-pool must follow a ReLU layer (spikes gate only rates)"
+            )
+        outs = []
+        for j, c in x.parts:  # max-pooling a concatenation pools each part
+            shape = (c, *op.out_shape[1:])
+            self._append(_Draft("maxpool", op.node, (c, *op.in_shape[1:]), shape, kernel=op.kernel,
+                                stride=op.stride, relu=True, sources=[j]))  # fmt: skip
+            outs.append((len(self.drafts) - 1, c))
+        return _Spikes(outs, op.out_shape)
+
+    def _avgpool(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        x = ins[0]
+        if not isinstance(x, _Spikes) or x.pool is not None or x.parts[0][0] < 0 or x.flat:
+            raise ConversionError(f"node '{op.node}': average-pool must follow a ReLU layer")
+        return _Spikes(x.parts, op.out_shape, pool=op)
+
+    def _flatten(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        x = ins[0]
+        return replace(x, flat=True) if isinstance(x, _Spikes) else x
+
+    def _softmax(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        if not last:
+            raise ConversionError(f"node '{op.node}': Softmax is supported only as the last op")
+        return ins[0]
+
+    # -- joins -------------------------------------------------------------------------
+    def _add(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        """A residual sum: both operands' weight sets into the same membranes; a spiking
+        operand (an identity skip) becomes a 1x1 identity weight set."""
+        a, b = (self._as_affine(op, x) for x in ins)
+        if isinstance(ins[0], _Spikes) and isinstance(ins[1], _Affine):
+            a, b = b, a  # the layer's own weights first
+        if a.out_shape != b.out_shape:
+            raise ConversionError(f"node '{op.node}': sum of shapes {a.out_shape} and {b.out_shape}")
+        return _Affine(a.name, a.out_shape, a.terms + b.terms, a.bias + b.bias)
+
+    def _as_affine(self, op: Op, x: _Value) -> _Affine:
+        if isinstance(x, _Affine):
+            return x
+        if x.pool is not None or x.parts[0][0] < 0:
+            raise ConversionError(
+                f"node '{op.node}': a sum needs layer outputs (after Conv2d/Linear or a ReLU), not "
+                "the network input or an average-pool"
+            )
+        n = x.shape[0]
+        eye = torch.eye(n, dtype=torch.float64)
+        terms, c0 = [], 0
+        for j, c in x.parts:
+            conv = len(x.shape) == 3
+            w = eye[:, c0 : c0 + c, None, None] if conv else eye[:, c0 : c0 + c]
+            in_shape = (c, *x.shape[1:])
+            terms.append((j, _Draft("conv" if conv else "linear", op.node, in_shape, x.shape, weight=w)))
+            c0 += c
+        return _Affine(op.node, x.shape, terms, torch.zeros(n, dtype=torch.float64))
+
+    def _cat(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        parts = []
+        for x in ins:
+            if isinstance(x, _Affine):
+                raise ConversionError(
+                    f"node '{op.node}': concatenation of '{x.name}', a layer without ReLU; concatenate "
+                    "activations (spikes)"
+                )
+            if x.pool is not None or x.flat or x.parts[0][0] < 0:
+                raise ConversionError(
+                    f"node '{op.node}': concatenation needs layer outputs, not the network input, a "
+                    "flattened or an average-pooled one"
+                )
+            parts.extend(x.parts)
+        return _Spikes(parts, op.out_shape)
+
+    # -- the end -----------------------------------------------------------------------
+    def finish(self, key: str) -> list[_Draft]:
+        """The drafts, once the model's output ``key`` is known to be a spiking-free layer."""
+        out = self.values.get(key)
+        if isinstance(out, _Spikes):
+            if out.pool is not None:
+                raise ConversionError(
+                    f"node '{out.pool.node}': average-pool must be followed by a Conv2d or Linear layer"
+                )
+            j = out.parts[-1][0]
+            if j >= 0 and self.drafts[j].kind != "maxpool":
+                raise ConversionError(
+                    f"node '{self.drafts[j].name}': the output layer has a ReLU; remove it so the output "
+                    "integrator reads logits"
+                )
+        if not isinstance(out, _Affine):
             raise ConversionError("the model must end with a Conv2d or Linear layer (the output)")
-        if drafts[-1].relu:
-            raise ConversionError(
-                f"node '{drafts[-1].name}': the output layer has a ReLU; remove it so the output "
-                "integrator reads logits"
-            )
-        for d in drafts[:-1]:
-            if not d.relu:
-                raise ConversionError(f"node '{d.name}': hidden layer without ReLU cannot spike; add nn.ReLU")
-        return drafts
+        self._open(out, None)
+        self.drafts[-1].relu = False
+        return self.drafts
+
+
+def _synapse_draft(op: Op, in_shape: tuple[int, ...], w: torch.Tensor) -> _Draft:
+    """One weight set of a conv or linear op (no bias: the layer holds it)."""
+    return _Draft(op.kind, op.node, in_shape, op.out_shape, weight=w, kernel=op.kernel, stride=op.stride,
+                  padding=op.padding, groups=op.groups)  # fmt: skip
 
 
 def build_drafts(ops: Sequence[Op]) -> list[_Draft]:
-    """Group parsed ops into conv/linear/maxpool drafts with BN and avg-pool folded."""
-    builder = _DraftBuilder(ops)
-    i = 0
-    while i < len(ops):
-        if ops[i].kind in ("conv", "linear"):
-            i = builder.layer(i)
-        else:
-            builder.other(ops[i], last=i == len(ops) - 1)
-            i += 1
-    return builder.finish()
+    """Group parsed ops into conv/linear/maxpool drafts with BN, average-pools, residual
+    sums and concatenations folded into their weight sets."""
+    builder = _GraphBuilder()
+    for i, op in enumerate(ops):
+        builder.add(op, last=i == len(ops) - 1)
+    return builder.finish(ops[-1].key if ops else INPUT)
 
 
 def _batches(calibration: Any, batch_size: int, limit: int) -> Iterator[torch.Tensor]:
@@ -386,9 +507,7 @@ def measure_lambdas(
     with torch.no_grad():
         for x in it:
             seen += len(x)
-            h = x.double()
-            for j, d in enumerate(drafts):
-                h = d.forward(h)
+            for j, (d, h) in enumerate(zip(drafts, run_drafts(drafts, x.double()), strict=True)):
                 if d.relu and d.kind != "maxpool":
                     acts[j].add(h[h > 0].float())
     if seen == 0:
@@ -396,7 +515,7 @@ def measure_lambdas(
     lambdas: list[float] = []
     for j, d in enumerate(drafts):
         if d.kind == "maxpool":
-            lambdas.append(lambdas[-1])  # a pooled rate has its input's scale
+            lambdas.append(lambdas[d.sources[0]])  # a pooled rate has its input's scale
         elif not d.relu:
             lambdas.append(1.0)  # output integrator: keep logits in ANN units
         else:
@@ -461,39 +580,8 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         drafts, _batches(calibration, batch_size, max_calibration_samples), percentile, progress
     )
 
-    layers: list[Layer] = []
-    clips: dict[str, float] = {}
-    prev = 1.0
-    for j, (d, lam) in enumerate(zip(drafts, lambdas, strict=True)):
-        if d.clip is not None:
-            clips[str(j)] = d.clip
-        last = j == len(drafts) - 1
-        if d.kind == "maxpool":
-            layers.append(
-                Layer("maxpool", d.name, d.in_shape, d.out_shape, kernel=d.kernel, stride=d.stride, lam=lam)
-            )
-            continue
-        if d.weight is None or d.bias is None:
-            raise ConversionError(f"node '{d.name}': layer has no weights")
-        w = (d.weight * (prev / lam)).float().numpy()
-        b = (d.bias / lam).float().numpy()
-        layers.append(
-            Layer(
-                d.kind,
-                d.name,
-                d.in_shape,
-                d.out_shape,
-                weight=w,
-                bias=b,  # type: ignore[arg-type]
-                kernel=d.kernel,
-                stride=d.stride,
-                padding=d.padding,
-                groups=d.groups,
-                lam=lam,
-                spiking=not last,
-            )
-        )
-        prev = lam
+    layers = [_layer(j, d, lambdas, last=j == len(drafts) - 1) for j, d in enumerate(drafts)]
+    clips = {str(j): d.clip for j, d in enumerate(drafts) if d.clip is not None}
 
     shape = tuple(int(s) for s in first.shape[1:])
     spec = InputSpec(
@@ -530,13 +618,36 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     return net
 
 
+def _layer(j: int, d: _Draft, lambdas: Sequence[float], last: bool) -> Layer:
+    """Draft j normalised: each weight set from source k scaled by λ_k / λ_j (λ_input = 1),
+    so every input arrives on this layer's scale; the bias by 1 / λ_j."""
+    lam = lambdas[j]
+    inputs = tuple(d.sources) if d.sources != [j - 1] else ()
+    if d.kind == "maxpool":
+        return Layer("maxpool", d.name, d.in_shape, d.out_shape, kernel=d.kernel, stride=d.stride, lam=lam,
+                     inputs=inputs)  # fmt: skip
+    if d.bias is None:
+        raise ConversionError(f"node '{d.name}': layer has no bias")
+
+    def synapses(e: _Draft, src: int, bias: np.ndarray | None) -> Layer:
+        if e.weight is None:
+            raise ConversionError(f"node '{d.name}': layer has no weights")
+        scale = (lambdas[src] if src >= 0 else 1.0) / lam
+        w = (e.weight * scale).float().numpy()
+        return Layer(e.kind, d.name, e.in_shape, d.out_shape, weight=w, bias=bias, kernel=e.kernel,
+                     stride=e.stride, padding=e.padding, groups=e.groups)  # fmt: skip
+
+    extra = tuple(synapses(e, k, None) for e, k in zip(d.extra, d.sources[1:], strict=True))
+    b = (d.bias / lam).float().numpy()
+    main = synapses(d, d.sources[0], b)
+    return replace(main, lam=lam, spiking=not last, inputs=inputs, extra=extra)
+
+
 def _check_folding(model: nn.Module, drafts: Sequence[_Draft], x: torch.Tensor) -> None:
     """The folded ANN must compute what the model computes (up to float error)."""
     with torch.no_grad():
         ref = model(x[:8])
-        h = x[:8].double()
-        for d in drafts:
-            h = d.forward(h)
+        h = run_drafts(drafts, x[:8].double())[-1]
     if ref.shape != h.shape:
         raise ConversionError(f"folded network outputs {tuple(h.shape)}, model outputs {tuple(ref.shape)}")
     # A trailing softmax is in the model but not the logits we keep: compare after it.

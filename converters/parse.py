@@ -23,7 +23,11 @@ from spikecast.ext.core.errors import ConversionError
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-OpKind = Literal["conv", "linear", "bn", "relu", "maxpool", "avgpool", "flatten", "softmax"]
+OpKind = Literal[
+    "conv", "linear", "bn", "relu", "maxpool", "avgpool", "flatten", "softmax", "add", "cat"
+]
+#: The key of the network input among the values ops read.
+INPUT = "<input>"
 
 _DROP_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
 _RELU_FUNCS = (F.relu, torch.relu, torch.nn.functional.relu_, torch.relu_)
@@ -54,6 +58,10 @@ class Op:
     #: kind "avgpool" only: the output size of an AdaptiveAvgPool2d whose windows are
     #: uneven (it folds into a Linear layer only); None for a plain average-pool.
     adaptive: tuple[int, int] | None = None
+    #: The graph: this op's value is ``key`` (its fx node name); it reads the values
+    #: ``inputs`` (keys of earlier ops, or INPUT). "add" sums two, "cat" joins channels.
+    key: str = ""
+    inputs: tuple[str, ...] = ()
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -106,19 +114,27 @@ def _is_shape_query(node: fx.Node) -> bool:
     return False
 
 
+_ADD_FUNCS = (operator.add, torch.add, operator.iadd)
+_CAT_FUNCS = (torch.cat, torch.concat, torch.concatenate)
+
+
 def _ops_from_graph(gm: fx.GraphModule) -> list[Op]:
+    """The ops in graph (topological) order, each naming the values it reads (``inputs``:
+    keys of earlier ops, or ``INPUT``); the model's output is the last op's value."""
     ops: list[Op] = []
-    current: fx.Node | None = None  # the node carrying the activation
+    value: dict[str, str] = {}  # fx node name -> key of the op whose value it is
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise ConversionError(f"the model must take exactly one input, it takes {len(placeholders)}")
     for node in gm.graph.nodes:
         if node.op == "placeholder":
-            current = node
+            value[node.name] = INPUT
             continue
         if node.op == "output":
-            if node.args[0] is not current:
-                raise _refuse(node, "output", "the output must be the end of one chain of layers")
+            out = node.args[0]
+            last = ops[-1].key if ops else INPUT
+            if not isinstance(out, fx.Node) or value.get(out.name) != last:
+                raise _refuse(node, "output", "the output must be the model's last layer (one tensor)")
             break
         if _is_shape_query(node):
             continue  # only feeds view/reshape arguments
@@ -126,28 +142,53 @@ def _ops_from_graph(gm: fx.GraphModule) -> list[Op]:
             raise _refuse(
                 node, f"get_attr {node.target}", "parameters used outside a layer are not supported"
             )
-        if not node.args or node.args[0] is not current:
-            raise _refuse(
-                node,
-                f"{node.op} {getattr(node.target, '__name__', node.target)}",
-                "only a single chain of layers converts (no branches, residuals or concatenation)",
-            )
-        users = (
-            [u for u in current.users if not _is_shape_query(u)]
-            if current
-            else []
-        )
-        if len(users) > 1:
-            raise _refuse(
-                node,
-                "branch",
-                "an activation feeds several layers (a branch or residual connection); only chains convert",
-            )
-        op = _classify(gm, node)
-        if op is not None:
-            ops.append(op)
-        current = node
+        op = _join_op(node, value)
+        if op is None:
+            first = node.args[0] if node.args else None
+            if not isinstance(first, fx.Node) or first.name not in value:
+                raise _refuse(
+                    node,
+                    f"{node.op} {getattr(node.target, '__name__', node.target)}",
+                    "an op must take a layer's output as its first argument",
+                )
+            op = _classify(gm, node)
+            if op is None:  # dropped (Dropout, Identity, contiguous): an alias
+                value[node.name] = value[first.name]
+                continue
+            op = replace(op, key=node.name, inputs=(value[first.name],))
+        ops.append(op)
+        value[node.name] = node.name
     return ops
+
+
+def _tensor_args(node: fx.Node, args: Any, value: dict[str, str], what: str) -> tuple[str, ...]:
+    if not all(isinstance(a, fx.Node) and a.name in value for a in args):
+        raise _refuse(node, what, "only sums and concatenations of layer outputs convert (no constants)")
+    return tuple(value[a.name] for a in args)
+
+
+def _join_op(node: fx.Node, value: dict[str, str]) -> Op | None:
+    """A residual ``+`` / ``torch.add`` or a ``torch.cat`` on dim 1; None for other nodes."""
+    fn = node.target
+    is_add = (node.op == "call_function" and fn in _ADD_FUNCS) or (
+        node.op == "call_method" and fn in ("add", "add_", "__add__")
+    )
+    is_cat = node.op == "call_function" and fn in _CAT_FUNCS
+    if not (is_add or is_cat):
+        return None
+    name = getattr(fn, "__name__", str(fn))
+    shape = _shape(node)
+    if is_add:
+        if node.kwargs.get("alpha", 1) != 1 or len(node.args) != 2:
+            raise _refuse(node, name, "only a plain sum of two tensors converts (no alpha)")
+        inputs = _tensor_args(node, node.args, value, name)
+        return Op("add", node.name, shape, shape, key=node.name, inputs=inputs)
+    parts = node.args[0] if node.args else node.kwargs.get("tensors")
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if not isinstance(parts, (list, tuple)) or not isinstance(dim, int) or dim % (len(shape) + 1) != 1:
+        raise _refuse(node, name, "only a concatenation of channels (dim=1) converts")
+    inputs = _tensor_args(node, parts, value, name)
+    return Op("cat", node.name, shape, shape, key=node.name, inputs=inputs)
 
 
 @dataclass(frozen=True)
@@ -325,8 +366,6 @@ def _classify_function(fn: Any, site: _Site) -> Op | None:
     if fn in (F.softmax, torch.softmax, F.log_softmax):
         return site.op("softmax")
     fname = getattr(fn, "__name__", str(fn))
-    if fn in (operator.add, torch.add, torch.cat):
-        raise site.refuse(fname, "residual additions and concatenations are not supported")
     raise site.refuse(fname, _fix_for(fname))
 
 
@@ -369,4 +408,4 @@ def _fix_for(what: str) -> str:
     return "supported ops are Conv2d, Linear, BatchNorm, ReLU, MaxPool2d, AvgPool2d, Flatten, Dropout"
 
 
-__all__ = ["Op", "trace"]
+__all__ = ["INPUT", "Op", "trace"]

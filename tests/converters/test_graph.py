@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from spikecast.converters import convert
-from spikecast.converters.conversion import ann_logits, build_drafts
+from spikecast.converters.conversion import ann_logits, build_drafts, run_drafts
 from spikecast.converters.parse import trace
 from spikecast.converters.reference import simulate
 from torch import nn
@@ -83,9 +83,7 @@ def randomise_bn(model: nn.Module) -> nn.Module:
 def assert_exact(model: nn.Module, x: torch.Tensor) -> None:
     """The folded drafts and the normalised network compute what the model computes."""
     drafts = build_drafts(trace(model, x[:1]))
-    h = x.double()
-    for d in drafts:
-        h = d.forward(h)
+    h = run_drafts(drafts, x.double())[-1]
     with torch.no_grad():
         ref = model(x).double()
     assert float((h - ref).abs().max()) < 1e-5
@@ -338,3 +336,143 @@ def test_inexact_pools_are_refused(pool: nn.Module, head: nn.Module, match: str 
     model = PoolNet(pool, head, "flatten" if isinstance(head, nn.Linear) else "none").eval()
     with pytest.raises(ConversionError, match=match):
         convert(model, np.random.default_rng(0).random((4, 2, 8, 8), dtype=np.float32), progress=False)
+
+
+# -- residual sums and concatenation -------------------------------------------------
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + skip(x)),
+    the skip an identity or a 1x1-conv + BN projection."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+def resnet(width: int = 16) -> nn.Module:
+    """A small ResNet: stem, an identity-skip block, a projection-skip block (stride 2),
+    global average pooling, a classifier."""
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        BasicBlock(width, width, 1), BasicBlock(width, 2 * width, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 10),
+    )  # fmt: skip
+
+
+class DenseNet(nn.Module):
+    """DenseNet-style (post-activation): each conv reads the concatenation of all earlier
+    feature maps; a max-pool of a concatenation; a classifier over a concatenation."""
+
+    def __init__(self, g: int = 8) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, g, 3, padding=1)
+        self.c2 = nn.Conv2d(g, g, 3, padding=1)
+        self.c3 = nn.Conv2d(2 * g, g, 3, padding=1)
+        self.bn3 = nn.BatchNorm2d(g)
+        self.pool = nn.MaxPool2d(2)
+        self.c4 = nn.Conv2d(3 * g, 2 * g, 1)
+        self.fc = nn.Linear(2 * g * 16 + 3 * g * 16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.c1(x))
+        b = torch.relu(self.c2(a))
+        c = torch.relu(self.bn3(self.c3(torch.cat([a, b], dim=1))))
+        p = self.pool(torch.cat((a, b, c), 1))
+        d = torch.relu(self.c4(p))
+        return self.fc(torch.cat([d, p], 1).flatten(1))
+
+
+def test_residual_blocks_fold_exactly() -> None:
+    torch.manual_seed(6)
+    model = randomise_bn(resnet(8))
+    x = torch.rand(8, 1, 8, 8)
+    assert_exact(model, x)
+    net = convert(model, x.numpy(), progress=False)
+    kinds = [(ly.kind, ly.inputs, [e.kernel for e in ly.extra]) for ly in net.layers]
+    assert kinds == [
+        ("conv", (), []),
+        ("conv", (), []),
+        ("conv", (1, 0), [(1, 1)]),  # conv2 + the identity skip from the stem
+        ("conv", (), []),
+        ("conv", (3, 2), [(1, 1)]),  # conv2 + the 1x1 stride-2 projection of the block input
+        ("linear", (), []),
+    ]
+    # λ: the skip arrives on the destination's scale, an identity weighing λ_src / λ_dst.
+    skip = net.layers[2].extra[0].weight
+    ratio = net.layers[0].lam / net.layers[2].lam
+    np.testing.assert_allclose(skip[:, :, 0, 0], np.eye(8) * ratio, rtol=1e-6)
+    assert net.layers[4].extra[0].stride == (2, 2)
+
+
+def test_concatenations_fold_exactly() -> None:
+    torch.manual_seed(7)
+    model = randomise_bn(DenseNet())
+    x = torch.rand(8, 1, 8, 8)
+    assert_exact(model, x)
+    net = convert(model, x.numpy(), progress=False)
+    assert [ly.inputs for ly in net.layers] == [(), (), (0, 1), (0,), (1,), (2,), (3, 4, 5), (6, 3, 4, 5)]
+    assert [ly.kind for ly in net.layers[3:6]] == ["maxpool"] * 3  # the pool of a concatenation, per part
+
+
+@pytest.mark.parametrize("build", [resnet, DenseNet], ids=["resnet", "densenet"])
+def test_residual_and_dense_nets_convert_on_digits(build, digits) -> None:
+    ann, snn = accuracies(train(build(), digits), digits)
+    assert ann > 0.93
+    assert snn >= ann - 0.02, (snn, ann)
+
+
+class Unconvertible(nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.c1 = nn.Conv2d(1, 2, 3, padding=1)
+        self.c2 = nn.Conv2d(2, 2, 3, padding=1)
+        self.fc = nn.Linear(32, 2)
+        self.fc64 = nn.Linear(64, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.c1(x))
+        fc = self.fc64
+        if self.how == "cat_dim2":
+            y = torch.cat([a, a], dim=2)
+        elif self.how == "cat_affine":
+            y = torch.cat([a, self.c2(a)], dim=1)
+        elif self.how == "scaled_add":
+            y, fc = torch.add(a, self.c2(a), alpha=2), self.fc
+        else:
+            y, fc = a + 1.0, self.fc
+        return fc(torch.relu(y).flatten(1))
+
+
+@pytest.mark.parametrize(
+    ("how", "match"),
+    [
+        ("cat_dim2", r"node 'cat' \(call_function cat\).*only a concatenation of channels"),
+        ("cat_affine", r"node 'cat': concatenation of 'c2', a layer without ReLU"),
+        ("scaled_add", r"node 'add' \(call_function add\).*no alpha"),
+        ("constant", r"node 'add' \(call_function add\).*no constants"),
+    ],
+)
+def test_unsupported_joins_are_refused_with_the_node_and_fix(how: str, match: str) -> None:
+    from spikecast.converters import ConversionError
+
+    model = Unconvertible(how).eval()
+    with pytest.raises(ConversionError, match=match):
+        convert(model, np.random.default_rng(0).random((4, 1, 4, 4), dtype=np.float32), progress=False)
