@@ -89,7 +89,7 @@ class _Draft:
         if self.extra:
             raise ConversionError(f"node '{self.name}': a layer with several inputs needs run_drafts")
         if self.kind == "maxpool":
-            return F.max_pool2d(x, self.kernel, self.stride)
+            return F.max_pool2d(x, self.kernel, self.stride, self.padding)
         return self.activate(self.synapses(x))
 
 
@@ -99,7 +99,7 @@ def run_drafts(drafts: Sequence[_Draft], x: torch.Tensor) -> list[torch.Tensor]:
     for d in drafts:
         h = [x if j < 0 else outs[j] for j in d.sources]
         if d.kind == "maxpool":
-            outs.append(F.max_pool2d(h[0], d.kernel, d.stride))
+            outs.append(F.max_pool2d(h[0], d.kernel, d.stride, d.padding))
             continue
         y = d.synapses(h[0])
         for e, hk in zip(d.extra, h[1:], strict=True):
@@ -333,7 +333,7 @@ class _GraphBuilder:
         for j, c in x.parts:  # max-pooling a concatenation pools each part
             shape = (c, *op.out_shape[1:])
             self._append(_Draft("maxpool", op.node, (c, *op.in_shape[1:]), shape, kernel=op.kernel,
-                                stride=op.stride, relu=True, sources=[j]))  # fmt: skip
+                                stride=op.stride, padding=op.padding, relu=True, sources=[j]))  # fmt: skip
             outs.append((len(self.drafts) - 1, c))
         return _Spikes(outs, op.out_shape)
 
@@ -624,8 +624,8 @@ def _layer(j: int, d: _Draft, lambdas: Sequence[float], last: bool) -> Layer:
     lam = lambdas[j]
     inputs = tuple(d.sources) if d.sources != [j - 1] else ()
     if d.kind == "maxpool":
-        return Layer("maxpool", d.name, d.in_shape, d.out_shape, kernel=d.kernel, stride=d.stride, lam=lam,
-                     inputs=inputs)  # fmt: skip
+        return Layer("maxpool", d.name, d.in_shape, d.out_shape, kernel=d.kernel, stride=d.stride,
+                     padding=d.padding, lam=lam, inputs=inputs)  # fmt: skip
     if d.bias is None:
         raise ConversionError(f"node '{d.name}': layer has no bias")
 
@@ -679,7 +679,7 @@ def ann_logits(net: Network, x: np.ndarray | torch.Tensor, batch_size: int = 512
                 srcs = ly.sources(j)
                 h = xb if srcs[0] < 0 else outs[srcs[0]]
                 if ly.kind == "maxpool":
-                    outs.append(F.max_pool2d(h, ly.kernel, ly.stride))
+                    outs.append(F.max_pool2d(h, ly.kernel, ly.stride, ly.padding))
                     continue
                 h = _apply_synapses(ly, h, with_bias=True)
                 for k, e in zip(srcs[1:], ly.extra, strict=True):

@@ -244,10 +244,10 @@ def _bn_op(m: nn.BatchNorm1d | nn.BatchNorm2d, site: _Site) -> Op:
 
 
 def _maxpool_op(m: nn.MaxPool2d, site: _Site) -> Op:
-    if m.ceil_mode or _pair(m.dilation) != (1, 1) or _pair(m.padding) != (0, 0):
-        raise site.refuse(type(m).__name__, "max-pool needs padding=0, dilation=1, ceil_mode=False")
-    stride = m.stride if m.stride is not None else m.kernel_size
-    return site.op("maxpool", kernel=_pair(m.kernel_size), stride=_pair(stride))
+    if m.ceil_mode or _pair(m.dilation) != (1, 1):
+        raise site.refuse(type(m).__name__, "max-pool needs dilation=1, ceil_mode=False")
+    stride = m.stride if m.stride else m.kernel_size
+    return site.op("maxpool", kernel=_pair(m.kernel_size), stride=_pair(stride), padding=_pair(m.padding))
 
 
 def _avgpool_op(m: nn.AvgPool2d, site: _Site) -> Op:

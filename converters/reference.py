@@ -84,8 +84,12 @@ def _params(layer: Layer, device: torch.device) -> tuple[torch.Tensor, torch.Ten
 
 
 def gated_maxpool(s: torch.Tensor, counts: torch.Tensor, layer: Layer) -> torch.Tensor:
-    """Pass the spike of each window's winner: the largest count, lowest flat index on a tie."""
-    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    """Pass the spike of each window's winner: the largest count, lowest flat index on a tie.
+    Padding is no input: count -1 (never the winner), no spike."""
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+    if ph or pw:
+        counts = F.pad(counts, (pw, pw, ph, ph), value=-1.0)
+        s = F.pad(s, (pw, pw, ph, ph), value=0.0)
     win_c = counts.unfold(2, kh, sh).unfold(3, kw, sw)  # (B, C, OH, OW, kh, kw)
     win_s = s.unfold(2, kh, sh).unfold(3, kw, sw)
     flat_c = win_c.reshape(*win_c.shape[:4], kh * kw)

@@ -372,13 +372,14 @@ def _compile_layer(i: int, layer: Layer, prev_shape: tuple[int, ...]) -> dict[st
     if not (np.isfinite(np.float32(layer.threshold)) and np.float32(layer.threshold) > 0):
         raise ParameterError(f"{where}: threshold {layer.threshold} is not a positive float32")
     if layer.kind == "maxpool":
-        if tuple(layer.padding) != (0, 0):
-            raise ParameterError(f"{where}: gated max-pool with padding is not supported")
-        ptr, _, win = _tap_tables(in_chw[1:], out_chw[1:], layer.kernel, layer.stride, (0, 0))
-        # Each window's first (top-left) input: the winner while all counts are 0.
+        (sh, sw), (ph, pw) = layer.stride, layer.padding
+        ptr, _, win = _tap_tables(in_chw[1:], out_chw[1:], layer.kernel, layer.stride, (ph, pw))
+        # Each window's first (top-left) input inside the map: the winner while all counts
+        # are 0 (padding is never an input: it neither spikes nor wins).
         c, oh, ow = out_chw
         oy, ox, ch = np.meshgrid(np.arange(oh), np.arange(ow), np.arange(c), indexing="ij")
-        first = ((oy * layer.stride[0]) * in_chw[2] + ox * layer.stride[1]) * c + ch
+        y0, x0 = np.maximum(oy * sh - ph, 0), np.maximum(ox * sw - pw, 0)
+        first = (y0 * in_chw[2] + x0) * c + ch
         d.update(tab_ptr=_i32(ptr, where), tab_m=_i32(win, where), win_init=_i32(first, where))
         return d
     weight = np.asarray(layer.weight, np.float32)

@@ -212,9 +212,9 @@ class Residual(nn.Module):
         ),
         (
             nn.Sequential(
-                nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2, padding=1), nn.Flatten(), nn.Linear(8, 2)
+                nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True), nn.Flatten(), nn.Linear(2, 2)
             ),
-            "padding=0",
+            "ceil_mode=False",
         ),
         (
             nn.Sequential(

@@ -41,10 +41,10 @@ def conv(  # noqa: PLR0913  (a test builder: one keyword per Layer field it vari
     )  # fmt: skip
 
 
-def pool(name: str, in_shape: tuple[int, int, int], k: int, s: int) -> Layer:
+def pool(name: str, in_shape: tuple[int, int, int], k: int, s: int, p: int = 0) -> Layer:
     c, h, w = in_shape
-    out = (c, (h - k) // s + 1, (w - k) // s + 1)
-    return Layer("maxpool", name, in_shape, out, kernel=(k, k), stride=(s, s))
+    out = (c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+    return Layer("maxpool", name, in_shape, out, kernel=(k, k), stride=(s, s), padding=(p, p))
 
 
 def linear(
@@ -211,7 +211,7 @@ def identity(in_shape: tuple[int, int, int], scale: float) -> Layer:
 def net_dag(seed: int = 10, reset: str = "subtract", kind: str = "frame") -> Network:
     """A residual and concatenating DAG on (2, 8, 8):
     0 conv -> 1 conv -> 2 conv(1) + identity(0) -> 3 conv s2 -> 4 conv(3) + 1x1 s2 projection(2)
-    -> 5 conv over cat(4, 3) -> 6 max-pool of 2 (not the previous layer) -> 7 linear output
+    -> 5 conv over cat(4, 3) -> 6 padded max-pool of 2 (not the previous layer) -> 7 linear output
     over cat(5, 6)."""
     rng = np.random.default_rng(seed)
     l0 = conv(rng, "conv0", (2, 8, 8), 4, (3, 3), (1, 1), (1, 1), w=(-30, 60))
@@ -232,7 +232,7 @@ def net_dag(seed: int = 10, reset: str = "subtract", kind: str = "frame") -> Net
         (4, 3),
         conv(rng, "cat5b", l3.out_shape, 5, (3, 3), (1, 1), (1, 1), w=(-30, 50)),
     )
-    l6 = with_inputs(pool("pool6", l2.out_shape, 2, 2), (2,))
+    l6 = with_inputs(pool("pool6", l2.out_shape, 3, 2, 1), (2,))  # ResNet's stem pool: k3 s2 p1
     l7 = with_inputs(
         linear(rng, "out", l5.out_shape, 3, spiking=False),
         (5, 6),

@@ -4,7 +4,8 @@ reference simulator.
 torchvision itself is not a dependency (and its wheels pin a torch), so the models are
 written out here with torchvision's structure at reduced width, on 32x32 inputs:
 vgg11_bn (conv-BN-ReLU, max-pools, AdaptiveAvgPool2d(7) of a 1x1 map, a dropout
-classifier) and mobilenet_v2's layers (ReLU6, depthwise 3x3, pointwise 1x1, global
+classifier), resnet18 (residual sums with identity and projection skips, a padded
+max-pool) and mobilenet_v2's layers (ReLU6, depthwise 3x3, pointwise 1x1, global
 average pooling) without its residual adds, which do not convert yet. After conversion
 the weights are rounded to multiples of 2^-8 (and frames too), so every sum is exact in
 float32 and the engine must reproduce the reference bit for bit, as in test_engine.py.
@@ -62,6 +63,60 @@ def vgg11_bn(div: int = 16, num_classes: int = 10) -> nn.Module:
             return self.classifier(x)
 
     return VGG()
+
+
+class BasicBlock(nn.Module):
+    """torchvision.models.resnet.BasicBlock."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+def resnet18(div: int = 8, num_classes: int = 10) -> nn.Module:
+    """torchvision.models.resnet18 with every width divided by ``div``: 7x7/2 stem, a
+    3x3/2 max-pool with padding 1, four stages of two BasicBlocks (identity skips, and
+    1x1 stride-2 projections where the shape changes), global average pooling, fc."""
+    w = [64 // div, 128 // div, 256 // div, 512 // div]
+
+    class ResNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, w[0], 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(w[0])
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+            stages, c = [], w[0]
+            for i, cout in enumerate(w):
+                stride = 1 if i == 0 else 2
+                stages.append(nn.Sequential(BasicBlock(c, cout, stride), BasicBlock(cout, cout, 1)))
+                c = cout
+            self.layer1, self.layer2, self.layer3, self.layer4 = stages
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(c, num_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    return ResNet()
 
 
 def mobilenet_v2_layers(div: int = 4, num_classes: int = 10) -> nn.Module:
@@ -123,7 +178,9 @@ def _frames(n: int, seed: int = 0) -> np.ndarray:
     return (rng.integers(0, 256, size=(n, 3, 32, 32)) * Q).astype(np.float32)
 
 
-@pytest.mark.parametrize("build", [vgg11_bn, mobilenet_v2_layers], ids=["vgg11_bn", "mobilenet_v2_layers"])
+@pytest.mark.parametrize(
+    "build", [vgg11_bn, resnet18, mobilenet_v2_layers], ids=["vgg11_bn", "resnet18", "mobilenet_v2_layers"]
+)
 def test_torchvision_shaped_nets_convert_and_run_spike_exact(build) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -156,5 +213,8 @@ def test_torchvision_shaped_nets_convert_and_run_spike_exact(build) -> None:
     # Not trivial: every spiking layer spikes, but not always.
     for lay in spiking:
         assert 0 < ref.spikes[lay].mean() < 1, (lay, ref.spikes[lay].mean())
+    if build is resnet18:  # 8 residual sums: 5 identity skips, 3 projections
+        sums = [ly for ly in net.layers if ly.extra]
+        assert len(sums) == 8 and sum(ly.extra[0].stride == (2, 2) for ly in sums) == 3
     if build is mobilenet_v2_layers:
         assert sum(ly.groups > 1 for ly in net.layers) == 4  # the depthwise convs
