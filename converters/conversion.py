@@ -249,7 +249,7 @@ class _GraphBuilder:
     def _conv(self, op: Op, ins: list[_Value], last: bool) -> _Value:
         x = ins[0]
         if isinstance(x, _Affine):
-            raise ConversionError(f"node '{x.name}': hidden layer without ReLU cannot spike; add nn.ReLU")
+            return self._compose(op, x)
         mod = op.module
         if mod is None:
             raise ConversionError(f"node '{op.node}': missing module")
@@ -272,6 +272,28 @@ class _GraphBuilder:
         return _Affine(op.node, op.out_shape, terms, b)
 
     _linear = _conv
+
+    def _compose(self, op: Op, x: _Affine) -> _Affine:
+        """A pointwise (1x1, stride 1) conv of a weighted sum without activation (e.g.
+        MobileNetV2's linear bottleneck, or its residual stream) is one more linear map:
+        it composes into each weight set, W·(Σ W_k S_k + b) = Σ (W·W_k) S_k + W·b."""
+        pointwise = op.kind == "conv" and op.kernel == (1, 1) and op.stride == (1, 1)
+        if not pointwise or op.padding != (0, 0) or op.groups != 1 or op.module is None:
+            raise ConversionError(f"node '{x.name}': hidden layer without ReLU cannot spike; add nn.ReLU")
+        w = op.module.weight.detach().double()[:, :, 0, 0]
+        b = w @ x.bias
+        if op.module.bias is not None:
+            b = b + op.module.bias.detach().double()
+        terms = []
+        for j, t in x.terms:
+            if t.weight is None or t.groups != 1:
+                raise ConversionError(
+                    f"node '{op.node}': a 1x1 conv after '{x.name}', a grouped layer without ReLU, "
+                    "does not compose; add an activation"
+                )
+            wt = torch.einsum("om,m...->o...", w, t.weight)
+            terms.append((j, replace(t, name=op.node, out_shape=op.out_shape, weight=wt)))
+        return _Affine(op.node, op.out_shape, terms, b)
 
     def _bn(self, op: Op, ins: list[_Value], last: bool) -> _Value:
         x = ins[0]

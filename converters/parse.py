@@ -263,10 +263,11 @@ def _avgpool_op(m: nn.AvgPool2d, site: _Site) -> Op:
     )
 
 
-def _adaptive_avgpool_op(m: nn.AdaptiveAvgPool2d, site: _Site) -> Op:
-    """AdaptiveAvgPool2d to an output size that divides the map: a plain average-pool."""
+def _adaptive_avgpool_op(m: nn.AdaptiveAvgPool2d | None, site: _Site) -> Op:
+    """AdaptiveAvgPool2d (or F.adaptive_avg_pool2d) to an output size that divides the
+    map: a plain average-pool."""
     if len(site.in_shape) != 3 or len(site.out_shape) != 3:
-        raise site.refuse(type(m).__name__, "adaptive average-pool needs a (C, H, W) map")
+        raise site.refuse("AdaptiveAvgPool2d", "adaptive average-pool needs a (C, H, W) map")
     (_, h, w), (_, oh, ow) = site.in_shape, site.out_shape
     if h % oh or w % ow:
         # Uneven or overlapping windows (VGG's 7x7 of a 1x1 map: a replication): still a
@@ -361,8 +362,8 @@ def _classify_function(fn: Any, site: _Site) -> Op | None:
         return clip
     if fn in (torch.flatten, torch.reshape):
         return site.flatten()
-    if fn is torch.mean:
-        return _mean_op(site)
+    if fn in (torch.mean, F.adaptive_avg_pool2d):  # global average pooling
+        return _mean_op(site) if fn is torch.mean else _adaptive_avgpool_op(None, site)
     if fn in (F.softmax, torch.softmax, F.log_softmax):
         return site.op("softmax")
     fname = getattr(fn, "__name__", str(fn))

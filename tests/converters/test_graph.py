@@ -476,3 +476,51 @@ def test_unsupported_joins_are_refused_with_the_node_and_fix(how: str, match: st
     model = Unconvertible(how).eval()
     with pytest.raises(ConversionError, match=match):
         convert(model, np.random.default_rng(0).random((4, 1, 4, 4), dtype=np.float32), progress=False)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: expand 1x1, depthwise 3x3 (ReLU6), project 1x1 without an
+    activation (a linear bottleneck), plus x when the shapes match."""
+
+    def __init__(self, inp: int, oup: int, stride: int, t: int) -> None:
+        super().__init__()
+        hid = inp * t
+        self.res = stride == 1 and inp == oup
+        self.conv = nn.Sequential(
+            nn.Conv2d(inp, hid, 1, bias=False), nn.BatchNorm2d(hid), nn.ReLU6(),
+            nn.Conv2d(hid, hid, 3, stride, 1, groups=hid, bias=False), nn.BatchNorm2d(hid), nn.ReLU6(),
+            nn.Conv2d(hid, oup, 1, bias=False), nn.BatchNorm2d(oup),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.res else self.conv(x)
+
+
+def mobilenet() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU6(),
+        InvertedResidual(16, 16, 1, 2), InvertedResidual(16, 16, 1, 2), InvertedResidual(16, 24, 2, 2),
+        InvertedResidual(24, 24, 1, 2),
+        nn.Conv2d(24, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+    )  # fmt: skip
+
+
+def test_linear_bottlenecks_compose_exactly() -> None:
+    """The residual stream (sums of projections, never activated) is no layer: each 1x1
+    conv that reads it gets one weight set per spiking layer that feeds the stream."""
+    torch.manual_seed(8)
+    model = randomise_bn(mobilenet())
+    x = torch.rand(8, 1, 8, 8)
+    assert_exact(model, x)
+    net = convert(model, x.numpy(), progress=False)
+    # Block 2's expansion reads block 1's depthwise layer (through its projection) and
+    # the stem (the identity skip): two inputs; block 3's reads three.
+    n_inputs = [len(ly.extra) + 1 for ly in net.layers if ly.kind == "conv" and ly.kernel == (1, 1)]
+    assert n_inputs[:4] == [1, 2, 3, 1]
+
+
+def test_mobilenet_style_net_converts_on_digits(digits) -> None:
+    ann, snn = accuracies(train(mobilenet(), digits), digits)
+    assert ann > 0.9
+    assert snn >= ann - 0.03, (snn, ann)

@@ -5,8 +5,8 @@ torchvision itself is not a dependency (and its wheels pin a torch), so the mode
 written out here with torchvision's structure at reduced width, on 32x32 inputs:
 vgg11_bn (conv-BN-ReLU, max-pools, AdaptiveAvgPool2d(7) of a 1x1 map, a dropout
 classifier), resnet18 (residual sums with identity and projection skips, a padded
-max-pool) and mobilenet_v2's layers (ReLU6, depthwise 3x3, pointwise 1x1, global
-average pooling) without its residual adds, which do not convert yet. After conversion
+max-pool) and mobilenet_v2's first stages (ReLU6, depthwise 3x3, linear bottlenecks and
+their residual sums, global average pooling). After conversion
 the weights are rounded to multiples of 2^-8 (and frames too), so every sum is exact in
 float32 and the engine must reproduce the reference bit for bit, as in test_engine.py.
 """
@@ -119,26 +119,49 @@ def resnet18(div: int = 8, num_classes: int = 10) -> nn.Module:
     return ResNet()
 
 
-def mobilenet_v2_layers(div: int = 4, num_classes: int = 10) -> nn.Module:
-    """mobilenet_v2's building blocks (ConvBNReLU6, expand 1x1, depthwise 3x3, project 1x1,
-    last 1x1 conv, mean over (2, 3), dropout classifier), residual adds left out. The
-    linear bottleneck (project without activation) is followed by the next expansion,
-    so here a ReLU6 closes each block: a spiking layer needs an activation."""
+class InvertedResidual(nn.Module):
+    """torchvision.models.mobilenetv2.InvertedResidual: expand 1x1 (ReLU6), depthwise 3x3
+    (ReLU6), project 1x1 with no activation (the linear bottleneck), plus x when the
+    shape allows."""
 
-    def cbr(cin: int, cout: int, k: int = 3, s: int = 1, g: int = 1) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=g, bias=False), nn.BatchNorm2d(cout),
-                nn.ReLU6(inplace=True)]  # fmt: skip
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int) -> None:
+        super().__init__()
+        hidden = inp * expand_ratio
+        self.use_res_connect = stride == 1 and inp == oup
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers += _cbr(inp, hidden, 1)
+        layers += [*_cbr(hidden, hidden, 3, stride, hidden), nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
+                   nn.BatchNorm2d(oup)]  # fmt: skip
+        self.conv = nn.Sequential(*layers)
 
-    def block(cin: int, cout: int, s: int, t: int) -> list[nn.Module]:
-        hid = cin * t
-        return [*cbr(cin, hid, 1), *cbr(hid, hid, 3, s, hid), *cbr(hid, cout, 1)]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)
 
-    c = [32 // div, 16 // div, 24 // div, 32 // div, 64 // div]
-    feats = [*cbr(3, c[0], 3, 2), *cbr(c[0], c[0], 3, 1, c[0]), *cbr(c[0], c[1], 1)]
-    feats += [*block(c[1], c[2], 2, 6), *block(c[2], c[3], 2, 6), *block(c[3], c[4], 2, 6)]
-    feats += cbr(c[4], 1280 // div, 1)
 
-    class MobileNet(nn.Module):
+def _cbr(cin: int, cout: int, k: int = 3, s: int = 1, g: int = 1) -> list[nn.Module]:
+    """Conv2dNormActivation with ReLU6."""
+    return [nn.Conv2d(cin, cout, k, s, (k - 1) // 2, groups=g, bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU6(inplace=True)]  # fmt: skip
+
+
+def mobilenet_v2(div: int = 4, num_classes: int = 10) -> nn.Module:
+    """torchvision.models.mobilenet_v2 with widths divided by ``div`` and its first stages
+    (t, c, n, s) = (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 2): residual
+    sums of linear bottlenecks, which have no activation, so the residual stream is not a
+    spiking layer; the 1x1 convs that read it compose its weight sets into their own."""
+    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 2)]
+    c = 32 // div
+    feats: list[nn.Module] = [*_cbr(3, c, 3, 2)]
+    for t, ch, n, s in settings:
+        for i in range(n):
+            feats.append(InvertedResidual(c, ch // div, s if i == 0 else 1, t))
+            c = ch // div
+    feats += _cbr(c, 1280 // div, 1)
+
+    class MobileNetV2(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.features = nn.Sequential(*feats)
@@ -146,10 +169,10 @@ def mobilenet_v2_layers(div: int = 4, num_classes: int = 10) -> nn.Module:
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             x = self.features(x)
-            x = x.mean((2, 3))  # torchvision: adaptive_avg_pool2d(x, (1, 1)) then flatten
-            return self.classifier(x)
+            x = nn.functional.adaptive_avg_pool2d(x, (1, 1))
+            return self.classifier(torch.flatten(x, 1))
 
-    return MobileNet()
+    return MobileNetV2()
 
 
 def _randomise_bn(model: nn.Module) -> nn.Module:
@@ -179,7 +202,7 @@ def _frames(n: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "build", [vgg11_bn, resnet18, mobilenet_v2_layers], ids=["vgg11_bn", "resnet18", "mobilenet_v2_layers"]
+    "build", [vgg11_bn, resnet18, mobilenet_v2], ids=["vgg11_bn", "resnet18", "mobilenet_v2"]
 )
 def test_torchvision_shaped_nets_convert_and_run_spike_exact(build) -> None:
     threads = torch.get_num_threads()
@@ -216,5 +239,6 @@ def test_torchvision_shaped_nets_convert_and_run_spike_exact(build) -> None:
     if build is resnet18:  # 8 residual sums: 5 identity skips, 3 projections
         sums = [ly for ly in net.layers if ly.extra]
         assert len(sums) == 8 and sum(ly.extra[0].stride == (2, 2) for ly in sums) == 3
-    if build is mobilenet_v2_layers:
-        assert sum(ly.groups > 1 for ly in net.layers) == 4  # the depthwise convs
+    if build is mobilenet_v2:
+        assert sum(ly.groups > 1 for ly in net.layers) == 8  # the depthwise convs
+        assert sum(len(ly.extra) for ly in net.layers) > 0  # residual streams composed in
