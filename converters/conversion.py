@@ -3,14 +3,20 @@
 Rueckauer et al. (2017): IF neurons with reset by subtraction fire at rates that
 track ReLU activations. The steps are:
 
-1. parse the model with torch.fx (:mod:`spikecast.converters.parse`);
+1. parse the model with torch.fx (:mod:`spikecast.converters.parse`) into a graph
+   of ops;
 2. fold BatchNorm into the conv/linear layer before it, and average-pooling into
-   the layer after it where that is exact;
+   the layer after it where that is exact; a residual sum or a channel
+   concatenation becomes one layer with one weight set per input (an identity skip
+   is a 1x1 identity weight set; a 1x1 conv of a sum without activation composes
+   into its weight sets), and a layer opens at every activation;
 3. measure each ReLU layer's activations on calibration data and take λ_l, the
    p-th percentile of the nonzero ones (p = 100 is max-norm); a clipped ReLU is
    mapped onto the neuron's saturation (below);
 4. rescale: W_l ← W_l · λ_{l-1} / λ_l and b_l ← b_l / λ_l (λ_0 = 1; the output
    layer keeps λ_L = 1 so its integrated V_L / t is in the ANN's logit units);
+   each weight set of a layer with several inputs is scaled by λ_src / λ_l, so
+   every input (both branches of a residual sum) arrives on the layer's scale;
 5. optionally run a held-out set through the reference simulator to record the
    calibration table that the early-exit rule uses.
 

@@ -328,8 +328,8 @@ class Network:
                 f"{where}: {len(srcs)} inputs need {len(srcs) - 1} extra weight sets, got "
                 f"{len(layer.extra)} (at most {MAX_INPUTS} inputs)"
             )
-        for j in srcs:
-            if not (is_int(j) and (0 <= j < i or j == -1 == i - 1)):
+        for k, j in enumerate(srcs):  # the input (-1) only as layer 0's primary
+            if not (is_int(j) and (0 <= j < i or (j == -1 and i == k == 0))):
                 raise ParameterError(
                     f"{where}: input {j} is not an earlier layer (-1: the input, layer 0 only)"
                 )

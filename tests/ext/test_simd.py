@@ -131,9 +131,10 @@ def test_bench_roofline_adds_rows_on_every_path(restore_paths: None) -> None:
         assert membrane.tobytes() == want.tobytes(), path
 
 
-def test_grouped_convs_match_on_every_path(restore_paths: None) -> None:
-    """Grouped/depthwise scatter (runs offset to the spike's group) agrees on every path."""
-    for net in (nets.net_grouped(kind="events"), nets.net_grouped_wide(kind="frame")):
+def test_grouped_convs_and_dags_match_on_every_path(restore_paths: None) -> None:
+    """Grouped/depthwise scatter (runs offset to the spike's group) and layers with several
+    inputs agree on every path."""
+    for net in (nets.net_grouped(kind="events"), nets.net_grouped_wide(kind="frame"), nets.net_dag()):
         want, want_logits = _trace(net, "portable", seed=2, n_steps=16)
         assert sum(len(s) for s in want) > 0
         for path in _supported()[1:]:

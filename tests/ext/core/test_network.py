@@ -146,6 +146,11 @@ def test_bad_inputs_are_refused() -> None:
     for match, layer in bad.items():
         with pytest.raises(ParameterError, match=match):
             net.with_(layers=(*net.layers[:2], layer, net.layers[3]))
+    # The network input feeds layer 0's own weights only (the engine's frame current).
+    first = net.layers[0]
+    twice = replace(first, inputs=(-1, -1), extra=(replace(first, bias=None),))
+    with pytest.raises(ParameterError, match="layer 0 only"):
+        net.with_(layers=(twice, *net.layers[1:]))
 
 
 def test_summary_lists_layers_lambdas_and_input(tmp_path: Path) -> None:
