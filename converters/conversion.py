@@ -308,11 +308,13 @@ class _GraphBuilder:
                 f"node '{op.node}': BatchNorm must directly follow a Conv2d or Linear layer to be folded"
             )
         bias = x.bias
-        for _, t in x.terms:
+        terms = []  # new weight sets: the unfolded value may have other readers
+        for j, t in x.terms:
             assert t.weight is not None
-            t.weight, _ = _fold_bn(t.weight, torch.zeros_like(bias), op.module)  # type: ignore[arg-type]
+            w, _ = _fold_bn(t.weight, torch.zeros_like(bias), op.module)  # type: ignore[arg-type]
+            terms.append((j, replace(t, weight=w)))
         _, bias = _fold_bn(torch.zeros(len(bias), 1, dtype=bias.dtype), bias, op.module)  # type: ignore[arg-type]
-        return _Affine(x.name, x.out_shape, x.terms, bias)
+        return _Affine(x.name, x.out_shape, terms, bias)
 
     def _relu(self, op: Op, ins: list[_Value], last: bool) -> _Value:
         x = ins[0]

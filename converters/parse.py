@@ -7,8 +7,10 @@ neuron's saturation, see conversion.py), MaxPool2d, AvgPool2d (any kernel, strid
 padding; folded where exact), AdaptiveAvgPool2d to sizes that divide the map and
 ``mean`` over (2, 3) (global average pooling), Flatten and ``view``/``reshape``/
 ``flatten`` (method or function) to (B, N), Dropout and Identity
-(dropped), and a trailing Softmax. Anything else raises :class:`ConversionError`
-naming the node, its op and the fix; nothing is dropped in silence.
+(dropped), a trailing Softmax, and the joins that make a graph: a residual ``+`` /
+``torch.add`` of two tensors and ``torch.cat`` on channels (each op names the values
+it reads). Anything else raises :class:`ConversionError` naming the node, its op
+and the fix; nothing is dropped in silence.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@
 #   - conv weights are [c_in][ky][kw-1-kx][c_out] (kx reversed): one spike adds contiguous
 #     runs, and with stride 1 the taps kx of one kernel row land on adjacent membrane
 #     positions in the same order, so a whole kernel row is one run of kw * c_out floats;
+#     grouped convs: [c_in][ky][kw-1-kx][c_out/groups], one run of c_out/groups floats per
+#     tap at the spike's group's channel offset;
+#   - a layer reads the spikes of `src` (the previous layer in a chain) and, through the
+#     plan's extras, of further earlier layers (residual sums, concatenations);
 #   - linear weights are [n_in][n_out] with rows in the channel-last order of the input.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t

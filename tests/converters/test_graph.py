@@ -524,3 +524,24 @@ def test_mobilenet_style_net_converts_on_digits(digits) -> None:
     ann, snn = accuracies(train(mobilenet(), digits), digits)
     assert ann > 0.9
     assert snn >= ann - 0.03, (snn, ann)
+
+
+class TwoReaders(nn.Module):
+    """One conv output read twice (through a BatchNorm and directly): folding the BN
+    into one reader must not change the other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(8 * 64, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c2(torch.relu(self.c1(x)))
+        return self.fc(torch.cat([torch.relu(self.bn(y)), torch.relu(y)], 1).flatten(1))
+
+
+def test_a_value_with_two_readers_folds_exactly() -> None:
+    torch.manual_seed(9)
+    assert_exact(randomise_bn(TwoReaders()), torch.rand(8, 1, 8, 8))
