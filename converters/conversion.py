@@ -3,31 +3,53 @@
 Rueckauer et al. (2017): IF neurons with reset by subtraction fire at rates that
 track ReLU activations. The steps are:
 
-1. parse the model with torch.fx (:mod:`spikecast.converters.parse`);
+1. parse the model with torch.fx (:mod:`spikecast.converters.parse`) into a graph
+   of ops;
 2. fold BatchNorm into the conv/linear layer before it, and average-pooling into
-   the layer after it where that is exact;
+   the layer after it where that is exact; a residual sum or a channel
+   concatenation becomes one layer with one weight set per input (an identity skip
+   is a 1x1 identity weight set; a 1x1 conv of a sum without activation composes
+   into its weight sets), and a layer opens at every activation;
 3. measure each ReLU layer's activations on calibration data and take λ_l, the
-   p-th percentile of the nonzero ones (p = 100 is max-norm);
+   p-th percentile of the nonzero ones (p = 100 is max-norm); a clipped ReLU is
+   mapped onto the neuron's saturation (below);
 4. rescale: W_l ← W_l · λ_{l-1} / λ_l and b_l ← b_l / λ_l (λ_0 = 1; the output
    layer keeps λ_L = 1 so its integrated V_L / t is in the ANN's logit units);
+   each weight set of a layer with several inputs is scaled by λ_src / λ_l, so
+   every input (both branches of a residual sum) arrives on the layer's scale;
 5. optionally run a held-out set through the reference simulator to record the
    calibration table that the early-exit rule uses.
+
+A clipped ReLU (ReLU6, Hardtanh(0, a), clamp(0, a)) maps onto the neuron's saturation.
+An IF neuron with reset by subtraction spikes at most once per step, so its rate is at
+most 1 and rate·λ at most λ: the SNN computes min(relu(x), λ) in the rate limit. λ is
+min(percentile of the activations, a) (they are measured after the clip, which gives
+exactly that). Where calibration activations reach the clip often enough that the
+percentile is a, λ = a and the saturation *is* the clip, exactly. Where they do not,
+λ stays the percentile (< a): the neuron saturates below a, as every ReLU layer does
+at its percentile, and keeps the finer rate resolution of the smaller λ instead of
+spending rate range on values the calibration data never reach. λ is never above a,
+so the SNN never passes values the ANN clips.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from spikecast.converters.parse import Op, trace
+from spikecast.converters.parse import INPUT, Op, trace
 from spikecast.ext.core.calibration import META_KEY, Calibration
 from spikecast.ext.core.errors import ConversionError, ParameterError
 from spikecast.ext.core.network import CalibrationTable, InputSpec, Layer, Network
 from torch import nn
+
+#: meta key: {layer index: a} for the layers converted from a ReLU clipped at a.
+CLIP_KEY = "clipped_activations"
 
 # Above this many nonzero activations per layer, λ comes from a seeded uniform subsample.
 _MAX_PERCENTILE_SAMPLES = 4_000_000
@@ -46,18 +68,50 @@ class _Draft:
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
+    groups: int = 1
     relu: bool = False
+    clip: float | None = None  # a clipped ReLU's maximum (ReLU6: 6)
+    #: Draft indices of the layers it reads (-1: the network input), the primary first;
+    #: each further one through its weight set in ``extra`` (residual adds, concatenations).
+    sources: list[int] = field(default_factory=lambda: [-1])
+    extra: list[_Draft] = field(default_factory=list)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "maxpool":
-            return F.max_pool2d(x, self.kernel, self.stride)
+    def synapses(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        """This weight set applied to ``x``."""
         if self.weight is None:
             raise ConversionError(f"node '{self.name}': layer has no weights")
+        b = self.bias if bias else None
         if self.kind == "conv":
-            y = F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
-        else:
-            y = F.linear(x.reshape(x.shape[0], -1), self.weight, self.bias)
-        return F.relu(y) if self.relu else y
+            return F.conv2d(x, self.weight, b, stride=self.stride, padding=self.padding, groups=self.groups)
+        return F.linear(x.reshape(x.shape[0], -1), self.weight, b)
+
+    def activate(self, y: torch.Tensor) -> torch.Tensor:
+        if not self.relu:
+            return y
+        return F.relu(y) if self.clip is None else y.clamp(0.0, self.clip)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """In a chain: this layer applied to the previous one's output ``x``."""
+        if self.extra:
+            raise ConversionError(f"node '{self.name}': a layer with several inputs needs run_drafts")
+        if self.kind == "maxpool":
+            return F.max_pool2d(x, self.kernel, self.stride, self.padding)
+        return self.activate(self.synapses(x))
+
+
+def run_drafts(drafts: Sequence[_Draft], x: torch.Tensor) -> list[torch.Tensor]:
+    """Every draft's output on ``x``, each reading its sources' outputs."""
+    outs: list[torch.Tensor] = []
+    for d in drafts:
+        h = [x if j < 0 else outs[j] for j in d.sources]
+        if d.kind == "maxpool":
+            outs.append(F.max_pool2d(h[0], d.kernel, d.stride, d.padding))
+            continue
+        y = d.synapses(h[0])
+        for e, hk in zip(d.extra, h[1:], strict=True):
+            y = y + e.synapses(hk, bias=False)
+        outs.append(d.activate(y))
+    return outs
 
 
 def _fold_bn(
@@ -75,168 +129,340 @@ def _fold_bn(
     return w * scale.reshape(shape), (b - mean) * scale + beta
 
 
+def avg_pool(pool: Op, x: torch.Tensor) -> torch.Tensor:
+    """The average-pool ``pool`` applied to ``x`` (B, C, H, W), exactly as torch does."""
+    if pool.adaptive is not None:
+        return F.adaptive_avg_pool2d(x, pool.adaptive)
+    ceil, include_pad, div = pool.avg
+    return F.avg_pool2d(x, pool.kernel, pool.stride, pool.padding, ceil, include_pad, div)
+
+
 def _fold_avgpool_into(pool: Op, op: Op, w: torch.Tensor, flat_after: bool) -> tuple[torch.Tensor, Op]:
-    """Fold a non-overlapping average-pool into the conv or linear layer that follows it."""
-    kh, kw = pool.kernel
-    if pool.stride != pool.kernel:
-        raise ConversionError(
-            f"node '{pool.node}': average-pool with stride {pool.stride} != kernel {pool.kernel} "
-            "cannot be folded exactly; use stride == kernel or MaxPool2d"
-        )
+    """Fold an average-pool into the conv or linear layer that follows it.
+
+    An average-pool is a fixed linear map P, so Linear ∘ pool is the Linear W·P, always
+    exact (any kernel, stride, padding, ceil_mode, count_include_pad, divisor, or an
+    adaptive pool to any size). A conv
+    after a pool is one conv over the full map, its taps spread over the pool windows
+    (kernel (k_c − 1)·s_p + k_p, stride s_c·s_p, padding p_c·s_p + p_p), where that is
+    exact: uniform windows (no ceil_mode; count_include_pad unless padding 0) and the
+    conv's padding meeting only the pool's zero padding; checked, else refused.
+    """
     c, h, wd = pool.in_shape
-    _, hp, wp = pool.out_shape
     if op.kind == "linear":
-        # W'[o, c, y, x] = W[o, c, y//kh, x//kw] / (kh·kw); rows a pool drops get weight 0.
-        wr = w.reshape(w.shape[0], c, hp, wp)
-        up = wr.repeat_interleave(kh, dim=2).repeat_interleave(kw, dim=3) / (kh * kw)
-        full = torch.zeros(w.shape[0], c, h, wd, dtype=w.dtype)
-        full[:, :, : hp * kh, : wp * kw] = up
+        # W' = W·P: the pool's transpose applied to each row of W (its vector-Jacobian product).
+        x = torch.zeros(w.shape[0], c, h, wd, dtype=w.dtype, requires_grad=True)
+        y = avg_pool(pool, x)
+        (y * w.reshape(y.shape)).sum().backward()
+        assert x.grad is not None
         new_op = Op("linear", op.node, (c, h, wd), op.out_shape, op.module)
-        return full.reshape(w.shape[0], -1), new_op
+        return x.grad.reshape(w.shape[0], -1).detach(), new_op
     if flat_after:
         raise ConversionError(f"node '{pool.node}': average-pool then flatten must feed a Linear layer")
-    if h != hp * kh or wd != wp * kw:
+    if pool.adaptive is not None:
         raise ConversionError(
-            f"node '{pool.node}': average-pool of a {h}x{wd} map by {pool.kernel} drops border pixels, "
-            "so it cannot be folded into the next conv exactly; make the map size divisible"
+            f"node '{pool.node}': adaptive average-pool of a {h}x{wd} map to {pool.adaptive} has uneven "
+            f"windows and cannot be folded into conv '{op.node}'; use an output size that divides "
+            "the map, or feed a Linear layer"
         )
-    # A conv over the pooled map equals a conv over the full map with each tap repeated
-    # over its pool window, stride and padding scaled by the pool size.
-    up = w.repeat_interleave(kh, dim=2).repeat_interleave(kw, dim=3) / (kh * kw)
-    new_op = Op(
-        "conv",
-        op.node,
-        (c, h, wd),
-        op.out_shape,
-        op.module,
-        kernel=(op.kernel[0] * kh, op.kernel[1] * kw),
-        stride=(op.stride[0] * kh, op.stride[1] * kw),
-        padding=(op.padding[0] * kh, op.padding[1] * kw),
+    up, new_op = _pool_then_conv(pool, op, w)
+    if not _same_conv(pool, op, w, up, new_op):
+        raise ConversionError(
+            f"node '{pool.node}': average-pool (kernel {pool.kernel}, stride {pool.stride}, padding "
+            f"{pool.padding}) of a {h}x{wd} map cannot be folded into conv '{op.node}' exactly "
+            "(uneven windows, or the conv's padding reaches pooled-away pixels); use stride == "
+            "kernel on a divisible map, pool into a Linear layer, or MaxPool2d"
+        )
+    return up, new_op
+
+
+def _pool_then_conv(pool: Op, op: Op, w: torch.Tensor) -> tuple[torch.Tensor, Op]:
+    """The one conv equal to ``op`` after ``pool`` inside the map (see _fold_avgpool_into)."""
+    (kh, kw), (sh, sw), (ph, pw) = pool.kernel, pool.stride, pool.padding
+    ch, cw = op.kernel
+    div = pool.avg[2] or kh * kw
+    up = torch.zeros(*w.shape[:2], (ch - 1) * sh + kh, (cw - 1) * sw + kw, dtype=w.dtype)
+    for jy in range(ch):
+        for jx in range(cw):
+            tap = w[:, :, jy : jy + 1, jx : jx + 1] / div
+            up[:, :, jy * sh : jy * sh + kh, jx * sw : jx * sw + kw] += tap
+    new_op = replace(
+        op,
+        in_shape=pool.in_shape,
+        kernel=(up.shape[2], up.shape[3]),
+        stride=(op.stride[0] * sh, op.stride[1] * sw),
+        padding=(op.padding[0] * sh + ph, op.padding[1] * sw + pw),
     )
     return up, new_op
 
 
-class _DraftBuilder:
-    """Walks the parsed ops once, keeping the average-pool that waits to be folded."""
+def _same_conv(pool: Op, op: Op, w: torch.Tensor, up: torch.Tensor, new_op: Op) -> bool:
+    """Whether conv ∘ pool and the folded conv agree on a random map (in float64)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, *pool.in_shape, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        ref = F.conv2d(avg_pool(pool, x), w, None, op.stride, op.padding, groups=op.groups)
+        got = F.conv2d(x, up, None, new_op.stride, new_op.padding, groups=op.groups)
+    if ref.shape != got.shape:
+        return False
+    scale = float(ref.abs().max()) or 1.0
+    return float((ref - got).abs().max()) <= 1e-9 * scale
 
-    def __init__(self, ops: Sequence[Op]) -> None:
-        self.ops = ops
+
+@dataclass
+class _Spikes:
+    """A spiking value: the output of draft(s) ``parts`` (index, channels; -1 the input),
+    channel-concatenated, maybe flattened, maybe with an average-pool waiting to fold."""
+
+    parts: list[tuple[int, int]]
+    shape: tuple[int, ...]
+    pool: Op | None = None
+    flat: bool = False
+
+
+@dataclass
+class _Affine:
+    """A value before its activation: Σ_k W_k·S_k + b over weight sets (source, draft)."""
+
+    name: str
+    out_shape: tuple[int, ...]
+    terms: list[tuple[int, _Draft]]
+    bias: torch.Tensor
+
+
+_Value = _Spikes | _Affine
+
+
+class _GraphBuilder:
+    """Walks the parsed ops once (in graph order), folding BN, average-pools, sums and
+    concatenations into weight sets, and opening a draft at every activation."""
+
+    def __init__(self) -> None:
         self.drafts: list[_Draft] = []
-        self.pending_pool: Op | None = None
-        self.flat_after_pool = False
+        self.values: dict[str, _Value] = {}
 
-    def layer(self, i: int) -> int:
-        """Draft the conv/linear op at i with the BatchNorm and ReLU that follow it;
-        return the index of the next op."""
-        ops, n = self.ops, len(self.ops)
-        op = ops[i]
+    def spikes_of(self, key: str, shape: tuple[int, ...]) -> _Value:
+        if key == INPUT:
+            return _Spikes([(-1, shape[0])], shape)
+        return self.values[key]
+
+    def add(self, op: Op, last: bool) -> None:
+        ins = [self.spikes_of(k, op.in_shape) for k in op.inputs]
+        handler = getattr(self, f"_{op.kind}")
+        self.values[op.key] = handler(op, ins, last)
+
+    # -- layers ----------------------------------------------------------------------
+    def _conv(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        x = ins[0]
+        if isinstance(x, _Affine):
+            return self._compose(op, x)
         mod = op.module
         if mod is None:
             raise ConversionError(f"node '{op.node}': missing module")
         w = mod.weight.detach().double()
-        b = (
-            mod.bias.detach().double()
-            if mod.bias is not None
-            else torch.zeros(w.shape[0], dtype=torch.float64)
-        )
-        if self.pending_pool is not None:
-            flat = self.flat_after_pool and op.kind == "conv"
-            w, op = _fold_avgpool_into(self.pending_pool, op, w, flat)
-            self.pending_pool, self.flat_after_pool = None, False
-        i += 1
-        if i < n and ops[i].kind == "bn":
-            w, b = _fold_bn(w, b, ops[i].module)  # type: ignore[arg-type]  # parse guarantees BatchNorm
-            i += 1
-        relu = i < n and ops[i].kind == "relu"
-        if relu:
-            i += 1
-        self.drafts.append(
-            _Draft(
-                kind=op.kind,
-                name=op.node,
-                in_shape=op.in_shape,
-                out_shape=op.out_shape,
-                weight=w,
-                bias=b,
-                kernel=op.kernel,
-                stride=op.stride,
-                padding=op.padding,
-                relu=relu,
-            )
-        )
-        return i
+        b = torch.zeros(w.shape[0], dtype=torch.float64)
+        if mod.bias is not None:
+            b = mod.bias.detach().double()
+        if x.pool is not None:
+            w, op = _fold_avgpool_into(x.pool, op, w, x.flat and op.kind == "conv")
+        if len(x.parts) > 1 and op.groups != 1:
+            raise ConversionError(f"node '{op.node}': a grouped conv over a concatenation is not supported")
+        # The input as its sources shape it (a Linear reads it flattened in (C, H, W) order).
+        shape = op.in_shape if op.kind == "conv" or x.pool is not None else x.shape
+        per_channel = math.prod(shape[1:]) if op.kind == "linear" else 1
+        terms, c0 = [], 0
+        for j, c in x.parts:  # a concatenation: one weight set per part, on its channels
+            wk = w[:, c0 * per_channel : (c0 + c) * per_channel] if len(x.parts) > 1 else w
+            terms.append((j, _synapse_draft(op, (c, *shape[1:]), wk)))
+            c0 += c
+        return _Affine(op.node, op.out_shape, terms, b)
 
-    def after_relu(self) -> bool:
-        return bool(self.drafts) and self.drafts[-1].relu
+    _linear = _conv
 
-    def other(self, op: Op, last: bool) -> None:
-        """Any op but conv/linear: a max-pool layer, an average-pool to fold, or a check."""
-        if op.kind == "maxpool":
-            if not self.after_relu():
+    def _compose(self, op: Op, x: _Affine) -> _Affine:
+        """A pointwise (1x1, stride 1) conv of a weighted sum without activation (e.g.
+        MobileNetV2's linear bottleneck, or its residual stream) is one more linear map:
+        it composes into each weight set, W·(Σ W_k S_k + b) = Σ (W·W_k) S_k + W·b."""
+        pointwise = op.kind == "conv" and op.kernel == (1, 1) and op.stride == (1, 1)
+        if not pointwise or op.padding != (0, 0) or op.groups != 1 or op.module is None:
+            raise ConversionError(f"node '{x.name}': hidden layer without ReLU cannot spike; add nn.ReLU")
+        w = op.module.weight.detach().double()[:, :, 0, 0]
+        b = w @ x.bias
+        if op.module.bias is not None:
+            b = b + op.module.bias.detach().double()
+        terms = []
+        for j, t in x.terms:
+            if t.weight is None or t.groups != 1:
                 raise ConversionError(
-                    f"node '{op.node}': max-pool must follow a ReLU layer (spikes gate only rates)"
+                    f"node '{op.node}': a 1x1 conv after '{x.name}', a grouped layer without ReLU, "
+                    "does not compose; add an activation"
                 )
-            self.drafts.append(
-                _Draft(
-                    "maxpool",
-                    op.node,
-                    op.in_shape,
-                    op.out_shape,
-                    kernel=op.kernel,
-                    stride=op.stride,
-                    relu=True,
-                )
-            )
-        elif op.kind == "avgpool":
-            if self.pending_pool is not None or not self.after_relu():
-                raise ConversionError(f"node '{op.node}': average-pool must follow a ReLU layer")
-            self.pending_pool = op
-        elif op.kind == "flatten":
-            if self.pending_pool is not None:
-                self.flat_after_pool = True
-        elif op.kind == "relu":
-            if not self.after_relu():
-                raise ConversionError(
-                    f"node '{op.node}': ReLU must directly follow Conv2d/Linear (optionally with BatchNorm)"
-                )
-        elif op.kind == "bn":
+            wt = torch.einsum("om,m...->o...", w, t.weight)
+            terms.append((j, replace(t, name=op.node, out_shape=op.out_shape, weight=wt)))
+        return _Affine(op.node, op.out_shape, terms, b)
+
+    def _bn(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        x = ins[0]
+        if not isinstance(x, _Affine):
             raise ConversionError(
                 f"node '{op.node}': BatchNorm must directly follow a Conv2d or Linear layer to be folded"
             )
-        elif op.kind == "softmax" and not last:
-            raise ConversionError(f"node '{op.node}': Softmax is supported only as the last op")
+        bias = x.bias
+        terms = []  # new weight sets: the unfolded value may have other readers
+        for j, t in x.terms:
+            assert t.weight is not None
+            w, _ = _fold_bn(t.weight, torch.zeros_like(bias), op.module)  # type: ignore[arg-type]
+            terms.append((j, replace(t, weight=w)))
+        _, bias = _fold_bn(torch.zeros(len(bias), 1, dtype=bias.dtype), bias, op.module)  # type: ignore[arg-type]
+        return _Affine(x.name, x.out_shape, terms, bias)
 
-    def finish(self) -> list[_Draft]:
-        """The drafts, once the chain is known to end in a spiking-free output layer."""
-        drafts = self.drafts
-        if self.pending_pool is not None:
+    def _relu(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        x = ins[0]
+        if isinstance(x, _Affine):
+            return self._open(x, op.clip)
+        if x.pool is not None or x.parts[0][0] < 0:
             raise ConversionError(
-                f"node '{self.pending_pool.node}': average-pool must be followed by a Conv2d or Linear layer"
+                f"node '{op.node}': ReLU must directly follow Conv2d/Linear (optionally with BatchNorm)"
             )
-        if not drafts or drafts[-1].kind not in ("conv", "linear"):
+        if op.clip is not None:  # a clip after a ReLU (or max-pools of one, which commute)
+            for j, _ in x.parts:
+                d = self._layer_behind(j)
+                d.clip = op.clip if d.clip is None else min(d.clip, op.clip)
+        return x
+
+    def _layer_behind(self, j: int) -> _Draft:
+        while self.drafts[j].kind == "maxpool":
+            j = self.drafts[j].sources[0]
+        return self.drafts[j]
+
+    def _open(self, x: _Affine, clip: float | None) -> _Spikes:
+        """A spiking draft from the weighted sum ``x`` and its activation."""
+        (j0, first), rest = x.terms[0], x.terms[1:]
+        sources = [j0, *(j for j, _ in rest)]
+        d = replace(first, name=x.name, bias=x.bias, relu=True, clip=clip, sources=sources,
+                    extra=[t for _, t in rest])  # fmt: skip
+        self._append(d)
+        return _Spikes([(len(self.drafts) - 1, x.out_shape[0])], x.out_shape)
+
+    def _append(self, d: _Draft) -> None:
+        if any(j < 0 for j in d.sources[1:]) or (self.drafts and d.sources[0] < 0):
+            raise ConversionError(
+                f"node '{d.name}': the network input feeds several layers, a sum or a concatenation; "
+                "only the first layer may read it"
+            )
+        self.drafts.append(d)
+
+    # -- pooling and reshaping ---------------------------------------------------------
+    def _maxpool(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        x = ins[0]
+        if not isinstance(x, _Spikes) or x.pool is not None or x.parts[0][0] < 0 or x.flat:
+            raise ConversionError(
+                f"node '{op.node}': max-pool must follow a ReLU layer (spikes gate only rates)"
+            )
+        outs = []
+        for j, c in x.parts:  # max-pooling a concatenation pools each part
+            shape = (c, *op.out_shape[1:])
+            self._append(_Draft("maxpool", op.node, (c, *op.in_shape[1:]), shape, kernel=op.kernel,
+                                stride=op.stride, padding=op.padding, relu=True, sources=[j]))  # fmt: skip
+            outs.append((len(self.drafts) - 1, c))
+        return _Spikes(outs, op.out_shape)
+
+    def _avgpool(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        x = ins[0]
+        if not isinstance(x, _Spikes) or x.pool is not None or x.parts[0][0] < 0 or x.flat:
+            raise ConversionError(f"node '{op.node}': average-pool must follow a ReLU layer")
+        return _Spikes(x.parts, op.out_shape, pool=op)
+
+    def _flatten(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        x = ins[0]
+        return replace(x, flat=True) if isinstance(x, _Spikes) else x
+
+    def _softmax(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        if not last:
+            raise ConversionError(f"node '{op.node}': Softmax is supported only as the last op")
+        return ins[0]
+
+    # -- joins -------------------------------------------------------------------------
+    def _add(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        """A residual sum: both operands' weight sets into the same membranes; a spiking
+        operand (an identity skip) becomes a 1x1 identity weight set."""
+        a, b = (self._as_affine(op, x) for x in ins)
+        if isinstance(ins[0], _Spikes) and isinstance(ins[1], _Affine):
+            a, b = b, a  # the layer's own weights first
+        if a.out_shape != b.out_shape:
+            raise ConversionError(f"node '{op.node}': sum of shapes {a.out_shape} and {b.out_shape}")
+        return _Affine(a.name, a.out_shape, a.terms + b.terms, a.bias + b.bias)
+
+    def _as_affine(self, op: Op, x: _Value) -> _Affine:
+        if isinstance(x, _Affine):
+            return x
+        if x.pool is not None or x.parts[0][0] < 0:
+            raise ConversionError(
+                f"node '{op.node}': a sum needs layer outputs (after Conv2d/Linear or a ReLU), not "
+                "the network input or an average-pool"
+            )
+        n = x.shape[0]
+        eye = torch.eye(n, dtype=torch.float64)
+        terms, c0 = [], 0
+        for j, c in x.parts:
+            conv = len(x.shape) == 3
+            w = eye[:, c0 : c0 + c, None, None] if conv else eye[:, c0 : c0 + c]
+            in_shape = (c, *x.shape[1:])
+            terms.append((j, _Draft("conv" if conv else "linear", op.node, in_shape, x.shape, weight=w)))
+            c0 += c
+        return _Affine(op.node, x.shape, terms, torch.zeros(n, dtype=torch.float64))
+
+    def _cat(self, op: Op, ins: list[_Value], last: bool) -> _Value:
+        parts = []
+        for x in ins:
+            if isinstance(x, _Affine):
+                raise ConversionError(
+                    f"node '{op.node}': concatenation of '{x.name}', a layer without ReLU; concatenate "
+                    "activations (spikes)"
+                )
+            if x.pool is not None or x.flat or x.parts[0][0] < 0:
+                raise ConversionError(
+                    f"node '{op.node}': concatenation needs layer outputs, not the network input, a "
+                    "flattened or an average-pooled one"
+                )
+            parts.extend(x.parts)
+        return _Spikes(parts, op.out_shape)
+
+    # -- the end -----------------------------------------------------------------------
+    def finish(self, key: str) -> list[_Draft]:
+        """The drafts, once the model's output ``key`` is known to be a spiking-free layer."""
+        out = self.values.get(key)
+        if isinstance(out, _Spikes):
+            if out.pool is not None:
+                raise ConversionError(
+                    f"node '{out.pool.node}': average-pool must be followed by a Conv2d or Linear layer"
+                )
+            j = out.parts[-1][0]
+            if j >= 0 and self.drafts[j].kind != "maxpool":
+                raise ConversionError(
+                    f"node '{self.drafts[j].name}': the output layer has a ReLU; remove it so the output "
+                    "integrator reads logits"
+                )
+        if not isinstance(out, _Affine):
             raise ConversionError("the model must end with a Conv2d or Linear layer (the output)")
-        if drafts[-1].relu:
-            raise ConversionError(
-                f"node '{drafts[-1].name}': the output layer has a ReLU; remove it so the output "
-                "integrator reads logits"
-            )
-        for d in drafts[:-1]:
-            if not d.relu:
-                raise ConversionError(f"node '{d.name}': hidden layer without ReLU cannot spike; add nn.ReLU")
-        return drafts
+        self._open(out, None)
+        self.drafts[-1].relu = False
+        return self.drafts
+
+
+def _synapse_draft(op: Op, in_shape: tuple[int, ...], w: torch.Tensor) -> _Draft:
+    """One weight set of a conv or linear op (no bias: the layer holds it)."""
+    return _Draft(op.kind, op.node, in_shape, op.out_shape, weight=w, kernel=op.kernel, stride=op.stride,
+                  padding=op.padding, groups=op.groups)  # fmt: skip
 
 
 def build_drafts(ops: Sequence[Op]) -> list[_Draft]:
-    """Group parsed ops into conv/linear/maxpool drafts with BN and avg-pool folded."""
-    builder = _DraftBuilder(ops)
-    i = 0
-    while i < len(ops):
-        if ops[i].kind in ("conv", "linear"):
-            i = builder.layer(i)
-        else:
-            builder.other(ops[i], last=i == len(ops) - 1)
-            i += 1
-    return builder.finish()
+    """Group parsed ops into conv/linear/maxpool drafts with BN, average-pools, residual
+    sums and concatenations folded into their weight sets."""
+    builder = _GraphBuilder()
+    for i, op in enumerate(ops):
+        builder.add(op, last=i == len(ops) - 1)
+    return builder.finish(ops[-1].key if ops else INPUT)
 
 
 def _batches(calibration: Any, batch_size: int, limit: int) -> Iterator[torch.Tensor]:
@@ -311,9 +537,7 @@ def measure_lambdas(
     with torch.no_grad():
         for x in it:
             seen += len(x)
-            h = x.double()
-            for j, d in enumerate(drafts):
-                h = d.forward(h)
+            for j, (d, h) in enumerate(zip(drafts, run_drafts(drafts, x.double()), strict=True)):
                 if d.relu and d.kind != "maxpool":
                     acts[j].add(h[h > 0].float())
     if seen == 0:
@@ -321,11 +545,15 @@ def measure_lambdas(
     lambdas: list[float] = []
     for j, d in enumerate(drafts):
         if d.kind == "maxpool":
-            lambdas.append(lambdas[-1])  # a pooled rate has its input's scale
+            lambdas.append(lambdas[d.sources[0]])  # a pooled rate has its input's scale
         elif not d.relu:
             lambdas.append(1.0)  # output integrator: keep logits in ANN units
         else:
             lam = acts[j].percentile(percentile)
+            if d.clip is not None:
+                # The activations were measured after the clip, so this is already
+                # min(percentile of the unclipped ReLU, a): see the module docstring.
+                lam = min(lam, d.clip)
             lambdas.append(lam if lam > 0 else 1.0)  # a silent layer keeps its scale
     return lambdas, seen
 
@@ -382,35 +610,8 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         drafts, _batches(calibration, batch_size, max_calibration_samples), percentile, progress
     )
 
-    layers: list[Layer] = []
-    prev = 1.0
-    for j, (d, lam) in enumerate(zip(drafts, lambdas, strict=True)):
-        last = j == len(drafts) - 1
-        if d.kind == "maxpool":
-            layers.append(
-                Layer("maxpool", d.name, d.in_shape, d.out_shape, kernel=d.kernel, stride=d.stride, lam=lam)
-            )
-            continue
-        if d.weight is None or d.bias is None:
-            raise ConversionError(f"node '{d.name}': layer has no weights")
-        w = (d.weight * (prev / lam)).float().numpy()
-        b = (d.bias / lam).float().numpy()
-        layers.append(
-            Layer(
-                d.kind,
-                d.name,
-                d.in_shape,
-                d.out_shape,
-                weight=w,
-                bias=b,  # type: ignore[arg-type]
-                kernel=d.kernel,
-                stride=d.stride,
-                padding=d.padding,
-                lam=lam,
-                spiking=not last,
-            )
-        )
-        prev = lam
+    layers = [_layer(j, d, lambdas, last=j == len(drafts) - 1) for j, d in enumerate(drafts)]
+    clips = {str(j): d.clip for j, d in enumerate(drafts) if d.clip is not None}
 
     shape = tuple(int(s) for s in first.shape[1:])
     spec = InputSpec(
@@ -431,6 +632,8 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         "calibration_samples": seen,
         "source_model": type(model).__name__,
     }
+    if clips:
+        meta[CLIP_KEY] = clips
     net = Network(
         input=spec,
         layers=tuple(layers),
@@ -445,13 +648,36 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     return net
 
 
+def _layer(j: int, d: _Draft, lambdas: Sequence[float], last: bool) -> Layer:
+    """Draft j normalised: each weight set from source k scaled by λ_k / λ_j (λ_input = 1),
+    so every input arrives on this layer's scale; the bias by 1 / λ_j."""
+    lam = lambdas[j]
+    inputs = tuple(d.sources) if d.sources != [j - 1] else ()
+    if d.kind == "maxpool":
+        return Layer("maxpool", d.name, d.in_shape, d.out_shape, kernel=d.kernel, stride=d.stride,
+                     padding=d.padding, lam=lam, inputs=inputs)  # fmt: skip
+    if d.bias is None:
+        raise ConversionError(f"node '{d.name}': layer has no bias")
+
+    def synapses(e: _Draft, src: int, bias: np.ndarray | None) -> Layer:
+        if e.weight is None:
+            raise ConversionError(f"node '{d.name}': layer has no weights")
+        scale = (lambdas[src] if src >= 0 else 1.0) / lam
+        w = (e.weight * scale).float().numpy()
+        return Layer(e.kind, d.name, e.in_shape, d.out_shape, weight=w, bias=bias, kernel=e.kernel,
+                     stride=e.stride, padding=e.padding, groups=e.groups)  # fmt: skip
+
+    extra = tuple(synapses(e, k, None) for e, k in zip(d.extra, d.sources[1:], strict=True))
+    b = (d.bias / lam).float().numpy()
+    main = synapses(d, d.sources[0], b)
+    return replace(main, lam=lam, spiking=not last, inputs=inputs, extra=extra)
+
+
 def _check_folding(model: nn.Module, drafts: Sequence[_Draft], x: torch.Tensor) -> None:
     """The folded ANN must compute what the model computes (up to float error)."""
     with torch.no_grad():
         ref = model(x[:8])
-        h = x[:8].double()
-        for d in drafts:
-            h = d.forward(h)
+        h = run_drafts(drafts, x[:8].double())[-1]
     if ref.shape != h.shape:
         raise ConversionError(f"folded network outputs {tuple(h.shape)}, model outputs {tuple(ref.shape)}")
     # A trailing softmax is in the model but not the logits we keep: compare after it.
@@ -468,26 +694,39 @@ def _check_folding(model: nn.Module, drafts: Sequence[_Draft], x: torch.Tensor) 
 
 
 def ann_logits(net: Network, x: np.ndarray | torch.Tensor, batch_size: int = 512) -> np.ndarray:
-    """The normalised network evaluated as an ANN (ReLU rates × λ); argmax equals the model's."""
+    """The normalised network evaluated as an ANN (ReLU rates × λ); argmax equals the model's.
+
+    A clipped layer (``meta["clipped_activations"]``) clips its normalised activation
+    at a / λ (1 when λ = a: the neuron's saturation)."""
     out = []
     xt = torch.as_tensor(np.asarray(x, np.float32))
+    clips = {int(k): float(v) / net.layers[int(k)].lam for k, v in net.meta.get(CLIP_KEY, {}).items()}
     with torch.no_grad():
         for i in range(0, len(xt), batch_size):
-            h = xt[i : i + batch_size]
-            for ly in net.layers:
+            xb = xt[i : i + batch_size]
+            outs: list[torch.Tensor] = []
+            for j, ly in enumerate(net.layers):
+                srcs = ly.sources(j)
+                h = xb if srcs[0] < 0 else outs[srcs[0]]
                 if ly.kind == "maxpool":
-                    h = F.max_pool2d(h, ly.kernel, ly.stride)
+                    outs.append(F.max_pool2d(h, ly.kernel, ly.stride, ly.padding))
                     continue
-                w = torch.from_numpy(np.asarray(ly.weight))
-                b = torch.from_numpy(np.asarray(ly.bias))
-                if ly.kind == "conv":
-                    h = F.conv2d(h, w, b, stride=ly.stride, padding=ly.padding)
-                else:
-                    h = F.linear(h.reshape(h.shape[0], -1), w, b)
+                h = _apply_synapses(ly, h, with_bias=True)
+                for k, e in zip(srcs[1:], ly.extra, strict=True):
+                    h = h + _apply_synapses(e, outs[k], with_bias=False)
                 if ly.spiking:
-                    h = F.relu(h)
+                    h = F.relu(h) if j not in clips else h.clamp(0.0, clips[j])
+                outs.append(h)
             out.append(h.reshape(h.shape[0], -1) * net.layers[-1].lam)
     return torch.cat(out).numpy()
+
+
+def _apply_synapses(ly: Layer, h: torch.Tensor, with_bias: bool) -> torch.Tensor:
+    w = torch.from_numpy(np.asarray(ly.weight))
+    b = torch.from_numpy(np.asarray(ly.bias)) if with_bias and ly.bias is not None else None
+    if ly.kind == "conv":
+        return F.conv2d(h, w, b, stride=ly.stride, padding=ly.padding, groups=ly.groups)
+    return F.linear(h.reshape(h.shape[0], -1), w, b)
 
 
 def calibration_table(

@@ -4,6 +4,7 @@ This is the specification the Cython engine is tested against, so it favours bei
 obviously correct over being fast. For each step t = 1..T and each layer l:
 
     V_l += W_l · S_{l-1}(t) + b_l          (frames: layer 1 adds I = W_1·x + b_1)
+                                           (several inputs: Σ_k W_lk · S_{src k}(t) + b_l)
     S_l(t) = [V_l >= θ_l]                  (spiking layers)
     V_l -= θ_l · S_l(t)                    (reset by subtraction; or V_l = 0 on a spike)
 
@@ -65,14 +66,14 @@ def fanout(layer: Layer) -> np.ndarray:
 
     rows = per_axis(h, layer.kernel[0], layer.stride[0], layer.padding[0], oh)
     cols = per_axis(w, layer.kernel[1], layer.stride[1], layer.padding[1], ow)
-    per_pos = c_out * rows[:, None] * cols[None, :]
+    per_pos = (c_out // layer.groups) * rows[:, None] * cols[None, :]
     return np.broadcast_to(per_pos, (c_in, h, w)).astype(np.int64)
 
 
 def _apply(layer: Layer, s: torch.Tensor, params: tuple[torch.Tensor, torch.Tensor | None]) -> torch.Tensor:
     w, b = params
     if layer.kind == "conv":
-        return F.conv2d(s, w, b, stride=layer.stride, padding=layer.padding)
+        return F.conv2d(s, w, b, stride=layer.stride, padding=layer.padding, groups=layer.groups)
     return F.linear(s.reshape(s.shape[0], -1), w, b)
 
 
@@ -83,8 +84,12 @@ def _params(layer: Layer, device: torch.device) -> tuple[torch.Tensor, torch.Ten
 
 
 def gated_maxpool(s: torch.Tensor, counts: torch.Tensor, layer: Layer) -> torch.Tensor:
-    """Pass the spike of each window's winner: the largest count, lowest flat index on a tie."""
-    (kh, kw), (sh, sw) = layer.kernel, layer.stride
+    """Pass the spike of each window's winner: the largest count, lowest flat index on a tie.
+    Padding is no input: count -1 (never the winner), no spike."""
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+    if ph or pw:
+        counts = F.pad(counts, (pw, pw, ph, ph), value=-1.0)
+        s = F.pad(s, (pw, pw, ph, ph), value=0.0)
     win_c = counts.unfold(2, kh, sh).unfold(3, kw, sw)  # (B, C, OH, OW, kh, kw)
     win_s = s.unfold(2, kh, sh).unfold(3, kw, sw)
     flat_c = win_c.reshape(*win_c.shape[:4], kh * kw)
@@ -152,6 +157,14 @@ class _DenseRun:
         self.record_spikes = record_spikes
         self.params = [_params(ly, dev) if ly.weight is not None else (torch.zeros(0), None) for ly in layers]
         self.fan = [torch.as_tensor(fanout(ly), dtype=torch.float64, device=dev) for ly in layers]
+        # Further inputs (residual adds, concatenations): (source, synapses, params, fan-out).
+        self.extra = [
+            [
+                (j, e, _params(e, dev), torch.as_tensor(fanout(e), dtype=torch.float64, device=dev))
+                for j, e in zip(ly.sources(i)[1:], ly.extra, strict=True)
+            ]
+            for i, ly in enumerate(layers)
+        ]
         self.v = [torch.zeros(batch, *ly.out_shape, device=dev) for ly in layers]
         self.pool_counts = [torch.zeros(batch, *ly.in_shape, device=dev) for ly in layers]
         self.counts = [torch.zeros(batch, *ly.out_shape, device=dev) for ly in layers]
@@ -160,10 +173,15 @@ class _DenseRun:
         analog = net.input.kind == "frame" and net.input.encoding == "analog"
         self.current = _apply(layers[0], xt, self.params[0]) if analog else None
 
-    def step(self, s: torch.Tensor) -> None:
-        """One step through every layer from input spikes ``s``."""
+    def step(self, x: torch.Tensor) -> None:
+        """One step through every layer from input spikes ``x``; each layer reads this
+        step's output of its sources (the previous layer in a chain)."""
+        outs: list[torch.Tensor] = []
         for i, ly in enumerate(self.net.layers):
-            s = self._pool(i, ly, s) if ly.kind == "maxpool" else self._layer(i, ly, s)
+            src = ly.sources(i)[0]
+            s = x if src < 0 else outs[src]
+            s = self._pool(i, ly, s) if ly.kind == "maxpool" else self._layer(i, ly, s, outs)
+            outs.append(s)
             if ly.spiking:
                 self.counts[i] += s
                 if self.record_spikes:
@@ -173,7 +191,7 @@ class _DenseRun:
         self.pool_counts[i] += s
         return gated_maxpool(s, self.pool_counts[i], ly)
 
-    def _layer(self, i: int, ly: Layer, s: torch.Tensor) -> torch.Tensor:
+    def _layer(self, i: int, ly: Layer, s: torch.Tensor, outs: list[torch.Tensor]) -> torch.Tensor:
         v = self.v[i]
         if i == 0 and self.current is not None:
             v += self.current
@@ -181,6 +199,9 @@ class _DenseRun:
             fan_in = s.abs().double().reshape(self.batch, -1) * self.fan[i].reshape(-1)
             self.synops[:, i] += fan_in.sum(dim=1)
             v += _apply(ly, s, self.params[i])
+        for j, e, params, fan in self.extra[i]:  # the same sum, one more weight set per input
+            self.synops[:, i] += (outs[j].abs().double().reshape(self.batch, -1) * fan.reshape(-1)).sum(dim=1)
+            v += _apply(e, outs[j], params)
         if not ly.spiking:
             return s
         spk = (v >= ly.threshold).float()

@@ -7,6 +7,10 @@
 #   - conv weights are [c_in][ky][kw-1-kx][c_out] (kx reversed): one spike adds contiguous
 #     runs, and with stride 1 the taps kx of one kernel row land on adjacent membrane
 #     positions in the same order, so a whole kernel row is one run of kw * c_out floats;
+#     grouped convs: [c_in][ky][kw-1-kx][c_out/groups], one run of c_out/groups floats per
+#     tap at the spike's group's channel offset;
+#   - a layer reads the spikes of `src` (the previous layer in a chain) and, through the
+#     plan's extras, of further earlier layers (residual sums, concatenations);
 #   - linear weights are [n_in][n_out] with rows in the channel-last order of the input.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t
@@ -25,6 +29,7 @@ cpdef enum ExitCode:
 
 ctypedef struct LayerPlan:
     int kind
+    int src                  # the layer whose spikes it reads (-1: the network input)
     int spiking              # 0 only for the output integrator
     int n_in                 # input neurons (channel-last)
     int n_out                # output neurons (channel-last)
@@ -32,15 +37,17 @@ ctypedef struct LayerPlan:
     int c_out, h_out, w_out
     int kh, kw, sh, sw
     int c_in_shift           # log2(c_in) if c_in is a power of two, else -1
+    int c_in_g, c_out_g      # conv: channels per group (ungrouped: c_in, c_out)
     float threshold
     float lam
-    const float* weight      # conv [c_in][kh][kw reversed][c_out]; linear [n_in][n_out]; pool NULL
+    const float* weight      # conv [c_in][kh][kw reversed][c_out/groups]; linear [n_in][n_out]; pool NULL
     const float* bias        # (c_out,) per channel (linear: c_out = n_out); zeros if none
     # CSR tables over input positions y * w_in + x (conv, pool), border-aware:
     const int32_t* tab_ptr   # (h_in * w_in + 1,)
     const int32_t* tab_w     # conv: weight offset of each run within the c_in block
-    const int32_t* tab_m     # conv: membrane offset of each run; pool: window oy * w_out + ox
-    const int32_t* tab_n     # conv: run length in floats (a multiple of c_out)
+    const int32_t* tab_m     # conv: membrane offset of each run (grouped: for group 0);
+                             # pool: window oy * w_out + ox
+    const int32_t* tab_n     # conv: run length in floats (a multiple of c_out/groups)
     const int32_t* win_init  # pool: (n_out,) each window's first input, its winner at t = 0
 
 ctypedef struct NetPlan:
@@ -53,6 +60,11 @@ ctypedef struct NetPlan:
     float temperature
     int reset_zero
     int max_neurons          # largest n_out over layers (scratch size)
+    # Further inputs (residual adds, concatenations): layer l also scatters the spikes of
+    # extras[k].src through extras[k] for k in [extra_ptr[l], extra_ptr[l + 1]); each is
+    # a conv or linear plan into layer l's membranes (its n_out, c_out), with no bias.
+    const LayerPlan* extras
+    const int32_t* extra_ptr # (n_layers + 1,)
 
 ctypedef struct PoolWindow:
     int32_t winner           # input with the largest count so far (lowest index on a tie)

@@ -120,8 +120,9 @@ cdef void frame_current(
     """The first layer's input current, computed once per frame by scatter of x."""
     cdef int c, pos, k, k1, i
     cdef int hw = lp.h_in * lp.w_in
-    cdef int per_c_in = lp.kh * lp.kw * lp.c_out
+    cdef int per_c_in = lp.kh * lp.kw * lp.c_out_g
     cdef float val
+    cdef float* cur
     cdef const float* wb
     for pos in range(lp.n_out // lp.c_out):
         memcpy(current + pos * lp.c_out, lp.bias, lp.c_out * sizeof(float))
@@ -132,9 +133,10 @@ cdef void frame_current(
                 continue
             if lp.kind == KIND_CONV:
                 wb = lp.weight + <Py_ssize_t> c * per_c_in
+                cur = current + (c // lp.c_in_g) * lp.c_out_g  # grouped: the spike's group
                 k1 = lp.tab_ptr[pos + 1]
                 for k in range(lp.tab_ptr[pos], k1):
-                    axpy_row(current + lp.tab_m[k], wb + lp.tab_w[k], val, lp.tab_n[k])
+                    axpy_row(cur + lp.tab_m[k], wb + lp.tab_w[k], val, lp.tab_n[k])
             else:
                 i = pos * lp.c_in + c
                 axpy_row(current, lp.weight + <Py_ssize_t> i * lp.n_out, val, lp.n_out)
@@ -174,15 +176,21 @@ cdef void engine_step(
     cdef const LayerPlan* lp
     cdef LayerState* ls
     cdef const float* drive
-    cdef int period
-    cdef const int32_t* src = events
-    cdef const int32_t* perm = p.in_perm
-    cdef int n_src = n_events
+    cdef int period, k
+    cdef const int32_t* src
+    cdef const int32_t* perm
+    cdef int n_src
+    cdef const LayerPlan* xp
+    cdef const LayerState* xs
     s.t += 1
     s.t_eff += 1.0
     for l in range(p.n_layers):
         lp = &p.layers[l]
         ls = &s.layers[l]
+        if lp.src < 0:
+            src, n_src, perm = events, n_events, p.in_perm
+        else:  # an earlier layer: its spikes of this step
+            src, n_src, perm = s.layers[lp.src].spikes, s.layers[lp.src].n_spikes, NULL
         if lp.kind == KIND_POOL:
             ls.n_spikes = pool_step(lp, ls, src, n_src, s.t)
         else:
@@ -196,6 +204,14 @@ cdef void engine_step(
                     ls.synops += scatter_conv(lp, ls.v, src, n_src, perm, p.n_input)
                 else:
                     ls.synops += scatter_linear(lp, ls.v, src, n_src, perm, p.n_input)
+            for k in range(p.extra_ptr[l], p.extra_ptr[l + 1]):
+                xp = &p.extras[k]
+                xs = &s.layers[xp.src]
+                if xs.n_spikes > 0:
+                    if xp.kind == KIND_CONV:
+                        ls.synops += scatter_conv(xp, ls.v, xs.spikes, xs.n_spikes, NULL, 0)
+                    else:
+                        ls.synops += scatter_linear(xp, ls.v, xs.spikes, xs.n_spikes, NULL, 0)
             if lp.spiking:
                 ls.n_spikes = sweep_spiking(
                     ls.v, drive, period, lp.n_out, lp.threshold, p.reset_zero, s.mask, ls.spikes
@@ -204,9 +220,6 @@ cdef void engine_step(
                 integrate(ls.v, drive, period, lp.n_out)
                 ls.n_spikes = 0
         ls.spike_total += ls.n_spikes
-        src = ls.spikes
-        n_src = ls.n_spikes
-        perm = NULL
     read_out(p, s)
 
 
@@ -305,6 +318,7 @@ cdef class CompiledPlan:
 
     cdef NetPlan plan
     cdef LayerPlan* layer_plans
+    cdef LayerPlan* extra_plans
     cdef list _keep
 
     def __cinit__(
@@ -315,11 +329,23 @@ cdef class CompiledPlan:
         int n_classes,
         double temperature,
         bint reset_zero,
+        list extras,
+        const int32_t[::1] extra_ptr,
     ):
         cdef int l, n = len(layers)
         cdef LayerPlan* lp
-        self._keep = [in_perm.base, out_perm.base]
+        if extra_ptr.shape[0] != n + 1 or extra_ptr[0] != 0 or extra_ptr[n] != len(extras):
+            raise ValueError("extra_ptr does not match the layers and extras")
+        for l in range(n):
+            if extra_ptr[l + 1] < extra_ptr[l]:
+                raise ValueError("extra_ptr is not ascending")
+        self._keep = [in_perm.base, out_perm.base, extra_ptr.base]
         self.layer_plans = <LayerPlan*> _alloc(n, sizeof(LayerPlan))
+        self.extra_plans = <LayerPlan*> _alloc(len(extras), sizeof(LayerPlan))
+        self.plan.extras = self.extra_plans
+        self.plan.extra_ptr = &extra_ptr[0]
+        for l in range(len(extras)):
+            fill_layer(&self.extra_plans[l], extras[l], self._keep)
         self.plan.n_layers = n
         self.plan.layers = self.layer_plans
         self.plan.n_input = in_perm.shape[0]
@@ -337,6 +363,7 @@ cdef class CompiledPlan:
 
     def __dealloc__(self):
         free(self.layer_plans)
+        free(self.extra_plans)
 
     @property
     def n_layers(self) -> int:

@@ -110,10 +110,15 @@ cdef int64_t scatter_conv(
     const int32_t* perm,      # in: torch -> channel-last map for external input, else NULL
     int n_valid,              # external indices must lie in [0, n_valid)
 ) noexcept nogil:
-    """Add each spike's weight runs into the membranes they reach; return SynOps."""
+    """Add each spike's weight runs into the membranes they reach; return SynOps.
+
+    Grouped conv: the runs reach only the spike's group, c_out/g channels from
+    (c // (c_in/g)) * (c_out/g) on; the tables hold the offsets of group 0."""
     cdef int e, i, pos, c, k, k1
     cdef int c_in = lp.c_in
-    cdef int per_c_in = lp.kh * lp.kw * lp.c_out
+    cdef int per_c_in = lp.kh * lp.kw * lp.c_out_g
+    cdef bint grouped = lp.c_out_g != lp.c_out
+    cdef float* vg = v
     cdef const float* wb
     cdef const int32_t* tab_w = lp.tab_w
     cdef const int32_t* tab_m = lp.tab_m
@@ -128,16 +133,18 @@ cdef int64_t scatter_conv(
             i = perm[i]
         pos = split_index(i, c_in, lp.c_in_shift, &c)
         wb = lp.weight + <Py_ssize_t> c * per_c_in
+        if grouped:
+            vg = v + (c // lp.c_in_g) * lp.c_out_g
         k1 = lp.tab_ptr[pos + 1]
         k = lp.tab_ptr[pos]
         # One call per spike (its few runs), not per run: the SIMD kernels cannot inline here.
         if path == SPK_AVX512F:
-            synops += spk_add_runs_avx512(v, wb, tab_w, tab_m, tab_n, k, k1)
+            synops += spk_add_runs_avx512(vg, wb, tab_w, tab_m, tab_n, k, k1)
         elif path == SPK_AVX2:
-            synops += spk_add_runs_avx2(v, wb, tab_w, tab_m, tab_n, k, k1)
+            synops += spk_add_runs_avx2(vg, wb, tab_w, tab_m, tab_n, k, k1)
         else:
             while k < k1:
-                add_row(v + tab_m[k], wb + tab_w[k], tab_n[k])
+                add_row(vg + tab_m[k], wb + tab_w[k], tab_n[k])
                 synops += tab_n[k]
                 k += 1
     return synops
@@ -313,6 +320,7 @@ cdef int fill_layer(LayerPlan* lp, dict d, list keep) except -1:
     """Fill lp from one layer dict of spikecast.ext.engine._compile_layer (validated
     there); its arrays are appended to keep, which must outlive lp."""
     lp.kind = d["kind"]
+    lp.src = d["src"]
     lp.spiking = d["spiking"]
     lp.n_in = d["n_in"]
     lp.n_out = d["n_out"]
@@ -330,5 +338,6 @@ cdef int fill_layer(LayerPlan* lp, dict d, list keep) except -1:
     lp.tab_n = _iptr(d["tab_n"])
     lp.win_init = _iptr(d["win_init"])
     lp.c_in_shift = d["c_in_shift"]
+    lp.c_in_g, lp.c_out_g = d["groups_chw"]
     keep.extend([d[key] for key in _ARRAY_KEYS])
     return 0

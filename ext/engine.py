@@ -280,13 +280,19 @@ def _conv_runs(
     kw-1-kx rises too, so with stride 1 the valid taps of one kernel row form a single
     contiguous run of (#taps * c_out) floats on both sides. Other strides: one run
     of c_out floats per tap.
+
+    Grouped conv (g groups): a spike of input channel c reaches only the c_out/g output
+    channels of its group, so each tap is one run of c_out/g floats (the membrane side
+    is strided by c_out between positions, so runs of a row do not merge); membrane
+    offsets here are for group 0 and the kernel adds (c // (c_in/g)) * (c_out/g).
     """
     c_out = out_chw[0]
+    c_out_g = c_out // layer.groups
     kh, kw = layer.kernel
     ptr, tap, out = _tap_tables(in_chw[1:], out_chw[1:], layer.kernel, layer.stride, layer.padding)
     ky, kx = tap // kw, tap % kw
     pos = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
-    if layer.stride[1] == 1 and len(tap):
+    if layer.stride[1] == 1 and layer.groups == 1 and len(tap):
         # Entries are sorted by (position, ky, kx): group each kernel row of a position
         # and start its run at the largest kx (the smallest output column).
         key = pos * kh + ky
@@ -298,9 +304,9 @@ def _conv_runs(
         length = count * c_out
         run_pos = pos[first]
     else:
-        w_off = (ky * kw + (kw - 1 - kx)) * c_out
+        w_off = (ky * kw + (kw - 1 - kx)) * c_out_g
         m_off = out * c_out
-        length = np.full(len(tap), c_out)
+        length = np.full(len(tap), c_out_g)
         run_pos = pos
     run_ptr = np.zeros(len(ptr), np.int64)
     np.cumsum(np.bincount(run_pos, minlength=len(ptr) - 1), out=run_ptr[1:])
@@ -341,6 +347,7 @@ def _compile_layer(i: int, layer: Layer, prev_shape: tuple[int, ...]) -> dict[st
         raise ParameterError(f"{where}: too many neurons for the engine")
     d: dict[str, Any] = {
         "kind": _KIND_CODE[layer.kind],
+        "src": i - 1,  # CompiledNetwork sets the layer's (or extra weight set's) source
         "spiking": int(layer.spiking),
         "n_in": n_in,
         "n_out": n_out,
@@ -357,26 +364,33 @@ def _compile_layer(i: int, layer: Layer, prev_shape: tuple[int, ...]) -> dict[st
         "tab_m": _EMPTY_I32,
         "tab_n": _EMPTY_I32,
         "win_init": _EMPTY_I32,
+        # Grouped conv: channels per group on each side (ungrouped: c_in and c_out).
+        "groups_chw": (in_chw[0] // layer.groups, out_chw[0] // layer.groups),
         # Positions and channels come from a shift and a mask when c_in is a power of two.
         "c_in_shift": in_chw[0].bit_length() - 1 if in_chw[0] & (in_chw[0] - 1) == 0 else -1,
     }
     if not (np.isfinite(np.float32(layer.threshold)) and np.float32(layer.threshold) > 0):
         raise ParameterError(f"{where}: threshold {layer.threshold} is not a positive float32")
     if layer.kind == "maxpool":
-        if tuple(layer.padding) != (0, 0):
-            raise ParameterError(f"{where}: gated max-pool with padding is not supported")
-        ptr, _, win = _tap_tables(in_chw[1:], out_chw[1:], layer.kernel, layer.stride, (0, 0))
-        # Each window's first (top-left) input: the winner while all counts are 0.
+        (sh, sw), (ph, pw) = layer.stride, layer.padding
+        ptr, _, win = _tap_tables(in_chw[1:], out_chw[1:], layer.kernel, layer.stride, (ph, pw))
+        # Each window's first (top-left) input inside the map: the winner while all counts
+        # are 0 (padding is never an input: it neither spikes nor wins).
         c, oh, ow = out_chw
         oy, ox, ch = np.meshgrid(np.arange(oh), np.arange(ow), np.arange(c), indexing="ij")
-        first = ((oy * layer.stride[0]) * in_chw[2] + ox * layer.stride[1]) * c + ch
+        y0, x0 = np.maximum(oy * sh - ph, 0), np.maximum(ox * sw - pw, 0)
+        first = (y0 * in_chw[2] + x0) * c + ch
         d.update(tab_ptr=_i32(ptr, where), tab_m=_i32(win, where), win_init=_i32(first, where))
         return d
     weight = np.asarray(layer.weight, np.float32)
     bias = None if layer.bias is None else np.asarray(layer.bias, np.float32)
     if layer.kind == "conv":
-        # [c_out][c_in][ky][kx] -> [c_in][ky][kw-1-kx][c_out]: see _conv_runs.
-        d["weight"] = _f32(weight[:, :, :, ::-1].transpose(1, 2, 3, 0))
+        # [c_out][c_in/g][ky][kx] -> [c_in][ky][kw-1-kx][c_out/g]: see _conv_runs. Input
+        # channel c = group * c_in/g + j holds the weights of its group's outputs.
+        g = layer.groups
+        c_out, c_in_g, kh, kw = weight.shape
+        grouped = weight[:, :, :, ::-1].reshape(g, c_out // g, c_in_g, kh, kw)
+        d["weight"] = _f32(grouped.transpose(0, 2, 3, 4, 1))
         if bias is not None:
             d["bias"] = _f32(bias)
         ptr, w_off, m_off, length = _conv_runs(layer, in_chw, out_chw)
@@ -422,11 +436,18 @@ class CompiledNetwork:
         if self.n_input > _INT32_MAX // 2:
             raise ParameterError(f"input {self.input_shape} is too large for the engine")
 
-        layers = []
-        prev: tuple[int, ...] = self.input_shape
+        layers, extras, extra_ptr = [], [], [0]
+
+        def shape_of(j: int) -> tuple[int, ...]:
+            return self.input_shape if j < 0 else tuple(network.layers[j].out_shape)
+
         for i, ly in enumerate(network.layers):
-            layers.append(_compile_layer(i, ly, prev))
-            prev = tuple(ly.out_shape)
+            srcs = ly.sources(i)
+            layers.append({**_compile_layer(i, ly, shape_of(srcs[0])), "src": srcs[0]})
+            # Each further input: a weight set of its own into this layer's membranes.
+            for j, e in zip(srcs[1:], ly.extra, strict=True):
+                extras.append({**_compile_layer(i, e, shape_of(j)), "src": j})
+            extra_ptr.append(len(extras))
         self._to_torch = [_channel_last_to_torch(s) for s in self.layer_shapes]
         if not (np.isfinite(np.float32(network.temperature)) and network.temperature > 0):
             raise ParameterError(f"temperature {network.temperature} is not a positive float32")
@@ -437,6 +458,8 @@ class CompiledNetwork:
             self.n_classes,
             float(network.temperature),
             network.reset == "zero",
+            extras,
+            _i32(np.asarray(extra_ptr), "extras"),
         )
 
     def __repr__(self) -> str:

@@ -55,6 +55,7 @@ MAX_DIM = 1 << 20  # any one shape entry
 MAX_NEURONS = (1 << 31) - 1  # product of a shape (the engine indexes with int32)
 MAX_GEOMETRY = 4096  # kernel, stride, padding
 MAX_LAYERS = 4096
+MAX_INPUTS = 64  # inputs of one layer (a residual add: 2; a concatenation: its parts)
 MAX_NAME = 1024  # characters in a layer or class name
 MAX_CLASSES = 1 << 20
 MAX_META_BYTES = 1 << 20  # canonical JSON of meta
@@ -148,6 +149,23 @@ class Layer:
     lam: float = 1.0
     threshold: float = 1.0
     spiking: bool = True
+    #: Conv only: input and output channels split into ``groups`` groups, each output
+    #: channel seeing only its group's inputs (torch's ``Conv2d(groups=g)``); the weight
+    #: is then ``(C_out, C_in / groups, kh, kw)``. ``groups == C_in``: depthwise.
+    groups: int = 1
+    #: The layers whose spikes this layer reads (-1: the network input). The first is
+    #: the primary input, whose synapses are this layer's in_shape, weight, kernel,
+    #: stride, padding and groups; each further one has its own synapses in ``extra``.
+    #: Empty (the default): the previous layer, a chain.
+    inputs: tuple[int, ...] = ()
+    #: One weight set per further input, into this layer's membranes: a conv or linear
+    #: Layer (in_shape, weight, kernel, stride, padding, groups; no bias, its out_shape
+    #: this layer's). A residual add or a channel concatenation feeds a layer this way.
+    extra: tuple[Layer, ...] = ()
+
+    def sources(self, index: int) -> tuple[int, ...]:
+        """The layers this layer (at ``index``) reads: ``inputs``, or the previous one."""
+        return tuple(self.inputs) if self.inputs else (index - 1,)
 
     @property
     def n_neurons(self) -> int:
@@ -176,6 +194,9 @@ class Layer:
                 check_int(f"{where}: {name}", v, lo, MAX_GEOMETRY)
         _check_positive(f"{where}: threshold", self.threshold, SCALE_RANGE)
         _check_positive(f"{where}: lambda", self.lam, SCALE_RANGE)
+        check_int(f"{where}: groups", self.groups, 1, MAX_DIM)
+        if self.groups != 1 and self.kind != "conv":
+            raise ParameterError(f"{where}: only a conv layer has groups, not {self.kind}")
 
     def _expected_out(self, where: str) -> tuple[int, ...]:
         if self.kind == "maxpool":
@@ -185,11 +206,13 @@ class Layer:
         if self.kind == "conv":
             if self.weight is None or self.weight.ndim != 4:
                 raise ParameterError(f"{where}: conv weight must be 4-D (C_out, C_in, kh, kw)")
-            c_out, c_in, kh, kw = self.weight.shape
-            if len(self.in_shape) != 3 or self.in_shape[0] != c_in or (kh, kw) != self.kernel:
+            c_out, c_in_g, kh, kw = self.weight.shape
+            g = self.groups
+            fits = len(self.in_shape) == 3 and self.in_shape[0] == c_in_g * g and c_out % g == 0
+            if not fits or (kh, kw) != self.kernel:
                 raise ParameterError(
-                    f"{where}: conv weight {self.weight.shape} does not fit input {self.in_shape} "
-                    f"and kernel {self.kernel}"
+                    f"{where}: conv weight {self.weight.shape} does not fit input {self.in_shape}, "
+                    f"kernel {self.kernel} and groups {g}"
                 )
             _, h, w = _pool_out(self.in_shape, self.kernel, self.stride, self.padding)
             return (c_out, h, w)
@@ -278,19 +301,13 @@ class Network:
         if self.reset not in ("subtract", "zero"):
             raise ParameterError(f"reset must be 'subtract' or 'zero', not {self.reset!r}")
         self._check_fields()
-        shape: tuple[int, ...] = self.input.shape
         for i, layer in enumerate(self.layers):
             where = f"layer {i} ({layer.name})"
-            if layer.kind == "linear":
-                if int(np.prod(layer.in_shape)) != int(np.prod(shape)):
-                    raise ParameterError(f"{where}: input size {layer.in_shape} != previous output {shape}")
-            elif tuple(layer.in_shape) != tuple(shape):
-                raise ParameterError(f"{where}: input shape {layer.in_shape} != previous output {shape}")
+            self._check_inputs(i, layer, where)
             layer.check(where)
             last = i == len(self.layers) - 1
             if layer.spiking == last:
                 raise ParameterError(f"{where}: only the last layer is the non-spiking output integrator")
-            shape = layer.out_shape
         if self.layers[0].kind == "maxpool":
             raise ParameterError("the first layer must be conv or linear, not maxpool")
         if self.layers[-1].kind == "maxpool":
@@ -298,6 +315,41 @@ class Network:
         n_out = self.layers[-1].n_neurons
         if len(self.class_names) != n_out:
             raise ParameterError(f"{len(self.class_names)} class names for {n_out} outputs")
+
+    def _source_shape(self, j: int) -> tuple[int, ...]:
+        return tuple(self.input.shape) if j < 0 else tuple(self.layers[j].out_shape)
+
+    def _check_inputs(self, i: int, layer: Layer, where: str) -> None:
+        """Sources are earlier layers (only layer 0 reads the network input) whose
+        outputs fit the synapses that read them."""
+        srcs = layer.sources(i)
+        if len(srcs) != 1 + len(layer.extra) or len(srcs) > MAX_INPUTS:
+            raise ParameterError(
+                f"{where}: {len(srcs)} inputs need {len(srcs) - 1} extra weight sets, got "
+                f"{len(layer.extra)} (at most {MAX_INPUTS} inputs)"
+            )
+        for k, j in enumerate(srcs):  # the input (-1) only as layer 0's primary
+            if not (is_int(j) and (0 <= j < i or (j == -1 and i == k == 0))):
+                raise ParameterError(
+                    f"{where}: input {j} is not an earlier layer (-1: the input, layer 0 only)"
+                )
+        if layer.extra and layer.kind == "maxpool":
+            raise ParameterError(f"{where}: a maxpool layer has one input")
+        for k, (syn, j) in enumerate(zip((layer, *layer.extra), srcs, strict=True)):
+            shape = self._source_shape(j)
+            at = where if k == 0 else f"{where} input {k}"
+            if syn.kind == "linear":
+                if int(np.prod(syn.in_shape)) != int(np.prod(shape)):
+                    raise ParameterError(f"{at}: input size {syn.in_shape} != output {shape} of {j}")
+            elif tuple(syn.in_shape) != shape:
+                raise ParameterError(f"{at}: input shape {syn.in_shape} != output {shape} of {j}")
+            if k == 0:
+                continue
+            if syn.kind not in ("conv", "linear") or syn.bias is not None or syn.extra or syn.inputs:
+                raise ParameterError(f"{at}: an extra weight set is a conv or linear without bias")
+            syn.check(at)
+            if tuple(syn.out_shape) != tuple(layer.out_shape):
+                raise ParameterError(f"{at}: output shape {syn.out_shape} != the layer's {layer.out_shape}")
 
     def _check_fields(self) -> None:
         _check_positive("temperature", self.temperature, TEMPERATURE_RANGE)
@@ -347,6 +399,10 @@ class Network:
         total = 0
         for i, ly in enumerate(self.layers):
             geo = "" if ly.kind == "linear" else f"{ly.kernel[0]}/{ly.stride[0]}/{ly.padding[0]}"
+            if ly.groups != 1:
+                geo += f" g{ly.groups}"
+            if ly.inputs:
+                geo += " <" + ",".join(str(j) for j in ly.inputs)
             kind = ly.kind if ly.spiking else f"{ly.kind}*"
             n = ly.n_neurons if ly.kind != "maxpool" else 0
             total += n
@@ -369,6 +425,8 @@ class Network:
                 arrays[f"layer{i}.weight"] = np.ascontiguousarray(ly.weight, dtype=np.float32)
             if ly.bias is not None:
                 arrays[f"layer{i}.bias"] = np.ascontiguousarray(ly.bias, dtype=np.float32)
+            for k, e in enumerate(ly.extra):
+                arrays[f"layer{i}.extra{k + 1}.weight"] = np.ascontiguousarray(e.weight, dtype=np.float32)
         if self.calibration is not None:
             arrays["calibration.confidence"] = np.ascontiguousarray(
                 self.calibration.confidence, dtype=np.float32
@@ -404,6 +462,11 @@ class Network:
                     "spiking": bool(ly.spiking),
                     "has_weight": ly.weight is not None,
                     "has_bias": ly.bias is not None,
+                    # Written only when not 1, so ungrouped networks keep the manifest
+                    # (and sha256) of earlier releases, and their files load unchanged.
+                    **({"groups": int(ly.groups)} if ly.groups != 1 else {}),
+                    **({"inputs": [int(j) for j in ly.inputs]} if ly.inputs else {}),
+                    **({"extra": [_synapse_manifest(e) for e in ly.extra]} if ly.extra else {}),
                 }
                 for ly in self.layers
             ],
@@ -439,6 +502,18 @@ class Network:
     def load(cls, path: str | Path, *, max_bytes: int = MAX_MODEL_BYTES) -> Network:
         """Load and verify a network file; raise ModelFileError naming the file and problem."""
         return load_network(path, max_bytes=max_bytes)
+
+
+def _synapse_manifest(e: Layer) -> dict[str, Any]:
+    """An extra weight set of a layer: its geometry (the weight is an array member)."""
+    return {
+        "kind": e.kind,
+        "in_shape": [int(v) for v in e.in_shape],
+        "kernel": [int(v) for v in e.kernel],
+        "stride": [int(v) for v in e.stride],
+        "padding": [int(v) for v in e.padding],
+        "groups": int(e.groups),
+    }
 
 
 def _fmt(shape: tuple[int, ...]) -> str:
@@ -547,6 +622,7 @@ _LAYER_KEYS = (
     "kind", "name", "in_shape", "out_shape", "kernel", "stride", "padding", "lambda", "threshold",
     "spiking", "has_weight", "has_bias",
 )  # fmt: skip
+_LAYER_OPTIONAL = ("groups", "inputs", "extra")  # absent: 1, the previous layer, none
 # Everything zipfile, zlib and numpy's .npy header parser raise on hostile bytes.
 _ZIP_ERRORS = (
     zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError, struct.error,
@@ -559,11 +635,13 @@ _MAX_NPY_HEADER = 65536
 class _Obj:
     """Typed, range-checked access to one JSON object of the manifest."""
 
-    def __init__(self, obj: Any, where: str, keys: tuple[str, ...]) -> None:
+    def __init__(
+        self, obj: Any, where: str, keys: tuple[str, ...], optional: tuple[str, ...] = ()
+    ) -> None:
         if not isinstance(obj, dict):
             raise _Bad(where, f"must be an object, got {type(obj).__name__}")
         missing = [k for k in keys if k not in obj]
-        extra = sorted(set(obj) - set(keys))
+        extra = sorted(set(obj) - set(keys) - set(optional))
         if missing or extra:
             raise _Bad(where, f"missing keys {missing}, unexpected keys {extra}")
         self.obj, self.where = obj, where
@@ -685,7 +763,7 @@ def _load_zip(zf: zipfile.ZipFile, path: Path, max_bytes: int) -> Network:
 def _members(zf: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
     """Member name (without ``.npy``) -> ZipInfo; refuse duplicates and strangers."""
     infos = zf.infolist()
-    if len(infos) > 2 * MAX_LAYERS + 3:
+    if len(infos) > (2 + MAX_INPUTS) * MAX_LAYERS + 3:
         raise ModelFileError(f"{path}: {len(infos)} members, more than a network can have")
     out: dict[str, zipfile.ZipInfo] = {}
     for info in infos:
@@ -757,7 +835,7 @@ def _layers(top: _Obj) -> list[tuple[Layer, bool, bool]]:
     """(layer without arrays, has_weight, has_bias) for every manifest layer."""
     out = []
     for i, raw in enumerate(top.get_list("layers", MAX_LAYERS)):
-        d = _Obj(raw, f"layers[{i}]", _LAYER_KEYS)
+        d = _Obj(raw, f"layers[{i}]", _LAYER_KEYS, _LAYER_OPTIONAL)
         layer = Layer(
             kind=d.get_text("kind", ("conv", "linear", "maxpool")),  # type: ignore[arg-type]
             name=d.get_text("name"),
@@ -769,9 +847,40 @@ def _layers(top: _Obj) -> list[tuple[Layer, bool, bool]]:
             lam=d.get_num("lambda", *SCALE_RANGE),
             threshold=d.get_num("threshold", *SCALE_RANGE),
             spiking=d.get_flag("spiking"),
+            groups=d.get_int("groups", 2, MAX_DIM) if "groups" in d.obj else 1,
         )
+        if "inputs" in d.obj:
+            inputs = d.get_ints("inputs", tuple(range(1, MAX_INPUTS + 1)), -1, MAX_LAYERS)
+            extra = [_synapses(raw, f"layers[{i}].extra[{k}]", layer) for k, raw in enumerate(
+                d.get_list("extra", MAX_INPUTS) if "extra" in d.obj else []
+            )]  # fmt: skip
+            layer = replace(layer, inputs=inputs, extra=tuple(extra))
+        elif "extra" in d.obj:
+            raise _Bad(f"layers[{i}].extra", "needs the layer's inputs")
         out.append((layer, d.get_flag("has_weight"), d.get_flag("has_bias")))
     return out
+
+
+def _synapses(raw: Any, where: str, host: Layer) -> Layer:
+    """An extra weight set (its weight comes from the arrays)."""
+    d = _Obj(raw, where, ("kind", "in_shape", "kernel", "stride", "padding", "groups"))
+    return Layer(
+        kind=d.get_text("kind", ("conv", "linear")),  # type: ignore[arg-type]
+        name=host.name,
+        in_shape=d.get_ints("in_shape", (1, 3), 1, MAX_DIM),
+        out_shape=host.out_shape,
+        kernel=d.get_ints("kernel", (2,), 1, MAX_GEOMETRY),  # type: ignore[arg-type]
+        stride=d.get_ints("stride", (2,), 1, MAX_GEOMETRY),  # type: ignore[arg-type]
+        padding=d.get_ints("padding", (2,), 0, MAX_GEOMETRY),  # type: ignore[arg-type]
+        groups=d.get_int("groups", 1, MAX_DIM),
+    )
+
+
+def _weight_shape(ly: Layer) -> tuple[int, ...]:
+    c_out = ly.out_shape[0]
+    if ly.kind == "conv":
+        return (c_out, ly.in_shape[0] // ly.groups, *ly.kernel)
+    return (c_out, math.prod(ly.in_shape))
 
 
 def _expected_arrays(
@@ -781,14 +890,12 @@ def _expected_arrays(
     f32 = _DTYPES["float32"]
     out: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
     for i, (ly, has_w, has_b) in enumerate(layers):
-        c_out = ly.out_shape[0]
         if has_w:
-            if ly.kind == "conv":
-                out[f"layer{i}.weight"] = (f32, (c_out, ly.in_shape[0], *ly.kernel))
-            else:
-                out[f"layer{i}.weight"] = (f32, (c_out, math.prod(ly.in_shape)))
+            out[f"layer{i}.weight"] = (f32, _weight_shape(ly))
         if has_b:
-            out[f"layer{i}.bias"] = (f32, (c_out,))
+            out[f"layer{i}.bias"] = (f32, (ly.out_shape[0],))
+        for k, e in enumerate(ly.extra):
+            out[f"layer{i}.extra{k + 1}.weight"] = (f32, _weight_shape(e))
     calib = manifest["calibration"]
     if calib is not None:
         c = _Obj(calib, "calibration", ("steps", "samples"))
@@ -898,7 +1005,14 @@ def _network(
     version: int,
 ) -> Network:
     built = tuple(
-        replace(ly, weight=arrays.get(f"layer{i}.weight"), bias=arrays.get(f"layer{i}.bias"))
+        replace(
+            ly,
+            weight=arrays.get(f"layer{i}.weight"),
+            bias=arrays.get(f"layer{i}.bias"),
+            extra=tuple(
+                replace(e, weight=arrays[f"layer{i}.extra{k + 1}.weight"]) for k, e in enumerate(ly.extra)
+            ),
+        )
         for i, (ly, _, _) in enumerate(layers)
     )
     calib = None

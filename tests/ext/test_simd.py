@@ -7,6 +7,7 @@ import platform
 from collections.abc import Iterator
 from pathlib import Path
 
+import engine_nets as nets  # tests/ext is on sys.path (pytest's rootdir-less import mode)
 import numpy as np
 import pytest
 from spikecast.ext import Engine, EventSteps, _bench, _engine  # type: ignore[attr-defined]
@@ -128,3 +129,15 @@ def test_bench_roofline_adds_rows_on_every_path(restore_paths: None) -> None:
         membrane = np.zeros((7, 21), np.float32)
         assert _bench.roofline_scatter(membrane, weight, dst, src, 2) == 50 * 21 * 2
         assert membrane.tobytes() == want.tobytes(), path
+
+
+def test_grouped_convs_and_dags_match_on_every_path(restore_paths: None) -> None:
+    """Grouped/depthwise scatter (runs offset to the spike's group) and layers with several
+    inputs agree on every path."""
+    for net in (nets.net_grouped(kind="events"), nets.net_grouped_wide(kind="frame"), nets.net_dag()):
+        want, want_logits = _trace(net, "portable", seed=2, n_steps=16)
+        assert sum(len(s) for s in want) > 0
+        for path in _supported()[1:]:
+            got, logits = _trace(net, path, seed=2, n_steps=16)
+            assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True)), path
+            assert logits.tobytes() == want_logits.tobytes(), path

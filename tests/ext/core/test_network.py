@@ -9,6 +9,7 @@ import sys
 import textwrap
 import warnings
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,80 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     assert np.array_equal(back.calibration.confidence, net.calibration.confidence)
     assert np.array_equal(back.calibration.correct, net.calibration.correct)
     assert back.input == net.input
+
+
+def grouped_net() -> Network:
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(6, 2, 3, 3)).astype(np.float32)  # 4 inputs in 2 groups
+    conv = Layer("conv", "g", (4, 5, 5), (6, 3, 3), w, np.zeros(6, np.float32), (3, 3), groups=2)
+    out = Layer("linear", "o", (6, 3, 3), (2,), rng.normal(size=(2, 54)).astype(np.float32), spiking=False)
+    return Network(InputSpec("frame", (4, 5, 5)), (conv, out), ("a", "b"))
+
+
+def test_groups_round_trip_and_old_manifests_mean_one(tmp_path: Path) -> None:
+    net = grouped_net()
+    assert net.manifest()["layers"][0]["groups"] == 2
+    back = load_network(net.save(tmp_path / "g.scn"))
+    assert back.layers[0].groups == 2 and back.sha256 == net.sha256
+    assert "g2" in back.summary()
+    # Ungrouped layers write no "groups" key: their manifest (and sha256) is as before.
+    assert all("groups" not in ly for ly in small_net().manifest()["layers"])
+    assert all(ly.groups == 1 for ly in load_network(small_net().save(tmp_path / "n.scn")).layers)
+
+
+def test_groups_must_fit_the_weights() -> None:
+    net = grouped_net()
+    with pytest.raises(ParameterError, match="groups 3"):
+        net.with_(layers=(replace(net.layers[0], groups=3), net.layers[1]))
+    with pytest.raises(ParameterError, match="only a conv layer has groups"):
+        net.with_(layers=(net.layers[0], replace(net.layers[1], groups=2)))
+
+
+def dag_net() -> Network:
+    """conv0 -> conv1 -> conv2 reading conv1 and (an identity skip) conv0 -> linear output."""
+    rng = np.random.default_rng(2)
+
+    def conv(name: str, c_in: int) -> Layer:
+        w = rng.normal(size=(3, c_in, 3, 3)).astype(np.float32)
+        b = np.zeros(3, np.float32)
+        return Layer("conv", name, (c_in, 5, 5), (3, 5, 5), w, b, (3, 3), padding=(1, 1))
+
+    skip = Layer("conv", "skip", (3, 5, 5), (3, 5, 5), np.eye(3, dtype=np.float32)[:, :, None, None] * 0.5)
+    add = replace(conv("add", 3), inputs=(1, 0), extra=(skip,))
+    out = Layer("linear", "o", (3, 5, 5), (2,), rng.normal(size=(2, 75)).astype(np.float32), spiking=False)
+    return Network(InputSpec("frame", (1, 5, 5)), (conv("c0", 1), conv("c1", 3), add, out), ("a", "b"))
+
+
+def test_multi_input_layers_round_trip(tmp_path: Path) -> None:
+    net = dag_net()
+    entry = net.manifest()["layers"][2]
+    assert entry["inputs"] == [1, 0] and entry["extra"][0]["kernel"] == [1, 1]
+    back = load_network(net.save(tmp_path / "dag.scn"))
+    assert back.sha256 == net.sha256
+    assert back.layers[2].inputs == (1, 0)
+    assert np.array_equal(back.layers[2].extra[0].weight, net.layers[2].extra[0].weight)
+    assert "<1,0" in back.summary()
+    assert all("inputs" not in ly and "extra" not in ly for ly in small_net().manifest()["layers"])
+
+
+def test_bad_inputs_are_refused() -> None:
+    net = dag_net()
+    add, skip = net.layers[2], net.layers[2].extra[0]
+    bad = {
+        "not an earlier layer": replace(add, inputs=(1, 2)),
+        "-1: the input, layer 0 only": replace(add, inputs=(1, -1)),
+        "need 1 extra weight sets": replace(add, extra=()),
+        "without bias": replace(add, extra=(replace(skip, bias=np.zeros(3, np.float32)),)),
+        "input 1: output shape": replace(add, extra=(replace(skip, out_shape=(3, 4, 4)),)),
+    }
+    for match, layer in bad.items():
+        with pytest.raises(ParameterError, match=match):
+            net.with_(layers=(*net.layers[:2], layer, net.layers[3]))
+    # The network input feeds layer 0's own weights only (the engine's frame current).
+    first = net.layers[0]
+    twice = replace(first, inputs=(-1, -1), extra=(replace(first, bias=None),))
+    with pytest.raises(ParameterError, match="layer 0 only"):
+        net.with_(layers=(twice, *net.layers[1:]))
 
 
 def test_summary_lists_layers_lambdas_and_input(tmp_path: Path) -> None:
@@ -369,6 +444,7 @@ RANGE_EDITS = {
     "in_shape": lambda m: m["layers"][2].update(in_shape="3"),
     "layers": lambda m: m.update(layers={"0": 1}),
     "input": lambda m: m["input"].update(extra=1),
+    "groups": lambda m: m["layers"][0].update(groups=0),
 }
 
 
