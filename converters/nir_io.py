@@ -113,7 +113,18 @@ def _layer_nodes(nir: Any, i: int, ly: Layer, reset: str) -> list[tuple[str, Any
             "spike counts that no NIR node holds (NIR's pools sum or average spikes). Retrain with "
             "AvgPool2d (converted by folding it into the next layer) to export this network"
         )
-    assert ly.weight is not None  # conv and linear layers always have one (Layer.check)
+    if ly.inputs or ly.extra:
+        raise ConversionError(
+            f"layer {i} ({ly.name}) reads several layers (a residual add or a concatenation); "
+            "this exporter writes one chain of nodes. Export a network without skips"
+        )
+    if ly.groups != 1:
+        raise ConversionError(
+            f"layer {i} ({ly.name}) is a grouped convolution (groups={ly.groups}); this exporter "
+            "writes ungrouped Conv2d nodes only"
+        )
+    if ly.weight is None:  # conv and linear layers always have one (Layer.check)
+        raise ConversionError(f"layer {i} ({ly.name}) has no weights")
     out = tuple(int(v) for v in ly.out_shape)
     bias = ly.bias if ly.bias is not None else np.zeros(out[0], np.float32)
     nodes: list[tuple[str, Any]] = []

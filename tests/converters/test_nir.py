@@ -106,6 +106,13 @@ def test_export_refuses_the_gated_max_pool() -> None:
         to_nir(nets.net_frame_pool3())
 
 
+def test_export_refuses_grouped_and_multi_input_layers() -> None:
+    with pytest.raises(ConversionError, match="grouped convolution"):
+        to_nir(nets.net_grouped())
+    with pytest.raises(ConversionError, match="reads several layers"):
+        to_nir(nets.net_dag())
+
+
 def test_foreign_graph_defaults_and_options() -> None:
     """Without spikecast metadata: frame input, reset by subtraction, classes '0'..; options win."""
     net = nets.net_events_linear()
