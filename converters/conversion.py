@@ -154,7 +154,8 @@ def _fold_avgpool_into(pool: Op, op: Op, w: torch.Tensor, flat_after: bool) -> t
         x = torch.zeros(w.shape[0], c, h, wd, dtype=w.dtype, requires_grad=True)
         y = avg_pool(pool, x)
         (y * w.reshape(y.shape)).sum().backward()
-        assert x.grad is not None
+        if x.grad is None:  # cannot happen: x requires grad and reaches y
+            raise ConversionError(f"node '{op.node}': could not fold the average pool")
         new_op = Op("linear", op.node, (c, h, wd), op.out_shape, op.module)
         return x.grad.reshape(w.shape[0], -1).detach(), new_op
     if flat_after:
@@ -310,7 +311,8 @@ class _GraphBuilder:
         bias = x.bias
         terms = []  # new weight sets: the unfolded value may have other readers
         for j, t in x.terms:
-            assert t.weight is not None
+            if t.weight is None:
+                raise ConversionError(f"node '{op.node}': BatchNorm after an input without weights")
             w, _ = _fold_bn(t.weight, torch.zeros_like(bias), op.module)  # type: ignore[arg-type]
             terms.append((j, replace(t, weight=w)))
         _, bias = _fold_bn(torch.zeros(len(bias), 1, dtype=bias.dtype), bias, op.module)  # type: ignore[arg-type]
