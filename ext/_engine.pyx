@@ -223,6 +223,26 @@ cdef void engine_step(
     read_out(p, s)
 
 
+cdef inline void step_csr(
+    const NetPlan* p,
+    EngineState* s,
+    const int32_t* idx,       # in: events of all steps (CSR values), or NULL for no input
+    Py_ssize_t n_idx,
+    const int64_t* offsets,   # in: CSR offsets into idx
+    int k,
+) noexcept nogil:
+    """One step with the events of step k of a CSR pair (none if idx is NULL)."""
+    cdef int64_t a, b
+    if idx == NULL:
+        engine_step(p, s, NULL, 0)
+        return
+    a = offsets[k]
+    b = offsets[k + 1]
+    if a < 0 or b > n_idx or b < a:  # only if mutated after validation
+        a = b = 0
+    engine_step(p, s, idx + a, <int> (b - a))
+
+
 cdef int run_steps(
     const NetPlan* p,
     EngineState* s,
@@ -236,16 +256,8 @@ cdef int run_steps(
 ) noexcept nogil:
     """Advance up to n_steps; stop at the first confident step or at t_max. Returns steps run."""
     cdef int k
-    cdef int64_t a, b
     for k in range(n_steps):
-        if idx == NULL:
-            engine_step(p, s, NULL, 0)
-        else:
-            a = offsets[k]
-            b = offsets[k + 1]
-            if a < 0 or b > n_idx or b < a:  # only if mutated after validation
-                a = b = 0
-            engine_step(p, s, idx + a, <int> (b - a))
+        step_csr(p, s, idx, n_idx, offsets, k)
         if s.t >= t_min and s.confidence >= tau:
             s.exit = EXIT_CONFIDENT
             return k + 1
@@ -539,7 +551,7 @@ cdef class EngineCore:
         cdef const int64_t* off = NULL
         cdef Py_ssize_t n_idx = 0
         cdef int k, l
-        cdef int64_t a, b, syn
+        cdef int64_t syn
         cdef bint keep_logits = logits.shape[0] > 0
         cdef const NetPlan* p = self.plan
         if class_index.shape[0] < n_steps or confidence.shape[0] < n_steps or synops.shape[0] < n_steps:
@@ -556,14 +568,7 @@ cdef class EngineCore:
         try:
             with nogil:
                 for k in range(n_steps):
-                    if idx == NULL:
-                        engine_step(p, &self.st, NULL, 0)
-                    else:
-                        a = off[k]
-                        b = off[k + 1]
-                        if a < 0 or b > n_idx or b < a:  # only if mutated after validation
-                            a = b = 0
-                        engine_step(p, &self.st, idx + a, <int> (b - a))
+                    step_csr(p, &self.st, idx, n_idx, off, k)
                     class_index[k] = self.st.class_index
                     confidence[k] = <float> self.st.confidence
                     syn = 0
