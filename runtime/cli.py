@@ -54,7 +54,7 @@ At exit, one line on stderr sums up the run: decisions, inputs, what was
 dropped, by cause, and what was not used (events outside the network input after
 --crop/--downsample); the metrics topic carries the same counters in MQTT mode.
 File sources are read as fast as the engine takes them and never shed; live
-sources (--source mqtt, --source udp://HOST:PORT) shed whole packets when the
+sources (--source mqtt, udp://HOST:PORT, dv://HOST:PORT) shed whole packets when the
 queue is full.
 
 exit status:

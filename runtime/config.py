@@ -4,7 +4,7 @@ Example (``deploy/spikecast.toml`` holds a full one)::
 
     model = "net.scn"
     source = "recordings/*.bin"        # event files, images, .npy frame stacks, "mqtt",
-                                       # or "udp://HOST:PORT" (docs/sources.md)
+                                       # "udp://HOST:PORT" or "dv://HOST:PORT" (docs/sources.md)
     device = "cam0"
     stream = "main"
     realtime = false
@@ -130,7 +130,8 @@ class RunConfig:
         self._check_udp()
 
     def _check_udp(self) -> None:
-        """A udp:// source's address, format, sensor size and buffer."""
+        """A udp:// source's address, format, sensor size and buffer; a dv:// address."""
+        from spikecast.runtime.dv import is_dv, parse_dv
         from spikecast.runtime.udp import FORMATS, is_udp, parse_size, parse_udp
 
         if self.udp_format not in FORMATS:
@@ -145,6 +146,8 @@ class RunConfig:
         check_int("udp_rcvbuf", self.udp_rcvbuf, 1024, 1 << 30)
         if is_udp(self.source):
             parse_udp(self.source)
+        if is_dv(self.source):
+            parse_dv(self.source)
 
     def _check_monitoring(self) -> None:
         """The Prometheus endpoint and Home Assistant discovery."""
@@ -292,7 +295,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--source",
         help="event files (.bin .aedat4 .raw .dat .npy .npz; globs ok), a directory of "
         "them, images, 'mqtt' for live packets on spikecast/<device>/+/events, "
-        "udp://HOST:PORT to listen for UDP events (faery or SPIF; see --udp-format)",
+        "udp://HOST:PORT to listen for UDP events (faery or SPIF; see --udp-format), "
+        "dv://HOST:PORT to connect to a DV/dv-processing network stream (the dv extra)",
     )
     p.add_argument(
         "--udp-format",
@@ -304,7 +308,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--sensor-size",
         metavar="WxH",
         help="sensor size of a udp:// source (UDP does not say it; default: the network "
-        "input's, with a warning); checked like a file's (--fit, --crop, --downsample)",
+        "input's, with a warning); checked like a file's (--fit, --crop, --downsample). "
+        "A dv:// source states its own",
     )
     p.add_argument(
         "--udp-rcvbuf",
@@ -321,7 +326,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "nmnist, aedat4, evt2, evt3, dat, npy",
     )
     p.add_argument("--device", help="device name in MQTT topics")
-    p.add_argument("--stream", help="stream name for file and udp:// sources")
+    p.add_argument("--stream", help="stream name for file, udp:// and dv:// sources")
     p.add_argument(
         "--mqtt",
         dest="mqtt_url",

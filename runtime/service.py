@@ -52,6 +52,7 @@ from spikecast.ext.core.network import Network, load_network
 from spikecast.ext.engine import CompiledNetwork, Engine
 from spikecast.runtime.config import RunConfig, config_from_args
 from spikecast.runtime.decision import Calibration, OperatingPoint, PointChoice, initial_point, resolve
+from spikecast.runtime.dv import DvReceiver, is_dv
 from spikecast.runtime.encode import SpatialMap, check_geometry, load_frames
 from spikecast.runtime.hooks import EventWatcher, ServiceHook, service_hooks
 from spikecast.runtime.limits import LimitError
@@ -143,8 +144,9 @@ class Service:
         self.ctx = DecisionContext(self.network, cfg.device, calib, self.network.sha256)
         self.mapping = SpatialMap(cfg.crop, cfg.downsample)
         self.maps: dict[str, SpatialMap] = {}  # per file stream, when --fit chose one
-        self.live = cfg.source == "mqtt" or is_udp(cfg.source)
+        self.live = cfg.source == "mqtt" or is_udp(cfg.source) or is_dv(cfg.source)
         self.udp: UdpReceiver | None = None  # the bound socket of a udp:// source
+        self.dv: DvReceiver | None = None  # the connected reader of a dv:// source
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._room = asyncio.Event()  # set whenever compute takes events off the queue
         self._seen: dict[str, list[int]] = {}  # live stream -> [events, outside the input]
@@ -245,6 +247,10 @@ class Service:
             from spikecast.runtime.udp import udp_feed
 
             feeder = asyncio.create_task(udp_feed(self))
+        elif is_dv(self.cfg.source):
+            from spikecast.runtime.dv import dv_feed
+
+            feeder = asyncio.create_task(dv_feed(self))
         elif self.live:
             if subscriber is None:
                 raise ParameterError("source 'mqtt' needs --mqtt URL")

@@ -110,16 +110,17 @@ def run_blocked(blocked: tuple[str, ...], code: str) -> subprocess.CompletedProc
     )
 
 
-def test_decision_core_imports_without_torch_the_mqtt_client_or_prometheus() -> None:
-    # prometheus_client only comes in with --metrics-port (runtime/prom.py, the "metrics" extra).
+def test_decision_core_imports_without_torch_the_mqtt_client_prometheus_or_dv() -> None:
+    # prometheus_client only comes in with --metrics-port (runtime/prom.py, the "metrics" extra),
+    # dv_processing only with a dv:// source (runtime/dv.py, the "dv" extra).
     out = run_blocked(
-        ("torch", "aiomqtt", "paho", "tonic", "prometheus_client"),
+        ("torch", "aiomqtt", "paho", "tonic", "prometheus_client", "dv_processing"),
         """
         import spikecast.runtime.stream, spikecast.runtime.decision, spikecast.runtime.payload
         import spikecast.runtime.service, spikecast.runtime.mqtt, spikecast.runtime.cli
         import spikecast.runtime.hooks, spikecast.runtime.mqtt.homeassistant
         from spikecast.runtime.mqtt import StdoutPublisher
-        heavy = ("torch", "aiomqtt", "paho", "prometheus_client")
+        heavy = ("torch", "aiomqtt", "paho", "prometheus_client", "dv_processing")
         print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
         """,
     )
