@@ -59,7 +59,8 @@ def start_broker(tmp_path: Path) -> Iterator[object]:
                 return
             except OSError:
                 if procs[-1].poll() is not None:
-                    raise AssertionError(f"mosquitto exited: {(tmp_path / f'{conf.stem}.log').read_text()}") from None
+                    text = (tmp_path / f"{conf.stem}.log").read_text()
+                    raise AssertionError(f"mosquitto exited: {text}") from None
                 time.sleep(0.05)
         raise AssertionError("mosquitto did not start")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import subprocess
 import sys
 import textwrap
 import warnings
-import struct
 import zipfile
 from pathlib import Path
 
