@@ -210,8 +210,8 @@ class Service:
         lines = [ln for ln in text.splitlines() if ln.startswith("spikecast: ")]
         if not lines:
             return None, text[-1500:]
-        m = re.match(r"spikecast: (\d+) decisions?", lines[-1])
-        return (int(m.group(1)) if m else None), lines[-1]
+        m = re.match(r"spikecast: ([\d,]+) decisions?", lines[-1])  # "6,004 decisions"
+        return (int(m.group(1).replace(",", "")) if m else None), lines[-1]
 
     def stop(self, timeout_s: float = 20) -> int:
         if self.proc.poll() is None:
@@ -289,9 +289,9 @@ def counted(metrics: dict[str, Any]) -> dict[str, int]:
 
 def undelivered(summary: str, metrics: dict[str, Any]) -> int:
     """Decisions the service itself counted as never delivered (exit line, else metrics)."""
-    m = re.search(r"(\d+) (?:decisions? )?(?:undelivered|never delivered)", summary)
+    m = re.search(r"([\d,]+) messages? not delivered to the broker", summary)
     if m:
-        return int(m.group(1))
+        return int(m.group(1).replace(",", ""))
     pub = metrics.get("publisher") or {}
     return int(pub.get("dropped", 0))
 

@@ -33,11 +33,13 @@ counted, and the worker restarted after the input that killed it. A hang is an i
 that runs past ``--input-timeout-s`` (a SIGALRM inside the worker), or a worker
 that stops writing for ``--worker-timeout-s`` (killed from outside). Memory: before
 each input the worker resets its peak RSS (``/proc/self/clear_refs``), after it reads
-``VmHWM``; ``extra`` = peak minus the RSS before. ``peak_rss_mb`` is the worker's
-whole peak (interpreter and numpy included). ``worst_extra_over_input`` is the
-largest extra / input size over inputs of at least 16 kB (for smaller inputs page
-granularity and allocator arenas dominate; their largest extra is
-``max_extra_rss_mb``).
+``VmHWM``; ``extra`` = peak minus the RSS before; the peak of traced allocations
+(tracemalloc: Python objects and numpy buffers) is taken over the same input; both
+after one uncounted warm-up parse of the first seed. ``peak_rss_mb`` is the worker's
+whole peak (interpreter and numpy included). ``worst_memory_over_input`` is the
+largest max(traced peak, RSS growth) / input size over inputs of at least 16 kB (for
+smaller inputs fixed costs dominate: ``max_alloc_per_input_mb`` and
+``max_rss_growth_per_input_mb`` give the largest absolute figures over all inputs).
 
 Writes bench/results/fuzz.json (``--quick`` writes bench/results/fuzz-quick.json
 unless ``--out`` says otherwise).
@@ -501,6 +503,9 @@ def worker(args: argparse.Namespace) -> None:
             open(args.details, "a") as details:
         fn = target_function(args.target, Path(tmp))
         marks = os.open(args.marks, os.O_WRONLY | os.O_APPEND)
+        # One uncounted parse of the first seed: lazy imports and the allocator's first
+        # arenas are not what one input costs.
+        _attempt(fn, pool[0], -1)
         mem = _Memory()
         for i in range(args.start, args.n):
             data = make_input(args.target, args.seed, i, pool)

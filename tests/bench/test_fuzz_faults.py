@@ -1,5 +1,5 @@
-"""bench/fuzz.py and bench/faults.py in their --quick form, and the contracts of the
-committed bench/results/fuzz.json and faults.json (issue 11, item 5)."""
+"""bench/fuzz.py, bench/faults.py and bench/soak.py in their --quick form, and the
+contracts of the committed bench/results/fuzz.json, faults.json and soak.json."""
 
 from __future__ import annotations
 
@@ -67,14 +67,38 @@ def test_fuzz_quick_finds_nothing(tmp_path: Path) -> None:
 
 def test_faults_quick_lose_nothing(tmp_path: Path) -> None:
     need_data()
-    if not (shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK)):
-        pytest.skip("no mosquitto binary")
-    pytest.importorskip("paho.mqtt", reason="paho-mqtt (aiomqtt's dependency) is missing")
+    need_broker()
     out = tmp_path / "faults.json"
     run = subprocess.run([sys.executable, "bench/faults.py", "--quick", "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     check_faults(json.loads(out.read_text()))
+
+
+def check_soak(r: dict[str, Any]) -> None:
+    for key in ("minutes", "streams", "events", "decisions", "rss_mb_start", "rss_mb_end",
+                "rss_slope_mb_per_min", "lost"):
+        assert key in r, key
+    assert r["lost"] == 0 and r["duplicates"] == 0, r
+    assert r["decisions"] > 0 and r["events"] > 0 and r["delivered"] == r["decisions"], r
+
+
+def need_broker() -> None:
+    if not (shutil.which("mosquitto") or os.access("/usr/sbin/mosquitto", os.X_OK)):
+        pytest.skip("no mosquitto binary")
+    pytest.importorskip("paho.mqtt", reason="paho-mqtt (aiomqtt's dependency) is missing")
+
+
+def test_soak_quick_loses_nothing(tmp_path: Path) -> None:
+    need_data()
+    need_broker()
+    out = tmp_path / "soak.json"
+    run = subprocess.run([sys.executable, "bench/soak.py", "--quick", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    r = json.loads(out.read_text())
+    check_soak(r)
+    assert r["streams"] == 2 and r["minutes"] >= 0.3
 
 
 def load(name: str) -> dict[str, Any]:
@@ -91,3 +115,10 @@ def test_committed_fuzz_results_meet_the_goals() -> None:
 
 def test_committed_fault_results_lose_nothing() -> None:
     check_faults(load("faults.json"))
+
+
+def test_committed_soak_results_lose_nothing_and_do_not_grow() -> None:
+    r = load("soak.json")
+    check_soak(r)
+    assert r["minutes"] >= 5 and r["streams"] >= 4
+    assert abs(r["rss_slope_mb_per_min"]) < 1.0, r["rss_slope_mb_per_min"]
