@@ -525,6 +525,27 @@ def worker(args: argparse.Namespace) -> None:
                 details.flush()
 
 
+def real_files_memory() -> dict[str, Any]:
+    """Peak memory of reading each whole real recording once (in this worker process)."""
+    from spikecast.runtime.readers import read_events
+
+    out: dict[str, Any] = {}
+    for path in sorted((DATA / "dvs").iterdir()):
+        read_events(path)  # warm-up: imports, first arenas
+        _reset_peak()
+        rss = _memory_kb()[1]
+        tracemalloc.start()
+        rec = read_events(path)
+        alloc = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        grow = max(0, _memory_kb()[0] - rss) * 1024
+        size = path.stat().st_size
+        out[path.name] = {"bytes": size, "events": int(rec.events.size),
+                          "alloc_mb": round(alloc / 2**20, 2), "rss_growth_mb": round(grow / 2**20, 2),
+                          "over_file": round(max(alloc, grow) / size, 2)}
+    return out
+
+
 # -- the driver ---------------------------------------------------------------------------
 
 
@@ -644,6 +665,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.n is None:
         args.n = 300 if args.quick else 10_000
+    if args.worker == "real_files":
+        print(json.dumps(real_files_memory()))
+        return
     if args.worker:
         args.target = args.worker
         worker(args)
@@ -662,7 +686,11 @@ def main() -> None:
                   f"{r['clean_errors']:5d}  other {r['other_exceptions']:3d}  crashes {r['crashes']}  "
                   f"hangs {r['hangs']}  peak {r['peak_rss_mb']} MB  worst x{r['worst_memory_over_input']}"
                   f"  {r['seconds']} s", flush=True)
+    real = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", "real_files"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "RUST_BACKTRACE": "0"})
     payload = {
+        "real_files_memory": json.loads(real.stdout) if real.returncode == 0 else real.stderr[-2000:],
         "seed": args.seed,
         "inputs_per_target": args.n,
         "input_timeout_s": args.input_timeout_s,
