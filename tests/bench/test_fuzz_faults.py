@@ -120,5 +120,6 @@ def test_committed_fault_results_lose_nothing() -> None:
 def test_committed_soak_results_lose_nothing_and_do_not_grow() -> None:
     r = load("soak.json")
     check_soak(r)
-    assert r["minutes"] >= 5 and r["streams"] >= 4
-    assert abs(r["rss_slope_mb_per_min"]) < 1.0, r["rss_slope_mb_per_min"]
+    assert r["minutes"] >= 10 and r["streams"] >= 4
+    # Flat once the decision history (10,000) is full: the last third of the run.
+    assert abs(r["rss_slope_last_third_mb_per_min"]) < 0.2, r["rss_slope_last_third_mb_per_min"]
