@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import struct
+import tokenize
 import warnings
 import zipfile
 import zlib
@@ -627,6 +628,7 @@ _LAYER_OPTIONAL = ("groups", "inputs", "extra")  # absent: 1, the previous layer
 _ZIP_ERRORS = (
     zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, EOFError, ValueError, struct.error,
     NotImplementedError, RuntimeError, OverflowError, KeyError, IndexError, SyntaxError,
+    tokenize.TokenError,  # numpy's header parser on an unterminated dict (not a ValueError)
 )  # fmt: skip
 _DTYPES = {"float32": np.dtype("<f4"), "bool": np.dtype("|b1")}
 _MAX_NPY_HEADER = 65536

@@ -43,7 +43,11 @@ _HEADER_AT = len(MAGIC) + 4
 
 
 def _data_table_position(data: bytes, path: Path) -> int:
-    """Read IOHeader.dataTablePosition from the FlatBuffers header (bounds-checked)."""
+    """Read IOHeader.dataTablePosition from the FlatBuffers header (bounds-checked).
+
+    Also checks that the stream description (field 2, infoNode) is UTF-8: the aedat
+    package aborts the whole process (a panic across the FFI boundary) on one that is not.
+    """
     (length,) = struct.unpack_from("<I", data, len(MAGIC))
     hdr = data[_HEADER_AT : _HEADER_AT + length]
 
@@ -57,7 +61,19 @@ def _data_table_position(data: bytes, path: Path) -> int:
     table = u("<I", 0)
     vtable = table - u("<i", table)
     vt_size = u("<H", vtable)
-    # Field 1 (dataTablePosition) lives at vtable + 4 + 2 * 1 when the vtable has it.
+    # Field k lives at vtable + 4 + 2 * k when the vtable has it (offset 0: absent).
+    info = u("<H", vtable + 8) if vt_size >= 10 else 0
+    if info:
+        at = table + info + u("<I", table + info)
+        n = u("<I", at)
+        if at + 4 + n > len(hdr):
+            raise fail(path, _HEADER_AT + at, "IOHeader description runs past the header")
+        try:
+            hdr[at + 4 : at + 4 + n].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise fail(path, _HEADER_AT + at + 4 + exc.start,
+                       "IOHeader description is not UTF-8") from None
+    # Field 1 (dataTablePosition).
     if vt_size < 8:
         return -1
     field = u("<H", vtable + 6)

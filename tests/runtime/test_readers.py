@@ -473,6 +473,20 @@ def test_aedat4_corrupt_payload(tmp_path: Path) -> None:
     expect_error(exc, path, first)
 
 
+def test_aedat4_description_not_utf8_is_a_stream_error(tmp_path: Path) -> None:
+    """The aedat package aborts the process (SIGABRT: a panic across the FFI boundary) on a
+    header description that is not UTF-8; found by bench/fuzz.py. The reader refuses it first."""
+    data = bytearray(aedat4_bytes())
+    (header_len,) = struct.unpack_from("<I", data, 14)
+    at = data.index(b"<", 18, 18 + header_len) + 1  # inside the XML description
+    data[at] = 0xD0  # a UTF-8 lead byte followed by ASCII
+    path = tmp_path / "desc.aedat4"
+    path.write_bytes(bytes(data))
+    with pytest.raises(StreamError, match="not UTF-8") as exc:
+        read_events(path)
+    expect_error(exc, path, at)
+
+
 # --- npy / npz ---------------------------------------------------------------
 
 

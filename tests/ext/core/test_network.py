@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import subprocess
 import sys
 import textwrap
@@ -546,3 +547,21 @@ def test_fuzzed_model_files_raise_only_model_file_errors(tmp_path: Path, compres
             raise AssertionError(f"not a ModelFileError: {exc!r}") from exc
 
     run()
+
+
+def test_an_unterminated_npy_header_is_a_model_file_error(tmp_path: Path) -> None:
+    """numpy's header parser raises tokenize.TokenError (not a ValueError) on a header
+    dict that never closes; found by bench/fuzz.py, it escaped load_network."""
+    src = small_net().save(tmp_path / "net.scn")
+    dst = tmp_path / "bad.scn"
+
+    def cut(name: str, data: bytes) -> bytes:
+        if name != "manifest.npy":
+            return data
+        # Keep magic, version and header length; the header text loses its closing brace.
+        header = data[10 : 10 + struct.unpack_from("<H", data, 8)[0]]
+        return data[:10] + header.replace(b"}", b" ") + data[10 + len(header) :]
+
+    _rewrite(src, dst, cut)
+    with pytest.raises(ModelFileError):
+        load_network(dst)
