@@ -153,9 +153,11 @@ async def dv_feed(service: Service) -> None:
         log.info("connected to %s (%s, sensor %dx%d)", rx.address, rx.camera, *rx.sensor)
         stream = cfg.stream
         while True:
+            # Asked before reading: a read after "closed" has drained what came with the close.
+            running = rx.running
             packets = rx.read()
             if not packets:
-                if not rx.running:
+                if not running:
                     await _closed(service, rx, stream)
                     return
                 await asyncio.sleep(POLL_S)

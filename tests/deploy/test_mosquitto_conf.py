@@ -4,20 +4,32 @@ deploy/mosquitto-dev.conf allows anonymous clients on loopback only. Real broker
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/conftest.py helpers
 
-from conftest import _free_port, find_mosquitto
+def _root_conftest() -> object:
+    """tests/conftest.py by path: a plain ``import conftest`` may find another folder's."""
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("spikecast_tests_root_conftest", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_ROOT = _root_conftest()
+_free_port = _ROOT._free_port  # type: ignore[attr-defined]
+find_mosquitto = _ROOT.find_mosquitto  # type: ignore[attr-defined]
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 HOST = "127.0.0.1"
