@@ -22,17 +22,6 @@ TAUS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995)
 TARGETS = (0.98, 0.99, 0.995)
 
 
-def ann_macs(net) -> int:
-    """Multiply-accumulates of the ANN per image: every weight times its output positions."""
-    total = 0
-    for ly in net.layers:
-        if ly.weight is None:
-            continue
-        positions = int(np.prod(ly.out_shape[1:])) if ly.kind == "conv" else 1
-        total += int(ly.weight.size) * positions
-    return total
-
-
 def run_sweep(plan, x, y, *, t_max, tau, t_min, threads):
     from spikecast.ext.engine import run_batch
 
@@ -198,7 +187,7 @@ def main() -> None:
         "smallest_fixed_T_at_plateau": smallest_fixed,
         "step_reduction_vs_fixed_T": speedup,
         "synops_per_decision": best["synops_per_decision"],
-        "ann_macs_per_image": ann_macs(net),
+        "ann_macs_per_image": net.ann_macs,
         "t_min": args.t_min,
         "threads": args.threads,
         "command": f"python bench/mnist.py --samples {args.samples} --t-max {t_max}",

@@ -424,17 +424,6 @@ def run_streams(
     return StreamRun(**{k: v if k == "exit" else np.asarray(v) for k, v in out.items()})
 
 
-def ann_macs(net: Any) -> int:
-    """Multiply-accumulates of the ANN per image (conv and linear layers)."""
-    total = 0
-    for ly in net.layers:
-        if ly.kind == "conv":
-            total += int(np.prod(ly.out_shape)) * int(np.prod(ly.weight.shape[1:]))
-        elif ly.kind == "linear":
-            total += int(np.prod(ly.weight.shape))
-    return total
-
-
 # ----------------------------------------------------------------------------------
 # Demo bundle
 # ----------------------------------------------------------------------------------
@@ -682,7 +671,7 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
         "operating_point": head,
         "synops_per_decision": head["synops_per_decision"],
         "synops_full_recording": synops_full,
-        "ann_macs_per_image": ann_macs(net),
+        "ann_macs_per_image": net.ann_macs,
         "mean_decision_sensor_ms": head["mean_sensor_ms"],
         "mean_recording_ms": rec_ms,
         "realtime_check": realtime,

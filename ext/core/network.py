@@ -172,6 +172,14 @@ class Layer:
     def n_neurons(self) -> int:
         return int(np.prod(self.out_shape))
 
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the ANN layer per input: every weight (of every weight
+        set) times the output positions it is applied at; 0 for max-pool."""
+        positions = int(np.prod(self.out_shape[1:])) if self.kind == "conv" else 1
+        own = 0 if self.weight is None else int(self.weight.size) * positions
+        return own + sum(extra.macs for extra in self.extra)
+
     def check(self, where: str) -> None:
         """Raise ParameterError if shapes, weights and geometry disagree or are out of range."""
         self._check_values(where)
@@ -364,6 +372,11 @@ class Network:
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def ann_macs(self) -> int:
+        """Multiply-accumulates of the ANN per input (the cost SynOps are compared with)."""
+        return sum(ly.macs for ly in self.layers)
 
     @property
     def sha256(self) -> str:

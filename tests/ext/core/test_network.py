@@ -565,3 +565,15 @@ def test_an_unterminated_npy_header_is_a_model_file_error(tmp_path: Path) -> Non
     _rewrite(src, dst, cut)
     with pytest.raises(ModelFileError):
         load_network(dst)
+
+
+def test_ann_macs_count_every_weight_at_every_output_position() -> None:
+    net = small_net()
+    expect = 0
+    for ly in net.layers:
+        if ly.kind == "conv":
+            expect += ly.weight.size * ly.out_shape[1] * ly.out_shape[2]
+        elif ly.kind == "linear":
+            expect += ly.weight.size
+    assert net.ann_macs == expect > 0
+    assert sum(ly.macs for ly in net.layers) == net.ann_macs
