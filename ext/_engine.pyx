@@ -382,6 +382,22 @@ cdef class CompiledPlan:
         return self.plan.n_layers
 
 
+cdef Py_ssize_t csr_pointers(
+    const int32_t[::1] indices,
+    const int64_t[::1] offsets,
+    int n_steps,
+    const int32_t** idx,      # out: the events, never NULL (NULL means "no input")
+    const int64_t** off,      # out: the offsets
+) except -1:
+    """Pointers into a CSR pair of n_steps steps of events; returns the number of events."""
+    if offsets is None or offsets.shape[0] < n_steps + 1:
+        raise ValueError("offsets must have n_steps + 1 entries")
+    cdef Py_ssize_t n_idx = indices.shape[0]
+    idx[0] = &indices[0] if n_idx > 0 else <const int32_t*> &offsets[0]
+    off[0] = &offsets[0]
+    return n_idx
+
+
 cdef class EngineCore:
     """Per-stream state over a shared CompiledPlan. Not for two threads at once."""
 
@@ -476,12 +492,7 @@ cdef class EngineCore:
         cdef Py_ssize_t n_idx = 0
         cdef int done
         if indices is not None:
-            if offsets is None or offsets.shape[0] < n_steps + 1:
-                raise ValueError("offsets must have n_steps + 1 entries")
-            n_idx = indices.shape[0]
-            # A non-NULL pointer even for zero events: NULL means "no input".
-            idx = &indices[0] if n_idx > 0 else <const int32_t*> &offsets[0]
-            off = &offsets[0]
+            n_idx = csr_pointers(indices, offsets, n_steps, &idx, &off)
         self._enter()
         try:
             with nogil:
@@ -559,11 +570,7 @@ cdef class EngineCore:
         if keep_logits and (logits.shape[0] < n_steps or logits.shape[1] != p.n_classes):
             raise ValueError("logits must be (n_steps, n_classes)")
         if indices is not None:
-            if offsets is None or offsets.shape[0] < n_steps + 1:
-                raise ValueError("offsets must have n_steps + 1 entries")
-            n_idx = indices.shape[0]
-            idx = &indices[0] if n_idx > 0 else <const int32_t*> &offsets[0]
-            off = &offsets[0]
+            n_idx = csr_pointers(indices, offsets, n_steps, &idx, &off)
         self._enter()
         try:
             with nogil:

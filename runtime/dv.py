@@ -25,7 +25,6 @@ import asyncio
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from spikecast.ext.core.errors import ParameterError
 from spikecast.ext.core.events import EVENT_DTYPE
 from spikecast.runtime.encode import check_geometry
 from spikecast.runtime.limits import LimitError
+from spikecast.runtime.sources import HostPort
 
 if TYPE_CHECKING:
     from spikecast.runtime.service import Service
@@ -47,27 +47,19 @@ _BULK = 256
 CONNECT_TIMEOUT_S = 10.0
 
 
-@dataclass(frozen=True)
-class DvAddress:
-    host: str
-    port: int
+class DvAddress(HostPort):
+    """``dv://HOST:PORT``: the DV server to connect to."""
 
-    def __str__(self) -> str:
-        return f"dv://{self.host}:{self.port}"
+    scheme = "dv"
+    label = "a DV source"
 
 
 def is_dv(source: str) -> bool:
-    return isinstance(source, str) and source.startswith("dv://")
+    return DvAddress.matches(source)
 
 
 def parse_dv(source: str) -> DvAddress:
-    """``dv://HOST:PORT`` -> the address of the DV server to connect to."""
-    rest = source[len("dv://"):] if is_dv(source) else ""
-    host, sep, port = rest.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise ParameterError(f"a DV source is dv://HOST:PORT, not {source!r}")
-    return DvAddress(host, int(port))
+    return DvAddress.parse(source)  # type: ignore[return-value]
 
 
 def _dv() -> Any:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from spikecast.ext.core.errors import StreamError
+from spikecast.ext.core.errors import ParameterError, StreamError
 
 EVENT_SUFFIXES = {".bin", ".bs2", ".aedat4", ".raw", ".dat", ".npy", ".npz", ".evt2", ".evt3"}
 FRAME_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm"}
@@ -72,4 +73,33 @@ def list_sources(source: str, kind: str = "events") -> Sources:
     return Sources([path], single=True)
 
 
-__all__ = ["EVENT_SUFFIXES", "FRAME_SUFFIXES", "Sources", "list_sources"]
+
+@dataclass(frozen=True)
+class HostPort:
+    """``SCHEME://HOST:PORT`` of a network source (``[::1]`` for IPv6); subclasses name
+    the scheme and the lowest port they accept."""
+
+    host: str
+    port: int
+    scheme: ClassVar[str] = ""
+    label: ClassVar[str] = ""  # "A UDP source": the start of the parse error
+    min_port: ClassVar[int] = 1
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @classmethod
+    def matches(cls, source: object) -> bool:
+        return isinstance(source, str) and source.startswith(f"{cls.scheme}://")
+
+    @classmethod
+    def parse(cls, source: str) -> HostPort:
+        rest = source[len(cls.scheme) + 3 :] if cls.matches(source) else ""
+        host, sep, port = rest.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not sep or not host or not port.isdigit() or not cls.min_port <= int(port) <= 65535:
+            raise ParameterError(f"{cls.label} is {cls.scheme}://HOST:PORT, not {source!r}")
+        return cls(host, int(port))
+
+
+__all__ = ["EVENT_SUFFIXES", "FRAME_SUFFIXES", "HostPort", "Sources", "list_sources"]

@@ -34,7 +34,6 @@ import struct
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,6 +41,7 @@ from spikecast.ext.core.errors import ParameterError, StreamError
 from spikecast.ext.core.events import EVENT_DTYPE
 from spikecast.runtime.encode import check_geometry
 from spikecast.runtime.limits import LimitError
+from spikecast.runtime.sources import HostPort
 
 if TYPE_CHECKING:
     from spikecast.runtime.service import Service
@@ -62,27 +62,20 @@ _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux, needs CAP_NET_
 _MAX_DATAGRAM = 65536
 
 
-@dataclass(frozen=True)
-class UdpAddress:
-    host: str
-    port: int
+class UdpAddress(HostPort):
+    """``udp://HOST:PORT`` (``udp://[::1]:PORT`` for IPv6): the address to bind (port 0: any)."""
 
-    def __str__(self) -> str:
-        return f"udp://{self.host}:{self.port}"
+    scheme = "udp"
+    label = "a UDP source"
+    min_port = 0
 
 
 def is_udp(source: str) -> bool:
-    return isinstance(source, str) and source.startswith("udp://")
+    return UdpAddress.matches(source)
 
 
 def parse_udp(source: str) -> UdpAddress:
-    """``udp://HOST:PORT`` (``udp://[::1]:PORT`` for IPv6) -> the address to bind."""
-    rest = source[len("udp://"):] if is_udp(source) else ""
-    host, sep, port = rest.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ParameterError(f"a UDP source is udp://HOST:PORT, not {source!r}")
-    return UdpAddress(host, int(port))
+    return UdpAddress.parse(source)  # type: ignore[return-value]
 
 
 def parse_size(text: str) -> tuple[int, int]:
