@@ -43,6 +43,10 @@ log = logging.getLogger("spikecast.dv")
 POLL_S = 0.002
 #: Packets taken per wake-up before the event loop gets a turn.
 _BULK = 256
+#: Packets the replay tool lets wait in its writer's queue.
+_MAX_QUEUED = 32
+#: Seconds the replay tool waits for its writer to flush before it exits.
+_FLUSH_S = 0.5
 #: Seconds to connect and read the stream's description.
 CONNECT_TIMEOUT_S = 10.0
 
@@ -223,10 +227,17 @@ def serve_recording(writer: Any, events: np.ndarray, *, realtime: bool = True,
     n = 0
     for chunk in replay_sync(events, chunk_us=1000, realtime=realtime, speed=speed):
         if len(chunk.events):
+            # The writer drops packets when its queue overflows (the reader never learns of
+            # it): wait for room, so a replay loses nothing before it reaches spikecast.
+            while writer.getQueuedPacketCount() >= _MAX_QUEUED and writer.getClientCount():
+                time.sleep(0.001)
             writer.writeEvents(event_store(chunk.events))
             n += 1
     while writer.getQueuedPacketCount() and writer.getClientCount():
         time.sleep(0.005)
+    # An empty queue means handed to the writer's I/O thread, not yet on the socket: give
+    # it time to flush before the process ends (os._exit in main), or the last packet is lost.
+    time.sleep(_FLUSH_S)
     return n
 
 
