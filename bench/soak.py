@@ -1,7 +1,7 @@
 """Soak: ``spikecast run --source mqtt`` fed live streams for minutes; memory and losses.
 
     python bench/soak.py                        # 12 minutes, 4 streams
-    python bench/soak.py --minutes 60 --streams 16
+    python bench/soak.py --minutes 60 --streams 16 --model bench/models/nmnist.scn
     python bench/soak.py --quick                # 20 s, 2 streams (the CI test)
 
 Same set-up as bench/faults.py (a Mosquitto it starts, the service as a subprocess, a
@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--sample-s", type=float, default=5.0)
     ap.add_argument("--quick", action="store_true", help="20 s, 2 streams, samples every 1 s")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--model", type=Path, default=None,
+                    help="a .scn for 34x34 event input (default: the tiny built-in network)")
     args = ap.parse_args()
     if args.quick:
         args.minutes, args.streams, args.sample_s = 20 / 60, 2, 1.0
@@ -116,7 +118,7 @@ def main() -> None:
     out = args.out or RESULTS / ("soak-quick.json" if args.quick else "soak.json")
     with tempfile.TemporaryDirectory(prefix="spikecast-soak-") as tmp:
         work = Path(tmp)
-        model = builtin_network().save(work / "net.scn")
+        model = args.model.resolve() if args.model else builtin_network().save(work / "net.scn")
         broker = Broker(work)
         sub = Subscriber(broker.port)
         svc = Service(work, model, broker.port, "--source", "mqtt")
@@ -145,6 +147,7 @@ def main() -> None:
             result: dict[str, Any] = {
                 "minutes": round(samples[-1][0] / 60, 2),
                 "streams": args.streams,
+                "model": str(args.model) if args.model else "built-in tiny network",
                 "events": int(last.get("events_in", 0)),  # the exit line rounds ("15M")
                 "packets_sent": sum(s.sent for s in senders),
                 "decisions": made,
