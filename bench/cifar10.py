@@ -49,7 +49,6 @@ import json
 import math
 import os
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +68,7 @@ from common import (
     machine,
     require,
     seed_everything,
+    trace_with_progress,
     write_json,
 )
 
@@ -344,59 +344,36 @@ def trace_engine(
     n_threads: int = 2,
     desc: str = "engine",
 ) -> Trace:
-    """Run each sample from reset to ``t_max`` one step at a time on the engine and read
-    c(t) and argmax z(t) after every step, so that one run gives every T of the curve.
+    """Every sample from reset to ``t_max``: c(t) and argmax z(t) after every step, so
+    one run gives every T of the curve (the library's :func:`spikecast.ext.engine.trace`),
+    and the per-layer SynOps at ``t_max`` (:func:`run_batch` without early exit).
 
     ``frames`` (N, C, H, W) for analog networks, or ``events(i) -> EventSteps`` for
-    networks that take spikes. ``n_threads`` threads each drive their own Engine over
-    the shared plan (the compiled steps release the GIL).
+    networks that take spikes. ``seconds`` is the trace's wall time per sample and thread.
     """
-    from spikecast.ext.engine import Engine
-    from tqdm.auto import tqdm
+    from spikecast.ext.engine import run_batch
 
     tr = Trace(n, t_max, STEPS, plan.n_layers)
-    counter = iter(range(n))
-    lock = threading.Lock()
-    bar = tqdm(total=n, desc=desc, unit="img", mininterval=2.0)
-
-    def worker() -> None:
-        eng = Engine(plan)
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            t0 = time.perf_counter()
-            eng.reset()
-            ev = None
-            if frames is not None:
-                eng.set_frame(frames[i])
-            else:
-                ev = events(i)
-            k = 0
-            for t in range(1, t_max + 1):
-                if ev is None:
-                    eng.step(1)
-                else:
-                    eng.feed(ev.steps(t - 1, t))
-                tr.pred[t - 1, i] = eng.class_index
-                tr.conf[t - 1, i] = eng.confidence
-                if k < len(tr.checkpoints) and t == tr.checkpoints[k]:
-                    tr.synops[k, i] = int(eng.synops.sum())
-                    k += 1
-            tr.layer_synops[i] = eng.synops
-            tr.seconds[i] = time.perf_counter() - t0
-            with lock:
-                bar.update(1)
-
+    inputs = frames[:n] if frames is not None else [events(i) for i in range(n)]
     t_start = time.perf_counter()
-    threads = [threading.Thread(target=worker, name=f"trace-{j}") for j in range(n_threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    bar.close()
+    got = trace_with_progress(plan, inputs, t_max, desc=desc, n_threads=n_threads)
     tr.wall = time.perf_counter() - t_start
+    tr.pred[:] = got.class_index
+    tr.conf[:] = got.confidence
+    for k, t in enumerate(tr.checkpoints):
+        if t <= t_max:
+            tr.synops[k] = got.synops[t - 1]
+    tr.seconds[:] = tr.wall * min(n_threads, max(n, 1)) / max(n, 1)
+    if frames is not None:
+        tr.layer_synops[:] = run_batch(plan, frames[:n], t_max, tau=None, n_threads=n_threads).synops
+    else:  # event input: the engine over each stream to t_max, one sample at a time
+        from spikecast.ext.engine import Engine
+
+        eng = Engine(plan)
+        for i, ev in enumerate(inputs):
+            eng.reset()
+            eng.feed(ev.steps(0, min(ev.n_steps, t_max)))
+            tr.layer_synops[i] = eng.synops
     return tr
 
 

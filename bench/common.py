@@ -122,3 +122,28 @@ def accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -
                 ).sum()
             )
     return correct / len(x)
+
+
+def trace_with_progress(
+    plan: Any, inputs: Any, n_steps: int, *, desc: str, n_threads: int = 2, chunk: int = 256
+) -> Any:
+    """:func:`spikecast.ext.engine.trace` over ``inputs`` in chunks, with a progress bar.
+
+    Returns one ``Trace`` whose (T, N) arrays hold every sample, in order.
+    """
+    from spikecast.ext.engine import Trace, trace
+    from tqdm.auto import tqdm
+
+    n = len(inputs)
+    parts = []
+    with tqdm(total=n, desc=desc, unit="sample", mininterval=2.0) as bar:
+        for a in range(0, n, chunk):
+            parts.append(trace(plan, inputs[a : a + chunk], n_steps, n_threads=n_threads))
+            bar.update(min(chunk, n - a))
+    return Trace(
+        class_index=np.concatenate([p.class_index for p in parts], axis=1),
+        confidence=np.concatenate([p.confidence for p in parts], axis=1),
+        synops=np.concatenate([p.synops for p in parts], axis=1),
+        n_steps=np.concatenate([p.n_steps for p in parts]),
+        logits=None,
+    )

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import MODELS, RESULTS, ROOT, load_mnist, machine
+from common import MODELS, RESULTS, ROOT, load_mnist, machine, trace_with_progress
 
 FIXED_T = (5, 10, 15, 25, 50, 75, 100, 150, 200, 300, 400)
 TAUS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995)
@@ -33,23 +33,9 @@ def run_sweep(plan, x, y, *, t_max, tau, t_min, threads):
 
 
 def trace_every_step(plan, x, t_max):
-    """One pass per image to t_max, reading class, confidence and SynOps after every step."""
-    from spikecast.ext.engine import Engine
-    from tqdm.auto import tqdm
-
-    eng = Engine(plan)
-    pred = np.zeros((t_max, len(x)), np.int16)
-    conf = np.zeros((t_max, len(x)), np.float32)
-    synops = np.zeros((t_max, len(x)))
-    for i in tqdm(range(len(x)), desc="every step (engine)", unit="image"):
-        eng.reset()
-        eng.set_frame(x[i])
-        for t in range(t_max):
-            eng.step(1)
-            pred[t, i] = eng.class_index
-            conf[t, i] = eng.confidence
-            synops[t, i] = eng.synops.sum()
-    return pred, conf, synops
+    """One pass per image to t_max: class, confidence and SynOps after every step (T, N)."""
+    tr = trace_with_progress(plan, x, t_max, desc="every step (engine trace)")
+    return tr.class_index.astype(np.int16), tr.confidence, tr.synops.astype(np.float64)
 
 
 def time_fixed_t(plan, xt, yt, fixed_steps, pred, threads) -> dict[str, float]:

@@ -57,7 +57,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import DATA, MODELS, ROOT, load_mnist, machine, require, seed_everything, write_json
+from common import (
+    DATA,
+    MODELS,
+    ROOT,
+    load_mnist,
+    machine,
+    require,
+    seed_everything,
+    trace_with_progress,
+    write_json,
+)
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -351,27 +361,14 @@ class Trajectories:
 
 
 def trajectories(plan: Any, recs: Sequence[np.ndarray], t_steps: int, desc: str) -> Trajectories:
-    """Feed each recording to the engine one step at a time and read c(t) and argmax z(t)."""
-    from spikecast.ext.engine import Engine, EventSteps
+    """Each recording through the engine from reset (the library's trace): c(t) and
+    argmax z(t) after every step; a recording's last state carries past its end."""
+    from spikecast.ext.engine import EventSteps
 
-    n = len(recs)
-    conf = np.zeros((t_steps, n), np.float32)
-    cls = np.zeros((t_steps, n), np.int64)
-    syn = np.zeros((t_steps, n), np.int64)
-    lengths = np.zeros(n, np.int64)
-    eng = Engine(plan)
     shape = plan.input_shape
-    for j, ev in enumerate(tqdm(recs, desc=desc, unit="rec")):
-        st = event_steps(ev)
-        steps = EventSteps.from_arrays(ev["x"], ev["y"], ev["p"], st, shape)
-        eng.reset()
-        last = min(steps.n_steps, t_steps)
-        lengths[j] = steps.n_steps
-        for k in range(last):
-            eng.feed(steps.steps(k, k + 1))
-            conf[k, j], cls[k, j], syn[k, j] = eng.confidence, eng.class_index, int(eng.synops.sum())
-        conf[last:, j], cls[last:, j], syn[last:, j] = conf[last - 1, j], cls[last - 1, j], syn[last - 1, j]
-    return Trajectories(conf, cls, syn, lengths)
+    steps = [EventSteps.from_arrays(ev["x"], ev["y"], ev["p"], event_steps(ev), shape) for ev in recs]
+    tr = trace_with_progress(plan, steps, t_steps, desc=desc)
+    return Trajectories(tr.confidence, tr.class_index.astype(np.int64), tr.synops, tr.n_steps)
 
 
 @dataclass
