@@ -196,12 +196,16 @@ class Subscriber:
 class Service:
     """``spikecast run`` in a subprocess; its stderr in a file."""
 
-    def __init__(self, workdir: Path, model: Path, port: int, *source: str) -> None:
+    def __init__(
+        self, workdir: Path, model: Path, port: int, *source: str, model_point: bool = False
+    ) -> None:
+        """``model_point``: run at the model's recommended operating point (no flags),
+        else at the fixed τ 0.9 / t_min 5 / t_max 200 the fault scenarios count on."""
         self.log = workdir / f"service-{time.monotonic_ns()}.log"
+        point = [] if model_point else ["--tau", "0.9", "--t-min", "5", "--t-max", "200"]
         cmd = [sys.executable, "-m", "spikecast.runtime.cli", "run", "--model", str(model),
                "--mqtt", f"mqtt://127.0.0.1:{port}{RECONNECT}", "--device", DEVICE,
-               "--tau", "0.9", "--t-min", "5", "--t-max", "200", "--metrics-interval-s", "0.2",
-               *source]
+               *point, "--metrics-interval-s", "0.2", *source]
         with self.log.open("wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
 

@@ -102,6 +102,23 @@ def slope(samples: list[tuple[float, float]], skip: float = 0.25) -> float:
     return float(np.polyfit(t, y, 1)[0])
 
 
+def sample_rss(
+    svc: Service, sub: Subscriber, args: argparse.Namespace, partial: Path
+) -> list[tuple[float, float]]:
+    """The service's RSS every ``sample_s`` for ``minutes``; the samples so far and the
+    last metrics go to ``partial`` every minute, so a long run leaves data if it dies."""
+    start = time.monotonic()
+    samples = [(0.0, rss_mb(svc.proc.pid))]
+    while (now := time.monotonic() - start) < args.minutes * 60:
+        time.sleep(min(args.sample_s, args.minutes * 60 - now))
+        samples.append((time.monotonic() - start, rss_mb(svc.proc.pid)))
+        if len(samples) % max(1, int(60 / args.sample_s)) == 0:
+            note = {"complete": False, "streams": args.streams, "rss_samples": samples,
+                    "metrics": sub.metrics[-1] if sub.metrics else {}}
+            partial.write_text(json.dumps(note) + "\n")
+    return samples
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=12.0)
@@ -121,26 +138,23 @@ def main() -> None:
         model = args.model.resolve() if args.model else builtin_network().save(work / "net.scn")
         broker = Broker(work)
         sub = Subscriber(broker.port)
-        svc = Service(work, model, broker.port, "--source", "mqtt")
+        # A real model runs at its own recommended point, as a user's service would.
+        svc = Service(work, model, broker.port, "--source", "mqtt", model_point=args.model is not None)
         try:
             if not sub.wait(lambda: bool(sub.status) and sub.status[-1] == b"online", 30):
                 raise SystemExit(f"the service never went online:\n{svc.summary()[1]}")
             stop = threading.Event()
             senders = [LapSender(broker.port, f"s{i}", events, stop) for i in range(args.streams)]
-            start = time.monotonic()
-            samples = [(0.0, rss_mb(svc.proc.pid))]
-            while (now := time.monotonic() - start) < args.minutes * 60:
-                time.sleep(min(args.sample_s, args.minutes * 60 - now))
-                samples.append((time.monotonic() - start, rss_mb(svc.proc.pid)))
+            samples = sample_rss(svc, sub, args, out.with_suffix(".partial.json"))
             stop.set()
             for s in senders:
                 s.close()
             time.sleep(1.0)  # the last packets reach the service
-            code = svc.stop()
+            code = svc.stop(timeout_s=120)
             made, line = svc.summary()
             if made is None:
-                raise SystemExit(f"no summary line:\n{line}")
-            sub.wait(lambda: sub.unique() >= made, 15)
+                print(f"no summary line from the service (exit status {code}):\n{line}", file=sys.stderr)
+            sub.wait(lambda: made is not None and sub.unique() >= made, 15)
             time.sleep(0.3)
             last = sub.metrics[-1] if sub.metrics else {}
             delivered = sub.unique()
@@ -148,6 +162,7 @@ def main() -> None:
                 "minutes": round(samples[-1][0] / 60, 2),
                 "streams": args.streams,
                 "model": str(args.model) if args.model else "built-in tiny network",
+                "operating_point": "the model's own" if args.model else "tau 0.9, t_min 5, t_max 200",
                 "events": int(last.get("events_in", 0)),  # the exit line rounds ("15M")
                 "packets_sent": sum(s.sent for s in senders),
                 "decisions": made,
@@ -161,8 +176,8 @@ def main() -> None:
                 # Service.decisions keeps the newest decision_history decisions: memory
                 # that grows until that many are held, by design.
                 "decision_history": 10_000,
-                "decisions_per_min": round(made / max(samples[-1][0] / 60, 1e-9), 1),
-                "lost": max(0, made - delivered - undelivered(line, last)),
+                "decisions_per_min": None if made is None else round(made * 60 / samples[-1][0], 1),
+                "lost": None if made is None else max(0, made - delivered - undelivered(line, last)),
                 "counted_drops": counted(last),
                 "exit_status": code,
                 "summary": line,
@@ -175,6 +190,7 @@ def main() -> None:
             broker.stop()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".partial.json").unlink(missing_ok=True)
     print({k: v for k, v in result.items() if k != "rss_samples"})
     print(f"wrote {out}")
 
