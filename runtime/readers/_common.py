@@ -99,7 +99,7 @@ def resolve_size(
 
 #: Words decoded per step by the chunked decoders: their workspace is a few MB,
 #: whatever the file size.
-CHUNK_WORDS = 1 << 13
+CHUNK_WORDS = 1 << 11
 
 
 def check_max_events(max_events: int | None) -> None:

@@ -40,7 +40,7 @@ from spikecast.runtime.readers.recording import Recording
 _FIELDS = ("x", "y", "t", "p")
 _SIZE_KEYS = ("width", "height")
 _NPZ_RATIO = 6
-_MAX_HEADER = 10000
+_MAX_HEADER = 1024
 # What numpy's .npy header parser, zipfile and zlib raise on hostile bytes.
 _ERRORS = (
     ValueError, OSError, EOFError, SyntaxError, TypeError, KeyError, IndexError, AttributeError,
