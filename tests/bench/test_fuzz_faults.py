@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 DATA = Path(os.environ.get("SPIKECAST_DATA", ROOT.parent / "shared" / "data"))
 FUZZ_TARGETS = {"nmnist", "aedat4", "evt2", "evt3", "dat", "npy", "npz", "packet", "network", "cmd_set"}
-FAULT_SCENARIOS = {"broker_restart", "far_future_t0", "command_flood", "worker_kill"}
+FAULT_SCENARIOS = {"broker_restart", "far_future_t0", "command_flood", "worker_kill",
+                   "worker_failover", "worker_hang"}
 
 
 def need_data() -> None:
@@ -53,6 +54,13 @@ def check_faults(r: dict[str, Any]) -> None:
     flood = r["command_flood"]
     assert flood["good_command_applied"] and flood["bad_commands_counted"] == flood["bad_commands_sent"]
     assert r["worker_kill"]["last_will_offline"]
+    for name in ("worker_failover", "worker_hang"):
+        s = r[name]
+        assert s["failover_s"] is not None and s["will_after_s"] is not None, (name, s)
+        assert sum(s["streams_taken_over"].values()) == s["moved_streams"] > 0, (name, s)
+    # A crash is seen at once; a hang only when the keepalive runs out.
+    assert r["worker_failover"]["will_after_s"] < 1.0
+    assert r["worker_hang"]["will_after_s"] >= 1.5 * r["worker_hang"]["keepalive_s"] * 0.9
 
 
 def test_fuzz_quick_finds_nothing(tmp_path: Path) -> None:
