@@ -407,3 +407,67 @@ def check_failover(rec: Any, metrics: Callable[[str], list[dict[str, Any]]], vic
     first_new = min(arrivals[id(m)] for m, d in decisions
                     if d["stream"] in moved and worker_of(m) in survivors)
     assert first_new - killed_at < 10.0
+
+
+async def test_a_joining_worker_takes_its_streams_from_their_old_owners(
+    mosquitto: MosquittoBroker, model: Path
+) -> None:
+    point = OperatingPoint(tau=0.5, t_min=3, t_max=60)
+
+    def config(worker: str) -> RunConfig:
+        settings = MqttSettings.from_url(url(mosquitto), device=DEVICE)
+        return RunConfig(model=model, source="mqtt", device=DEVICE, mqtt=settings, point=point,
+                         worker=worker, metrics_interval_s=60)
+
+    streams = stream_names(12)
+    t0 = 1_700_000_000_000_000
+    packets = [stream_packets(i, 200, t0) for i in range(len(streams))]
+    joining = [s for s in streams if owner(s, WORKERS) == "w2"]
+    assert joining
+    names = [topics.events_topic(DEVICE, s) for s in streams]
+
+    async def send(client: aiomqtt.Client, rounds: range) -> None:
+        for k in rounds:
+            for topic, ps in zip(names, packets, strict=True):
+                await client.publish(topic, ps[k], qos=1)
+
+    host, port = mosquitto.host, mosquitto.port
+    async with contextlib.AsyncExitStack() as stack:
+        first = [await stack.enter_async_context(in_process(config(w))) for w in ("w0", "w1")]
+        await wait_until(lambda: all(w.membership is not None and w.membership.ready
+                                     and len(w.membership.workers()) == 2 for w in first),
+                         10, "two workers")
+        client = await stack.enter_async_context(
+            aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V5))
+        await send(client, range(5))  # 50 steps of every stream: segments in progress
+        await wait_until(lambda: sum(w.state.metrics.events_in for w in first) > 0
+                         and all(s in {x for w in first for x in w._active} for s in streams),
+                         10, "every stream open on its first owner")
+        w2 = await stack.enter_async_context(in_process(config("w2")))
+        await wait_until(lambda: w2.membership is not None and w2.membership.ready
+                         and all(w.membership is not None and len(w.membership.workers()) == 3
+                                 for w in first), 10, "three workers")
+        await wait_until(lambda: sum(w.affinity["streams_handed_over"] for w in first)
+                         == len(joining), 10, "the hand-over")
+        # Probe until w2's events subscription is live (it follows the presence one).
+        probe = encode_packet(uniform_events(1, 1), 34, 34)
+        deadline = time.monotonic() + 10
+        while w2.state.metrics.events_in + w2.affinity["packets_not_owned"] == 0:
+            assert time.monotonic() < deadline, "w2 never took a packet"
+            await client.publish(topics.events_topic(DEVICE, "probe"), probe, qos=1)
+            await asyncio.sleep(0.05)
+        await send(client, range(5, len(packets[0])))
+        await wait_until(lambda: {d.stream for d in w2.decisions} >= set(joining), 10,
+                         "the new owner's decisions")
+        for s in joining:
+            old = [d for w in first for d in w.decisions if d.stream == s]
+            new = [d for d in w2.decisions if d.stream == s]
+            # The old owner decided what it had at the hand-over (end_of_stream if a
+            # segment was in progress) and nothing after; the new owner starts later.
+            assert old and new
+            assert max(d.sensor_t1_us for d in old) <= min(d.sensor_t0_us for d in new)
+            assert max(d.seq for d in old) < min(d.seq for d in new)
+        # Streams that stay put are not touched.
+        for w in first:
+            assert w.affinity["streams_taken_over"] == 0
+        assert w2.affinity["streams_handed_over"] == 0
