@@ -2,7 +2,7 @@
 
     python bench/fuzz.py                # 10,000 inputs per target (a few minutes)
     python bench/fuzz.py --quick        # 300 per target (the CI test, < 60 s)
-    python bench/fuzz.py --targets packet,cmd_set --n 2000
+    python bench/fuzz.py --targets packet,cmd_set --n 2000   # updates those entries
 
 Targets: every event-file reader (N-MNIST ``.bin``, AEDAT4, EVT 2.0, EVT 3.0,
 Prophesee ``.dat``, ``.npy``, ``.npz``), the SCEV live-packet decoder
@@ -694,11 +694,16 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown targets {sorted(unknown)}; choose from {TARGETS}")
     out = args.out or RESULTS / ("fuzz-quick.json" if args.quick else "fuzz.json")
+    # A subset of the targets updates their entries and keeps the others' (each entry says
+    # when it was run: "date").
     results: dict[str, Any] = {}
+    if out.exists() and set(targets) != set(TARGETS):
+        results = {k: v for k, v in json.loads(out.read_text()).items() if k != "_meta"}
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="spikecast-fuzz-") as tmp:
         for target in targets:
             results[target] = r = run_target(args, target, Path(tmp))
+            r["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
             print(f"{target:8s} {r['inputs']:6d} inputs  accepted {r['accepted']:5d}  clean "
                   f"{r['clean_errors']:5d}  other {r['other_exceptions']:3d}  crashes {r['crashes']}  "
                   f"hangs {r['hangs']}  peak {r['peak_rss_mb']} MB  worst x{r['worst_memory_over_input']}"
@@ -718,6 +723,9 @@ def main() -> None:
                          "the MQTT receive loop around it is not fuzzed",
         "seconds": round(time.monotonic() - t0, 1),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "targets_run": targets,
+        "memory_goal": f"traced peak per input <= {MEMORY_GOAL} x max(input size, "
+                       f"{MEMORY_FLOOR_BYTES} bytes)",
     }
     payload = {**results, "_meta": payload}
     out.parent.mkdir(parents=True, exist_ok=True)
