@@ -474,8 +474,10 @@ class Service:
                  len(moved))
         for stream in moved:
             # Handed over: the segment in progress is decided now (exit end_of_stream)
-            # and freed; the new owner starts a fresh one from its next packet.
-            del self._active[stream]
+            # and freed; the new owner starts a fresh one from its next packet. (Closed
+            # meanwhile by the idle timeout or another hand-over: nothing left to do.)
+            if self._active.pop(stream, None) is None:
+                continue
             self.affinity["streams_handed_over"] += 1
             await self._enqueue(_Item(stream, time.perf_counter(), end=True), shed=False)
 
