@@ -509,10 +509,10 @@ def _failover(work: Path, model: Path, events: np.ndarray, quick: bool, *, hang:
                                          sub.worker_metrics.get(w, [])) for w in WORKERS), 60)
         if not ready:
             raise SystemExit(f"workers never saw each other:\n{procs[victim].summary()[1]}")
-        # The recordings three times over (about 19 s of sensor time at real time), so the
-        # streams go on well past the kill.
+        # The recordings over and over, at least 20 s of sensor time at real time, so the
+        # streams go on well past the kill (and a hung worker's keepalive).
         span = (int(events["t"][-1]) // 1000 + 10) * 1000
-        parts = [events.copy() for _ in range(3)]
+        parts = [events.copy() for _ in range(max(3, -(-20_000_000 // span)))]
         for j, part in enumerate(parts):
             part["t"] += j * span
         long = np.concatenate(parts)
