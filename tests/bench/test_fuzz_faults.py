@@ -38,6 +38,9 @@ def check_fuzz(r: dict[str, Any], inputs: int) -> None:
         assert t["other_exceptions"] == 0, (name, t["other_exception_examples"])
         assert t["accepted"] >= 1, name  # the unmutated seeds parse
         assert 0 < t["peak_rss_mb"] < 1024, (name, t["peak_rss_mb"])
+        # Traced peak per input <= 20 x max(input size, the stated 64 kB floor).
+        assert t["memory_floor_bytes"] == 64 * 1024, (name, t)
+        assert t["memory_goal_met"] and t["worst_memory_over_input"] <= 20, (name, t)
 
 
 def check_faults(r: dict[str, Any]) -> None:
