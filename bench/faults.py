@@ -2,6 +2,7 @@
 
     python bench/faults.py              # every scenario (about 1-2 min)
     python bench/faults.py --quick      # shorter runs (the CI test, < 60 s)
+    python bench/faults.py --scenarios worker_failover,worker_hang   # updates those entries
 
 Set-up, one machine, loopback: a Mosquitto broker this script starts (persistent, so
 that a subscriber's session survives a broker restart), the service as users run it
@@ -39,6 +40,18 @@ Scenarios:
   kill reach no one. ``decisions_expected`` is a lower bound here (the last metrics
   before the kill).
 
+- ``worker_failover``: three workers (``--worker w0/w1/w2``, keepalive 2 s) share six
+  live streams by rendezvous hashing; the worker that owns most of them gets SIGKILL.
+  The broker sends its Will at once (the kernel closes its socket); the survivors take
+  its streams over. ``will_after_s``: kill -> the Will at the subscriber;
+  ``first_decision_of_new_owner_after_s``: kill -> the first decision of each moved
+  stream from its new owner (a decision needs ``--t-min 5`` steps of new packets);
+  ``failover_s``: the largest of those. Decisions are attributed to workers by the
+  MQTT 5 user property ``spikecast-worker``: a survivor's delivered decisions must
+  equal those it made (exit line); the victim's at least those of its last metrics.
+- ``worker_hang``: the same with SIGSTOP instead: the process hangs with its socket
+  open, so the Will comes only when the broker's keepalive runs out (1.5 x 2 s).
+
 Writes bench/results/faults.json (``--quick``: bench/results/faults-quick.json).
 """
 
@@ -75,6 +88,8 @@ RESULTS = ROOT / "bench" / "results"
 DEVICE = "faults"
 PACKET_US = 10_000
 RECONNECT = "?reconnect_min_s=0.05&reconnect_max_s=0.3&timeout_s=3&keepalive_s=5"
+WORKERS = ("w0", "w1", "w2")
+KEEPALIVE_S = 2  # of the workers: a hung one's Will comes after 1.5 x this
 
 
 class Broker:
@@ -144,6 +159,11 @@ class Subscriber:
     def __init__(self, port: int) -> None:
         self.lock = threading.Lock()
         self.decisions: list[tuple[str, int, float]] = []
+        #: (stream, seq) -> the worker that published it (MQTT 5 user property), first time
+        self.by_worker: dict[tuple[str, int], str | None] = {}
+        self.worker_status: list[tuple[str, bytes, float]] = []  # (worker, payload, time)
+        self.worker_metrics: dict[str, list[dict[str, Any]]] = {}
+        self.first_decision: dict[tuple[str, str | None], float] = {}  # (stream, worker) -> t
         self.metrics: list[dict[str, Any]] = []
         self.status: list[bytes] = []
         self.config: list[dict[str, Any]] = []
@@ -157,14 +177,27 @@ class Subscriber:
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         client.subscribe([(f"spikecast/{DEVICE}/+/decision", 1), (f"spikecast/{DEVICE}/metrics", 1),
-                          (f"spikecast/{DEVICE}/status", 1), (f"spikecast/{DEVICE}/config", 1)])
+                          (f"spikecast/{DEVICE}/status", 1), (f"spikecast/{DEVICE}/config", 1),
+                          (f"spikecast/{DEVICE}/workers/+/status", 1),
+                          (f"spikecast/{DEVICE}/workers/+/metrics", 1)])
         self.connected.set()
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        now = time.monotonic()
         with self.lock:
-            if msg.topic.endswith("/decision"):
+            if "/workers/" in msg.topic:
+                worker = msg.topic.split("/")[3]
+                if msg.topic.endswith("/status"):
+                    self.worker_status.append((worker, bytes(msg.payload), now))
+                else:
+                    self.worker_metrics.setdefault(worker, []).append(json.loads(msg.payload))
+            elif msg.topic.endswith("/decision"):
                 d = json.loads(msg.payload)
-                self.decisions.append((d["stream"], d["seq"], time.monotonic()))
+                self.decisions.append((d["stream"], d["seq"], now))
+                props = getattr(msg.properties, "UserProperty", None) or []
+                who = next((v for k, v in props if k == "spikecast-worker"), None)
+                self.by_worker.setdefault((d["stream"], d["seq"]), who)
+                self.first_decision.setdefault((d["stream"], who), now)
             elif msg.topic.endswith("/metrics"):
                 self.metrics.append(json.loads(msg.payload))
             elif msg.topic.endswith("/status"):
@@ -203,6 +236,7 @@ class Service:
         else at the fixed τ 0.9 / t_min 5 / t_max 200 the fault scenarios count on."""
         self.log = workdir / f"service-{time.monotonic_ns()}.log"
         point = [] if model_point else ["--tau", "0.9", "--t-min", "5", "--t-max", "200"]
+        self.started = time.monotonic()
         cmd = [sys.executable, "-m", "spikecast.runtime.cli", "run", "--model", str(model),
                "--mqtt", f"mqtt://127.0.0.1:{port}{RECONNECT}", "--device", DEVICE,
                *point, "--metrics-interval-s", "0.2", *source]
@@ -452,11 +486,128 @@ def worker_kill(work: Path, model: Path, events: np.ndarray, quick: bool) -> dic
         broker.stop()
 
 
+# -- several workers (docs/mqtt.md "Scaling out") ------------------------------------------
+
+
+def _workers(work: Path, model: Path, port: int, keepalive_s: int) -> dict[str, Service]:
+    return {w: Service(work, model, port, "--source", "mqtt", "--worker", w,
+                       "--keepalive-s", str(keepalive_s)) for w in WORKERS}
+
+
+def _failover(work: Path, model: Path, events: np.ndarray, quick: bool, *, hang: bool) -> dict[str, Any]:
+    """3 workers, 6 live N-MNIST streams in real time; the worker that owns most of them is
+    killed (SIGKILL) or hung (SIGSTOP, then killed once its Will is out)."""
+    from spikecast.runtime.affinity import owner
+
+    broker = Broker(work)
+    sub = Subscriber(broker.port)
+    procs = _workers(work, model, broker.port, KEEPALIVE_S)
+    streams = [f"s{i}" for i in range(6)]
+    counts = {w: sum(owner(s, WORKERS) == w for s in streams) for w in WORKERS}
+    victim = max(WORKERS, key=lambda w: counts[w])
+    survivors = tuple(w for w in WORKERS if w != victim)
+    moved = [s for s in streams if owner(s, WORKERS) == victim]
+    senders: list[Sender] = []
+    try:
+        ready = sub.wait(lambda: all(any(len(m["worker"]["workers"]) == 3 for m in
+                                         sub.worker_metrics.get(w, [])) for w in WORKERS), 60)
+        if not ready:
+            raise SystemExit(f"workers never saw each other:\n{procs[victim].summary()[1]}")
+        # The recordings over and over, at least 20 s of sensor time at real time, so the
+        # streams go on well past the kill (and a hung worker's keepalive).
+        span = (int(events["t"][-1]) // 1000 + 10) * 1000
+        parts = [events.copy() for _ in range(max(3, -(-20_000_000 // span)))]
+        for j, part in enumerate(parts):
+            part["t"] += j * span
+        long = np.concatenate(parts)
+        senders = [Sender(broker.port, s, long, speed=1.0).start() for s in streams]
+        sub.wait(lambda: all(sub.first_decision.get((s, victim)) for s in moved), 30)
+        time.sleep(1.0)
+        before_kill = sub.unique()
+        procs[victim].proc.send_signal(signal.SIGSTOP if hang else signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        def will() -> float | None:
+            with sub.lock:
+                return next((t for w, p, t in sub.worker_status
+                             if w == victim and p == b"offline" and t > killed_at), None)
+
+        sub.wait(lambda: will() is not None, 30)
+        will_at = will()
+        if hang:
+            procs[victim].proc.send_signal(signal.SIGKILL)
+        sub.wait(lambda: all(sub.first_decision.get((s, owner(s, survivors))) for s in moved), 30)
+        time.sleep(1.0 if quick else 2.0)
+        for x in senders:
+            x.close()
+        made = {}
+        for w in survivors:
+            procs[w].stop()
+            made[w] = procs[w].summary()[0] or 0
+        sub.wait(lambda: all(sum(1 for who in sub.by_worker.values() if who == w) >= made[w]
+                             for w in survivors), 15)
+        time.sleep(0.5)
+        return _failover_result(sub, victim, streams, made, killed_at, will_at, before_kill, hang)
+    finally:
+        for x in senders:
+            x.close()
+        for p in procs.values():
+            if p.proc.poll() is None:
+                p.proc.kill()
+                p.proc.wait(5)
+        sub.close()
+        broker.stop()
+
+
+def _failover_result(sub: Subscriber, victim: str, streams: list[str], made: dict[str, int],
+                     killed_at: float, will_at: float | None, before_kill: int,
+                     hang: bool) -> dict[str, Any]:
+    from spikecast.runtime.affinity import owner
+
+    survivors = tuple(w for w in WORKERS if w != victim)
+    moved = [s for s in streams if owner(s, WORKERS) == victim]
+    with sub.lock:
+        victim_last = max((m.get("decisions", 0) for m in sub.worker_metrics.get(victim, [])),
+                          default=0)
+        delivered_by = {w: sum(1 for who in sub.by_worker.values() if who == w) for w in WORKERS}
+        first_new = {s: round(sub.first_decision[(s, owner(s, survivors))] - killed_at, 3)
+                     for s in moved if (s, owner(s, survivors)) in sub.first_decision}
+        taken = {w: (sub.worker_metrics.get(w) or [{}])[-1].get("worker", {}) for w in survivors}
+        not_owned = {w: (sub.worker_metrics.get(w) or [{}])[-1].get("worker", {})
+                     .get("packets_not_owned") for w in WORKERS}
+    expected = sum(made.values()) + victim_last
+    r = result(expected, sub, {}, 0,
+               workers=len(WORKERS), streams=len(streams), moved_streams=len(moved),
+               keepalive_s=KEEPALIVE_S, kill_signal="SIGSTOP, then SIGKILL" if hang else "SIGKILL",
+               will_after_s=None if will_at is None else round(will_at - killed_at, 3),
+               first_decision_of_new_owner_after_s=first_new,
+               failover_s=max(first_new.values()) if len(first_new) == len(moved) else None,
+               streams_taken_over={w: taken[w].get("streams_taken_over") for w in survivors},
+               packets_not_owned=not_owned,
+               decisions_by_worker_made={**made, victim: f">= {victim_last} (last metrics)"},
+               decisions_by_worker_delivered=delivered_by,
+               delivered_before_kill=before_kill)
+    # Survivors: made == delivered exactly; the victim: at least its last metrics count.
+    r["lost"] = sum(max(0, made[w] - delivered_by[w]) for w in survivors) + max(
+        0, victim_last - delivered_by[victim])
+    return r
+
+
+def worker_failover(work: Path, model: Path, events: np.ndarray, quick: bool) -> dict[str, Any]:
+    return _failover(work, model, events, quick, hang=False)
+
+
+def worker_hang(work: Path, model: Path, events: np.ndarray, quick: bool) -> dict[str, Any]:
+    return _failover(work, model, events, quick, hang=True)
+
+
 SCENARIOS: dict[str, Callable[[Path, Path, np.ndarray, bool], dict[str, Any]]] = {
     "broker_restart": broker_restart,
     "far_future_t0": far_future_t0,
     "command_flood": command_flood,
     "worker_kill": worker_kill,
+    "worker_failover": worker_failover,
+    "worker_hang": worker_hang,
 }
 
 
@@ -469,10 +620,14 @@ def main() -> None:
     recs = load_recordings(8 if args.quick else 20)
     events = continuous(recs)
     out = args.out or RESULTS / ("faults-quick.json" if args.quick else "faults.json")
+    names = args.scenarios.split(",")
+    # A subset of the scenarios updates their entries and keeps the others'.
     results: dict[str, Any] = {}
+    if out.exists() and set(names) != set(SCENARIOS):
+        results = {k: v for k, v in json.loads(out.read_text()).items() if k != "_meta"}
     with tempfile.TemporaryDirectory(prefix="spikecast-faults-") as tmp:
         model = builtin_network().save(Path(tmp) / "net.scn")
-        for name in args.scenarios.split(","):
+        for name in names:
             work = Path(tmp) / name
             work.mkdir()
             t0 = time.monotonic()
@@ -488,6 +643,7 @@ def main() -> None:
         "mosquitto": subprocess.run([mosquitto_binary(), "-h"], capture_output=True,
                                     text=True).stdout.splitlines()[0],
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "scenarios_run": names,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -88,7 +88,12 @@ class RunConfig:
     fit: bool = False  # choose crop and downsample per file from its sensor size
     fmt: str | None = None  # event file format when neither name nor content tells it
     mqtt: MqttSettings | None = None
+    #: Deprecated for event streams (Mosquitto splits a stream across the group); use
+    #: ``worker``. Kept for brokers that dispatch shared subscriptions by topic hash.
     shared_group: str | None = None
+    #: This process is worker ``worker`` of ``device``: it decides only the live streams
+    #: it owns (docs/mqtt.md, "Scaling out"). Needs ``source = "mqtt"`` and a broker.
+    worker: str | None = None
     metrics_interval_s: float = 10.0
     queue_events: int = 2_000_000
     #: Prometheus ``/metrics`` on this port (0: any free one); None: no HTTP server.
@@ -128,6 +133,24 @@ class RunConfig:
             )
         self._check_monitoring()
         self._check_udp()
+        self._check_worker()
+
+    def _check_worker(self) -> None:
+        if self.worker is None:
+            return
+        if self.mqtt is None or self.source != "mqtt":
+            raise ParameterError("--worker needs --source mqtt and a broker (--mqtt)")
+        if self.shared_group is not None:
+            raise ParameterError("--worker and --shared-group exclude each other: a worker "
+                                 "takes every packet of the device and keeps the streams it owns")
+        if self.ha_discovery:
+            raise ParameterError("--ha-discovery is not supported with --worker: its sensors' "
+                                 "availability is the device status, which workers do not write")
+        if self.mqtt.worker is None:
+            object.__setattr__(self, "mqtt", replace(self.mqtt, worker=self.worker))
+        elif self.mqtt.worker != self.worker:
+            raise ParameterError(f"MQTT settings are for worker {self.mqtt.worker!r}, "
+                                 f"the run for {self.worker!r}")
 
     def _check_udp(self) -> None:
         """A udp:// source's address, format, sensor size and buffer; a dv:// address."""
@@ -338,7 +361,23 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-file", type=Path)
     p.add_argument("--cert-file", type=Path)
     p.add_argument("--key-file", type=Path)
-    p.add_argument("--shared-group", help="consume events via $share/<group>/... (scale out over workers)")
+    p.add_argument(
+        "--worker",
+        metavar="NAME",
+        help="run as worker NAME of the device: every worker gets every packet and decides only "
+        "the streams it owns (rendezvous hashing over the live workers; docs/mqtt.md 'Scaling out')",
+    )
+    p.add_argument(
+        "--keepalive-s",
+        type=int,
+        help="MQTT keepalive (default 30): the broker sends a hung worker's Last Will after "
+        "1.5 x this without a packet",
+    )
+    p.add_argument(
+        "--shared-group",
+        help="deprecated for event streams: $share/<group>/... is only right on a broker that "
+        "dispatches by topic hash (EMQX hash_topic); Mosquitto splits a stream. Use --worker",
+    )
     p.add_argument("--realtime", action="store_true", default=None, help="pace file replay by sensor time")
     p.add_argument("--speed", type=float, help="replay speed factor with --realtime")
     p.add_argument("--tau", type=float)
@@ -434,7 +473,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 #: CLI flags (argparse dests) that fill MqttSettings, and their [mqtt] keys.
 _MQTT_FLAGS = {"mqtt_url": "url", "username": "username", "password_env": "password_env",
-               "tls": "tls", "ca_file": "ca_file", "cert_file": "cert_file", "key_file": "key_file"}
+               "tls": "tls", "ca_file": "ca_file", "cert_file": "cert_file", "key_file": "key_file",
+               "keepalive_s": "keepalive_s"}
 
 
 __all__ = ["POLICIES", "RunConfig", "add_run_arguments", "config_from_args", "load_toml", "mqtt_settings"]

@@ -6,12 +6,14 @@
   replay waits for room in the queue. A file whose sensor is bigger than the network
   input is refused with the --crop/--downsample that fits it (``--fit`` applies it);
   a file whose events fall mostly outside the input is reported and not decided.
-- ``source = "mqtt"`` takes live event packets from ``spikecast/<device>/+/events``
-  (or a ``$share/<group>/...`` subscription: only safe with a broker that
-  dispatches by topic hash, see docs/mqtt.md). A malformed packet is dropped and
-  counted; the service keeps running. Its geometry is not refused, but while most of
-  a stream's events fall outside the network input (after --crop/--downsample) its
-  decisions are withheld, reported and counted.
+- ``source = "mqtt"`` takes live event packets from ``spikecast/<device>/+/events``.
+  With ``worker`` set, it is one of several workers of the device and decides only the
+  streams it owns (:mod:`spikecast.runtime.affinity`); the packets of the others are
+  dropped before decoding. (``--shared-group``, a ``$share/<group>/...`` subscription,
+  is deprecated for events: only right on a broker that dispatches by topic hash.)
+  A malformed packet is dropped and counted; the service keeps running. Its geometry
+  is not refused, but while most of a stream's events fall outside the network input
+  (after --crop/--downsample) its decisions are withheld, reported and counted.
 - Large batches of input run in a worker thread (the engine releases the GIL), so
   network I/O never waits on compute; a few small packets run on the loop, where a
   thread hand-over would cost more than the work. The input queue is bounded in
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -50,6 +53,7 @@ from spikecast.ext.core.checks import is_finite_number
 from spikecast.ext.core.errors import ParameterError, SpikecastError, StreamError
 from spikecast.ext.core.network import Network, load_network
 from spikecast.ext.engine import CompiledNetwork, Engine
+from spikecast.runtime.affinity import ONLINE, Membership
 from spikecast.runtime.config import RunConfig, config_from_args
 from spikecast.runtime.decision import Calibration, OperatingPoint, PointChoice, initial_point, resolve
 from spikecast.runtime.dv import DvReceiver, is_dv
@@ -57,7 +61,7 @@ from spikecast.runtime.encode import SpatialMap, check_geometry, load_frames
 from spikecast.runtime.hooks import EventWatcher, ServiceHook, service_hooks
 from spikecast.runtime.limits import LimitError
 from spikecast.runtime.mqtt import topics
-from spikecast.runtime.mqtt.base import Publisher, Subscriber, publish_decision
+from spikecast.runtime.mqtt.base import Publisher, Subscriber, Subscription, publish_decision
 from spikecast.runtime.mqtt.metrics import (
     RuntimeMetrics,
     exit_status,
@@ -158,6 +162,13 @@ class Service:
         #: The newest decisions (``limits.decision_history`` of them), oldest first.
         self.decisions: deque[Decision] = deque(maxlen=self.limits.decision_history)
         self._stop = asyncio.Event()
+        #: With ``cfg.worker``: the live worker set and which streams this worker owns.
+        self.membership = Membership(cfg.worker) if cfg.worker is not None else None
+        #: Worker counters (metrics ``worker``): packets_not_owned, packets_unassigned,
+        #: streams_handed_over, streams_taken_over.
+        self.affinity: dict[str, int] = dict.fromkeys(
+            ("packets_not_owned", "packets_unassigned", "streams_handed_over",
+             "streams_taken_over"), 0)
         # --metrics-port, --ha-discovery, --view (runtime/hooks.py)
         self.hooks: list[ServiceHook] = service_hooks(self)
         self._watchers = [h for h in self.hooks if isinstance(h, EventWatcher)]
@@ -362,13 +373,37 @@ class Service:
         return True
 
     async def _live_events(self, subscriber: Subscriber) -> None:
+        if self.cfg.shared_group:
+            log.warning("--shared-group is deprecated for event streams: Mosquitto hands one "
+                        "stream's packets to the group's members in turn; use --worker "
+                        "(docs/mqtt.md, 'Scaling out')")
+            filt = topics.shared_events_filter(self.cfg.shared_group, self.cfg.device)
+        else:
+            filt = topics.events_filter(self.cfg.device)
+        presence: Subscription | None = None
+        if self.membership is not None:
+            # Presence first: its retained messages come before any packet is judged.
+            presence = await subscriber.subscribe(topics.workers_filter(self.cfg.device),
+                                                  qos=1, queue_size=4096)
+            on_connect = getattr(subscriber, "add_connect_callback", None)
+            if on_connect is not None:
+                on_connect(functools.partial(self._reconnected, presence))
+            watcher = asyncio.create_task(self._presence_loop(presence), name="presence")
+            watcher.add_done_callback(_report_ended)
+        sub = await subscriber.subscribe(filt, qos=0, queue_size=4096)
+        try:
+            await self._take_packets(sub, presence)
+        finally:
+            if presence is not None:
+                watcher.cancel()
+
+    async def _take_packets(self, sub: Subscription, presence: Subscription | None) -> None:
         from spikecast.runtime.packets import decode_packet
 
-        filt = (topics.shared_events_filter(self.cfg.shared_group, self.cfg.device)
-                if self.cfg.shared_group else topics.events_filter(self.cfg.device))
-        sub = await subscriber.subscribe(filt, qos=0, queue_size=4096)
         async for msg in sub:
             arrival = time.perf_counter()
+            if presence is not None and not await self._mine(msg.topic, presence):
+                continue
             try:
                 stream, packet = self._accept(msg.topic, msg.payload, decode_packet)
             except LimitError as exc:
@@ -388,6 +423,64 @@ class Service:
                 shed=True,
             )
 
+    # -- workers (docs/mqtt.md, "Scaling out") ------------------------------------------
+    async def _mine(self, topic: str, presence: Subscription) -> bool:
+        """Whether this worker owns the packet's stream; cheap for the others (no decode).
+        Presence messages that came before the packet are applied first."""
+        m = self.membership
+        if m is None:
+            return True
+        while (msg := presence.get_nowait()) is not None:
+            await self._presence(msg)
+        if not m.ready:
+            self.affinity["packets_unassigned"] += 1
+            return False
+        if m.owns_topic(topic):
+            return True
+        self.affinity["packets_not_owned"] += 1
+        return False
+
+    def _reconnected(self, presence: Subscription) -> None:
+        """On every connect, before its messages: the broker sends the presence again,
+        so forget the old view (and stale presence messages not yet read)."""
+        if self.membership is not None:
+            while presence.get_nowait() is not None:
+                pass
+            self.membership.reset()
+
+    async def _presence_loop(self, presence: Subscription) -> None:
+        async for msg in presence:
+            await self._presence(msg)
+
+    async def _presence(self, msg: Any) -> None:
+        m = self.membership
+        if m is None:
+            return
+        try:
+            worker = topics.parse_worker_topic(msg.topic)
+        except ParameterError:
+            return
+        if worker == m.me and msg.payload != ONLINE and m.ready:
+            # A stale Will of this worker (or someone else's message): it is alive.
+            announce = getattr(self.publisher, "announce", None)
+            if announce is not None:
+                await announce()
+            return
+        if not m.apply(worker, msg.payload):
+            return
+        moved = [s for s in self._active if not m.owns(s)]
+        log.info("workers now %s (%s %s); %d of this worker's streams move to others",
+                 sorted(m.workers()), worker, "joined" if msg.payload == ONLINE else "left",
+                 len(moved))
+        for stream in moved:
+            # Handed over: the segment in progress is decided now (exit end_of_stream)
+            # and freed; the new owner starts a fresh one from its next packet. (Closed
+            # meanwhile by the idle timeout or another hand-over: nothing left to do.)
+            if self._active.pop(stream, None) is None:
+                continue
+            self.affinity["streams_handed_over"] += 1
+            await self._enqueue(_Item(stream, time.perf_counter(), end=True), shed=False)
+
     def _accept(self, topic: str, payload: bytes, decode: Any) -> tuple[str, Packet]:
         """The stream and packet of a live message, checked against the limits before
         it touches any state; raises LimitError, StreamError or ParameterError."""
@@ -400,6 +493,10 @@ class Service:
         if stream not in self._active and len(self._active) >= self.limits.max_streams:
             raise LimitError("packets_over_streams", f"stream {stream!r} would be one more than "
                              f"the limit of {self.limits.max_streams} live streams")
+        if stream not in self._active and self.membership is not None and \
+                self.membership.taken_over(stream):
+            self.affinity["streams_taken_over"] += 1
+            log.info("stream %s: taken over from a worker that left", stream)
         self._active[stream] = time.monotonic()
         return stream, packet
 
@@ -465,8 +562,14 @@ class Service:
         snap["bad_commands_by_cause"] = dict(sorted(self.state.command_errors.items()))
         snap["live_streams"] = len(self._active)
         snap["queued_events"] = self.state.queued_events
+        topic = topics.metrics_topic(self.cfg.device)
+        if self.membership is not None:
+            m = self.membership
+            snap["worker"] = {"name": m.me, "workers": sorted(m.workers()), "ready": m.ready,
+                              "membership_changes": m.changes, **self.affinity}
+            topic = topics.worker_metrics_topic(self.cfg.device, m.me)
         with contextlib.suppress(SpikecastError):
-            await self.publisher.publish(topics.metrics_topic(self.cfg.device), snap)
+            await self.publisher.publish(topic, snap)
 
     async def _metrics_loop(self) -> None:
         while True:
@@ -483,6 +586,7 @@ class Service:
                 one_decision=self.cfg.one_per_file and not self.live,
                 mapping=self.maps.get(stream, self.mapping),
                 max_jump_us=self.limits.max_jump_us if self.live else None,
+                seq_clock=_unix_us if self.membership is not None else None,
             )
             self.deciders[stream] = d
         return d
@@ -600,6 +704,11 @@ class Service:
                 await publish_decision(self.publisher, d)
             if stop:
                 return
+
+
+def _unix_us() -> int:
+    """Wall-clock microseconds: a worker's seq (unique across owners of a stream)."""
+    return time.time_ns() // 1000
 
 
 def _report_ended(task: asyncio.Task[None]) -> None:

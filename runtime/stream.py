@@ -94,6 +94,7 @@ class EventStreamDecider:
         mapping: SpatialMap | None = None,
         clock: Callable[[], float] = time.perf_counter,
         max_jump_us: int | None = None,
+        seq_clock: Callable[[], int] | None = None,
     ) -> None:
         if policy not in ("reset", "window", "decay"):
             raise ParameterError(f"policy must be reset, window or decay, not {policy!r}")
@@ -116,6 +117,9 @@ class EventStreamDecider:
         self.seg_start = 0  # step where the current decision began
         self.skip_until = 0  # steps before this are read but not fed
         self.seq = 0
+        # With a clock (a worker of several, docs/mqtt.md "Scaling out"), seq is
+        # max(previous + 1, clock()): unique and increasing per stream across owners.
+        self.seq_clock = seq_clock
         self.dropped_events = 0
         self._idx = np.zeros(0, np.int32)
         self._step = np.zeros(0, np.int64)
@@ -276,6 +280,8 @@ class EventStreamDecider:
         if exit_override:
             res = RunResult(res.class_index, res.confidence, res.logits, res.steps, exits.END_OF_STREAM,
                             res.synops, res.spikes)
+        if self.seq_clock is not None:
+            self.seq = max(self.seq, self.seq_clock())
         d = self.ctx.decision(
             self.stream, self.seq, res, origin + self.seg_start * dt, origin + self.done * dt,
             (self.clock() - arrival) * 1000.0,

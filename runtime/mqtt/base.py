@@ -110,6 +110,10 @@ class Subscription(Protocol):
 
     def __aiter__(self) -> AsyncIterator[InboundMessage]: ...
 
+    def get_nowait(self) -> InboundMessage | None:
+        """The next waiting message, or None when none waits."""
+        ...
+
 
 @runtime_checkable
 class Subscriber(Protocol):

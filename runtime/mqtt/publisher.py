@@ -29,6 +29,7 @@ import random
 import socket
 import ssl
 import uuid
+from collections.abc import Callable
 from types import TracebackType
 
 import aiomqtt
@@ -49,12 +50,15 @@ from spikecast.runtime.mqtt.topics import (
     status_topic,
     validate_publish_topic,
     validate_topic_filter,
+    worker_status_topic,
 )
 
 log = logging.getLogger(__name__)
 # paho logs every packet at DEBUG; keep it under our name so users can silence it.
 _PAHO_LOG = logging.getLogger(__name__ + ".paho")
 
+#: The MQTT 5 user property that names the worker on everything a worker publishes.
+WORKER_PROPERTY = "spikecast-worker"
 ONLINE = b"online"
 OFFLINE = b"offline"
 _MAX_SUBSCRIPTION_ID = 268_435_455  # MQTT 5 variable byte integer limit
@@ -154,6 +158,15 @@ class Subscription:
             self._closed = True
             self._queue.put_nowait(None)
 
+    def get_nowait(self) -> InboundMessage | None:
+        """The next waiting message, or None when none waits (or iteration ended)."""
+        if self._queue.empty():
+            return None
+        message = self._queue.get_nowait()
+        if message is None:
+            self._queue.put_nowait(None)
+        return message
+
     def __aiter__(self) -> Subscription:
         return self
 
@@ -206,10 +219,19 @@ class MqttPublisher:
         self._settings = settings
         self._rng = rng if rng is not None else random.Random()
         self._flush_timeout_s = float(flush_timeout_s)
-        self._client_id = (
-            settings.client_id or f"spikecast-{settings.device}-{uuid.uuid4().hex[:8]}"
-        )
-        self._status_topic = status_topic(settings.device)
+        if settings.worker is not None:
+            # Stable: a reconnect takes the old session over, and the broker sends the
+            # old connection's Will before this one says online again.
+            self._client_id = settings.client_id or f"spikecast-{settings.device}-{settings.worker}"
+            self._status_topic = worker_status_topic(settings.device, settings.worker)
+            self._properties: Properties | None = Properties(PacketTypes.PUBLISH)
+            self._properties.UserProperty = [(WORKER_PROPERTY, settings.worker)]
+        else:
+            self._client_id = (
+                settings.client_id or f"spikecast-{settings.device}-{uuid.uuid4().hex[:8]}"
+            )
+            self._status_topic = status_topic(settings.device)
+            self._properties = None
         self._outbox = Outbox(settings.outbox_size)
         self._subs: dict[int, Subscription] = {}
         self._next_sub_id = 1
@@ -228,6 +250,7 @@ class MqttPublisher:
         self._connected = asyncio.Event()
         # Serialises subscription changes against the resubscribe pass of a new connection.
         self._sub_lock = asyncio.Lock()
+        self._on_connect: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"MqttPublisher({self._settings.redacted_url}, device={self._settings.device!r})"
@@ -243,6 +266,25 @@ class MqttPublisher:
     @property
     def status_topic(self) -> str:
         return self._status_topic
+
+    @property
+    def connects(self) -> int:
+        """Successful connections so far (the first one included)."""
+        return self._connects
+
+    def add_connect_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` on every connect, before the subscriptions are renewed, so
+        before any message of the new connection is routed."""
+        self._on_connect.append(callback)
+
+    async def announce(self) -> None:
+        """Publish ``online`` (retained) on the status topic again, now, ahead of the
+        outbox: a worker that sees its own presence cleared while it is connected
+        (a stale Will) says it is alive."""
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(self._status_topic, ONLINE, qos=1, retain=True)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -450,6 +492,8 @@ class MqttPublisher:
     async def _serve(self, client: aiomqtt.Client) -> None:
         if not self._stop.is_set():
             await client.publish(self._status_topic, ONLINE, qos=1, retain=True)
+            for callback in self._on_connect:
+                callback()
             await self._resubscribe(client)
             self._connects += 1
             self._last_error = None
@@ -531,7 +575,8 @@ class MqttPublisher:
                 continue
             acknowledged = False
             try:
-                await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+                await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain,
+                                     properties=self._properties)
                 acknowledged = True
             finally:
                 # Only an acknowledged item leaves; otherwise it stays at the head.
@@ -552,4 +597,10 @@ class MqttPublisher:
                     await client.unsubscribe(sub.topic_filter)
 
 
-__all__ = ["MqttPublisher", "Subscription", "backoff_delay_s", "build_tls_context"]
+__all__ = [
+    "WORKER_PROPERTY",
+    "MqttPublisher",
+    "Subscription",
+    "backoff_delay_s",
+    "build_tls_context",
+]

@@ -41,6 +41,7 @@ def _to_str(key: str, text: str) -> str:
 # The options a URL query may set; everything else (notably the password) may not.
 _QUERY_OPTIONS: dict[str, Callable[[str, str], Any]] = {
     "device": _to_str,
+    "worker": _to_str,
     "client_id": _to_str,
     "ca_file": _to_str,
     "cert_file": _to_str,
@@ -97,11 +98,23 @@ class MqttSettings:
     ``outbox_size`` bounds the messages waiting for the broker (oldest dropped
     beyond it), ``inbox_size`` bounds each subscription's queue of incoming
     messages. ``timeout_s`` bounds connect, publish-acknowledge and subscribe.
+
+    ``worker`` names this process as one of several workers of ``device``
+    (docs/mqtt.md "Scaling out"): its presence and Last Will go to
+    ``spikecast/<device>/workers/<worker>/status`` instead of the device's
+    ``status``, its client id is ``spikecast-<device>-<worker>`` unless ``client_id``
+    is given (stable, so that a reconnect takes over the old session and the old
+    connection's Will comes before the new ``online``), and every message it
+    publishes carries the MQTT 5 user property ``spikecast-worker: <worker>``.
+    The broker sends the Will when it sees the connection close (at once when the
+    process dies) or after 1.5 x ``keepalive_s`` without a packet (a hung process,
+    a lost host or network).
     """
 
     host: str = "localhost"
     port: int = 1883
     device: str
+    worker: str | None = None
     client_id: str | None = None
     username: str | None = None
     password: str | None = None
@@ -128,6 +141,8 @@ class MqttSettings:
         if not is_int(self.port) or not 1 <= self.port <= 65535:
             raise ParameterError(f"port must be an int in 1..65535, got {self.port!r}")
         validate_name(self.device, what="device")
+        if self.worker is not None:
+            validate_name(self.worker, what="worker")
         if self.client_id is not None and (
             not isinstance(self.client_id, str) or not self.client_id
         ):
@@ -175,7 +190,7 @@ class MqttSettings:
         """Parse ``mqtt[s]://[user[:password]@]host[:port][?option=value&...]``.
 
         ``mqtts`` turns TLS on and defaults the port to 8883 (1883 for ``mqtt``).
-        Query options: device, client_id, ca_file, cert_file, key_file, keepalive_s,
+        Query options: device, worker, client_id, ca_file, cert_file, key_file, keepalive_s,
         outbox_size, inbox_size, qos, reconnect_min_s, reconnect_max_s, timeout_s.
         Keyword ``overrides`` win over the URL. User and password are
         percent-decoded, so ``p%40ss`` means ``p@ss``.

@@ -8,6 +8,9 @@ Every topic spikecast uses lives under ``spikecast/<device>/``::
     spikecast/<device>/cmd/<command>          control (``cmd/set``)
     spikecast/<device>/config                 operating point in force, retained
     spikecast/<device>/metrics                periodic metrics
+    spikecast/<device>/workers/<worker>/status   online | offline of one worker, retained
+                                                 (its Last Will); the live worker set
+    spikecast/<device>/workers/<worker>/metrics  periodic metrics of one worker
 
 Device and stream names become single topic levels, so they must be non-empty and
 free of ``/``, ``+``, ``#`` and NUL; anything else raises :class:`ParameterError`.
@@ -24,8 +27,9 @@ PREFIX = "spikecast"
 MAX_NAME_CHARS = 256
 MAX_TOPIC_BYTES = 65535
 #: ``cmd`` is reserved as a stream name: ``spikecast/<device>/cmd/#`` would otherwise
-#: also match that stream's decision and events topics.
-RESERVED_STREAMS = frozenset({"cmd"})
+#: also match that stream's decision and events topics; ``workers`` holds the workers'
+#: presence topics.
+RESERVED_STREAMS = frozenset({"cmd", "workers"})
 _FORBIDDEN_CHARS = ("/", "+", "#", "\x00")
 
 
@@ -115,6 +119,30 @@ def metrics_topic(device: str) -> str:
     return f"{_base(device)}/metrics"
 
 
+def worker_status_topic(device: str, worker: str) -> str:
+    """``spikecast/<device>/workers/<worker>/status``: one worker's presence, retained;
+    ``online`` on connect, ``offline`` on exit and as its Last Will."""
+    return f"{_base(device)}/workers/{validate_name(worker, what='worker')}/status"
+
+
+def worker_metrics_topic(device: str, worker: str) -> str:
+    """``spikecast/<device>/workers/<worker>/metrics``: one worker's periodic metrics."""
+    return f"{_base(device)}/workers/{validate_name(worker, what='worker')}/metrics"
+
+
+def workers_filter(device: str) -> str:
+    """``spikecast/<device>/workers/+/status``: the presence of every worker of a device."""
+    return f"{_base(device)}/workers/+/status"
+
+
+def parse_worker_topic(topic: str) -> str:
+    """The worker of ``spikecast/<device>/workers/<worker>/status``."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[0] != PREFIX or parts[2] != "workers" or parts[4] != "status":
+        raise ParameterError(f"{topic!r} is not a spikecast/<device>/workers/<worker>/status topic")
+    return validate_name(parts[3], what="worker")
+
+
 def parse_stream_topic(topic: str) -> StreamTopic:
     """Split ``spikecast/<device>/<stream>/<kind>`` (kind: decision or events)."""
     parts = topic.split("/")
@@ -176,9 +204,13 @@ __all__ = [
     "events_topic",
     "metrics_topic",
     "parse_stream_topic",
+    "parse_worker_topic",
     "shared_events_filter",
     "status_topic",
     "validate_name",
     "validate_publish_topic",
     "validate_topic_filter",
+    "worker_metrics_topic",
+    "worker_status_topic",
+    "workers_filter",
 ]

@@ -21,7 +21,7 @@ file is broken, so validation and decoding are done here.
 
 Memory: at most one event per 32-bit word; CD words are counted first and their
 events allocated once at 21 bytes each (under 6x the file size), then words are
-decoded CHUNK_WORDS at a time (a fixed workspace of a few MB). ``max_events``
+decoded CHUNK_WORDS at a time (a fixed workspace of a few hundred kB). ``max_events``
 caps the events (default: no cap beyond the file's word count).
 """
 

@@ -28,7 +28,7 @@ stretches the 8.8 ms fixture to 53.9 ms, which the file's own TIME_HIGH words
 rule out. Every step below is a vectorised "latest value of X so far" or a
 cumulative sum, so there is no per-word Python loop.
 
-Memory: words are decoded CHUNK_WORDS at a time (a workspace of a few MB,
+Memory: words are decoded CHUNK_WORDS at a time (a workspace of about 0.33 MB,
 carrying the decoder state across chunks); the events a file can hold are
 counted first (one per EVT_ADDR_X, one per set vector bit) and allocated once at
 21 bytes each. ``max_events`` caps them; by default at one event per 16-bit word,

@@ -10,7 +10,8 @@ the sensor size, else it is max + 1. Byte offsets in errors are into the
 Both are parsed here (``.npy`` headers with numpy's parser, the zip with
 :mod:`zipfile`), so every failure is a StreamError. An ``.npz`` must have unique
 ``.npy`` members, stored or deflated; their declared sizes are checked before
-anything is decompressed. Memory: the array plus 22 bytes per event. For an
+anything is decompressed. A ``.npy`` header may be at most 1 kB (an event array's is
+about 100 bytes). Memory: the array plus 22 bytes per event. For an
 ``.npz`` the members may declare at most 6x the file size (so peak memory stays
 under 20x the file) unless ``max_events`` is given; ``max_events`` caps the
 events of either kind of file.
@@ -40,7 +41,9 @@ from spikecast.runtime.readers.recording import Recording
 _FIELDS = ("x", "y", "t", "p")
 _SIZE_KEYS = ("width", "height")
 _NPZ_RATIO = 6
-_MAX_HEADER = 10000
+# numpy's header parser tokenizes the header: about 200 bytes of peak memory per header
+# byte (2 MB for a garbled 10 kB one). An event array's header is ~100 bytes.
+_MAX_HEADER = 1024
 # What numpy's .npy header parser, zipfile and zlib raise on hostile bytes.
 _ERRORS = (
     ValueError, OSError, EOFError, SyntaxError, TypeError, KeyError, IndexError, AttributeError,

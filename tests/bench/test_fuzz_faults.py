@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 DATA = Path(os.environ.get("SPIKECAST_DATA", ROOT.parent / "shared" / "data"))
 FUZZ_TARGETS = {"nmnist", "aedat4", "evt2", "evt3", "dat", "npy", "npz", "packet", "network", "cmd_set"}
-FAULT_SCENARIOS = {"broker_restart", "far_future_t0", "command_flood", "worker_kill"}
+FAULT_SCENARIOS = {"broker_restart", "far_future_t0", "command_flood", "worker_kill",
+                   "worker_failover", "worker_hang"}
 
 
 def need_data() -> None:
@@ -37,6 +38,9 @@ def check_fuzz(r: dict[str, Any], inputs: int) -> None:
         assert t["other_exceptions"] == 0, (name, t["other_exception_examples"])
         assert t["accepted"] >= 1, name  # the unmutated seeds parse
         assert 0 < t["peak_rss_mb"] < 1024, (name, t["peak_rss_mb"])
+        # Traced peak per input <= 20 x max(input size, the stated 64 kB floor).
+        assert t["memory_floor_bytes"] == 64 * 1024, (name, t)
+        assert t["memory_goal_met"] and t["worst_memory_over_input"] <= 20, (name, t)
 
 
 def check_faults(r: dict[str, Any]) -> None:
@@ -53,6 +57,13 @@ def check_faults(r: dict[str, Any]) -> None:
     flood = r["command_flood"]
     assert flood["good_command_applied"] and flood["bad_commands_counted"] == flood["bad_commands_sent"]
     assert r["worker_kill"]["last_will_offline"]
+    for name in ("worker_failover", "worker_hang"):
+        s = r[name]
+        assert s["failover_s"] is not None and s["will_after_s"] is not None, (name, s)
+        assert sum(s["streams_taken_over"].values()) == s["moved_streams"] > 0, (name, s)
+    # A crash is seen at once; a hang only when the keepalive runs out.
+    assert r["worker_failover"]["will_after_s"] < 1.0
+    assert r["worker_hang"]["will_after_s"] >= 1.5 * r["worker_hang"]["keepalive_s"] * 0.9
 
 
 def test_fuzz_quick_finds_nothing(tmp_path: Path) -> None:

@@ -125,3 +125,26 @@ def test_the_example_service_config_logs_in_with_a_password_from_the_environment
     assert 'username = "cam0"' in text and 'password_env = "SPIKECAST_MQTT_PASSWORD"' in text
     compose = (DEPLOY / "compose.yaml").read_text()
     assert "SPIKECAST_MQTT_PASSWORD" in compose and "./passwd:/mosquitto/config/passwd:ro" in compose
+
+
+def test_the_workers_compose_runs_named_workers_of_one_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+    import shlex
+
+    from spikecast.runtime.config import add_run_arguments, config_from_args
+
+    text = (DEPLOY / "compose.workers.yaml").read_text()
+    assert "SPIKECAST_MQTT_PASSWORD" in text and "./passwd:/mosquitto/config/passwd:ro" in text
+    entry = next(line for line in text.splitlines() if line.strip().startswith("entrypoint:"))
+    shell = entry.split('"-c", "', 1)[1].rsplit('"]', 1)[0].replace('\\"', '"')
+    # The command the shell runs, with $HOSTNAME as the container would give it.
+    argv = shlex.split(shell.replace("$$HOSTNAME", "3f2a9c1d7e4b"))[2:]
+    argv[argv.index("--config") + 1] = str(DEPLOY / "spikecast.toml")
+    monkeypatch.setenv("SPIKECAST_MQTT_PASSWORD", "x")
+    p = argparse.ArgumentParser()
+    add_run_arguments(p)
+    cfg = config_from_args(p.parse_args(argv[1:]))
+    assert cfg.worker == "3f2a9c1d7e4b" and cfg.source == "mqtt" and cfg.mqtt is not None
+    assert cfg.mqtt.worker == "3f2a9c1d7e4b" and cfg.mqtt.keepalive_s == 10
+    # Every worker receives every packet: the broker must not drop a busy one's QoS 0.
+    assert ["max_queued_messages", "100000"] in directives(DEPLOY / "mosquitto.conf")

@@ -723,3 +723,23 @@ def test_fuzzed_event_files_raise_only_stream_errors(tmp_path: Path) -> None:
                 raise AssertionError(f"{which}: not a StreamError: {exc!r}") from exc
 
     run()
+
+
+def test_npy_header_over_1kb_is_refused_before_numpy_tokenizes_it(tmp_path: Path) -> None:
+    import tracemalloc
+
+    # A valid header padded to 9 kB: numpy's parser would spend ~2 MB tokenizing a garbled
+    # one that long; the reader refuses any header over 1 kB (an event array's is ~100 B).
+    head = "{'descr': '<i8', 'fortran_order': False, 'shape': (3, 4), }"
+    head = head + " " * (9000 - len(head)) + "\n"
+    data = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(head)) + head.encode() + bytes(96)
+    path = tmp_path / "long_header.npy"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(StreamError, match=r"long_header\.npy"):
+            read_events(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 64 * 1024, peak

@@ -67,6 +67,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.messages: list[aiomqtt.Message] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each message
         self.connects = 0
 
     @property
@@ -127,6 +128,7 @@ async def recording_subscriber(
                     subscribed.set()
                     async for message in client.messages:
                         recorder.messages.append(message)
+                        recorder.arrivals.append(time.monotonic())
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.02)
 
