@@ -33,6 +33,7 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
+from spikecast.ext.binning import scev_columns_ok
 from spikecast.ext.core.errors import ParameterError, StreamError
 from spikecast.ext.core.events import EVENT_DTYPE
 
@@ -165,8 +166,9 @@ def decode_packet(data: bytes | bytearray | memoryview) -> Packet:
     y = np.frombuffer(buf, dtype="<u2", count=n, offset=HEADER_SIZE + 2 * n)
     dt = np.frombuffer(buf, dtype="<u4", count=n, offset=HEADER_SIZE + 4 * n)
     p = np.frombuffer(buf, dtype=np.uint8, count=n, offset=HEADER_SIZE + 8 * n)
-    if n:
-        _check_columns(x, y, dt, p, width, height)
+    if n and not scev_columns_ok(buf[HEADER_SIZE:], n, width, height):  # one compiled pass
+        _check_columns(x, y, dt, p, width, height)  # finds and names the first violation
+        raise _bad(HEADER_SIZE, "invalid event columns")  # unreachable: the line above raises
     events = np.empty(n, dtype=EVENT_DTYPE)
     events["x"] = x
     events["y"] = y

@@ -500,12 +500,11 @@ class Service:
         if d.finished:
             return [], {}  # decided once: the rest of the file is not needed
         events = item.events if item.events is not None else np.zeros(0)
-        before, restarts = d.dropped_events, d.restarts
+        before, before_outside, restarts = d.dropped_events, d.dropped_outside, d.restarts
         out = d.push(events, item.watermark_us, item.arrival_s)
         if not self.live:
             return out, {}  # a file's events outside the input were counted when it was read
-        _, h, w = self.network.input.shape
-        outside = (d.mapping or self.mapping).count_outside(events, w, h) if len(events) else 0
+        outside = d.dropped_outside - before_outside
         drops = {"events_outside": outside, "events_late": d.dropped_events - before - outside}
         if d.restarts > restarts:
             drops["stream_restarts"] = d.restarts - restarts

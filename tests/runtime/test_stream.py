@@ -221,13 +221,13 @@ def test_a_long_silence_is_jumped_over_not_stepped_through() -> None:
 def test_a_far_future_watermark_costs_no_memory_or_time(monkeypatch: pytest.MonkeyPatch) -> None:
     # Arrays handed to the engine are bounded by t_max, whatever span a watermark covers.
     sizes: list[int] = []
-    feed = Engine.feed
+    feed = Engine.feed_csr
 
-    def spy(self: Engine, steps: EventSteps, **kw: object) -> int:
-        sizes.append(len(steps.offsets))
-        return feed(self, steps, **kw)  # type: ignore[arg-type]
+    def spy(self: Engine, idx: np.ndarray, off: np.ndarray, **kw: object) -> int:
+        sizes.append(len(off))
+        return feed(self, idx, off, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Engine, "feed", spy)
+    monkeypatch.setattr(Engine, "feed_csr", spy)
     d, _ = make(tau=0.9, t_max=200)
     ev = uniform_events(5, 20)
     out = live(d, ev, 0, 5)
@@ -242,13 +242,13 @@ def test_a_far_future_watermark_costs_no_memory_or_time(monkeypatch: pytest.Monk
 def test_a_long_sparse_packet_is_linear_not_quadratic(monkeypatch: pytest.MonkeyPatch) -> None:
     # 400k steps with an event every 150 steps: each decision feeds at most t_max steps.
     sizes: list[int] = []
-    feed = Engine.feed
+    feed = Engine.feed_csr
 
-    def spy(self: Engine, steps: EventSteps, **kw: object) -> int:
-        sizes.append(len(steps.offsets))
-        return feed(self, steps, **kw)  # type: ignore[arg-type]
+    def spy(self: Engine, idx: np.ndarray, off: np.ndarray, **kw: object) -> int:
+        sizes.append(len(off))
+        return feed(self, idx, off, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Engine, "feed", spy)
+    monkeypatch.setattr(Engine, "feed_csr", spy)
     d, _ = make(tau=0.9, t_max=200)
     ev = uniform_events(2_600, 1, dt_us=150_000)
     out = call_with_timeout(lambda: d.push(ev, 0) + d.finish(), 20)
