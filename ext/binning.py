@@ -38,13 +38,15 @@ def _records(events: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]
         raise ParameterError("events must be a 1-D structured array with fields x, y, t, p")
     ev = np.ascontiguousarray(events)
     if any(fields[k][0] != EVENT_DTYPE.fields[k][0] for k in ("x", "y", "t", "p")):  # type: ignore[index]
-        ev = ev.astype(EVENT_DTYPE)  # by field name; the kernel reads EVENT_DTYPE's fields
-        fields = ev.dtype.fields  # type: ignore[assignment]
+        packed = np.empty(len(ev), EVENT_DTYPE)  # the kernel reads EVENT_DTYPE's fields
+        for k in ("x", "y", "t", "p"):
+            packed[k] = ev[k]  # by name (astype between record types goes by position)
+        ev, fields = packed, EVENT_DTYPE.fields
     offsets = tuple(int(fields[k][1]) for k in ("x", "y", "t", "p"))
     return ev.view(np.uint8).reshape(-1), offsets  # type: ignore[return-value]
 
 
-def bin_events(  # noqa: PLR0913  (the input geometry and the mapping, each one number)
+def bin_events(
     events: np.ndarray,
     origin_us: int,
     dt_us: int,

@@ -269,3 +269,20 @@ def test_a_time_jump_starts_a_fresh_segment() -> None:
     assert all(x.sensor_t1_us <= 40_000 for x in out[:n])
     assert all(x.sensor_t1_us <= 40_000 or x.sensor_t0_us >= 50_000 for x in out)  # no straddling
     assert any(x.sensor_t0_us >= ahead for x in out) and out[-1].sensor_t0_us < ahead
+
+
+@pytest.mark.parametrize("chunk_us", [1_000, 7_000, 10_000])
+def test_a_replayed_file_counts_no_empty_steps_after_its_last_event(chunk_us: int) -> None:
+    # 23 steps of events and a rule that never exits early: the end-of-stream decision
+    # covers exactly those 23 steps, not the rest of the replay's last chunk.
+    from spikecast.runtime.stream import decide_recording
+
+    ev = uniform_events(23, 5, t0_us=2_000_000)
+    d, _ = make(tau=1.0, t_max=1000, one_decision=True)
+    out = decide_recording(d, ev, chunk_us=chunk_us)
+    assert len(out) == 1 and out[0].exit == "end_of_stream"
+    origin = out[0].sensor_t0_us  # the first event
+    assert origin == int(ev["t"][0])
+    last_step = (int(ev["t"][-1]) - origin) // DT
+    assert out[0].steps == last_step + 1
+    assert out[0].sensor_t1_us == origin + (last_step + 1) * DT
