@@ -274,17 +274,15 @@ def spin_until(deadline: float) -> None:
 # -- latency -----------------------------------------------------------------------------
 
 
-def expected_decisions(model: Path, events: np.ndarray, tau: float, t_min: int, span_us: int) -> list[int]:
+def expected_decisions(model: Path, events: np.ndarray, point: Any, span_us: int) -> list[int]:
     """Where the service will decide on one stream: the same decider offline, fed the
     same packets. Returns the sensor_t1_us of every decision in [0, span_us). (With
     reset after each decision the steps do not depend on how the stream is cut.)"""
     from spikecast.ext.core.network import load_network
     from spikecast.ext.engine import CompiledNetwork
-    from spikecast.runtime.decision import OperatingPoint
     from spikecast.runtime.stream import DecisionContext, EventStreamDecider
 
     net = load_network(model)
-    point = OperatingPoint(tau=tau, t_min=t_min, t_max=200)
     ctx = DecisionContext(net, DEVICE, None, net.sha256)
     d = EventStreamDecider(CompiledNetwork(net), ctx, "dry", lambda: point)
     chunk = 10 * DT_US
@@ -414,7 +412,7 @@ def latency_run(  # noqa: PLR0913  (one measured configuration: each argument is
     }
 
 
-def python_per_packet(model: Path, events: np.ndarray, packet_ms: int, tau: float, t_min: int,
+def python_per_packet(model: Path, events: np.ndarray, packet_ms: int, point: Any,
                       repeats: int) -> dict[str, Any]:
     """Thread CPU per packet of the service's compute path (decode, bin, feed, decide)
     against the engine alone on the same steps and decisions; the difference is the
@@ -422,13 +420,11 @@ def python_per_packet(model: Path, events: np.ndarray, packet_ms: int, tau: floa
     watermark, as the sender sends them."""
     from spikecast.ext.core.network import load_network
     from spikecast.ext.engine import CompiledNetwork, Engine
-    from spikecast.runtime.decision import OperatingPoint
     from spikecast.runtime.packets import decode_packet
     from spikecast.runtime.stream import DecisionContext, EventStreamDecider
 
     net = load_network(model)
     plan = CompiledNetwork(net)
-    point = OperatingPoint(tau=tau, t_min=t_min, t_max=200)
     ctx = DecisionContext(net, DEVICE, None, net.sha256)
     packet_us = packet_ms * 1000
     pool, _, _ = packets(events, packet_us)
@@ -453,7 +449,7 @@ def python_per_packet(model: Path, events: np.ndarray, packet_ms: int, tau: floa
     def engine_alone() -> int:
         eng, done, n = Engine(plan), 0, 0
         while done < n_steps:
-            done += _feed_from(eng, flat, offsets, done, tau, t_min)
+            done += _feed_from(eng, flat, offsets, done, point)
             if eng.exit in ("confident", "max_steps"):
                 n += 1
                 eng.reset()
@@ -481,11 +477,11 @@ def python_per_packet(model: Path, events: np.ndarray, packet_ms: int, tau: floa
     }
 
 
-def _feed_from(eng: Any, flat: np.ndarray, offsets: np.ndarray, done: int, tau: float, t_min: int) -> int:
+def _feed_from(eng: Any, flat: np.ndarray, offsets: np.ndarray, done: int, point: Any) -> int:
     a = int(offsets[done])
-    b = min(done + 200, len(offsets) - 1)
-    return int(eng.feed_csr(flat[a : int(offsets[b])], offsets[done : b + 1] - a, tau=tau, t_min=t_min,
-                            t_max=200))
+    b = min(done + point.t_max, len(offsets) - 1)
+    return int(eng.feed_csr(flat[a : int(offsets[b])], offsets[done : b + 1] - a, tau=point.tau,
+                            t_min=point.t_min, t_max=point.t_max))
 
 
 def encode_packet_empty(t0_us: int) -> bytes:
@@ -731,18 +727,18 @@ def profile(
 # -- main --------------------------------------------------------------------------------
 
 
-def start_service(model: Path, port: int, workdir: Path, tau: float, t_min: int, queue_events: int) -> Any:
+def start_service(model: Path, port: int, workdir: Path, point: Any, queue_events: int) -> Any:
     cfg = workdir / "service.toml"
     cfg.write_text(
         f'model = "{model}"\nsource = "mqtt"\ndevice = "{DEVICE}"\nqueue_events = {queue_events}\n'
-        f'[decision]\ntau = {tau}\nt_min = {t_min}\nt_max = 200\npolicy = "reset"\n'
+        f'[decision]\ntau = {point.tau}\nt_min = {point.t_min}\nt_max = {point.t_max}\npolicy = "reset"\n'
         f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\n[metrics]\ninterval_s = 0.1\n'
     )
     log = (workdir / "service.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, *(["-m", "cProfile", "-o", os.environ["LATENCY_CPROFILE"]]
-                           if os.environ.get("LATENCY_CPROFILE") else []),
-         "-m", "spikecast.runtime.cli", "run", "--config", str(cfg)],
+        [sys.executable, *([os.environ["LATENCY_CPROFILE_SCRIPT"], os.environ["LATENCY_CPROFILE"]]
+                           if os.environ.get("LATENCY_CPROFILE") else ["-m", "spikecast.runtime.cli"]),
+         "run", "--config", str(cfg)],
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
@@ -805,24 +801,31 @@ def plot(path: Path, reps: list[dict[str, Any]], rates: list[dict[str, Any]]) ->
     plt.close(fig)
 
 
-def choose_network(args: argparse.Namespace, workdir: Path) -> tuple[Path, Any, str, float, int]:
-    """The model file, network, its description, tau and t_min for this run."""
+def choose_network(args: argparse.Namespace, workdir: Path) -> tuple[Path, Any, str, Any, str]:
+    """The model file, network, its description, operating point and where that came from:
+    --tau/--t-min/--t-max over the model's recommended point (its calibration table), else
+    tau 0.4, t_min 10, t_max 200 for the built-in network."""
     from spikecast.ext.core.network import load_network
+    from spikecast.runtime.decision import Calibration, OperatingPoint, initial_point
 
     default_model = ROOT / "bench" / "models" / "nmnist.scn"
     if args.model is None and not args.quick:
         if not default_model.exists():
             sys.exit(f"{default_model} not found: run bench/nmnist.py, or pass --model / --quick")
         args.model = default_model
+    changes = {k: v for k, v in (("tau", args.tau), ("t_min", args.t_min), ("t_max", args.t_max))
+               if v is not None}
     if args.model is None:
         net = builtin_network()
+        point = OperatingPoint(tau=0.4, t_min=10, t_max=200).updated(changes)
         return (net.save(workdir / "builtin.scn"), net,
-                "built-in Conv(2->4, k5, s2) -> Linear(900->10), untrained",
-                0.4 if args.tau is None else args.tau, 10 if args.t_min is None else args.t_min)
+                "built-in Conv(2->4, k5, s2) -> Linear(900->10), untrained", point, "bench default")
     model = args.model.resolve()
     desc = str(model.relative_to(ROOT) if model.is_relative_to(ROOT) else model)
-    return (model, load_network(model), desc, 0.9 if args.tau is None else args.tau,
-            1 if args.t_min is None else args.t_min)
+    net = load_network(model)
+    calib = Calibration(net.calibration) if net.calibration is not None else None
+    choice = initial_point(net, calib, None, changes)
+    return model, net, desc, choice.point, choice.source + (" + flags" if changes else "")
 
 
 def make_streams(recs: list[np.ndarray], n: int, span_us: int) -> list[np.ndarray]:
@@ -841,8 +844,10 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="network file (default: bench/models/nmnist.scn; "
                     "--quick: a small built-in Conv->Linear network)")
-    ap.add_argument("--tau", type=float, default=None, help="default: 0.9 (0.4 for the built-in net)")
-    ap.add_argument("--t-min", type=int, default=None, help="default: 1 (10 for the built-in net)")
+    ap.add_argument("--tau", type=float, default=None,
+                    help="default: the model's recommended point (built-in net: 0.4)")
+    ap.add_argument("--t-min", type=int, default=None, help="default: the model's (built-in net: 10)")
+    ap.add_argument("--t-max", type=int, default=None, help="default: the model's (built-in net: 200)")
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 16], help="concurrent real-time streams")
     ap.add_argument("--packet-ms", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--run-s", type=float, default=10.0, help="sensor seconds per latency configuration")
@@ -863,9 +868,11 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
         args.out = RESULTS / ("latency-quick.json" if args.quick else "latency.json")
     load_start = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="spikecast-latency-"))
-    model, net, net_desc, tau, t_min = choose_network(args, workdir)
+    model, net, net_desc, point, point_source = choose_network(args, workdir)
+    tau, t_min = point.tau, point.t_min
     layers = [f"{layer.kind} {layer.in_shape}->{layer.out_shape}" for layer in net.layers]
-    print(f"network: {net_desc}; tau = {tau}, t_min = {t_min}; load average {load_start[0]:.1f}")
+    print(f"network: {net_desc}; tau = {tau}, t_min = {t_min}, t_max = {point.t_max} "
+          f"({point_source}); load average {load_start[0]:.1f}")
 
     recs = load_recordings(args.recordings)
     span_us = int(args.run_s * 1e6)
@@ -874,9 +881,9 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
     n_ev = int(np.searchsorted(streams[0]["t"], span_us))
     print(f"{len(recs)} recordings; stream 0: {n_ev / args.run_s / 1e3:.1f} k events per sensor second")
     print("where the service should decide (offline decider) ...")
-    expect = [expected_decisions(model, ev, tau, t_min, span_us) for ev in streams]
+    expect = [expected_decisions(model, ev, point, span_us) for ev in streams]
     py = [python_per_packet(model, streams[0][: np.searchsorted(streams[0]["t"], min(span_us, 3_000_000))],
-                            pms, tau, t_min, args.repeats) for pms in args.packet_ms]
+                            pms, point, args.repeats) for pms in args.packet_ms]
     for q in py:
         print(f"Python per packet, {q['packet_ms']} ms packets ({q['events_per_packet']:.0f} events): "
               f"{q['python_us_per_packet']:.0f} us (service path {q['service_path_us_per_packet']:.0f}, "
@@ -885,7 +892,7 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
     broker = Broker(workdir)
     version = broker_version(broker.binary)
     print(f"broker: {version} on 127.0.0.1:{broker.port}")
-    service = start_service(model, broker.port, workdir, tau, t_min, args.queue_events)
+    service = start_service(model, broker.port, workdir, point, args.queue_events)
     inbox = Inbox()
     sub = paho_client(broker.port, "sub")
     sub.on_message = inbox.on_message
@@ -946,7 +953,8 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
             "command": " ".join(["python", "bench/latency.py", *sys.argv[1:]]),
             "network": {
                 "model": net_desc, "layers": layers, "sha256": net.sha256, "tau": tau, "t_min": t_min,
-                "t_max": 200, "policy": "reset", "dt_us": DT_US,
+                "t_max": point.t_max, "operating_point_from": point_source, "policy": "reset",
+                "dt_us": DT_US,
             },
             "input": {
                 "recordings": len(recs), "sensor_s_per_stream": args.run_s,

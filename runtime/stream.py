@@ -128,9 +128,14 @@ class EventStreamDecider:
         return self.skip_until == _NEVER
 
     def push(
-        self, events: np.ndarray, watermark_us: int | None = None, arrival_s: float | None = None
+        self, events: np.ndarray, watermark_us: int | None = None, arrival_s: float | None = None,
+        end_us: int | None = None,
     ) -> list[Decision]:
-        """Add sorted EVENT_DTYPE events; decide on every step the watermark completes."""
+        """Add sorted EVENT_DTYPE events; decide on every step the watermark completes.
+
+        ``watermark_us`` is the packet's ``t0_us`` (it also sets the step grid of a new
+        stream); ``end_us``, the packet's end if it has one (``t1_us``), moves the
+        watermark on to there."""
         arrival = self.clock() if arrival_s is None else arrival_s
         out = self._restart(events, watermark_us, arrival)
         if self.origin_us is None:
@@ -144,7 +149,8 @@ class EventStreamDecider:
             self.dropped_outside += enc.outside
             self._append(enc.indices, enc.steps, enc.in_order)
         newest = int(events["t"][-1]) if len(events) else self.origin_us
-        mark = max(newest, watermark_us if watermark_us is not None else newest)
+        mark = max(newest, watermark_us if watermark_us is not None else newest,
+                   end_us if end_us is not None else newest)
         self.mark_us = max(self.mark_us, mark)
         upto = (mark - self.origin_us) // self.spec.dt_us
         return out + self._advance(upto, arrival)

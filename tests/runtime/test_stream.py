@@ -286,3 +286,17 @@ def test_a_replayed_file_counts_no_empty_steps_after_its_last_event(chunk_us: in
     last_step = (int(ev["t"][-1]) - origin) // DT
     assert out[0].steps == last_step + 1
     assert out[0].sensor_t1_us == origin + (last_step + 1) * DT
+
+
+def test_a_packet_with_an_end_completes_its_own_steps() -> None:
+    # A packet that carries its end (t1_us) completes every step before it: the decision
+    # comes with that packet, not with the next one or a separate watermark.
+    ev = uniform_events(10, 5, t0_us=3_000_000, seed=4)
+    d, _ = make(tau=0.0)
+    plain, _ = make(tau=0.0)
+    out = d.push(ev, 3_000_000, end_us=3_010_000)
+    assert d.done == 10 and len(out) == 10 and out[-1].sensor_t1_us == 3_010_000
+    assert len(plain.push(ev, 3_000_000)) == 9 and plain.done == 9  # the last step waits
+    # An empty packet with an end moves the watermark on through a silence.
+    out = d.push(ev[:0], 3_010_000, end_us=3_012_000)
+    assert d.done == 12 and [x.sensor_t1_us for x in out] == [3_011_000, 3_012_000]
