@@ -1,25 +1,34 @@
-"""End-to-end decision latency and sustained input rate of ``spikecast run`` over MQTT.
+"""End-to-end decision latency, service CPU and sustained input rate of ``spikecast run``
+over MQTT, on the trained N-MNIST network (bench/models/nmnist.scn).
 
-    python bench/latency.py                  # full run (about 1-2 min)
-    python bench/latency.py --quick          # smoke run
+    python bench/latency.py                  # full run (a few minutes)
+    python bench/latency.py --quick          # smoke run on a small built-in network
     python bench/latency.py --profile        # also py-spy the service at saturation
 
 Set-up, all on one machine over loopback:
 - a Mosquitto broker that this script starts on a free port;
 - the service as users run it: ``spikecast run --source mqtt`` in a subprocess
-  (``python -m spikecast.runtime.cli``), one process;
+  (``python -m spikecast.runtime.cli``), one process, at the model's recommended
+  operating point (its calibration table) unless --tau/--t-min/--t-max say otherwise;
 - this process publishes N-MNIST recordings (../shared/data/nmnist/train) as live SCEV
   packets on ``spikecast/bench/<stream>/events`` and subscribes to the decisions,
-  using paho clients on their own network threads.
+  using paho clients.
 
-Latency. Recordings are concatenated into one continuous stream and sent in sensor
-real time: at the end of each step (dt = 1 ms) the step's events go out as one packet,
-followed by an empty packet whose ``t0_us`` is the step's end (the watermark that
-completes the step). A decision covering sensor time up to T was completed by the
-watermark T, so its latency is the time from just before that watermark's publish()
-to the decision's arrival at the subscriber, both read with ``time.perf_counter`` in
-this process. p50/p99 are taken per repeat over >= ``--min-decisions`` decisions,
-and the medians over repeats are reported.
+Latency. For each number of streams (--streams, default 1 and 16) and packet length
+(--packet-ms, default 1 and 10), every stream (the recordings back to back, a different
+rotation per stream) is sent in sensor real time: at the end of each packet its events go
+out as one message that carries its end ``t1_us`` (the SCEV END flag: it completes every
+step of the packet; --watermark-packets sends an empty watermark packet after each
+instead). A decision covering sensor time up to T is matched to the packet that holds
+step [T - dt, T); its latency runs from just before that packet's publish() to the
+decision's arrival at the subscriber, both read with ``time.perf_counter`` here. Where
+the service should decide is computed offline with the same decider, so lost or extra
+decisions show. Service CPU comes from /proc/<pid>/stat of the service process over the
+run, reported per stream-second of sensor time.
+
+Python per packet. In this process, thread CPU per packet of the service's compute path
+(decode, bin, feed, decide) minus the engine alone on the same steps (medians over
+--repeats).
 
 Sustained rate. Packets of ``--packet-ms`` of sensor time are offered at doubling
 rates (events/s) for a few seconds each, on a fresh stream per level; the service's
@@ -28,7 +37,11 @@ it accepted, processed and shed. The shedding point is the highest offered rate 
 which no event was dropped or lost; the rate processed there divided by the CPU cores
 the service process used (from /proc/<pid>/stat) is ``events_per_s_per_core``.
 
-Writes bench/results/latency.json and bench/results/latency.png.
+The machine's load average at the start and the end is recorded: on a shared machine
+the service gets only its share of the cores, and latency shows it.
+
+Writes bench/results/latency.json and bench/results/latency.png
+(--quick: latency-quick.json, not committed).
 """
 
 from __future__ import annotations
@@ -60,6 +73,7 @@ RESULTS = ROOT / "bench" / "results"
 DEVICE = "bench"
 DT_US = 1000
 _T0_OFFSET = 14  # byte offset of t0_us in the SCEV header
+_T1_OFFSET = 22  # byte offset of t1_us, with the END flag (byte 5, bit 0)
 
 
 # -- set-up ------------------------------------------------------------------------------
@@ -182,15 +196,18 @@ def continuous(recs: list[np.ndarray], gap_steps: int = 5) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def packets(events: np.ndarray, packet_us: int) -> tuple[list[bytearray], np.ndarray, int]:
-    """Events cut into packets of ``packet_us`` from t = 0 (t0 patched in later)."""
+def packets(events: np.ndarray, packet_us: int, *, end: bool = False
+            ) -> tuple[list[bytearray], np.ndarray, int]:
+    """Events cut into packets of ``packet_us`` from t = 0 (t0 patched in later); ``end``:
+    each packet carries its end t1_us (the SCEV END flag, its own watermark)."""
     from spikecast.runtime.packets import encode_packet
 
     span = (int(events["t"][-1]) // packet_us + 1) * packet_us
     edges = np.arange(0, span + 1, packet_us)
     cut = np.searchsorted(events["t"], edges)
     out = [
-        bytearray(encode_packet(events[cut[k] : cut[k + 1]], 34, 34, t0_us=int(edges[k])))
+        bytearray(encode_packet(events[cut[k] : cut[k + 1]], 34, 34, t0_us=int(edges[k]),
+                                t1_us=int(edges[k + 1]) if end else None))
         for k in range(len(edges) - 1)
     ]
     return out, np.diff(cut), span
@@ -297,14 +314,18 @@ def expected_decisions(model: Path, events: np.ndarray, point: Any, span_us: int
     return [t for t in out if t <= span_us]
 
 
-def send_paced(sender: Any, topics: list[str], cut: list[list[bytearray]], sent: np.ndarray,
-               packet_us: int, speed: float) -> list[float]:
-    """Packet k of every stream (then its watermark) once packet k's end has passed in
-    sensor time; send times into ``sent`` (streams, packets). Returns how late each
-    round began, in seconds."""
+def send_paced(
+    sender: Any, topics: list[str], cut: list[list[bytearray]], sent: np.ndarray, packet_us: int,
+    speed: float, end: bool,
+) -> list[float]:
+    """Packet k of every stream once packet k's end has passed in sensor time (without
+    ``end``: then an empty watermark packet); send times into ``sent`` (streams,
+    packets). Returns how late each round began, in seconds."""
     from spikecast.runtime.packets import encode_packet
 
-    empty = bytearray(encode_packet(np.zeros(0, _event_dtype()), 34, 34, t0_us=0))
+    none = np.zeros(0, _event_dtype())
+    empty = bytearray(encode_packet(none, 34, 34, t0_us=0))
+    gap = bytearray(encode_packet(none, 34, 34, t0_us=0, t1_us=packet_us))
     start = time.perf_counter() + 0.05
     behind = []
     for k in range(sent.shape[1]):
@@ -314,9 +335,14 @@ def send_paced(sender: Any, topics: list[str], cut: list[list[bytearray]], sent:
         spin_until(due)
         behind.append(time.perf_counter() - due)
         struct.pack_into("<q", empty, _T0_OFFSET, (k + 1) * packet_us)
+        struct.pack_into("<q", gap, _T0_OFFSET, k * packet_us)
+        struct.pack_into("<q", gap, _T1_OFFSET, (k + 1) * packet_us)
         mark = bytes(empty)
         for i, topic in enumerate(topics):
             sent[i, k] = time.perf_counter()
+            if end:
+                sender.publish(topic, bytes(cut[i][k]) if k < len(cut[i]) else bytes(gap), qos=0)
+                continue
             sender.publish(topic, bytes(cut[i][k]) if k < len(cut[i]) else mark, qos=0)
             sender.publish(topic, mark, qos=0)
     return behind
@@ -338,17 +364,19 @@ def latency_run(  # noqa: PLR0913  (one measured configuration: each argument is
     span_us: int,
     tag: str,
     speed: float,
+    end: bool,
 ) -> dict[str, Any]:
     """Send every stream in sensor real time, ``packet_ms`` per packet: at each packet's
-    end its events go out, then an empty packet whose ``t0_us`` is that end (the
-    watermark that completes its steps), for every stream in turn. A decision covering
+    end its events go out, one message per packet that carries its end ``t1_us`` (with
+    ``end``; else followed by an empty packet whose ``t0_us`` is that end: the watermark
+    that completes its steps), for every stream in turn. A decision covering
     sensor time up to T is matched to the packet holding step [T - dt, T); its latency
     runs from just before that packet's publish() to the decision's arrival."""
 
     packet_us = packet_ms * 1000
     names = [f"{tag}-s{i}" for i in range(len(streams))]
     topics = [f"spikecast/{DEVICE}/{n}/events" for n in names]
-    cut = [packets(ev, packet_us)[0] for ev in streams]
+    cut = [packets(ev, packet_us, end=end)[0] for ev in streams]
     n_packets = span_us // packet_us
     sent = np.zeros((len(streams), n_packets))
     with inbox.lock:
@@ -362,7 +390,7 @@ def latency_run(  # noqa: PLR0913  (one measured configuration: each argument is
 
     c0 = cpu_seconds(pid)
     w0 = time.perf_counter()
-    behind = send_paced(sender, topics, cut, sent, packet_us, speed)
+    behind = send_paced(sender, topics, cut, sent, packet_us, speed, end)
     last_send = time.perf_counter()
     deadline = time.monotonic() + 30
     while len(ours()) < n_expect and time.monotonic() < deadline:
@@ -390,7 +418,8 @@ def latency_run(  # noqa: PLR0913  (one measured configuration: each argument is
         "streams": len(streams),
         "packet_ms": packet_ms,
         "sensor_s_per_stream": n_packets * packet_us / 1e6,
-        "packets_sent": 2 * len(streams) * n_packets,
+        "messages_sent": (1 if end else 2) * len(streams) * n_packets,
+        "packets_carry_their_end": end,
         "events_sent": int(sum(int(np.searchsorted(ev["t"], span_us)) for ev in streams)),
         "decisions": len(a),
         "decisions_expected": n_expect,
@@ -412,8 +441,9 @@ def latency_run(  # noqa: PLR0913  (one measured configuration: each argument is
     }
 
 
-def python_per_packet(model: Path, events: np.ndarray, packet_ms: int, point: Any,
-                      repeats: int) -> dict[str, Any]:
+def python_per_packet(
+    model: Path, events: np.ndarray, packet_ms: int, point: Any, repeats: int, end: bool
+) -> dict[str, Any]:
     """Thread CPU per packet of the service's compute path (decode, bin, feed, decide)
     against the engine alone on the same steps and decisions; the difference is the
     Python cost per packet (medians over repeats). Each packet is followed by its
@@ -427,7 +457,7 @@ def python_per_packet(model: Path, events: np.ndarray, packet_ms: int, point: An
     plan = CompiledNetwork(net)
     ctx = DecisionContext(net, DEVICE, None, net.sha256)
     packet_us = packet_ms * 1000
-    pool, _, _ = packets(events, packet_us)
+    pool, _, _ = packets(events, packet_us, end=end)
     data = [bytes(p) for p in pool]
     marks = [bytes(encode_packet_empty((k + 1) * packet_us)) for k in range(len(data))]
     steps = (events["t"] // DT_US).astype(np.int64)
@@ -441,7 +471,9 @@ def python_per_packet(model: Path, events: np.ndarray, packet_ms: int, point: An
         n = 0
         for k in range(len(data)):
             pk = decode_packet(data[k])
-            n += len(d.push(pk.events, pk.t0_us))
+            n += len(d.push(pk.events, pk.t0_us, end_us=pk.t1_us))
+            if end:
+                continue
             wm = decode_packet(marks[k])
             n += len(d.push(wm.events, wm.t0_us))
         return n
@@ -562,6 +594,8 @@ def offer(  # noqa: PLR0913  (one load-generator run: each argument is a knob of
         if k % 100 == 0:
             service(sender)
         struct.pack_into("<q", pool[i], _T0_OFFSET, k * packet_us)
+        if pool[i][5] & 1:  # END: t1_us follows the header
+            struct.pack_into("<q", pool[i], _T1_OFFSET, (k + 1) * packet_us)
         sender.publish(topic, bytes(pool[i]), qos=0)
         sent_events += int(counts[i])
         sent_packets += 1
@@ -619,11 +653,12 @@ def offer(  # noqa: PLR0913  (one load-generator run: each argument is a knob of
 
 
 def sustained(
-    sender: Any, inbox: Inbox, pid: int, events: np.ndarray, packet_ms: int, seconds: float, tag: str
+    sender: Any, inbox: Inbox, pid: int, events: np.ndarray, packet_ms: int, seconds: float, tag: str,
+    end: bool = True,
 ) -> dict[str, Any]:
     """Offered rate doubled from 50 k events/s until the service sheds (or falls behind),
     then one level half-way between the last clean rate and the first shedding one."""
-    pool, counts, _ = packets(events, packet_ms * 1000)
+    pool, counts, _ = packets(events, packet_ms * 1000, end=end)
     levels: list[dict[str, Any]] = []
 
     def level(rate: float) -> bool:
@@ -857,6 +892,9 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
     ap.add_argument("--level-s", type=float, default=2.0, help="seconds per offered-rate level")
     ap.add_argument("--queue-events", type=int, default=200_000)
     ap.add_argument("--profile", action="store_true", help="py-spy the service at saturation")
+    ap.add_argument("--watermark-packets", action="store_true",
+                    help="send each packet without its end (t1_us), then an empty watermark packet "
+                    "(two messages per packet, as before the SCEV END flag)")
     ap.add_argument("--quick", action="store_true", help="smoke run on the built-in network")
     ap.add_argument("--out", type=Path, default=None,
                     help="default bench/results/latency.json (--quick: latency-quick.json)")
@@ -867,6 +905,7 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
     if args.out is None:
         args.out = RESULTS / ("latency-quick.json" if args.quick else "latency.json")
     load_start = os.getloadavg()
+    end = not args.watermark_packets
     workdir = Path(tempfile.mkdtemp(prefix="spikecast-latency-"))
     model, net, net_desc, point, point_source = choose_network(args, workdir)
     tau, t_min = point.tau, point.t_min
@@ -883,7 +922,7 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
     print("where the service should decide (offline decider) ...")
     expect = [expected_decisions(model, ev, point, span_us) for ev in streams]
     py = [python_per_packet(model, streams[0][: np.searchsorted(streams[0]["t"], min(span_us, 3_000_000))],
-                            pms, point, args.repeats) for pms in args.packet_ms]
+                            pms, point, args.repeats, end) for pms in args.packet_ms]
     for q in py:
         print(f"Python per packet, {q['packet_ms']} ms packets ({q['events_per_packet']:.0f} events): "
               f"{q['python_us_per_packet']:.0f} us (service path {q['service_path_us_per_packet']:.0f}, "
@@ -913,7 +952,7 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
             for pms in args.packet_ms:
                 tag = f"n{n}-p{pms}"
                 rep = latency_run(sender, inbox, service.pid, streams[:n], expect[:n], pms, span_us,
-                                  tag, args.speed)
+                                  tag, args.speed, end)
                 runs.append(rep)
                 print(f"{n:2d} streams x {pms:2d} ms packets: {rep['decisions']}/"
                       f"{rep['decisions_expected']} decisions, p50 {rep['p50_ms']:.2f} ms, p99 "
@@ -924,7 +963,7 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
                       f"{rep['sender_behind_schedule_ms_p99']:.1f} ms")
                 time.sleep(1.0)
 
-        rates = [sustained(sender, inbox, service.pid, streams[0], pms, args.level_s, f"tp{pms}")
+        rates = [sustained(sender, inbox, service.pid, streams[0], pms, args.level_s, f"tp{pms}", end)
                  for pms in args.packet_ms]
         prof = None
         if args.profile:
@@ -959,10 +998,12 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
             "input": {
                 "recordings": len(recs), "sensor_s_per_stream": args.run_s,
                 "events_per_stream_s": n_ev / args.run_s, "sender_speed": args.speed,
+                "packets": "SCEV with END (t1_us): one message per packet" if end else
+                "SCEV without END, each followed by an empty watermark packet",
             },
             "latency": {
                 "definition": "perf_counter before publish() of the events packet holding the "
-                "deciding step (its watermark packet follows at once) -> decision received by a "
+                "deciding step -> decision received by a "
                 "paho subscriber; one process, loopback, QoS 0 in, QoS 1 out. Service CPU from "
                 "/proc/<pid>/stat of the service process over the run, per stream-second of "
                 "sensor time",
