@@ -54,7 +54,8 @@ def schedule(
     ``merge_silence``: a run of empty chunks comes as one empty chunk that spans it, so
     a silence costs one chunk however long it is (replay as fast as possible)."""
     _check(events, chunk_us, speed)
-    t = events["t"]
+    # One contiguous copy: searchsorted on the strided field view would copy it per chunk.
+    t = np.ascontiguousarray(events["t"])
     if t.size == 0:
         return
     start = int(t[0]) if t0_us is None else int(t0_us)
