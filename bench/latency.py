@@ -509,6 +509,91 @@ def python_per_packet(
     }
 
 
+class _Feed:
+    """The events subscription of the stand-in: the messages, a round at a time."""
+
+    def __init__(self, items: list[Any], per_round: int, stop: Any) -> None:
+        self.items, self.per_round, self.stop = items, per_round, stop
+
+    def __aiter__(self) -> Any:
+        return self._gen()
+
+    async def _gen(self) -> Any:
+        import asyncio
+
+        for j, m in enumerate(self.items):
+            if j % self.per_round == 0:
+                await asyncio.sleep(0)
+            yield m
+        if self.items:
+            await asyncio.sleep(0.5)
+            self.stop()
+
+
+class _StandIn:
+    """A Publisher and Subscriber without a network, for service_without_mqtt."""
+
+    def __init__(self, msgs: list[Any], per_round: int, stop: Any) -> None:
+        self.msgs, self.per_round, self.stop = msgs, per_round, stop
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def publish(self, topic: str, payload: Any, **kw: Any) -> None:
+        return None
+
+    def stats(self) -> Any:
+        from spikecast.runtime.mqtt.base import PublisherStats
+
+        return PublisherStats(True, 0, 0, 0, 0, 0)
+
+    async def subscribe(self, topic_filter: str, *, qos: int = 1, queue_size: int | None = None) -> Any:
+        return _Feed(self.msgs if "events" in topic_filter else [], self.per_round, self.stop)
+
+
+def service_without_mqtt(model: Path, streams: list[np.ndarray], packet_ms: int, point: Any,
+                         end: bool) -> dict[str, Any]:
+    """The service in this process with a stand-in for the MQTT client: the packets of
+    every stream, in the order the sender sends them, handed to its events subscription
+    as fast as it takes them, decisions published nowhere. Process CPU per packet and per
+    stream-second of sensor time: the service and the engine without the MQTT client."""
+    import asyncio
+
+    from spikecast.runtime.config import RunConfig
+    from spikecast.runtime.decision import OperatingPoint
+    from spikecast.runtime.mqtt.base import InboundMessage
+    from spikecast.runtime.service import Service
+
+    packet_us, span_s = packet_ms * 1000, 3.0
+    cuts = [packets(ev, packet_us, end=end)[0] for ev in streams]
+    marks = [encode_packet_empty((k + 1) * packet_us) for k in range(int(span_s * 1e6) // packet_us)]
+    msgs = []
+    for k in range(len(marks)):
+        for i in range(len(streams)):
+            topic = f"spikecast/{DEVICE}/s{i}/events"
+            msgs.append(InboundMessage(topic, bytes(cuts[i][k]), 0, False))
+            if not end:
+                msgs.append(InboundMessage(topic, marks[k], 0, False))
+
+    op = OperatingPoint(tau=point.tau, t_min=point.t_min, t_max=point.t_max)
+    cfg = RunConfig(model=model, source="mqtt", device=DEVICE, point=op, queue_events=10**9)
+    svc = Service(cfg, _StandIn(msgs, len(streams), lambda: svc.stop()))  # type: ignore[arg-type]
+    c0 = time.process_time()
+    asyncio.run(svc.run())
+    cpu = time.process_time() - c0
+    return {
+        "streams": len(streams),
+        "packet_ms": packet_ms,
+        "messages": len(msgs),
+        "decisions": svc.state.metrics.decisions,
+        "cpu_us_per_packet": cpu / (len(msgs) / (1 if end else 2)) * 1e6,
+        "cpu_per_stream_s": cpu / (len(streams) * span_s),
+    }
+
+
 def _feed_from(eng: Any, flat: np.ndarray, offsets: np.ndarray, done: int, point: Any) -> int:
     a = int(offsets[done])
     b = min(done + point.t_max, len(offsets) - 1)
@@ -923,6 +1008,12 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
     expect = [expected_decisions(model, ev, point, span_us) for ev in streams]
     py = [python_per_packet(model, streams[0][: np.searchsorted(streams[0]["t"], min(span_us, 3_000_000))],
                             pms, point, args.repeats, end) for pms in args.packet_ms]
+    inproc = [service_without_mqtt(model, streams[:n], pms, point, end)
+              for n in args.streams for pms in args.packet_ms]
+    for q in inproc:
+        print(f"service without MQTT, {q['streams']} streams x {q['packet_ms']} ms packets: "
+              f"{q['cpu_us_per_packet']:.0f} us CPU per packet, "
+              f"{100 * q['cpu_per_stream_s']:.1f}% of a core per stream")
     for q in py:
         print(f"Python per packet, {q['packet_ms']} ms packets ({q['events_per_packet']:.0f} events): "
               f"{q['python_us_per_packet']:.0f} us (service path {q['service_path_us_per_packet']:.0f}, "
@@ -1011,6 +1102,7 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
                 "mqtt_alone_one_hop": base,
             },
             "python_per_packet": py,
+            "service_without_mqtt": inproc,
             "sustained": rates,
             "profile": prof,
             "machine": {
