@@ -921,6 +921,18 @@ def plot(path: Path, reps: list[dict[str, Any]], rates: list[dict[str, Any]]) ->
     plt.close(fig)
 
 
+def goals(head: dict[str, Any]) -> dict[str, bool]:
+    """The issue's goals on the headline run (16 streams, 10 ms packets). The CPU goal
+    counts only when the service kept up: every expected decision came back."""
+    kept_up = head["decisions"] == head["decisions_expected"] and head["unmatched"] == 0
+    return {
+        "p99_below_5_ms_16_streams_10_ms_packets": head["streams"] == 16
+        and head["packet_ms"] == 10 and head["p99_ms"] < 5.0,
+        "service_cpu_below_10pct_per_stream": kept_up and head["service_cpu_per_stream_s"] < 0.10,
+        "service_kept_up": kept_up,
+    }
+
+
 def choose_network(args: argparse.Namespace, workdir: Path) -> tuple[Path, Any, str, Any, str]:
     """The model file, network, its description, operating point and where that came from:
     --tau/--t-min/--t-max over the model's recommended point (its calibration table), else
@@ -1074,11 +1086,7 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
                 "service_cpu_per_stream_s": head["service_cpu_per_stream_s"],
             },
             "events_per_s_per_core": per_core,
-            "goals": {
-                "p99_below_5_ms_16_streams_10_ms_packets": head["streams"] == 16
-                and head["packet_ms"] == 10 and head["p99_ms"] < 5.0,
-                "service_cpu_below_10pct_per_stream": head["service_cpu_per_stream_s"] < 0.10,
-            },
+            "goals": goals(head),
             "broker": version,
             "command": " ".join(["python", "bench/latency.py", *sys.argv[1:]]),
             "network": {
