@@ -925,10 +925,11 @@ def goals(head: dict[str, Any]) -> dict[str, bool]:
     """The issue's goals on the headline run (16 streams, 10 ms packets). The CPU goal
     counts only when the service kept up: every expected decision came back."""
     kept_up = head["decisions"] == head["decisions_expected"] and head["unmatched"] == 0
+    goal_run = head["streams"] == 16 and head["packet_ms"] == 10  # else: not the goal's set-up
     return {
-        "p99_below_5_ms_16_streams_10_ms_packets": head["streams"] == 16
-        and head["packet_ms"] == 10 and head["p99_ms"] < 5.0,
-        "service_cpu_below_10pct_per_stream": kept_up and head["service_cpu_per_stream_s"] < 0.10,
+        "p99_below_5_ms_16_streams_10_ms_packets": goal_run and head["p99_ms"] < 5.0,
+        "service_cpu_below_10pct_per_stream": goal_run and kept_up
+        and head["service_cpu_per_stream_s"] < 0.10,
         "service_kept_up": kept_up,
     }
 
