@@ -665,6 +665,27 @@ class Engine:
         self._core.set_exit(0)
         return int(self._core.advance(idx, off, min(n, _INT32_MAX), tau_v, t_min_v, t_max_v))
 
+    def feed_csr(
+        self, indices: np.ndarray, offsets: np.ndarray, *, tau: float, t_min: int, t_max: int
+    ) -> int:
+        """:meth:`feed` for callers that build the CSR pair themselves, once per packet (the
+        runtime's stream decider): C-contiguous int32 ``indices`` and int64 ``offsets``
+        (n_steps + 1), a float ``tau``, ints ``t_min >= 0`` and ``t_max >= 1``, none of them
+        re-checked here. Memory stays safe whatever they hold (the kernel bounds-checks
+        every event and offset); wrong values give wrong results, not an error."""
+        n = len(offsets) - 1
+        if n <= 0:
+            return 0
+        t = self._core.t
+        if t >= t_max:
+            self._core.set_exit(_EXIT_MAX_STEPS)
+            return 0
+        n = min(n, t_max - t)
+        if t > _INT32_MAX - 1 - n:
+            self._check_room(n)
+        self._core.set_exit(0)
+        return int(self._core.advance(indices, offsets, n, tau, t_min, t_max))
+
     def run(
         self,
         inputs: Any,

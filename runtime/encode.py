@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from spikecast.ext.binning import bin_events
 from spikecast.ext.core.errors import ParameterError, StreamError
 from spikecast.ext.core.network import InputSpec
 
@@ -112,23 +113,20 @@ class EncodedEvents:
     indices: np.ndarray  # int32
     steps: np.ndarray  # int64
     dropped: int
+    outside: int = 0  # of the dropped: outside the input after the mapping
+    in_order: bool = True  # the steps never decrease
 
 
 def encode_events(
     events: np.ndarray, spec: InputSpec, t0_us: int, mapping: SpatialMap | None = None
 ) -> EncodedEvents:
-    """Map EVENT_DTYPE events (t >= t0_us, sorted) to input indices and steps."""
+    """Map EVENT_DTYPE events (t >= t0_us, sorted) to input indices and steps, in one
+    compiled call (:func:`spikecast.ext.binning.bin_events`)."""
     if spec.kind != "events":
         raise ParameterError("this network takes frames, not events")
-    c, h, w = spec.shape
     m = mapping or SpatialMap()
-    xs, ys, keep = m.apply(events["x"], events["y"])
-    keep &= (xs < w) & (ys < h)
-    chan = events["p"].astype(np.int64) if c == 2 else np.zeros(len(events), np.int64)
-    flat = (chan * h + ys) * w + xs
-    steps = (events["t"].astype(np.int64) - int(t0_us)) // spec.dt_us
-    keep &= steps >= 0
-    return EncodedEvents(flat[keep].astype(np.int32), steps[keep], int((~keep).sum()))
+    b = bin_events(events, t0_us, spec.dt_us, spec.shape, crop=m.crop, factor=m.factor)
+    return EncodedEvents(b.indices, b.steps, b.dropped, b.outside, b.in_order)
 
 
 def load_frames(path: Path, spec: InputSpec) -> np.ndarray:

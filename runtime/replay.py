@@ -1,15 +1,16 @@
 """Replay a recorded event stream in chunks, paced by its own sensor timestamps.
 
 Chunk k holds the events with t in [t0 + k*chunk_us, t0 + (k+1)*chunk_us), where
-t0 is the first event's time unless given. Every chunk is yielded, empty ones
-too, because sensor time passing without events is information an engine needs
-(its steps advance). Replayed as fast as possible, a run of empty chunks comes as
-one empty chunk spanning it, so a silence of days costs one chunk, not millions.
-With ``realtime=True`` chunk k is released once its end has passed on the wall
-clock: at start + (k+1) * chunk_us / speed. Deadlines are absolute, so sleep
-overshoot does not accumulate; a consumer that falls behind gets the next chunks
-at once (nothing is dropped). ``clock`` and ``sleep`` are injectable so tests
-can run on a fake clock.
+t0 is the first event's time unless given; the last chunk ends at the last event's
+time + 1 us (the recording says nothing about the time after it). Every chunk is
+yielded, empty ones too, because sensor time passing without events is information
+an engine needs (its steps advance). Replayed as fast as possible, a run of empty
+chunks comes as one empty chunk spanning it, so a silence of days costs one chunk,
+not millions. With ``realtime=True`` chunk k is released once its end has passed on
+the wall clock: at start + (k+1) * chunk_us / speed (the last one at its own end).
+Deadlines are absolute, so sleep overshoot does not accumulate; a consumer that
+falls behind gets the next chunks at once (nothing is dropped). ``clock`` and
+``sleep`` are injectable so tests can run on a fake clock.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def schedule(
     ``merge_silence``: a run of empty chunks comes as one empty chunk that spans it, so
     a silence costs one chunk however long it is (replay as fast as possible)."""
     _check(events, chunk_us, speed)
-    t = events["t"]
+    # One contiguous copy: searchsorted on the strided field view would copy it per chunk.
+    t = np.ascontiguousarray(events["t"])
     if t.size == 0:
         return
     start = int(t[0]) if t0_us is None else int(t0_us)
@@ -71,9 +73,14 @@ def schedule(
             yield Chunk(events[lo:lo], t1 - (k_next - k) * chunk_us, t1), k_next * chunk_us / 1e6 / speed
             k = k_next
             continue
-        yield Chunk(events[lo:hi], t1 - chunk_us, t1), (k + 1) * chunk_us / 1e6 / speed
         if t1 > last:
+            # The last chunk ends just after the last event, not at the chunk grid: sensor
+            # time after the last event is not in the recording, and a consumer that
+            # completes steps up to t1_us must not count empty steps that never happened.
+            end = last + 1
+            yield Chunk(events[lo:hi], t1 - chunk_us, end), (end - start) / 1e6 / speed
             return
+        yield Chunk(events[lo:hi], t1 - chunk_us, t1), (k + 1) * chunk_us / 1e6 / speed
         lo, k = hi, k + 1
 
 

@@ -101,6 +101,7 @@ class _Item:
     frame: np.ndarray | None = None
     end: bool = False
     n_events: int = 0
+    end_us: int | None = None  # a live packet's t1_us (its own watermark), if it has one
 
 
 @dataclass
@@ -419,7 +420,8 @@ class Service:
                 continue
             ev = packet.events
             await self._enqueue(
-                _Item(stream, arrival, events=ev, watermark_us=packet.t0_us, n_events=len(ev)),
+                _Item(stream, arrival, events=ev, watermark_us=packet.t0_us, n_events=len(ev),
+                      end_us=packet.t1_us),
                 shed=True,
             )
 
@@ -489,6 +491,8 @@ class Service:
         packet: Packet = decode(payload)
         ev = packet.events
         last = int(ev["t"][-1]) if len(ev) else None
+        if packet.t1_us is not None:  # the packet's span reaches its end
+            last = max(last if last is not None else packet.t0_us, packet.t1_us - 1)
         self.limits.check_packet(packet.t0_us, last, self.network.input.dt_us)
         if stream not in self._active and len(self._active) >= self.limits.max_streams:
             raise LimitError("packets_over_streams", f"stream {stream!r} would be one more than "
@@ -604,12 +608,11 @@ class Service:
         if d.finished:
             return [], {}  # decided once: the rest of the file is not needed
         events = item.events if item.events is not None else np.zeros(0)
-        before, restarts = d.dropped_events, d.restarts
-        out = d.push(events, item.watermark_us, item.arrival_s)
+        before, before_outside, restarts = d.dropped_events, d.dropped_outside, d.restarts
+        out = d.push(events, item.watermark_us, item.arrival_s, item.end_us)
         if not self.live:
             return out, {}  # a file's events outside the input were counted when it was read
-        _, h, w = self.network.input.shape
-        outside = (d.mapping or self.mapping).count_outside(events, w, h) if len(events) else 0
+        outside = d.dropped_outside - before_outside
         drops = {"events_outside": outside, "events_late": d.dropped_events - before - outside}
         if d.restarts > restarts:
             drops["stream_restarts"] = d.restarts - restarts

@@ -27,12 +27,13 @@ import numpy as np
 from spikecast.ext.core import exits
 from spikecast.ext.core.errors import ParameterError
 from spikecast.ext.core.network import Network
-from spikecast.ext.engine import CompiledNetwork, Engine, EventSteps, RunResult
+from spikecast.ext.engine import CompiledNetwork, Engine, RunResult
 from spikecast.runtime.decision import Calibration, OperatingPoint
 from spikecast.runtime.encode import SpatialMap, encode_events
 from spikecast.runtime.payload import Decision, TopK
 
 _NEVER = np.iinfo(np.int64).max
+_NO_EVENTS = np.zeros(0, np.int32)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ class EventStreamDecider:
         # With a clock (a worker of several, docs/mqtt.md "Scaling out"), seq is
         # max(previous + 1, clock()): unique and increasing per stream across owners.
         self.seq_clock = seq_clock
-        self.dropped_events = 0
+        self.dropped_events = 0  # every event not fed: outside the input, late, or before the origin
+        self.dropped_outside = 0  # of those: outside the input after the mapping
         self._idx = np.zeros(0, np.int32)
         self._step = np.zeros(0, np.int64)
 
@@ -130,9 +132,14 @@ class EventStreamDecider:
         return self.skip_until == _NEVER
 
     def push(
-        self, events: np.ndarray, watermark_us: int | None = None, arrival_s: float | None = None
+        self, events: np.ndarray, watermark_us: int | None = None, arrival_s: float | None = None,
+        end_us: int | None = None,
     ) -> list[Decision]:
-        """Add sorted EVENT_DTYPE events; decide on every step the watermark completes."""
+        """Add sorted EVENT_DTYPE events; decide on every step the watermark completes.
+
+        ``watermark_us`` is the packet's ``t0_us`` (it also sets the step grid of a new
+        stream); ``end_us``, the packet's end if it has one (``t1_us``), moves the
+        watermark on to there."""
         arrival = self.clock() if arrival_s is None else arrival_s
         out = self._restart(events, watermark_us, arrival)
         if self.origin_us is None:
@@ -143,9 +150,11 @@ class EventStreamDecider:
         if len(events):
             enc = encode_events(events, self.spec, self.origin_us, self.mapping)
             self.dropped_events += enc.dropped
-            self._append(enc.indices, enc.steps)
+            self.dropped_outside += enc.outside
+            self._append(enc.indices, enc.steps, enc.in_order)
         newest = int(events["t"][-1]) if len(events) else self.origin_us
-        mark = max(newest, watermark_us if watermark_us is not None else newest)
+        mark = max(newest, watermark_us if watermark_us is not None else newest,
+                   end_us if end_us is not None else newest)
         self.mark_us = max(self.mark_us, mark)
         upto = (mark - self.origin_us) // self.spec.dt_us
         return out + self._advance(upto, arrival)
@@ -227,8 +236,10 @@ class EventStreamDecider:
             # Never more steps than the decision may still take: the arrays _take makes
             # are bounded by t_max, whatever span the watermark covers.
             stop = min(stop, self.done + max(1, t_max - self.engine.t))
-            steps = self._take(self.done, stop)
-            used = self.engine.feed(steps, tau=point.tau, t_min=point.t_min, t_max=t_max)
+            idx, off = self._take(self.done, stop)
+            # The arrays are this decider's own (int32 indices inside the input, int64
+            # offsets): the engine's checks of feed() would only repeat what made them.
+            used = self.engine.feed_csr(idx, off, tau=point.tau, t_min=point.t_min, t_max=t_max)
             if used == 0 and self.engine.exit == exits.MAX_STEPS:
                 used = 0  # decided at t_max already; fall through to the decision
             self.done += used
@@ -240,7 +251,7 @@ class EventStreamDecider:
                 break
         return out
 
-    def _append(self, idx: np.ndarray, steps: np.ndarray) -> None:
+    def _append(self, idx: np.ndarray, steps: np.ndarray, in_order: bool = False) -> None:
         """Buffer encoded events, keeping the buffer sorted by step (stable, so events of
         one step stay in arrival order); events behind a completed step are dropped."""
         if len(steps) and steps[0] < self.done:  # behind a completed step: cannot be fed
@@ -249,7 +260,7 @@ class EventStreamDecider:
             idx, steps = idx[~late], steps[~late]
         if not len(steps):
             return
-        if len(steps) > 1 and bool(np.any(steps[1:] < steps[:-1])):
+        if not in_order and len(steps) > 1 and bool(np.any(steps[1:] < steps[:-1])):
             order = np.argsort(steps, kind="stable")
             idx, steps = idx[order], steps[order]
         if not len(self._step):
@@ -261,13 +272,15 @@ class EventStreamDecider:
             order = np.argsort(self._step, kind="stable")
             self._idx, self._step = self._idx[order], self._step[order]
 
-    def _take(self, start: int, stop: int) -> EventSteps:
-        a, b = np.searchsorted(self._step, (start, stop))
-        n = stop - start
-        offsets = np.zeros(n + 1, np.int64)
-        if b > a:
-            np.cumsum(np.bincount(self._step[a:b] - start, minlength=n), out=offsets[1:])
-        return EventSteps(self._idx[a:b], offsets, self.spec.shape)
+    def _take(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """The CSR pair (indices, offsets) of steps [start, stop) of the buffer."""
+        if not len(self._step) or self._step[0] >= stop:
+            return _NO_EVENTS, np.zeros(stop - start + 1, np.int64)
+        pos = np.searchsorted(self._step, np.arange(start, stop + 1, dtype=np.int64))
+        a = int(pos[0])
+        if a:
+            pos -= a
+        return self._idx[a : a + int(pos[-1])], pos
 
     def _forget_before(self, step: int) -> None:
         k = int(np.searchsorted(self._step, step))

@@ -199,3 +199,38 @@ def _timed(data: bytes) -> float:
     start = time.perf_counter()
     decode_packet(data)
     return time.perf_counter() - start
+
+
+def test_end_flag_round_trip_and_rules() -> None:
+    from spikecast.runtime.packets import END_HEADER_SIZE, FLAG_END
+
+    ev = sample()
+    t0, last = int(ev["t"][0]) - 10, int(ev["t"][-1])
+    data = encode_packet(ev, 34, 30, t0_us=t0, t1_us=last + 1)
+    assert len(data) == packet_size(5, end=True) == END_HEADER_SIZE + 9 * 5 == len(
+        encode_packet(ev, 34, 30, t0_us=t0)) + 8
+    assert data[5] == FLAG_END
+    pk = decode_packet(data)
+    assert np.array_equal(pk.events, ev) and (pk.t0_us, pk.t1_us, pk.watermark_us) == (t0, last + 1, last + 1)
+    plain = decode_packet(encode_packet(ev, 34, 30, t0_us=t0))
+    assert plain.t1_us is None and plain.watermark_us == t0
+    empty = decode_packet(encode_packet(ev[:0], 34, 30, t0_us=5_000, t1_us=15_000))
+    assert empty.events.size == 0 and (empty.t0_us, empty.t1_us) == (5_000, 15_000)
+    for t1 in (last, t0 - 1, t0 + 2**32):  # not after every event, before t0, too far
+        with pytest.raises(ParameterError, match="t1_us"):
+            encode_packet(ev, 34, 30, t0_us=t0, t1_us=t1)
+    # The decoder checks the same rules, naming the byte offset.
+    at_t1 = bytearray(data)
+    struct.pack_into("<q", at_t1, HEADER_SIZE, last)  # the last event is not before t1
+    bad(at_t1, END_HEADER_SIZE + 4 * 5 + 4 * 4, "not before t1_us")
+    struct.pack_into("<q", at_t1, HEADER_SIZE, t0 - 1)
+    bad(at_t1, HEADER_SIZE, "t1_us")
+    bad(data[:-1], len(data) - 1, "need exactly")
+    bad(data[:25], 25, "30-byte header")
+    other = bytearray(data)
+    other[5] = FLAG_END | 0x02  # the other bits stay reserved
+    bad(other, 5, "reserved flags 0x02")
+    # Columns after the longer header: a bad x is named at its own offset.
+    bad_x = bytearray(data)
+    struct.pack_into("<H", bad_x, END_HEADER_SIZE + 2 * 2, 34)
+    bad(bad_x, END_HEADER_SIZE + 4, "x=34")

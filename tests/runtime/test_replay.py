@@ -45,8 +45,9 @@ def test_chunks_cover_time_including_empty_ones() -> None:
     chunks = [c for c, _ in schedule(stream(), chunk_us=2_000)]
     assert [(c.t0_us - 5_000_000, c.t1_us - 5_000_000) for c in chunks] == [
         (0, 2_000), (2_000, 4_000), (4_000, 6_000), (6_000, 8_000), (8_000, 10_000),
-        (10_000, 12_000),
+        (10_000, 10_001),
     ]  # fmt: skip
+    # The last chunk ends just after the last event (5_010_000), not at the 12 ms grid line.
     assert [c.events.size for c in chunks] == [3, 1, 0, 1, 1, 1]
     assert sum(c.events.size for c in chunks) == stream().size
     for c in chunks:
@@ -61,8 +62,9 @@ def test_sync_realtime_paced_by_sensor_time() -> None:
     ):
         got.append((round(clock.now - 100.0, 6), chunk.t1_us - 5_000_000))
     # each chunk is released when its end time has passed on the wall clock
+    # (the last at its own end, just after the last event)
     assert got == [(0.002, 2_000), (0.004, 4_000), (0.006, 6_000), (0.008, 8_000),
-                   (0.01, 10_000), (0.012, 12_000)]  # fmt: skip
+                   (0.01, 10_000), (0.010001, 10_001)]  # fmt: skip
 
 
 def test_speed_scales_the_wall_time() -> None:
@@ -72,7 +74,7 @@ def test_speed_scales_the_wall_time() -> None:
             stream(), chunk_us=2_000, realtime=True, speed=4.0, clock=clock, sleep=clock.sleep
         )
     )
-    assert clock.now - 100.0 == pytest.approx(0.012 / 4)
+    assert clock.now - 100.0 == pytest.approx(0.010001 / 4)
 
 
 def test_slow_consumer_is_not_made_to_wait_more() -> None:
@@ -83,7 +85,7 @@ def test_slow_consumer_is_not_made_to_wait_more() -> None:
         if i == 0:
             clock.now += 0.007  # the consumer stalls for 7 ms
     # deadlines are absolute: after the stall only the remaining schedule is slept
-    assert clock.now - 100.0 == pytest.approx(0.012)
+    assert clock.now - 100.0 == pytest.approx(0.010001)
     assert len(clock.sleeps) == 3  # chunks 2 to 4 were already due and came at once
 
 
@@ -99,7 +101,7 @@ def test_async_realtime() -> None:
     clock = FakeClock()
     chunks = collect_async(chunk_us=5_000, realtime=True, clock=clock, sleep=clock.asleep)
     assert [c.events.size for c in chunks] == [4, 2, 1]
-    assert clock.sleeps == pytest.approx([0.005, 0.005, 0.005])
+    assert clock.sleeps == pytest.approx([0.005, 0.005, 0.000001])
 
 
 def test_async_fast_yields_to_the_loop() -> None:
@@ -157,3 +159,18 @@ def test_fast_replay_merges_a_silence_into_one_chunk() -> None:
     assert [c.events.size for c in merged if c.events.size] == [
         c.events.size for c in plain if c.events.size]
     assert len(merged) < len(plain) and merged[-1].t1_us == plain[-1].t1_us
+
+
+@pytest.mark.parametrize("chunk_us", [1_000, 3_000, 10_000])
+def test_the_last_chunk_ends_at_the_last_event(chunk_us: int) -> None:
+    # Whatever the chunk size, the replay ends 1 us after the last event: a consumer that
+    # completes steps up to t1_us sees no empty steps that are not in the recording.
+    for realtime in (False, True):
+        clock = FakeClock()
+        chunks = list(replay_sync(stream(), chunk_us=chunk_us, realtime=realtime, clock=clock,
+                                  sleep=clock.sleep))
+        assert chunks[-1].t1_us == 5_010_001
+        assert chunks[-1].t0_us < chunks[-1].t1_us <= chunks[-1].t0_us + chunk_us
+        assert all(b.t0_us == a.t1_us for a, b in itertools.pairwise(chunks))
+        if realtime:  # released when that end has passed, not at the grid line after it
+            assert clock.now - 100.0 == pytest.approx(0.010001)

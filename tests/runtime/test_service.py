@@ -214,6 +214,26 @@ async def test_live_packet_decisions_follow_the_schema(
         assert all(d["latency_ms"] < 1000 for d in got)
 
 
+async def test_packets_with_an_end_are_decided_without_a_watermark_packet(
+    mosquitto: MosquittoBroker, model: Path
+) -> None:
+    # 10-step packets that carry their end (t1_us): every step of the stream is decided on
+    # with the packet that holds it, one message per packet and no empty watermark packet.
+    cfg = live_config(model, mosquitto, tau=0.0)  # a decision at every step
+    host, port = mosquitto.host, mosquitto.port
+    t0 = 2_000_000
+    ev = uniform_events(40, 20, polarity=1, t0_us=t0, seed=5)
+    cut = np.searchsorted(ev["t"], t0 + np.arange(0, 50, 10) * DT)
+    pk = [encode_packet(ev[cut[k] : cut[k + 1]], 34, 34, t0_us=t0 + 10 * k * DT,
+                        t1_us=t0 + 10 * (k + 1) * DT) for k in range(4)]
+    async with recording_subscriber(host, port, DECISIONS) as rec, running(cfg, mosquitto) as svc:
+        await send(host, port, events_topic(DEVICE, "ends"), pk)
+        await wait_until(lambda: len(payloads(rec, "ends")) >= 40, 10, "40 decisions")
+        assert svc.state.metrics.events_in >= len(ev)
+    got = payloads(rec, "ends")
+    assert [d["sensor_t1_us"] for d in got] == [t0 + (k + 1) * DT for k in range(40)]
+
+
 # -- status, Last Will, clean shutdown (the CLI in a subprocess) -------------------------
 
 

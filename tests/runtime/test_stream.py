@@ -221,13 +221,13 @@ def test_a_long_silence_is_jumped_over_not_stepped_through() -> None:
 def test_a_far_future_watermark_costs_no_memory_or_time(monkeypatch: pytest.MonkeyPatch) -> None:
     # Arrays handed to the engine are bounded by t_max, whatever span a watermark covers.
     sizes: list[int] = []
-    feed = Engine.feed
+    feed = Engine.feed_csr
 
-    def spy(self: Engine, steps: EventSteps, **kw: object) -> int:
-        sizes.append(len(steps.offsets))
-        return feed(self, steps, **kw)  # type: ignore[arg-type]
+    def spy(self: Engine, idx: np.ndarray, off: np.ndarray, **kw: object) -> int:
+        sizes.append(len(off))
+        return feed(self, idx, off, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Engine, "feed", spy)
+    monkeypatch.setattr(Engine, "feed_csr", spy)
     d, _ = make(tau=0.9, t_max=200)
     ev = uniform_events(5, 20)
     out = live(d, ev, 0, 5)
@@ -242,13 +242,13 @@ def test_a_far_future_watermark_costs_no_memory_or_time(monkeypatch: pytest.Monk
 def test_a_long_sparse_packet_is_linear_not_quadratic(monkeypatch: pytest.MonkeyPatch) -> None:
     # 400k steps with an event every 150 steps: each decision feeds at most t_max steps.
     sizes: list[int] = []
-    feed = Engine.feed
+    feed = Engine.feed_csr
 
-    def spy(self: Engine, steps: EventSteps, **kw: object) -> int:
-        sizes.append(len(steps.offsets))
-        return feed(self, steps, **kw)  # type: ignore[arg-type]
+    def spy(self: Engine, idx: np.ndarray, off: np.ndarray, **kw: object) -> int:
+        sizes.append(len(off))
+        return feed(self, idx, off, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Engine, "feed", spy)
+    monkeypatch.setattr(Engine, "feed_csr", spy)
     d, _ = make(tau=0.9, t_max=200)
     ev = uniform_events(2_600, 1, dt_us=150_000)
     out = call_with_timeout(lambda: d.push(ev, 0) + d.finish(), 20)
@@ -269,3 +269,34 @@ def test_a_time_jump_starts_a_fresh_segment() -> None:
     assert all(x.sensor_t1_us <= 40_000 for x in out[:n])
     assert all(x.sensor_t1_us <= 40_000 or x.sensor_t0_us >= 50_000 for x in out)  # no straddling
     assert any(x.sensor_t0_us >= ahead for x in out) and out[-1].sensor_t0_us < ahead
+
+
+@pytest.mark.parametrize("chunk_us", [1_000, 7_000, 10_000])
+def test_a_replayed_file_counts_no_empty_steps_after_its_last_event(chunk_us: int) -> None:
+    # 23 steps of events and a rule that never exits early: the end-of-stream decision
+    # covers exactly those 23 steps, not the rest of the replay's last chunk.
+    from spikecast.runtime.stream import decide_recording
+
+    ev = uniform_events(23, 5, t0_us=2_000_000)
+    d, _ = make(tau=1.0, t_max=1000, one_decision=True)
+    out = decide_recording(d, ev, chunk_us=chunk_us)
+    assert len(out) == 1 and out[0].exit == "end_of_stream"
+    origin = out[0].sensor_t0_us  # the first event
+    assert origin == int(ev["t"][0])
+    last_step = (int(ev["t"][-1]) - origin) // DT
+    assert out[0].steps == last_step + 1
+    assert out[0].sensor_t1_us == origin + (last_step + 1) * DT
+
+
+def test_a_packet_with_an_end_completes_its_own_steps() -> None:
+    # A packet that carries its end (t1_us) completes every step before it: the decision
+    # comes with that packet, not with the next one or a separate watermark.
+    ev = uniform_events(10, 5, t0_us=3_000_000, seed=4)
+    d, _ = make(tau=0.0)
+    plain, _ = make(tau=0.0)
+    out = d.push(ev, 3_000_000, end_us=3_010_000)
+    assert d.done == 10 and len(out) == 10 and out[-1].sensor_t1_us == 3_010_000
+    assert len(plain.push(ev, 3_000_000)) == 9 and plain.done == 9  # the last step waits
+    # An empty packet with an end moves the watermark on through a silence.
+    out = d.push(ev[:0], 3_010_000, end_us=3_012_000)
+    assert d.done == 12 and [x.sensor_t1_us for x in out] == [3_011_000, 3_012_000]
