@@ -182,6 +182,7 @@ cdef void engine_step(
     cdef int n_src
     cdef const LayerPlan* xp
     cdef const LayerState* xs
+    cdef uint64_t* bits
     s.t += 1
     s.t_eff += 1.0
     for l in range(p.n_layers):
@@ -199,25 +200,35 @@ cdef void engine_step(
             if l == 0 and s.has_current:
                 drive = s.current
                 period = lp.n_out
+            # Row marks for the sparse sweep (not while a frame current drives every row).
+            bits = ls.bits if lp.sweep_mode != SWEEP_DENSE and drive == lp.bias else NULL
             if n_src > 0:
                 if lp.kind == KIND_CONV:
-                    ls.synops += scatter_conv(lp, ls.v, src, n_src, perm, p.n_input)
+                    ls.synops += scatter_conv(lp, ls.v, src, n_src, perm, p.n_input, bits, ls.summary)
                 else:
-                    ls.synops += scatter_linear(lp, ls.v, src, n_src, perm, p.n_input)
+                    ls.synops += scatter_linear(lp, ls.v, src, n_src, perm, p.n_input, bits, ls.summary)
             for k in range(p.extra_ptr[l], p.extra_ptr[l + 1]):
                 xp = &p.extras[k]
                 xs = &s.layers[xp.src]
                 if xs.n_spikes > 0:
                     if xp.kind == KIND_CONV:
-                        ls.synops += scatter_conv(xp, ls.v, xs.spikes, xs.n_spikes, NULL, 0)
+                        ls.synops += scatter_conv(xp, ls.v, xs.spikes, xs.n_spikes, NULL, 0, bits, ls.summary)
                     else:
-                        ls.synops += scatter_linear(xp, ls.v, xs.spikes, xs.n_spikes, NULL, 0)
+                        ls.synops += scatter_linear(xp, ls.v, xs.spikes, xs.n_spikes, NULL, 0, bits, ls.summary)
             if lp.spiking:
-                ls.n_spikes = sweep_spiking(
-                    ls.v, drive, period, lp.n_out, lp.threshold, p.reset_zero, s.mask, ls.spikes
-                )
+                if bits != NULL:
+                    ls.n_spikes = spk_sweep_marked(
+                        simd_path, ls.v, drive, period, lp.n_out // period, lp.threshold,
+                        p.reset_zero, lp.nz_blocks, lp.n_nz_blocks, bits, ls.summary, ls.spikes,
+                    )
+                else:
+                    ls.n_spikes = sweep_spiking(
+                        ls.v, drive, period, lp.n_out, lp.threshold, p.reset_zero, s.mask, ls.spikes
+                    )
             else:
-                integrate(ls.v, drive, period, lp.n_out)
+                # A bias-free output layer integrates nothing: V + 0 = V (never -0, see decay).
+                if lp.sweep_mode != SWEEP_SPARSE or drive != lp.bias:
+                    integrate(ls.v, drive, period, lp.n_out)
                 ls.n_spikes = 0
         ls.spike_total += ls.n_spikes
     read_out(p, s)
@@ -267,6 +278,15 @@ cdef int run_steps(
     return n_steps
 
 
+cdef inline Py_ssize_t row_words(const LayerPlan* lp) noexcept nogil:
+    """Words of the row-mark bitmap of a MIXED/SPARSE layer: one bit per c_out row."""
+    return (lp.n_out // lp.c_out + 63) // 64
+
+
+cdef inline Py_ssize_t summary_words(const LayerPlan* lp) noexcept nogil:
+    return (row_words(lp) + 63) // 64
+
+
 cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
     cdef int l, o
     cdef const LayerPlan* lp
@@ -285,6 +305,9 @@ cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
         ls.spike_total = 0
         if ls.v != NULL:
             memset(ls.v, 0, lp.n_out * sizeof(float))
+        if ls.bits != NULL:
+            memset(ls.bits, 0, row_words(lp) * sizeof(uint64_t))
+            memset(ls.summary, 0, summary_words(lp) * sizeof(uint64_t))
         if lp.kind == KIND_POOL:
             memset(ls.counts, 0, lp.n_in * sizeof(int32_t))
             for o in range(lp.n_out):
@@ -301,7 +324,7 @@ cdef void decay_state(const NetPlan* p, EngineState* s, float factor) noexcept n
     cdef const LayerPlan* lp = &p.layers[p.n_layers - 1]
     cdef float* v = s.layers[p.n_layers - 1].v
     for j in range(lp.n_out):
-        v[j] *= factor
+        v[j] = v[j] * factor + 0.0  # + 0: a negative V times 0 is -0, and V stays never -0
     s.t_eff *= factor
     s.t = 0
     s.exit = EXIT_NONE
@@ -432,14 +455,17 @@ cdef class EngineCore:
             for l in range(p.n_layers):
                 lp = &p.layers[l]
                 ls = &self.st.layers[l]
-                # n_out + 1: the branch-free list builders may write one slot past the
-                # last entry they keep.
-                ls.spikes = <int32_t*> _carve(&cur, (lp.n_out + 1) * sizeof(int32_t))
+                # n_out + 16: the branch-free list builders may write one slot past the
+                # last entry they keep, the SIMD sweeps a whole vector of 16.
+                ls.spikes = <int32_t*> _carve(&cur, (lp.n_out + 16) * sizeof(int32_t))
                 if lp.kind == KIND_POOL:
                     ls.counts = <int32_t*> _carve(&cur, lp.n_in * sizeof(int32_t))
                     ls.windows = <PoolWindow*> _carve(&cur, lp.n_out * sizeof(PoolWindow))
                 else:
                     ls.v = <float*> _carve(&cur, lp.n_out * sizeof(float))
+                    if lp.sweep_mode != SWEEP_DENSE and lp.spiking:
+                        ls.bits = <uint64_t*> _carve(&cur, row_words(lp) * sizeof(uint64_t))
+                        ls.summary = <uint64_t*> _carve(&cur, summary_words(lp) * sizeof(uint64_t))
             total = <size_t> cur
         reset_state(p, &self.st)
 
