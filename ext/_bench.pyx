@@ -77,7 +77,7 @@ cdef class LayerBench:
                                           <int> (offsets[k + 1] - offsets[k]), NULL, 0, NULL, NULL)
                 if sweep:
                     sweep_spiking(self.v, lp.bias, lp.c_out, lp.n_out, lp.threshold,
-                                  self.reset_zero, self.mask, self.spikes)
+                                  self.reset_zero, self.mask, self.spikes, 1)
         return syn
 
 

@@ -82,6 +82,7 @@ ctypedef struct NetPlan:
 
 ctypedef struct PoolWindow:
     int32_t winner           # input with the largest count so far (lowest index on a tie)
+    int32_t wcount           # the winner's count when last compared (it may have spiked since)
     int32_t touched          # last step a spiking input touched the window
     int32_t hit              # at that step: whether the winner spiked
 

@@ -62,8 +62,13 @@ cdef int pool_step(
     in, the new winner is the best of the old winner and the window's spiking inputs:
     only windows that contain a spike are touched. The final winner spiked iff some
     spiking input took the window or the old winner itself spiked (``hit``).
+
+    Each window keeps its winner's count (one random load less per spike). It is stale
+    only while the winner has spiked this step and not yet been compared; a stale count
+    is lower than the winner's own fresh entry, which is compared later in the same loop,
+    so the final winner (the largest (count, -index)) and ``hit`` are unchanged.
     """
-    cdef int e, i, pos, c, k, k1, o, w, ci, fresh, better, hit
+    cdef int e, i, pos, c, k, k1, o, w, cw, ci, fresh, better, hit
     cdef int n_touched = 0, n_out = 0
     cdef int C = lp.c_in
     cdef int32_t* counts = ls.counts
@@ -88,9 +93,11 @@ cdef int pool_step(
             out[n_touched] = o
             n_touched += fresh
             w = pw.winner
-            better = (ci > counts[w]) | ((ci == counts[w]) & (i < w))
+            cw = pw.wcount
+            better = (ci > cw) | ((ci == cw) & (i < w))
             hit = better | (i == w)
             pw.winner = w + better * (i - w)
+            pw.wcount = cw + hit * (ci - cw)
             pw.hit = (pw.hit & (1 - fresh)) | hit
     # 3. Emit the touched windows whose winner spiked (filtered in place).
     for e in range(n_touched):
@@ -222,8 +229,11 @@ cdef void engine_step(
                         p.reset_zero, lp.nz_blocks, lp.n_nz_blocks, bits, ls.summary, ls.spikes,
                     )
                 else:
+                    # Branch-free spike lists when the last step had a spike in > 1/4 of
+                    # the 16-lane vectors (measured crossover on N-MNIST; speed only).
                     ls.n_spikes = sweep_spiking(
-                        ls.v, drive, period, lp.n_out, lp.threshold, p.reset_zero, s.mask, ls.spikes
+                        ls.v, drive, period, lp.n_out, lp.threshold, p.reset_zero, s.mask,
+                        ls.spikes, ls.n_spikes * 64 > lp.n_out,
                     )
             else:
                 # A bias-free output layer integrates nothing: V + 0 = V (never -0, see decay).
@@ -312,6 +322,7 @@ cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
             memset(ls.counts, 0, lp.n_in * sizeof(int32_t))
             for o in range(lp.n_out):
                 ls.windows[o].winner = lp.win_init[o]
+                ls.windows[o].wcount = 0
                 ls.windows[o].touched = 0
                 ls.windows[o].hit = 0
 

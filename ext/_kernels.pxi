@@ -29,7 +29,7 @@ cdef extern from "spk_simd.h":
     ) noexcept nogil
     int spk_sweep_avx512(
         float* v, const float* drive, int period, int n, float threshold, int reset_zero,
-        int32_t* out,
+        int branch_free, int32_t* out,
     ) noexcept nogil
     int spk_sweep_avx2(
         float* v, const float* drive, int period, int n, float threshold, int reset_zero,
@@ -292,14 +292,16 @@ cdef int sweep_spiking(
     float threshold,
     int reset_zero,
     uint8_t* mask,            # scratch (n,)
-    int32_t* out,             # out: indices that spiked, ascending
+    int32_t* out,             # out: indices that spiked, ascending (n + 16 slots)
+    int expect_spikes,        # a hint: many spikes likely (the last step had many)
 ) noexcept nogil:
     """V += drive; S = V >= θ; reset; emit S as an index list. Returns the spike count.
 
     The SIMD paths use the compare mask directly as a spike bitmask; the portable one
-    goes through a byte mask that compact() turns into indices."""
+    goes through a byte mask that compact() turns into indices. The hint picks how the
+    AVX-512 path builds the list (same result either way)."""
     if simd_path == SPK_AVX512F:
-        return spk_sweep_avx512(v, drive, period, n, threshold, reset_zero, out)
+        return spk_sweep_avx512(v, drive, period, n, threshold, reset_zero, expect_spikes, out)
     if simd_path == SPK_AVX2:
         return spk_sweep_avx2(v, drive, period, n, threshold, reset_zero, out)
     if reset_zero:

@@ -96,9 +96,12 @@ SPK_AVX512 static inline void spk_emit_avx512(__mmask16 k, int base, int32_t* ou
 }
 
 /* The sweep of whole rows of `period` lanes, period a multiple of 16 (no masks), with
-   the reset mode a compile-time constant once inlined. */
+   the reset mode and the spike-list strategy compile-time constants once inlined:
+   branch_free emits every vector's (maybe empty) compress store, faster than a branch
+   when many vectors hold a spike (the branch is then a coin flip), slower when few do. */
 SPK_AVX512 static inline __attribute__((always_inline)) int spk_sweep16_avx512(
-    float* v, const float* drive, int period, int n, float threshold, int reset_zero, int32_t* out) {
+    float* v, const float* drive, int period, int n, float threshold, int reset_zero,
+    int branch_free, int32_t* out) {
     const __m512 th = _mm512_set1_ps(threshold);
     const __m512 zero = _mm512_setzero_ps();
     int n_sp = 0;
@@ -109,7 +112,7 @@ SPK_AVX512 static inline __attribute__((always_inline)) int spk_sweep16_avx512(
             __mmask16 k = _mm512_cmp_ps_mask(x, th, _CMP_GE_OQ);
             x = reset_zero ? _mm512_mask_mov_ps(x, k, zero) : _mm512_mask_sub_ps(x, k, x, th);
             _mm512_store_ps(vp + j, x);
-            if (__builtin_expect(k != 0, 0))
+            if (branch_free || k)  /* one flag for the whole sweep: a hoisted branch */
                 spk_emit_avx512(k, p + j, out, &n_sp);
         }
     }
@@ -143,11 +146,16 @@ SPK_AVX512 static int spk_sweep_row_avx512(float* v, const float* drive, int n, 
 /* The dense sweep: V += drive (repeated every `period` lanes), S = V >= θ, reset; `out`
    gets the spiking indices in ascending order (16 slots of room past the last). */
 SPK_AVX512 static int spk_sweep_avx512(float* v, const float* drive, int period, int n,
-                                       float threshold, int reset_zero, int32_t* out) {
+                                       float threshold, int reset_zero, int branch_free,
+                                       int32_t* out) {
     int n_sp = 0, pending = 0;
-    if (period % 16 == 0 && ((uintptr_t)v & 63) == 0)
-        return reset_zero ? spk_sweep16_avx512(v, drive, period, n, threshold, 1, out)
-                          : spk_sweep16_avx512(v, drive, period, n, threshold, 0, out);
+    if (period % 16 == 0 && ((uintptr_t)v & 63) == 0) {
+        if (branch_free)
+            return reset_zero ? spk_sweep16_avx512(v, drive, period, n, threshold, 1, 1, out)
+                              : spk_sweep16_avx512(v, drive, period, n, threshold, 0, 1, out);
+        return reset_zero ? spk_sweep16_avx512(v, drive, period, n, threshold, 1, 0, out)
+                          : spk_sweep16_avx512(v, drive, period, n, threshold, 0, 0, out);
+    }
     for (int p = 0; p < n; p += period)
         n_sp += spk_sweep_row_avx512(v + p, drive, period, threshold, reset_zero, p, out + n_sp, &pending);
     return n_sp;
@@ -245,7 +253,7 @@ static int64_t spk_add_runs_avx2(float* v, const float* wb, const int32_t* tab_w
 static void spk_add_row_avx512(float* dst, const float* src, int n) {}
 static void spk_add_row_avx2(float* dst, const float* src, int n) {}
 static int spk_sweep_avx512(float* v, const float* drive, int period, int n, float threshold,
-                            int reset_zero, int32_t* out) { return -1; }
+                            int reset_zero, int branch_free, int32_t* out) { return -1; }
 static int spk_sweep_avx2(float* v, const float* drive, int period, int n, float threshold,
                           int reset_zero, int32_t* out) { return -1; }
 #endif
