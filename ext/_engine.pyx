@@ -432,6 +432,22 @@ cdef Py_ssize_t csr_pointers(
     return n_idx
 
 
+def events_valid(const int32_t[::1] indices, const int64_t[::1] offsets, int n_input) -> bool:
+    """Whether a CSR pair is well formed: offsets start at 0, never decrease and end at
+    len(indices), every index in [0, n_input). One pass in C: the per-packet check of
+    Engine.feed (spikecast.ext.engine._check_events says what is wrong when it is not)."""
+    cdef Py_ssize_t k, n_off = offsets.shape[0], n_idx = indices.shape[0]
+    if n_off < 1 or offsets[0] != 0 or offsets[n_off - 1] != n_idx:
+        return False
+    for k in range(n_off - 1):
+        if offsets[k + 1] < offsets[k]:
+            return False
+    for k in range(n_idx):
+        if <unsigned int> indices[k] >= <unsigned int> n_input:
+            return False
+    return True
+
+
 cdef class EngineCore:
     """Per-stream state over a shared CompiledPlan. Not for two threads at once."""
 

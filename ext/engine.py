@@ -697,7 +697,11 @@ class Engine:
             )
         tau_v, t_min_v, t_max_v = self._limits(tau, t_min, t_max)
         # Re-checked here, not only in EventSteps: its arrays could have been changed since.
-        idx, off = _check_events(events.indices, events.offsets, self.plan.n_input)
+        # One pass in compiled code (EventSteps keeps them contiguous int32/int64); the
+        # numpy check only to say what is wrong.
+        idx, off = events.indices, events.offsets
+        if not _engine.events_valid(idx, off, self.plan.n_input):
+            idx, off = _check_events(idx, off, self.plan.n_input)
         n = len(off) - 1
         if n == 0:
             return 0
