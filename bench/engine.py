@@ -67,6 +67,11 @@ GOAL_GSOPS = 8.0
 GOAL_SPEEDUP_DENSE_B1 = 10.0
 GOAL_EARLY_EXIT_VS_ANN = 2.0
 GOAL_SPEEDUP_BEST_PEER_B1 = 3.0
+GOAL_STREAM_GSOPS = 8.0
+GOAL_EMPTY_STEP_US = 5.0
+# bench/results/engine.json of the engine before issue 10 (commit 64dad24), stream section.
+STREAM_BASELINE = {"stream_gsops": 4.23, "us_per_step": 23.5, "us_per_empty_step": 6.27,
+                   "cpu_ms_default": 3.56, "cpu_ms_tau0.67_tmin50": 1.63}  # fmt: skip
 
 
 def median_time(fn: Callable[[], Any], repeats: int, desc: str) -> float:
@@ -564,15 +569,27 @@ def bench_stream(n_recordings: int, repeats: int) -> dict[str, Any] | None:
             vs_ann.ann_early_exit(sess, st, 10, 0.9, 1)
         ann.append((time.thread_time() - c0) / len(steps) * 1e3)
     ann_ms = statistics.median(ann)
+    gsops = whole_synops / whole_s / 1e9
+    empty_us = statistics.median(empty) * 1e6
+    default_ms = per_decision["default"]["cpu_ms"]
     return {
         "recordings": len(steps),
-        "stream_gsops": whole_synops / whole_s / 1e9,
+        "stream_gsops": gsops,
         "us_per_step": whole_s / whole_steps * 1e6,
-        "us_per_empty_step": statistics.median(empty) * 1e6,
+        "us_per_empty_step": empty_us,
         "neurons": int(sum(ly.n_neurons for ly in net.layers if ly.kind != "maxpool")),
         "cpu_ms_per_decision": per_decision,
         "ann_cpu_ms_per_decision": {"period_ms": 10, "tau": 0.9, "cpu_ms": ann_ms},
-        "snn_over_ann_cpu_default": per_decision["default"]["cpu_ms"] / ann_ms,
+        "snn_over_ann_cpu_default": default_ms / ann_ms,
+        # Issue 10's goals, against the figures before the event-proportional engine
+        # (STREAM_BASELINE: the same command on the previous engine).
+        "baseline_before_issue10": STREAM_BASELINE,
+        "goals": {
+            "stream_gsops_8_met": gsops >= GOAL_STREAM_GSOPS,
+            "empty_step_5us_met": empty_us <= GOAL_EMPTY_STEP_US,
+            "cpu_per_decision_5x_less_met": default_ms * 5 <= STREAM_BASELINE["cpu_ms_default"],
+            "cpu_per_decision_speedup_default": STREAM_BASELINE["cpu_ms_default"] / default_ms,
+        },
     }
 
 

@@ -37,10 +37,10 @@ cdef class LayerBench:
         if self.lp.kind == KIND_POOL:
             raise ValueError("LayerBench needs a conv or linear layer")
         self.reset_zero = reset_zero
-        # v and mask on cache-line boundaries, as in EngineCore; spikes: n_out + 1 slots
-        # for the branch-free list builders.
+        # v and mask on cache-line boundaries, as in EngineCore; spikes: n_out + 16 slots
+        # for the branch-free list builders and the SIMD compress stores.
         n = self.lp.n_out
-        self.arena = _alloc(4 * n + n + 4 * (n + 1) + 3 * 64, 1)
+        self.arena = _alloc(4 * n + n + 4 * (n + 16) + 3 * 64, 1)
         cur = <char*> ((<uintptr_t> self.arena + 63) & ~(<uintptr_t> 63))
         self.v = <float*> cur
         cur += (4 * n + 63) & ~(<size_t> 63)
@@ -71,13 +71,13 @@ cdef class LayerBench:
             for k in range(n_steps):
                 if lp.kind == KIND_CONV:
                     syn += scatter_conv(lp, self.v, &indices[offsets[k]],
-                                        <int> (offsets[k + 1] - offsets[k]), NULL, 0)
+                                        <int> (offsets[k + 1] - offsets[k]), NULL, 0, NULL, NULL)
                 else:
                     syn += scatter_linear(lp, self.v, &indices[offsets[k]],
-                                          <int> (offsets[k + 1] - offsets[k]), NULL, 0)
+                                          <int> (offsets[k + 1] - offsets[k]), NULL, 0, NULL, NULL)
                 if sweep:
                     sweep_spiking(self.v, lp.bias, lp.c_out, lp.n_out, lp.threshold,
-                                  self.reset_zero, self.mask, self.spikes)
+                                  self.reset_zero, self.mask, self.spikes, 1)
         return syn
 
 

@@ -13,12 +13,21 @@
 #     plan's extras, of further earlier layers (residual sums, concatenations);
 #   - linear weights are [n_in][n_out] with rows in the channel-last order of the input.
 
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 cdef enum:
     KIND_CONV = 0
     KIND_LINEAR = 1
     KIND_POOL = 2
+
+# How a conv/linear layer's sweep visits its neurons (docs/step-semantics.md, "Sparse
+# sweep"): every neuron (a nonzero bias on every 16-channel block), or only the rows
+# (pixels) that received input or are pending plus the blocks of channels with a
+# nonzero bias, or (bias-free) only those rows. Output layer: SPARSE skips integrating.
+cdef enum:
+    SWEEP_DENSE = 0
+    SWEEP_MIXED = 1
+    SWEEP_SPARSE = 2
 
 # Why a run stopped; code i is spikecast.ext.core.exits.EXIT_REASONS[i] (a test checks).
 cpdef enum ExitCode:
@@ -49,6 +58,11 @@ ctypedef struct LayerPlan:
                              # pool: window oy * w_out + ox
     const int32_t* tab_n     # conv: run length in floats (a multiple of c_out/groups)
     const int32_t* win_init  # pool: (n_out,) each window's first input, its winner at t = 0
+    int sweep_mode           # SWEEP_*; extras: their target layer's
+    const int32_t* nz_blocks # MIXED: offsets j (multiples of 16) of the bias blocks with a nonzero
+    int n_nz_blocks
+    const int32_t* tab_px    # conv, MIXED/SPARSE: first output row (pixel) of each run
+    const int32_t* tab_pn    # conv, MIXED/SPARSE: rows each run covers
 
 ctypedef struct NetPlan:
     int n_layers
@@ -68,15 +82,19 @@ ctypedef struct NetPlan:
 
 ctypedef struct PoolWindow:
     int32_t winner           # input with the largest count so far (lowest index on a tie)
+    int32_t wcount           # the winner's count when last compared (it may have spiked since)
     int32_t touched          # last step a spiking input touched the window
     int32_t hit              # at that step: whether the winner spiked
 
 ctypedef struct LayerState:
     float* v                 # (n_out,) membranes; NULL for pool
-    int32_t* spikes          # (n_out + 1,) channel-last indices that spiked at the last step
+    int32_t* spikes          # (n_out + 16,) channel-last indices that spiked at the last step
+                             # (16 slots of room: the SIMD sweeps store whole vectors)
     int n_spikes
     int32_t* counts          # pool: (n_in,) input spike counts so far
     PoolWindow* windows      # pool: (n_out,) one record per window, in one cache line
+    uint64_t* bits           # MIXED/SPARSE: one bit per row (pixel) to visit at the next sweep
+    uint64_t* summary        # SPARSE: one bit per nonzero word of bits
     int64_t synops
     int64_t spike_total
 

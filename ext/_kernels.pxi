@@ -29,11 +29,17 @@ cdef extern from "spk_simd.h":
     ) noexcept nogil
     int spk_sweep_avx512(
         float* v, const float* drive, int period, int n, float threshold, int reset_zero,
-        int32_t* out,
+        int branch_free, int32_t* out,
     ) noexcept nogil
     int spk_sweep_avx2(
         float* v, const float* drive, int period, int n, float threshold, int reset_zero,
         int32_t* out,
+    ) noexcept nogil
+    void spk_mark_rows(uint64_t* bits, uint64_t* summary, int32_t row, int32_t count) noexcept nogil
+    int spk_sweep_marked(
+        int path, float* v, const float* drive, int c, int n_rows, float threshold,
+        int reset_zero, const int32_t* blocks, int n_blocks, uint64_t* bits,
+        uint64_t* summary, int32_t* out,
     ) noexcept nogil
 
 # The path the kernels take: the widest the CPU has unless set_simd_level() narrowed it.
@@ -109,12 +115,15 @@ cdef int64_t scatter_conv(
     int n_src,
     const int32_t* perm,      # in: torch -> channel-last map for external input, else NULL
     int n_valid,              # external indices must lie in [0, n_valid)
+    uint64_t* bits,           # in/out: row marks of a MIXED/SPARSE layer, else NULL
+    uint64_t* summary,
 ) noexcept nogil:
     """Add each spike's weight runs into the membranes they reach; return SynOps.
 
     Grouped conv: the runs reach only the spike's group, c_out/g channels from
-    (c // (c_in/g)) * (c_out/g) on; the tables hold the offsets of group 0."""
-    cdef int e, i, pos, c, k, k1
+    (c // (c_in/g)) * (c_out/g) on; the tables hold the offsets of group 0.
+    With ``bits``, every output row (pixel) a run reaches is marked for the sweep."""
+    cdef int e, i, pos, c, k, k1, r
     cdef int c_in = lp.c_in
     cdef int per_c_in = lp.kh * lp.kw * lp.c_out_g
     cdef bint grouped = lp.c_out_g != lp.c_out
@@ -137,6 +146,9 @@ cdef int64_t scatter_conv(
             vg = v + (c // lp.c_in_g) * lp.c_out_g
         k1 = lp.tab_ptr[pos + 1]
         k = lp.tab_ptr[pos]
+        if bits != NULL:
+            for r in range(k, k1):
+                spk_mark_rows(bits, summary, lp.tab_px[r], lp.tab_pn[r])
         # One call per spike (its few runs), not per run: the SIMD kernels cannot inline here.
         if path == SPK_AVX512F:
             synops += spk_add_runs_avx512(vg, wb, tab_w, tab_m, tab_n, k, k1)
@@ -157,6 +169,8 @@ cdef int64_t scatter_linear(
     int n_src,
     const int32_t* perm,      # in: torch -> channel-last map for external input, else NULL
     int n_valid,
+    uint64_t* bits,           # in/out: row marks of a MIXED/SPARSE layer (one row), else NULL
+    uint64_t* summary,
 ) noexcept nogil:
     """Add one weight row per spike; return SynOps."""
     cdef int e, i
@@ -171,6 +185,8 @@ cdef int64_t scatter_linear(
             i = perm[i]
         add_row_simd(v, lp.weight + <Py_ssize_t> i * n_out, n_out, path)
         done += 1
+    if bits != NULL and done > 0:
+        spk_mark_rows(bits, summary, 0, 1)
     return done * n_out
 
 
@@ -276,14 +292,16 @@ cdef int sweep_spiking(
     float threshold,
     int reset_zero,
     uint8_t* mask,            # scratch (n,)
-    int32_t* out,             # out: indices that spiked, ascending
+    int32_t* out,             # out: indices that spiked, ascending (n + 16 slots)
+    int expect_spikes,        # a hint: many spikes likely (the last step had many)
 ) noexcept nogil:
     """V += drive; S = V >= θ; reset; emit S as an index list. Returns the spike count.
 
     The SIMD paths use the compare mask directly as a spike bitmask; the portable one
-    goes through a byte mask that compact() turns into indices."""
+    goes through a byte mask that compact() turns into indices. The hint picks how the
+    AVX-512 path builds the list (same result either way)."""
     if simd_path == SPK_AVX512F:
-        return spk_sweep_avx512(v, drive, period, n, threshold, reset_zero, out)
+        return spk_sweep_avx512(v, drive, period, n, threshold, reset_zero, expect_spikes, out)
     if simd_path == SPK_AVX2:
         return spk_sweep_avx2(v, drive, period, n, threshold, reset_zero, out)
     if reset_zero:
@@ -313,7 +331,9 @@ cdef const int32_t* _iptr(const int32_t[::1] a):
     return &a[0] if a.shape[0] > 0 else NULL
 
 
-_ARRAY_KEYS = ("weight", "bias", "tab_ptr", "tab_w", "tab_m", "tab_n", "win_init")
+_ARRAY_KEYS = (
+    "weight", "bias", "tab_ptr", "tab_w", "tab_m", "tab_n", "win_init", "nz_blocks", "tab_px", "tab_pn",
+)
 
 
 cdef int fill_layer(LayerPlan* lp, dict d, list keep) except -1:
@@ -339,5 +359,10 @@ cdef int fill_layer(LayerPlan* lp, dict d, list keep) except -1:
     lp.win_init = _iptr(d["win_init"])
     lp.c_in_shift = d["c_in_shift"]
     lp.c_in_g, lp.c_out_g = d["groups_chw"]
+    lp.sweep_mode = d["sweep_mode"]
+    lp.nz_blocks = _iptr(d["nz_blocks"])
+    lp.n_nz_blocks = d["nz_blocks"].shape[0]
+    lp.tab_px = _iptr(d["tab_px"])
+    lp.tab_pn = _iptr(d["tab_pn"])
     keep.extend([d[key] for key in _ARRAY_KEYS])
     return 0

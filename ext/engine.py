@@ -364,6 +364,11 @@ def _compile_layer(i: int, layer: Layer, prev_shape: tuple[int, ...]) -> dict[st
         "tab_m": _EMPTY_I32,
         "tab_n": _EMPTY_I32,
         "win_init": _EMPTY_I32,
+        # How the sweep visits the neurons (set below from the bias; see _sweep_plan).
+        "sweep_mode": _SWEEP_DENSE,
+        "nz_blocks": _EMPTY_I32,
+        "tab_px": _EMPTY_I32,
+        "tab_pn": _EMPTY_I32,
         # Grouped conv: channels per group on each side (ungrouped: c_in and c_out).
         "groups_chw": (in_chw[0] // layer.groups, out_chw[0] // layer.groups),
         # Positions and channels come from a shift and a mask when c_in is a power of two.
@@ -408,7 +413,40 @@ def _compile_layer(i: int, layer: Layer, prev_shape: tuple[int, ...]) -> dict[st
         d["weight"] = _f32(weight.T[_channel_last_to_torch(prev_shape)])
         if bias is not None:
             d["bias"] = _f32(bias)
+    d["sweep_mode"], d["nz_blocks"] = _sweep_plan(d["bias"])
     return d
+
+
+_SWEEP_DENSE, _SWEEP_MIXED, _SWEEP_SPARSE = 0, 1, 2
+_SWEEP_BLOCK = 16  # lanes: the blocks of a row that the MIXED sweep visits on every row
+
+
+def _sweep_plan(bias: np.ndarray) -> tuple[int, np.ndarray]:
+    """(sweep mode, offsets of the 16-channel blocks with a nonzero bias) of a layer.
+
+    A neuron whose bias is zero and that received no input keeps V exactly and cannot
+    spike unless it was left at V >= θ, so the sweep can skip it (docs/step-semantics.md,
+    "Sparse sweep"): SPARSE (no nonzero bias) visits only the rows that received input
+    or are pending, MIXED also the nonzero blocks of every row, DENSE everything.
+    """
+    blocks = [j for j in range(0, len(bias), _SWEEP_BLOCK) if np.any(bias[j : j + _SWEEP_BLOCK] != 0)]
+    if not blocks:
+        return _SWEEP_SPARSE, _EMPTY_I32
+    if len(blocks) == -(-len(bias) // _SWEEP_BLOCK):
+        return _SWEEP_DENSE, _EMPTY_I32
+    return _SWEEP_MIXED, _i32(np.asarray(blocks), "bias blocks")
+
+
+def _mark_tables(d: dict[str, Any], mode: int, where: str) -> dict[str, Any]:
+    """A conv's (or extra's) run tables in rows for the sparse sweep: each run's first
+    output row (pixel) and how many rows it covers. Runs start on a row (m = out * c_out,
+    group 0) and are whole rows or a part of one (grouped, strided)."""
+    if d["kind"] != _KIND_CODE["conv"] or mode == _SWEEP_DENSE:
+        return {**d, "tab_px": _EMPTY_I32, "tab_pn": _EMPTY_I32}
+    c_out = d["out_chw"][0]
+    m = d["tab_m"].astype(np.int64)
+    n = d["tab_n"].astype(np.int64)
+    return {**d, "tab_px": _i32(m // c_out, where), "tab_pn": _i32(-(-n // c_out), where)}
 
 
 class CompiledNetwork:
@@ -443,10 +481,15 @@ class CompiledNetwork:
 
         for i, ly in enumerate(network.layers):
             srcs = ly.sources(i)
-            layers.append({**_compile_layer(i, ly, shape_of(srcs[0])), "src": srcs[0]})
-            # Each further input: a weight set of its own into this layer's membranes.
+            where = f"layer {i} ({ly.name})"
+            d = _compile_layer(i, ly, shape_of(srcs[0]))
+            mode = d["sweep_mode"] if ly.spiking else _SWEEP_DENSE  # the marks' tables
+            layers.append({**_mark_tables(d, mode, where), "src": srcs[0]})
+            # Each further input: a weight set of its own into this layer's membranes,
+            # marking its rows as the layer's own input does.
             for j, e in zip(srcs[1:], ly.extra, strict=True):
-                extras.append({**_compile_layer(i, e, shape_of(j)), "src": j})
+                x = _compile_layer(i, e, shape_of(j))
+                extras.append({**_mark_tables(x, mode, where), "src": j, "sweep_mode": mode})
             extra_ptr.append(len(extras))
         self._to_torch = [_channel_last_to_torch(s) for s in self.layer_shapes]
         if not (np.isfinite(np.float32(network.temperature)) and network.temperature > 0):
@@ -654,7 +697,11 @@ class Engine:
             )
         tau_v, t_min_v, t_max_v = self._limits(tau, t_min, t_max)
         # Re-checked here, not only in EventSteps: its arrays could have been changed since.
-        idx, off = _check_events(events.indices, events.offsets, self.plan.n_input)
+        # One pass in compiled code (EventSteps keeps them contiguous int32/int64); the
+        # numpy check only to say what is wrong.
+        idx, off = events.indices, events.offsets
+        if not _engine.events_valid(idx, off, self.plan.n_input):
+            idx, off = _check_events(idx, off, self.plan.n_input)
         n = len(off) - 1
         if n == 0:
             return 0

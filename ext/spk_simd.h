@@ -36,8 +36,9 @@ static const char* spk_path_name(int path) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define SPK_X86_DISPATCH 1
-#define SPK_AVX512 __attribute__((target("avx512f")))
-#define SPK_AVX2_FN __attribute__((target("avx2")))
+/* Every AVX2 or AVX-512F CPU also has POPCNT (the spike counts of the compress stores). */
+#define SPK_AVX512 __attribute__((target("avx512f,popcnt")))
+#define SPK_AVX2_FN __attribute__((target("avx2,popcnt")))
 
 /* The widest path this CPU (and its OS: libgcc checks XGETBV) supports; asked once. */
 static int spk_cpu_path(void) {
@@ -85,27 +86,78 @@ SPK_AVX512 static int64_t spk_add_runs_avx512(float* v, const float* wb, const i
     return synops;
 }
 
-/* The sweep with the compare mask used directly as a spike bitmask (no byte mask
-   round trip); `out` gets the spiking indices in ascending order. */
-SPK_AVX512 static int spk_sweep_avx512(float* v, const float* drive, int period, int n,
-                                       float threshold, int reset_zero, int32_t* out) {
+/* Append the lanes of k (base + lane) to out[*n_sp]; one 16-lane compress store, so
+   out needs 16 slots of room past the last spike it keeps (the engine allocates n + 16). */
+SPK_AVX512 static inline void spk_emit_avx512(__mmask16 k, int base, int32_t* out, int* n_sp) {
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    _mm512_storeu_si512((void*)(out + *n_sp),
+                        _mm512_maskz_compress_epi32(k, _mm512_add_epi32(_mm512_set1_epi32(base), iota)));
+    *n_sp += __builtin_popcount((unsigned int)k);
+}
+
+/* The sweep of whole rows of `period` lanes, period a multiple of 16 (no masks), with
+   the reset mode and the spike-list strategy compile-time constants once inlined:
+   branch_free emits every vector's (maybe empty) compress store, faster than a branch
+   when many vectors hold a spike (the branch is then a coin flip), slower when few do. */
+SPK_AVX512 static inline __attribute__((always_inline)) int spk_sweep16_avx512(
+    float* v, const float* drive, int period, int n, float threshold, int reset_zero,
+    int branch_free, int32_t* out) {
     const __m512 th = _mm512_set1_ps(threshold);
     const __m512 zero = _mm512_setzero_ps();
     int n_sp = 0;
     for (int p = 0; p < n; p += period) {
+        float* vp = v + p;
         for (int j = 0; j < period; j += 16) {
-            __mmask16 m = period - j >= 16 ? (__mmask16)0xFFFF : spk_head16(period - j);
-            __m512 x = _mm512_add_ps(_mm512_maskz_loadu_ps(m, v + p + j), _mm512_maskz_loadu_ps(m, drive + j));
-            __mmask16 k = _mm512_mask_cmp_ps_mask(m, x, th, _CMP_GE_OQ);
+            __m512 x = _mm512_add_ps(_mm512_load_ps(vp + j), _mm512_loadu_ps(drive + j));
+            __mmask16 k = _mm512_cmp_ps_mask(x, th, _CMP_GE_OQ);
             x = reset_zero ? _mm512_mask_mov_ps(x, k, zero) : _mm512_mask_sub_ps(x, k, x, th);
-            _mm512_mask_storeu_ps(v + p + j, m, x);
-            unsigned long long bits = (unsigned long long)k;
-            while (bits) {
-                out[n_sp++] = p + j + SPK_CTZ64(bits);
-                bits &= bits - 1;
-            }
+            _mm512_store_ps(vp + j, x);
+            if (branch_free || k)  /* one flag for the whole sweep: a hoisted branch */
+                spk_emit_avx512(k, p + j, out, &n_sp);
         }
     }
+    return n_sp;
+}
+
+/* One row of n lanes (any n): V += drive; spike; reset; spikes as base + lane. *pending
+   is set when a lane is still >= θ after its reset (reset by subtraction from V >= 2θ):
+   it will spike again with no input, so a sparse sweep must visit it next step. */
+SPK_AVX512 static int spk_sweep_row_avx512(float* v, const float* drive, int n, float threshold,
+                                           int reset_zero, int base, int32_t* out, int* pending) {
+    const __m512 th = _mm512_set1_ps(threshold);
+    const __m512 zero = _mm512_setzero_ps();
+    int n_sp = 0;
+    __mmask16 still = 0;
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xFFFF : spk_head16(n - j);
+        __m512 x = _mm512_add_ps(_mm512_maskz_loadu_ps(m, v + j), _mm512_maskz_loadu_ps(m, drive + j));
+        __mmask16 k = _mm512_mask_cmp_ps_mask(m, x, th, _CMP_GE_OQ);
+        x = reset_zero ? _mm512_mask_mov_ps(x, k, zero) : _mm512_mask_sub_ps(x, k, x, th);
+        _mm512_mask_storeu_ps(v + j, m, x);
+        if (k) {
+            spk_emit_avx512(k, base + j, out, &n_sp);
+            still |= _mm512_mask_cmp_ps_mask(k, x, th, _CMP_GE_OQ);
+        }
+    }
+    *pending |= still != 0;
+    return n_sp;
+}
+
+/* The dense sweep: V += drive (repeated every `period` lanes), S = V >= θ, reset; `out`
+   gets the spiking indices in ascending order (16 slots of room past the last). */
+SPK_AVX512 static int spk_sweep_avx512(float* v, const float* drive, int period, int n,
+                                       float threshold, int reset_zero, int branch_free,
+                                       int32_t* out) {
+    int n_sp = 0, pending = 0;
+    if (period % 16 == 0 && ((uintptr_t)v & 63) == 0) {
+        if (branch_free)
+            return reset_zero ? spk_sweep16_avx512(v, drive, period, n, threshold, 1, 1, out)
+                              : spk_sweep16_avx512(v, drive, period, n, threshold, 0, 1, out);
+        return reset_zero ? spk_sweep16_avx512(v, drive, period, n, threshold, 1, 0, out)
+                          : spk_sweep16_avx512(v, drive, period, n, threshold, 0, 0, out);
+    }
+    for (int p = 0; p < n; p += period)
+        n_sp += spk_sweep_row_avx512(v + p, drive, period, threshold, reset_zero, p, out + n_sp, &pending);
     return n_sp;
 }
 
@@ -159,6 +211,38 @@ SPK_AVX2_FN static int spk_sweep_avx2(float* v, const float* drive, int period, 
     return n_sp;
 }
 
+/* spk_sweep_row_avx512 on AVX2 (the same lanes, 8 at a time, a scalar tail). */
+SPK_AVX2_FN static int spk_sweep_row_avx2(float* v, const float* drive, int n, float threshold,
+                                          int reset_zero, int base, int32_t* out, int* pending) {
+    const __m256 th = _mm256_set1_ps(threshold);
+    int n_sp = 0, still = 0;
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 x = _mm256_add_ps(_mm256_loadu_ps(v + j), _mm256_loadu_ps(drive + j));
+        __m256 s = _mm256_cmp_ps(x, th, _CMP_GE_OQ);
+        x = reset_zero ? _mm256_andnot_ps(s, x) : _mm256_sub_ps(x, _mm256_and_ps(s, th));
+        _mm256_storeu_ps(v + j, x);
+        unsigned int bits = (unsigned int)_mm256_movemask_ps(s);
+        if (bits) {
+            still |= _mm256_movemask_ps(_mm256_and_ps(s, _mm256_cmp_ps(x, th, _CMP_GE_OQ)));
+            while (bits) {
+                out[n_sp++] = base + j + SPK_CTZ64(bits);
+                bits &= bits - 1;
+            }
+        }
+    }
+    for (; j < n; j++) {
+        float x = v[j] + drive[j];
+        int s = x >= threshold;
+        v[j] = reset_zero ? x * (float)(1 - s) : x - threshold * (float)s;
+        out[n_sp] = base + j;
+        n_sp += s;
+        still |= s & (v[j] >= threshold);
+    }
+    *pending |= still != 0;
+    return n_sp;
+}
+
 #else  /* not x86-64 GCC/Clang: the portable Cython kernels only */
 #define SPK_X86_DISPATCH 0
 static int spk_cpu_path(void) { return SPK_PORTABLE; }
@@ -169,9 +253,108 @@ static int64_t spk_add_runs_avx2(float* v, const float* wb, const int32_t* tab_w
 static void spk_add_row_avx512(float* dst, const float* src, int n) {}
 static void spk_add_row_avx2(float* dst, const float* src, int n) {}
 static int spk_sweep_avx512(float* v, const float* drive, int period, int n, float threshold,
-                            int reset_zero, int32_t* out) { return -1; }
+                            int reset_zero, int branch_free, int32_t* out) { return -1; }
 static int spk_sweep_avx2(float* v, const float* drive, int period, int n, float threshold,
                           int reset_zero, int32_t* out) { return -1; }
 #endif
+
+
+/* ---- Every path: the sparse sweep ---------------------------------------------- */
+
+/* spk_sweep_row_avx512, one lane at a time (the portable path). */
+static int spk_sweep_row_portable(float* v, const float* drive, int n, float threshold,
+                                  int reset_zero, int base, int32_t* out, int* pending) {
+    int n_sp = 0, still = 0;
+    for (int j = 0; j < n; j++) {
+        float x = v[j] + drive[j];
+        int s = x >= threshold;
+        v[j] = reset_zero ? x * (float)(1 - s) : x - threshold * (float)s;
+        out[n_sp] = base + j;
+        n_sp += s;
+        still |= s & (v[j] >= threshold);
+    }
+    *pending |= still;
+    return n_sp;
+}
+
+static inline int spk_sweep_row(int path, float* v, const float* drive, int n, float threshold,
+                                int reset_zero, int base, int32_t* out, int* pending) {
+    if (path == SPK_AVX512F)
+        return spk_sweep_row_avx512(v, drive, n, threshold, reset_zero, base, out, pending);
+    if (path == SPK_AVX2)
+        return spk_sweep_row_avx2(v, drive, n, threshold, reset_zero, base, out, pending);
+    return spk_sweep_row_portable(v, drive, n, threshold, reset_zero, base, out, pending);
+}
+
+/* Row marks: bit r of bits[] says row r (one pixel's c_out channels, channel-last) must
+   be visited by the next sweep; bit w of summary[] says bits[w] is not zero. */
+static inline void spk_mark_rows(uint64_t* bits, uint64_t* summary, int32_t row, int32_t count) {
+    for (int32_t r = row; r < row + count; r++) {
+        bits[r >> 6] |= 1ULL << (r & 63);
+        summary[r >> 12] |= 1ULL << ((r >> 6) & 63);
+    }
+}
+
+static inline int spk_row_marked(const uint64_t* bits, int64_t r) {
+    return (int)((bits[r >> 6] >> (r & 63)) & 1);
+}
+
+/* The sweep of a layer whose drive (bias) is zero on some channels. A row with no input
+   this step, no pending spike and zero drive keeps its V bit for bit (V + 0 = V: the
+   engine's membranes are never -0) and cannot spike (V < θ since its last visit), so
+   only marked rows are swept whole; unmarked rows are swept only on the 16-lane blocks
+   listed in `blocks` (offsets within a row where some drive is nonzero; none: a
+   bias-free layer, whose cost is then the marked rows alone). Marks are cleared, except
+   on rows left pending. Spikes come out in ascending order, as from the dense sweep. */
+static int spk_sweep_marked(int path, float* v, const float* drive, int c, int n_rows,
+                            float threshold, int reset_zero, const int32_t* blocks, int n_blocks,
+                            uint64_t* bits, uint64_t* summary, int32_t* out) {
+    int n_sp = 0;
+    if (n_blocks == 0) {
+        int n_summary = ((n_rows + 63) / 64 + 63) / 64;
+        for (int s = 0; s < n_summary; s++) {
+            uint64_t sw = summary[s];
+            while (sw) {
+                int w = s * 64 + SPK_CTZ64(sw);
+                uint64_t word = bits[w], keep = 0;
+                sw &= sw - 1;
+                while (word) {
+                    int b = SPK_CTZ64(word);
+                    int64_t r = (int64_t)w * 64 + b;
+                    int pending = 0;
+                    word &= word - 1;
+                    n_sp += spk_sweep_row(path, v + r * c, drive, c, threshold, reset_zero,
+                                          (int)(r * c), out + n_sp, &pending);
+                    if (pending)
+                        keep |= 1ULL << b;
+                }
+                bits[w] = keep;
+                if (!keep)
+                    summary[s] &= ~(1ULL << (w & 63));
+            }
+        }
+        return n_sp;
+    }
+    for (int64_t r = 0; r < n_rows; r++) {
+        float* vr = v + r * c;
+        int pending = 0;
+        if (spk_row_marked(bits, r)) {
+            n_sp += spk_sweep_row(path, vr, drive, c, threshold, reset_zero, (int)(r * c),
+                                  out + n_sp, &pending);
+            if (!pending)
+                bits[r >> 6] &= ~(1ULL << (r & 63));
+        } else {
+            for (int i = 0; i < n_blocks; i++) {
+                int j = blocks[i];
+                int len = c - j < 16 ? c - j : 16;
+                n_sp += spk_sweep_row(path, vr + j, drive + j, len, threshold, reset_zero,
+                                      (int)(r * c + j), out + n_sp, &pending);
+            }
+            if (pending)
+                spk_mark_rows(bits, summary, (int32_t)r, 1);
+        }
+    }
+    return n_sp;
+}
 
 #endif  /* SPK_SIMD_H */
