@@ -284,7 +284,11 @@ cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
         ls.synops = 0
         ls.spike_total = 0
         if ls.v != NULL:
-            memset(ls.v, 0, lp.n_out * sizeof(float))
+            if lp.v_init == 0:
+                memset(ls.v, 0, lp.n_out * sizeof(float))
+            else:  # the network's v_init·θ (docs/step-semantics.md)
+                for o in range(lp.n_out):
+                    ls.v[o] = lp.v_init
         if lp.kind == KIND_POOL:
             memset(ls.counts, 0, lp.n_in * sizeof(int32_t))
             for o in range(lp.n_out):

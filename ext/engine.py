@@ -357,6 +357,7 @@ def _compile_layer(i: int, layer: Layer, prev_shape: tuple[int, ...]) -> dict[st
         "stride": tuple(int(s) for s in layer.stride),
         "threshold": float(np.float32(layer.threshold)),
         "lam": float(np.float32(layer.lam)),
+        "v_init": 0.0,  # CompiledNetwork sets a spiking layer's: Network.initial_potential
         "weight": _EMPTY_F32,
         "bias": _f32(np.zeros(out_chw[0], np.float32)),
         "tab_ptr": _EMPTY_I32,
@@ -443,7 +444,13 @@ class CompiledNetwork:
 
         for i, ly in enumerate(network.layers):
             srcs = ly.sources(i)
-            layers.append({**_compile_layer(i, ly, shape_of(srcs[0])), "src": srcs[0]})
+            layers.append(
+                {
+                    **_compile_layer(i, ly, shape_of(srcs[0])),
+                    "src": srcs[0],
+                    "v_init": network.initial_potential(ly),
+                }
+            )
             # Each further input: a weight set of its own into this layer's membranes.
             for j, e in zip(srcs[1:], ly.extra, strict=True):
                 extras.append({**_compile_layer(i, e, shape_of(j)), "src": j})
