@@ -1,6 +1,10 @@
 """Low-latency conversion: which post-training option makes the SNN accurate after few steps.
 
-    python bench/lowlatency.py --mnist 1000 --cifar 300   # the committed results (~15 min CPU)
+    python bench/lowlatency.py --mnist 1000 --cifar 200   # all three in one process (~15 min CPU)
+    python bench/lowlatency.py --part --only mnist --mnist 1000   # or one data set per process,
+    python bench/lowlatency.py --part --only cifar10 --cifar 200  # in parallel (the committed
+    python bench/lowlatency.py --part --only nmnist               # results), then
+    python bench/lowlatency.py --assemble
     python bench/lowlatency.py --quick         # smoke run, out to bench/.cache/
 
 Each trained ANN of the bench (bench/models/*.pt) is converted with ``convert()`` at four
@@ -202,7 +206,27 @@ def main() -> None:
     ap.add_argument("--event-steps", type=int, default=300, help="steps traced for N-MNIST (plateau)")
     ap.add_argument("--only", nargs="+", choices=["mnist", "cifar10", "nmnist"])
     ap.add_argument("--quick", action="store_true", help="smoke run; writes to bench/.cache/")
+    ap.add_argument(
+        "--part", action="store_true",
+        help="write each data set of --only to bench/.cache/lowlatency.<name>.json (runs in parallel)",
+    )  # fmt: skip
+    ap.add_argument("--assemble", action="store_true", help="join the three parts into the results file")
     args = ap.parse_args()
+    if args.assemble:
+        names = ("mnist", "cifar10", "nmnist")
+        parts = {n: json.loads((CACHE / f"lowlatency.{n}.json").read_text()) for n in names}
+        result = {
+            **parts["mnist"],
+            "datasets": {n: p["datasets"][n] for n, p in parts.items()},
+            "total_seconds": {n: p["total_seconds"] for n, p in parts.items()},
+            "process_cpu_seconds": {n: p["process_cpu_seconds"] for n, p in parts.items()},
+            "command": "; ".join(
+                [*(p["command"] for p in parts.values()), "python bench/lowlatency.py --assemble"]
+            ),
+        }
+        (RESULTS / "lowlatency.json").write_text(json.dumps(result, indent=1) + "\n")
+        plot(result, RESULTS / "lowlatency.png")
+        return
     if args.quick:
         args.mnist, args.cifar, args.nmnist, args.frame_steps, args.event_steps = 200, 50, 30, 64, 64
     torch.set_num_threads(1)
@@ -223,14 +247,16 @@ def main() -> None:
         "process_cpu_seconds": round(time.process_time() - c0, 1),
         "command": "python bench/lowlatency.py"
         + (" --quick" if args.quick else f" --mnist {args.mnist} --cifar {args.cifar} --nmnist {args.nmnist}")
-        + (f" --only {' '.join(args.only)}" if args.only else ""),
+        + (f" --only {' '.join(args.only)}" if args.only else "")
+        + (" --part" if args.part else ""),
         "machine": machine(),
     }
-    out = CACHE if args.quick else RESULTS
+    out = CACHE if args.quick or args.part else RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lowlatency.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out / 'lowlatency.json'}")
-    plot(result, out / "lowlatency.png")
+    stem = f"lowlatency.{'.'.join(which)}" if args.part else "lowlatency"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out / f'{stem}.json'}")
+    plot(result, out / f"{stem}.png")
 
 
 if __name__ == "__main__":
