@@ -1,9 +1,10 @@
 """Low-latency conversion: which post-training option makes the SNN accurate after few steps.
 
-    python bench/lowlatency.py --mnist 1000 --cifar 200   # all three in one process (~15 min CPU)
-    python bench/lowlatency.py --part --only mnist --mnist 1000   # or one data set per process,
-    python bench/lowlatency.py --part --only cifar10 --cifar 200  # in parallel (the committed
-    python bench/lowlatency.py --part --only nmnist               # results), then
+    python bench/lowlatency.py --mnist 500 --cifar 100 --frame-steps 64   # all in one process
+    # or one data set per process, in parallel (the committed results), then --assemble:
+    python bench/lowlatency.py --part --only mnist --mnist 500 --frame-steps 64
+    python bench/lowlatency.py --part --only cifar10 --cifar 100 --frame-steps 64
+    python bench/lowlatency.py --part --only nmnist
     python bench/lowlatency.py --assemble
     python bench/lowlatency.py --quick         # smoke run, out to bench/.cache/
 
@@ -246,7 +247,12 @@ def main() -> None:
         "total_seconds": round(time.time() - t0, 1),
         "process_cpu_seconds": round(time.process_time() - c0, 1),
         "command": "python bench/lowlatency.py"
-        + (" --quick" if args.quick else f" --mnist {args.mnist} --cifar {args.cifar} --nmnist {args.nmnist}")
+        + (
+            " --quick"
+            if args.quick
+            else f" --mnist {args.mnist} --cifar {args.cifar} --nmnist {args.nmnist}"
+            f" --frame-steps {args.frame_steps} --event-steps {args.event_steps}"
+        )
         + (f" --only {' '.join(args.only)}" if args.only else "")
         + (" --part" if args.part else ""),
         "machine": machine(),

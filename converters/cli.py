@@ -82,7 +82,8 @@ def register(sub: Any) -> None:
     p.add_argument("--max-calibration-samples", type=int, default=10_000)
     p.add_argument("--percentile", type=float, default=99.9, help="λ percentile; 100 = max-norm")
     p.add_argument(
-        "--v-init", type=float, default=0.5, help="initial membrane / threshold in [0, 1); 0 = classic"
+        "--v-init", type=float, default=None,
+        help="initial membrane / threshold in [0, 1); default 0.5 for frames, 0 for events",
     )
     p.add_argument("--reset", choices=["subtract", "zero"], default="subtract")
     p.add_argument("--input-kind", choices=["frame", "events"], default="frame")

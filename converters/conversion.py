@@ -565,7 +565,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     calibration: Any,
     *,
     percentile: float = 99.9,
-    v_init: float = 0.5,
+    v_init: float | None = None,
     reset: str = "subtract",
     input_kind: str = "frame",
     input_encoding: str = "analog",
@@ -587,9 +587,11 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     an array or tensor (N, C, H, W), or a DataLoader of ``x`` or ``(x, y)`` batches.
     ``percentile`` picks λ per layer (100 = max-norm). ``v_init`` is where every
     spiking layer's membrane starts after a reset, as a fraction of its threshold, in
-    [0, 1): 0.5 (the default) makes the rate code round to nearest instead of down, so
-    the SNN is accurate after few steps (Bu et al. 2022; bench/lowlatency.py); 0 is the
-    classic Rueckauer et al. start. ``input_scale/mean/std`` record
+    [0, 1); 0 is the classic Rueckauer et al. start, 0.5 makes the rate code round to
+    nearest instead of down (Bu et al. 2022). ``None`` (the default) takes what won in
+    bench/lowlatency.py for the input kind: 0.5 for frames (accurate after few steps),
+    0 for events (whose input builds up over the stream: 0.5 fired early on too little
+    evidence and decided later on N-MNIST). ``input_scale/mean/std`` record
     how raw frames map to that input (``x = (raw*scale - mean)/std``) for the runtime.
     ``holdout=(x, labels)`` records the early-exit calibration table over
     ``calibration_steps`` steps (frames, or EventSteps per recording for an event
@@ -601,7 +603,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         raise ParameterError(f"percentile must be in (0, 100], got {percentile}")
     if reset not in ("subtract", "zero"):
         raise ParameterError(f"reset must be 'subtract' or 'zero', not {reset!r}")
-    v_init = check_v_init("v_init", v_init)
+    v_init = check_v_init("v_init", (0.5 if input_kind == "frame" else 0.0) if v_init is None else v_init)
     if calibration_steps < 1:
         raise ParameterError(f"calibration_steps must be >= 1, got {calibration_steps}")
     model = model.eval()

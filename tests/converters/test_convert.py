@@ -195,6 +195,9 @@ def test_event_networks_get_a_table_from_recordings(digits):
     tr = engine_trace(net, recs, 15)
     np.testing.assert_array_equal(out.calibration.correct, tr.correct(labels))
     assert "operating_point" in out.meta
+    assert net.v_init == 0.0  # event input: membranes start at 0 unless asked (bench/lowlatency.py)
+    half = convert(model, calib, input_kind="events", v_init=0.5, progress=False)
+    assert half.v_init == 0.5 and not np.array_equal(engine_trace(half, recs, 15).confidence, tr.confidence)
     with pytest.raises(ValueError, match="EventSteps"):
         convert(model, calib, input_kind="events", holdout=(calib[:6], labels), progress=False)
 
