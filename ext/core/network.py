@@ -420,7 +420,8 @@ class Network:
             inp = f"events {spec.shape} ({pol}), dt={spec.dt_us} us"
         lines = [
             f"input: {inp}",
-            f"reset: {self.reset}   temperature: {self.temperature:g}   classes: {self.n_classes}",
+            f"reset: {self.reset}   v_init: {self.v_init:g}   temperature: {self.temperature:g}   "
+            f"classes: {self.n_classes}",
             f"{'#':>2}  {'kind':<8}{'name':<16}{'in':<16}{'out':<16}{'k/s/p':<14}"
             f"{'lambda':>10}{'theta':>7}{'neurons':>9}",
         ]
