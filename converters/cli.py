@@ -44,6 +44,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         model,
         calib,
         percentile=args.percentile,
+        v_init=args.v_init,
         reset=args.reset,
         input_kind=args.input_kind,
         input_encoding=args.input_encoding,
@@ -80,6 +81,10 @@ def register(sub: Any) -> None:
     p.add_argument("--calibration-steps", type=int, default=200)
     p.add_argument("--max-calibration-samples", type=int, default=10_000)
     p.add_argument("--percentile", type=float, default=99.9, help="λ percentile; 100 = max-norm")
+    p.add_argument(
+        "--v-init", type=float, default=None,
+        help="initial membrane / threshold in [0, 1); default 0.5 for frames, 0 for events",
+    )
     p.add_argument("--reset", choices=["subtract", "zero"], default="subtract")
     p.add_argument("--input-kind", choices=["frame", "events"], default="frame")
     p.add_argument("--input-encoding", choices=["analog", "poisson"], default="analog")

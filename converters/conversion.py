@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from spikecast.converters.parse import INPUT, Op, trace
 from spikecast.ext.core.calibration import META_KEY, Calibration
 from spikecast.ext.core.errors import ConversionError, ParameterError
-from spikecast.ext.core.network import CalibrationTable, InputSpec, Layer, Network
+from spikecast.ext.core.network import CalibrationTable, InputSpec, Layer, Network, check_v_init
 from torch import nn
 
 #: meta key: {layer index: a} for the layers converted from a ReLU clipped at a.
@@ -565,6 +565,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     calibration: Any,
     *,
     percentile: float = 99.9,
+    v_init: float | None = None,
     reset: str = "subtract",
     input_kind: str = "frame",
     input_encoding: str = "analog",
@@ -584,7 +585,13 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
 
     ``calibration`` is network-input data (what ``model`` takes, already normalised):
     an array or tensor (N, C, H, W), or a DataLoader of ``x`` or ``(x, y)`` batches.
-    ``percentile`` picks λ per layer (100 = max-norm). ``input_scale/mean/std`` record
+    ``percentile`` picks λ per layer (100 = max-norm). ``v_init`` is where every
+    spiking layer's membrane starts after a reset, as a fraction of its threshold, in
+    [0, 1); 0 is the classic Rueckauer et al. start, 0.5 makes the rate code round to
+    nearest instead of down (Bu et al. 2022). ``None`` (the default) takes what won in
+    bench/lowlatency.py for the input kind: 0.5 for frames (accurate after few steps),
+    0 for events (whose input builds up over the stream: 0.5 fired early on too little
+    evidence and decided later on N-MNIST). ``input_scale/mean/std`` record
     how raw frames map to that input (``x = (raw*scale - mean)/std``) for the runtime.
     ``holdout=(x, labels)`` records the early-exit calibration table over
     ``calibration_steps`` steps (frames, or EventSteps per recording for an event
@@ -596,6 +603,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         raise ParameterError(f"percentile must be in (0, 100], got {percentile}")
     if reset not in ("subtract", "zero"):
         raise ParameterError(f"reset must be 'subtract' or 'zero', not {reset!r}")
+    v_init = check_v_init("v_init", (0.5 if input_kind == "frame" else 0.0) if v_init is None else v_init)
     if calibration_steps < 1:
         raise ParameterError(f"calibration_steps must be >= 1, got {calibration_steps}")
     model = model.eval()
@@ -631,6 +639,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         "converter": "spikecast",
         "method": "Rueckauer et al. 2017, layer-wise data-based normalisation",
         "percentile": percentile,
+        "v_init": v_init,
         "calibration_samples": seen,
         "source_model": type(model).__name__,
     }
@@ -643,6 +652,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         reset=reset,  # type: ignore[arg-type]
         temperature=temperature,
         meta=meta,
+        v_init=v_init,
     )
     if holdout is not None:
         table = calibration_table(net, holdout[0], holdout[1], calibration_steps, batch_size, progress)

@@ -18,7 +18,8 @@ What NIR's primitives do not say is recorded in the graph metadata: ``reset``
 (NIR's IF resets to ``v_reset``; spikecast's default resets by subtraction), the
 threshold test (spikecast fires at V >= θ, NIR's text says v > v_thr), the input
 kind, encoding, normalisation and dt_us, class names, layer names, every λ and
-threshold as float64, temperature and ``meta`` — all as one JSON text under
+threshold as float64, temperature, the initial membrane fraction ``v_init`` (NIR's
+IF has no initial state) and ``meta`` — all as one JSON text under
 ``spikecast``, so that :func:`from_nir` restores the exact ``.scn`` (the calibration
 table is not carried). The gated max-pool has no NIR primitive and is refused.
 
@@ -70,6 +71,9 @@ def _graph_metadata(net: Network) -> dict[str, Any]:
         "threshold_test": THRESHOLD_TEST,
         "class_names": list(net.class_names),
         "temperature": float(net.temperature),
+        # NIR's IF has no initial state: spiking layers start at v_init·θ, recorded here
+        # (only when not 0, so earlier exports keep their metadata).
+        **({"v_init": float(net.v_init)} if net.v_init else {}),
         "layers": [
             {
                 "name": ly.name,
@@ -90,6 +94,7 @@ def _graph_metadata(net: Network) -> dict[str, Any]:
         "input_encoding": spec.encoding,
         "dt_us": int(spec.dt_us),
         "class_names": ",".join(net.class_names),
+        **({"v_init": float(net.v_init)} if net.v_init else {}),
     }
 
 
@@ -653,6 +658,7 @@ def from_nir(graph: Any, options: NirImportOptions | None = None) -> Network:
         reset=reset,  # type: ignore[arg-type]
         temperature=float(record["temperature"]) if record else 1.0,
         meta=meta,
+        v_init=float(record.get("v_init", 0.0)) if record else 0.0,
     )
 
 

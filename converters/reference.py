@@ -5,7 +5,7 @@ obviously correct over being fast. For each step t = 1..T and each layer l:
 
     V_l += W_l · S_{l-1}(t) + b_l          (frames: layer 1 adds I = W_1·x + b_1)
                                            (several inputs: Σ_k W_lk · S_{src k}(t) + b_l)
-    S_l(t) = [V_l >= θ_l]                  (spiking layers)
+    S_l(t) = [V_l >= θ_l]                  (spiking layers; V_l(0) = v_init·θ_l, output V_L(0) = 0)
     V_l -= θ_l · S_l(t)                    (reset by subtraction; or V_l = 0 on a spike)
 
 Gated max-pool: counts C += S_in(t); in each window the input with the largest count
@@ -165,7 +165,8 @@ class _DenseRun:
             ]
             for i, ly in enumerate(layers)
         ]
-        self.v = [torch.zeros(batch, *ly.out_shape, device=dev) for ly in layers]
+        # Spiking layers start at v_init·θ (docs/step-semantics.md), the output at 0.
+        self.v = [torch.full((batch, *ly.out_shape), net.initial_potential(ly), device=dev) for ly in layers]
         self.pool_counts = [torch.zeros(batch, *ly.in_shape, device=dev) for ly in layers]
         self.counts = [torch.zeros(batch, *ly.out_shape, device=dev) for ly in layers]
         self.synops = torch.zeros(batch, len(layers), dtype=torch.float64, device=dev)

@@ -49,6 +49,7 @@ ctypedef struct LayerPlan:
     int c_in_g, c_out_g      # conv: channels per group (ungrouped: c_in, c_out)
     float threshold
     float lam
+    float v_init             # membrane potential after a reset (v_init·θ; 0: output, pool)
     const float* weight      # conv [c_in][kh][kw reversed][c_out/groups]; linear [n_in][n_out]; pool NULL
     const float* bias        # (c_out,) per channel (linear: c_out = n_out); zeros if none
     # CSR tables over input positions y * w_in + x (conv, pool), border-aware:

@@ -314,7 +314,11 @@ cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
         ls.synops = 0
         ls.spike_total = 0
         if ls.v != NULL:
-            memset(ls.v, 0, lp.n_out * sizeof(float))
+            if lp.v_init == 0:
+                memset(ls.v, 0, lp.n_out * sizeof(float))
+            else:  # the network's v_init·θ (docs/step-semantics.md)
+                for o in range(lp.n_out):
+                    ls.v[o] = lp.v_init
         if ls.bits != NULL:
             memset(ls.bits, 0, row_words(lp) * sizeof(uint64_t))
             memset(ls.summary, 0, summary_words(lp) * sizeof(uint64_t))

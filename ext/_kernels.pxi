@@ -350,6 +350,7 @@ cdef int fill_layer(LayerPlan* lp, dict d, list keep) except -1:
     lp.sh, lp.sw = d["stride"]
     lp.threshold = <float> d["threshold"]
     lp.lam = <float> d["lam"]
+    lp.v_init = <float> d["v_init"]
     lp.weight = _fptr(d["weight"])
     lp.bias = _fptr(d["bias"])
     lp.tab_ptr = _iptr(d["tab_ptr"])

@@ -357,6 +357,7 @@ def _compile_layer(i: int, layer: Layer, prev_shape: tuple[int, ...]) -> dict[st
         "stride": tuple(int(s) for s in layer.stride),
         "threshold": float(np.float32(layer.threshold)),
         "lam": float(np.float32(layer.lam)),
+        "v_init": 0.0,  # CompiledNetwork sets a spiking layer's: Network.initial_potential
         "weight": _EMPTY_F32,
         "bias": _f32(np.zeros(out_chw[0], np.float32)),
         "tab_ptr": _EMPTY_I32,
@@ -484,7 +485,9 @@ class CompiledNetwork:
             where = f"layer {i} ({ly.name})"
             d = _compile_layer(i, ly, shape_of(srcs[0]))
             mode = d["sweep_mode"] if ly.spiking else _SWEEP_DENSE  # the marks' tables
-            layers.append({**_mark_tables(d, mode, where), "src": srcs[0]})
+            layers.append(
+                {**_mark_tables(d, mode, where), "src": srcs[0], "v_init": network.initial_potential(ly)}
+            )
             # Each further input: a weight set of its own into this layer's membranes,
             # marking its rows as the layer's own input does.
             for j, e in zip(srcs[1:], ly.extra, strict=True):

@@ -51,6 +51,7 @@ FORMAT_VERSION = 2
 # stay finite: λ = 1e39 or temperature = 1e-320 are refused, not NaN later.
 SCALE_RANGE = (1e-12, 1e12)  # λ, thresholds, input scale and std
 TEMPERATURE_RANGE = (1e-6, 1e6)
+V_INIT_RANGE = (0.0, 1.0)  # initial membrane / threshold: [0, 1), 1 would fire unprompted
 MEAN_LIMIT = 1e12
 MAX_DIM = 1 << 20  # any one shape entry
 MAX_NEURONS = (1 << 31) - 1  # product of a shape (the engine indexes with int32)
@@ -295,6 +296,10 @@ class Network:
     temperature: float = 1.0
     calibration: CalibrationTable | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    #: Initial membrane potential of every spiking layer after a reset, as a fraction of
+    #: its threshold, in [0, 1): 0.5 turns the rate code's floor quantisation into
+    #: round-to-nearest (docs/step-semantics.md). The output integrator starts at 0.
+    v_init: float = 0.0
     #: Format version of the file this network was loaded from (None: built in
     #: memory). 1 means only its arrays were verified, not its manifest.
     file_version: int | None = field(default=None, compare=False, repr=False)
@@ -362,6 +367,7 @@ class Network:
 
     def _check_fields(self) -> None:
         _check_positive("temperature", self.temperature, TEMPERATURE_RANGE)
+        check_v_init("v_init", self.v_init)
         if len(self.layers) > MAX_LAYERS:
             raise ParameterError(f"{len(self.layers)} layers, more than {MAX_LAYERS}")
         for i, name in enumerate((*self.class_names, *(ly.name for ly in self.layers))):
@@ -389,6 +395,14 @@ class Network:
         arrays = self._arrays()
         return _digest(self._file_manifest(arrays), arrays)
 
+    def initial_potential(self, layer: Layer) -> float:
+        """The membrane potential ``layer`` starts from after a reset (float32 arithmetic,
+        so the engine and the reference start from the same value): v_init·θ for a
+        spiking layer, 0 for the output integrator and max-pools (which have none)."""
+        if not layer.spiking or layer.kind == "maxpool":
+            return 0.0
+        return float(np.float32(self.v_init) * np.float32(layer.threshold))
+
     def with_(self, **changes: Any) -> Network:
         """A copy with some fields replaced (the dataclass is frozen)."""
         return replace(self, **changes)
@@ -406,7 +420,8 @@ class Network:
             inp = f"events {spec.shape} ({pol}), dt={spec.dt_us} us"
         lines = [
             f"input: {inp}",
-            f"reset: {self.reset}   temperature: {self.temperature:g}   classes: {self.n_classes}",
+            f"reset: {self.reset}   v_init: {self.v_init:g}   temperature: {self.temperature:g}   "
+            f"classes: {self.n_classes}",
             f"{'#':>2}  {'kind':<8}{'name':<16}{'in':<16}{'out':<16}{'k/s/p':<14}"
             f"{'lambda':>10}{'theta':>7}{'neurons':>9}",
         ]
@@ -487,6 +502,9 @@ class Network:
             "class_names": [str(c) for c in self.class_names],
             "reset": self.reset,
             "temperature": float(self.temperature),
+            # Written only when not 0, so networks without it keep the manifest (and
+            # sha256) of earlier releases.
+            **({"v_init": float(self.v_init)} if self.v_init != 0 else {}),
             "calibration": None
             if self.calibration is None
             else {"steps": self.calibration.n_steps, "samples": self.calibration.n_samples},
@@ -535,6 +553,11 @@ def _fmt(shape: tuple[int, ...]) -> str:
 
 
 # -- value checks shared by the dataclasses and the loader ------------------------
+
+
+def check_v_init(name: str, value: Any) -> float:
+    """The initial membrane potential as a fraction of threshold: a number in [0, 1)."""
+    return check_float(name, value, *V_INIT_RANGE, hi_open=True)
 
 
 def _check_positive(name: str, value: Any, bounds: tuple[float, float]) -> float:
@@ -631,6 +654,7 @@ _TOP_KEYS = (
     "format", "format_version", "input", "layers", "class_names", "reset", "temperature",
     "calibration", "meta", "arrays", "sha256",
 )  # fmt: skip
+_TOP_OPTIONAL = ("v_init",)  # absent: 0
 _INPUT_KEYS = ("kind", "shape", "scale", "mean", "std", "encoding", "dt_us")
 _LAYER_KEYS = (
     "kind", "name", "in_shape", "out_shape", "kernel", "stride", "padding", "lambda", "threshold",
@@ -748,7 +772,7 @@ def _load_zip(zf: zipfile.ZipFile, path: Path, max_bytes: int) -> Network:
     infos = _members(zf, path)
     manifest = _read_manifest(zf, infos.pop("manifest", None), path)
     version = _check_version(manifest, path)
-    top = _Obj(manifest, "manifest", _TOP_KEYS)
+    top = _Obj(manifest, "manifest", _TOP_KEYS, _TOP_OPTIONAL)
     spec = _input_spec(_Obj(manifest["input"], "input", _INPUT_KEYS))
     layers = _layers(top)
     fields = _top_fields(top)
@@ -1009,6 +1033,7 @@ def _top_fields(top: _Obj) -> dict[str, Any]:
         "reset": top.get_text("reset", ("subtract", "zero")),
         "temperature": top.get_num("temperature", *TEMPERATURE_RANGE),
         "meta": meta,
+        **({"v_init": float(top._get("v_init", check_v_init))} if "v_init" in top.obj else {}),
     }
 
 
@@ -1045,5 +1070,6 @@ __all__ = [
     "Network",
     "UnverifiedManifestWarning",
     "check_meta",
+    "check_v_init",
     "load_network",
 ]

@@ -237,3 +237,23 @@ def test_defaults_contract() -> None:
     assert not small["target_accuracy_0.99"]["runs_to_t_max"]
     assert not small["target_accuracy_0.995"]["runs_to_t_max"]
     assert "command" in r and "machine" in r
+
+
+def test_lowlatency_contract() -> None:
+    r = load("lowlatency.json")
+    steps = r["steps"]
+    assert steps == [4, 8, 16, 32, 64]
+    assert set(r["datasets"]) == {"mnist", "cifar10", "nmnist"}
+    for name, d in r["datasets"].items():
+        assert is_fraction(d["ann_accuracy"]), name
+        opts = d["options"]
+        # every λ percentile with both membrane starts: the ablation is a full grid
+        assert {o["v_init"] for o in opts.values()} == {0.0, 0.5}, name
+        assert len(opts) == 2 * len({o["percentile"] for o in opts.values()}), name
+        for key, o in opts.items():
+            assert 0 < o["percentile"] <= 100 and 0 <= o["v_init"] < 1, (name, key)
+            assert sorted(int(t) for t in o["accuracy"]) == steps, (name, key)
+            check_by_t(o["accuracy"])
+            assert is_fraction(o["plateau"]) and len(o["curve"]) == d["t_max"], (name, key)
+            for t, acc in o["accuracy"].items():
+                assert math.isclose(o["curve"][int(t) - 1], acc, abs_tol=1e-5), (name, key, t)

@@ -67,6 +67,17 @@ def test_reset_by_subtraction_beats_reset_to_zero(digits):
         assert a_sub > a_zero, (a_sub, a_zero)
 
 
+def test_v_init_half_by_default_and_more_accurate_at_small_t(digits, converted):
+    """v_init = 0.5 (the default) rounds the rate code to nearest: better over the first steps."""
+    assert converted.v_init == 0.5 and converted.meta["v_init"] == 0.5
+    classic = convert(digits.model, digits.x_train, v_init=0.0, progress=False)
+    assert classic.v_init == 0.0
+    n_steps = 8
+    early = simulate(converted, digits.x_test, n_steps).accuracy_by_step(digits.y_test)
+    early0 = simulate(classic, digits.x_test, n_steps).accuracy_by_step(digits.y_test)
+    assert early.mean() > early0.mean(), (early, early0)
+
+
 def test_percentile_and_max_norm_lambdas(digits):
     pct = convert(digits.model, digits.x_train, percentile=99.9, progress=False)
     mx = convert(digits.model, digits.x_train, percentile=100.0, progress=False)
@@ -184,6 +195,9 @@ def test_event_networks_get_a_table_from_recordings(digits):
     tr = engine_trace(net, recs, 15)
     np.testing.assert_array_equal(out.calibration.correct, tr.correct(labels))
     assert "operating_point" in out.meta
+    assert net.v_init == 0.0  # event input: membranes start at 0 unless asked (bench/lowlatency.py)
+    half = convert(model, calib, input_kind="events", v_init=0.5, progress=False)
+    assert half.v_init == 0.5 and not np.array_equal(engine_trace(half, recs, 15).confidence, tr.confidence)
     with pytest.raises(ValueError, match="EventSteps"):
         convert(model, calib, input_kind="events", holdout=(calib[:6], labels), progress=False)
 
@@ -255,6 +269,9 @@ def test_parameter_errors_are_value_errors(digits):
         convert(digits.model, digits.x_train, percentile=0, progress=False)
     with pytest.raises(ValueError, match="reset"):
         convert(digits.model, digits.x_train, reset="hard", progress=False)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="v_init"):
+            convert(digits.model, digits.x_train, v_init=bad, progress=False)
 
 
 def test_percentile_sample_stays_bounded_and_unbiased() -> None:

@@ -40,6 +40,7 @@ NETS = {
     "events_linear": nets.net_events_linear,
     "frame_conv_only": nets.net_frame_conv_only,
     "frame_linear": nets.net_frame_linear,
+    "frame_deep_v_init": lambda: net_frame_deep().with_(v_init=0.5),  # travels in the metadata
 }
 
 

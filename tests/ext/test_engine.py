@@ -56,6 +56,13 @@ def _cases() -> list[tuple[str, Network]]:
     # reads an earlier layer than the previous one.
     cases.append(("net_dag_frame", nets.net_dag()))
     cases.append(("net_dag_events_zero", nets.net_dag(reset="zero", kind="events")))
+    # Membranes that start at a fraction of threshold (Network.v_init), both resets,
+    # frames and events, pools, grouped convs and a DAG.
+    cases.append(("net_frame_pool3_vinit", nets.net_frame_pool3().with_(v_init=0.5)))
+    cases.append(("net_events_conv_out_vinit", nets.net_events_conv_out().with_(v_init=0.5)))
+    cases.append(("net_wide_events_vinit", nets.net_wide(kind="events").with_(v_init=0.25)))
+    cases.append(("net_grouped_frame_vinit", nets.net_grouped().with_(v_init=0.75)))
+    cases.append(("net_dag_frame_vinit", nets.net_dag().with_(v_init=0.5)))
     return cases
 
 

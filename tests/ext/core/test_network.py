@@ -303,6 +303,7 @@ EDITS = {
     "dt_us": lambda m: m["input"].update(dt_us=1000),
     "meta": lambda m: m["meta"].update(operating_point={"tau": 0.9}),
     "input mean": lambda m: m["input"].update(mean=[0.5]),
+    "v_init": lambda m: m.update(v_init=0.5),
 }
 
 
@@ -326,9 +327,25 @@ def test_sha256_covers_every_field() -> None:
         net.with_(layers=(Layer(**{**ly0.__dict__, "threshold": 1.01}), *net.layers[1:])),
         net.with_(layers=(Layer(**{**ly0.__dict__, "lam": 2.51}), *net.layers[1:])),
         net.with_(calibration=None),
+        net.with_(v_init=0.5),
     ]
     hashes = {net.sha256, *(v.sha256 for v in variants)}
     assert len(hashes) == len(variants) + 1
+
+
+def test_v_init_round_trips_and_is_absent_when_zero(tmp_path: Path) -> None:
+    net = small_net()
+    for v_init in (0.0, 0.5):
+        path = net.with_(v_init=v_init).save(tmp_path / f"v{v_init}.scn")
+        with zipfile.ZipFile(path) as zf:
+            manifest = json.loads(np.load(io.BytesIO(zf.read("manifest.npy"))).tobytes())
+        assert ("v_init" in manifest) == (v_init != 0)  # files without it keep their sha256
+        back = load_network(path)
+        assert back.v_init == v_init
+        assert back.sha256 == net.with_(v_init=v_init).sha256
+    half = net.with_(v_init=0.5)
+    assert [half.initial_potential(ly) for ly in half.layers][-1] == 0.0  # the output integrator
+    assert half.initial_potential(half.layers[0]) == pytest.approx(0.5 * half.layers[0].threshold)
 
 
 def test_v2_file_stores_the_network_sha256(tmp_path: Path) -> None:
@@ -446,6 +463,7 @@ RANGE_EDITS = {
     "layers": lambda m: m.update(layers={"0": 1}),
     "input": lambda m: m["input"].update(extra=1),
     "groups": lambda m: m["layers"][0].update(groups=0),
+    "v_init": lambda m: m.update(v_init=1.0),
 }
 
 
@@ -501,6 +519,9 @@ def test_in_memory_networks_are_range_checked() -> None:
         net.with_(layers=(Layer(**{**ly0.__dict__, "stride": (0, 1)}), *net.layers[1:]))
     with pytest.raises(ParameterError, match="temperature"):
         net.with_(temperature=1e-320)
+    for bad in (-0.25, 1.0, float("nan"), "0.5"):
+        with pytest.raises(ParameterError, match="v_init"):
+            net.with_(v_init=bad)
     with pytest.raises(ParameterError, match="meta"):
         net.with_(meta={"x": float("nan")})
     deep: dict = {}
