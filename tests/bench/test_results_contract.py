@@ -237,3 +237,27 @@ def test_defaults_contract() -> None:
     assert not small["target_accuracy_0.99"]["runs_to_t_max"]
     assert not small["target_accuracy_0.995"]["runs_to_t_max"]
     assert "command" in r and "machine" in r
+
+
+def test_models_contract() -> None:
+    r = load("models.json")
+    resnets = [k for k in r if k.startswith("resnet") and k.endswith("_cifar10")]
+    assert resnets, "no CIFAR-10 ResNet in models.json"
+    for name in resnets:
+        net = r[name]
+        assert is_fraction(net["ann_accuracy"])
+        check_by_t(net["snn_accuracy_by_T"])
+        assert set(net["snn_accuracy_by_T"]) >= {"32", "64", "128", "256"}
+        ee = net["early_exit"]
+        assert is_fraction(ee["accuracy"]) and 1 <= ee["mean_steps"] <= ee["t_max"]
+        assert is_number(net["synops_per_decision"]) and net["synops_per_decision"] > 0
+    rows = {row["name"]: row for row in r["torchvision"]}
+    assert set(rows) == {"resnet18", "vgg11_bn", "mobilenet_v2"}
+    for row in rows.values():
+        assert isinstance(row["converts"], bool)
+        if row["converts"]:
+            assert is_fraction(row["reference_agreement"]["class_agreement"])
+            assert isinstance(row["reference_agreement"]["synops_equal"], bool)
+            assert is_number(row["ms_per_step"]) and row["ms_per_step"] > 0
+        else:
+            assert row["error"]
