@@ -3,12 +3,15 @@ vgg11_bn and mobilenet_v2 with random weights.
 
     python bench/models.py                 # full run, writes bench/results/models.json + .png
     python bench/models.py --quick         # smoke run on small subsets -> bench/results/models-quick.json
+    python bench/models.py --skip-torchvision   # one part only; the other is kept from models.json
 
 **CIFAR-10 ResNet.** bench/resnet_cifar.py trains the network (seeded, on the CPU; its
 recipe is bench/results/resnet8_cifar10.train.json). Here it is converted with
 ``convert()``'s defaults, plus the input normalisation, the class names and
 ``holdout=`` (the early-exit calibration table, from held-out *training* images, 256
-steps), and saved as bench/models/resnet8_cifar10.scn. λ is measured on fit images.
+steps), and saved as bench/models/resnet8_cifar10.scn. λ is measured on fit images. The
+training set is stored grouped by class, so both sets are seeded random draws (the first
+2000 fit images would all be airplanes).
 The SNN runs on the compiled engine on a seeded subset of the CIFAR-10 *test* set:
 ``trace`` to T=256 gives the accuracy after every step (so every T of the curve from one
 run), against the ANN's accuracy on the same images; early exit at the operating point
@@ -169,7 +172,7 @@ def resnet_results(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, 
         },
         "conversion": "convert() defaults (percentile and reset as convert() sets them), input_scale=1/255, "
         f"input mean/std of the fit images, λ on {len(calib)} fit images, holdout table on "
-        f"{len(x_hold)} held-out training images x {T_MAX} steps",
+        f"{len(x_hold)} held-out training images x {T_MAX} steps (both seeded random draws, all classes)",
         "percentile": net.meta.get("percentile"),
         "reset": net.reset,
         "ann_accuracy": ann_sub,
@@ -460,19 +463,23 @@ def load_data(args: argparse.Namespace) -> dict[str, Any]:
         xtr, ytr, xte, yte = load_cifar10(Path(args.data))
     fit, held = split(len(xtr), args.seed)
     mean, std = channel_stats(xtr[fit])
-    n_fit = max(args.calibration_samples, args.tv_calibration)
+    n_fit = min(max(args.calibration_samples, args.tv_calibration), len(fit))
+    # The training set is stored grouped by class, and split() returns sorted indices:
+    # the images for λ and for the table are seeded random draws, not the first ones.
+    rng = np.random.default_rng(args.seed + 2)
+    fit_pick, held_pick = rng.choice(fit, n_fit, replace=False), rng.permutation(held)
     return {
         "mean": mean,
         "std": std,
-        "x_fit": normalise(xtr[fit[:n_fit]], mean, std),
-        "x_held": normalise(xtr[held], mean, std),
-        "y_held": ytr[held],
+        "x_fit": normalise(xtr[fit_pick], mean, std),
+        "x_held": normalise(xtr[held_pick], mean, std),
+        "y_held": ytr[held_pick],
         "x_test": normalise(xte, mean, std),
         "y_test": yte,
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small subsets; writes models-quick.json")
     ap.add_argument("--blocks", type=int, default=1, help="the ResNet's blocks per stage (1: ResNet-8)")
@@ -498,27 +505,38 @@ def main(argv: list[str] | None = None) -> None:
         args.holdout_samples = min(args.holdout_samples, 100)
         args.calibration_samples = min(args.calibration_samples, 200)
         args.tv_samples, args.tv_steps, args.repeats = 1, 8, 1
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     t_start = time.time()
+    suffix = "-quick" if args.quick else ""
+    out_dir = Path(args.out_dir)
+    path = out_dir / f"models{suffix}.json"
+    # A run that skips a part keeps that part of an earlier run, with its command.
+    result: dict[str, Any] = _read_json(path)
+    command = " ".join(["python", "bench/models.py", *(sys.argv[1:] if argv is None else argv)])
     data = load_data(args)
-    result: dict[str, Any] = {}
     if not args.skip_resnet:
-        result[name_of(args.blocks)] = resnet_results(args, data)
+        name = name_of(args.blocks)
+        result[name] = resnet_results(args, data)
+        result[name]["command"] = command
+        result[name]["machine"] = machine()
     if not args.skip_torchvision:
+        t0 = time.time()
         rows, note = torchvision_results(args, data["x_test"][-64:])
         result["torchvision"] = rows
         result["torchvision_note"] = note or "torchvision imported as it is"
-    result["command"] = " ".join(["python", "bench/models.py", *(sys.argv[1:] if argv is None else argv)])
-    result["machine"] = machine()
-    result["seconds"] = time.time() - t_start
-    suffix = "-quick" if args.quick else ""
-    out_dir = Path(args.out_dir)
+        result["torchvision_run"] = {"command": command, "machine": machine(), "seconds": time.time() - t0}
+    result.pop("command", None)
+    result["seconds_last_run"] = time.time() - t_start
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"models{suffix}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {_shown(path)}")
-    if not args.skip_resnet:
+    if any(isinstance(r, dict) and "accuracy_curve" in r for r in result.values()):
         plot(result, out_dir / f"models{suffix}.png")
 
 
