@@ -87,10 +87,16 @@ def test_engine_contract() -> None:
 
 def test_latency_contract() -> None:
     r = load("latency.json")
-    for key in ("p50_ms", "p99_ms", "events_per_s_per_core"):
-        assert is_number(r[key]) and r[key] > 0, key
-    assert r["p50_ms"] <= r["p99_ms"]
+    assert is_number(r["events_per_s_per_core"]) and r["events_per_s_per_core"] > 0
+    head = r["headline"]
+    for key in ("p50_ms", "p99_ms"):
+        assert is_number(head[key]) and head[key] > 0, key
+    assert head["p50_ms"] <= head["p99_ms"]
+    assert r["model"], "latency.json names the model it used"
     assert "mosquitto" in str(r["broker"]).lower()
+    for run in r["latency"]["runs"]:
+        assert run["streams"] in (1, 16) and run["packet_ms"] in (1, 10), run["tag"]
+    assert all(isinstance(v, bool) for v in r["goals"].values())
 
 
 def test_mnist_contract() -> None:
@@ -257,3 +263,27 @@ def test_lowlatency_contract() -> None:
             assert is_fraction(o["plateau"]) and len(o["curve"]) == d["t_max"], (name, key)
             for t, acc in o["accuracy"].items():
                 assert math.isclose(o["curve"][int(t) - 1], acc, abs_tol=1e-5), (name, key, t)
+
+
+def test_models_contract() -> None:
+    r = load("models.json")
+    resnets = [k for k in r if k.startswith("resnet") and k.endswith("_cifar10")]
+    assert resnets, "no CIFAR-10 ResNet in models.json"
+    for name in resnets:
+        net = r[name]
+        assert is_fraction(net["ann_accuracy"])
+        check_by_t(net["snn_accuracy_by_T"])
+        assert set(net["snn_accuracy_by_T"]) >= {"32", "64", "128", "256"}
+        ee = net["early_exit"]
+        assert is_fraction(ee["accuracy"]) and 1 <= ee["mean_steps"] <= ee["t_max"]
+        assert is_number(net["synops_per_decision"]) and net["synops_per_decision"] > 0
+    rows = {row["name"]: row for row in r["torchvision"]}
+    assert set(rows) == {"resnet18", "vgg11_bn", "mobilenet_v2"}
+    for row in rows.values():
+        assert isinstance(row["converts"], bool)
+        if row["converts"]:
+            assert is_fraction(row["reference_agreement"]["class_agreement"])
+            assert isinstance(row["reference_agreement"]["synops_equal"], bool)
+            assert is_number(row["ms_per_step"]) and row["ms_per_step"] > 0
+        else:
+            assert row["error"]
