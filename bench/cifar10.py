@@ -542,9 +542,14 @@ def benchmark(args: argparse.Namespace) -> None:  # noqa: PLR0915  (a linear ben
     t0 = stage(timings, "ann", t0)
 
     # Conversion: λ from fit images; the early-exit table from held-out ones (below).
-    calib = normalise(xtr_u8[fit[: args.calibration_samples]], mean, std)
-    x_held = normalise(xtr_u8[held[: args.holdout_samples]], mean, std)
-    y_held = ytr[held[: args.holdout_samples]]
+    # Seeded random draws: fit and held are sorted and the training set is stored
+    # grouped by class, so their first images would be one or a few classes only.
+    draw = np.random.default_rng([args.seed, 545])
+    fit_some = draw.choice(fit, min(args.calibration_samples, len(fit)), replace=False)
+    held_some = draw.choice(held, min(args.holdout_samples, len(held)), replace=False)
+    calib = normalise(xtr_u8[fit_some], mean, std)
+    x_held = normalise(xtr_u8[held_some], mean, std)
+    y_held = ytr[held_some]
     common_kw: dict[str, Any] = {
         "input_scale": 1 / 255,
         "input_mean": mean,
