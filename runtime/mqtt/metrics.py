@@ -32,7 +32,7 @@ EXIT_LOSS = 3
 CAUSES: dict[str, tuple[str, bool]] = {
     "events_shed": ("event{s} shed (queue full)", True),
     "packets_shed": ("packet{s} shed (queue full)", True),  # the events_shed came in these
-    "inbound_shed": ("packet{s} shed (subscription full)", True),
+    "inbound_shed": ("packet{s} shed (MQTT receive queue full)", True),
     "bad_packets": ("bad packet{s}", True),
     # A udp:// source's datagrams the kernel dropped (receive buffer full): UDP says
     # nothing to the sender, the socket counts them (SO_RXQ_OVFL, /proc/net/udp).

@@ -56,6 +56,25 @@ from spikecast.runtime.mqtt.topics import (
 log = logging.getLogger(__name__)
 # paho logs every packet at DEBUG; keep it under our name so users can silence it.
 _PAHO_LOG = logging.getLogger(__name__ + ".paho")
+# Messages read from the socket but not yet routed. aiomqtt's queue is unbounded by
+# default: under sustained overload it grew by hundreds of MB (a 16-stream soak), holding
+# a minute of stale input. Beyond this many, a message is dropped and counted
+# (``inbound_dropped``, the metrics' ``inbound_shed``).
+INBOUND_QUEUE_MESSAGES = 10_000
+
+
+def _counting_queue(on_drop: Callable[[], None]) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """An asyncio.Queue class for aiomqtt's incoming messages that, when full, drops the
+    newest message and calls ``on_drop`` instead of raising (which aiomqtt would only log)."""
+
+    class CountingQueue(asyncio.Queue):  # type: ignore[type-arg]
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            if self.full():
+                on_drop()
+                return
+            super().put_nowait(item)
+
+    return CountingQueue
 
 #: The MQTT 5 user property that names the worker on everything a worker publishes.
 WORKER_PROPERTY = "spikecast-worker"
@@ -461,6 +480,8 @@ class MqttPublisher:
             timeout=s.timeout_s,
             tls_context=self._tls,
             logger=_PAHO_LOG,
+            queue_type=_counting_queue(self._count_inbound_drop),
+            max_queued_incoming_messages=INBOUND_QUEUE_MESSAGES,
             # Decisions are small and latency-bound: don't let Nagle hold them back.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
@@ -557,13 +578,12 @@ class MqttPublisher:
             targets = [s for s in self._subs.values() if message.topic.matches(s.topic_filter)]
         for sub in targets:
             if not sub._deliver(inbound):
-                self._inbound_dropped += 1
-                if _is_power_of_two(self._inbound_dropped):
-                    log.warning(
-                        "MQTT subscription %s is full: dropped a message; %d dropped so far",
-                        sub.topic_filter,
-                        self._inbound_dropped,
-                    )
+                self._count_inbound_drop(f"subscription {sub.topic_filter} is full")
+
+    def _count_inbound_drop(self, why: str = "the receive queue is full (the service is behind)") -> None:
+        self._inbound_dropped += 1
+        if _is_power_of_two(self._inbound_dropped):
+            log.warning("MQTT %s: dropped a message; %d dropped so far", why, self._inbound_dropped)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:

@@ -596,7 +596,7 @@ async def test_a_live_source_that_sheds_exits_3_with_a_summary(
     assert rc == 3, text[-3000:]
     line = text.strip().splitlines()[-1]
     assert line.startswith("spikecast: ") and "live events; dropped: " in line, line
-    assert "shed (queue full) in " in line or "shed (subscription full)" in line, line
+    assert "shed (queue full) in " in line or "shed (MQTT receive queue full)" in line, line
     assert "Traceback" not in text
 
 

@@ -305,3 +305,19 @@ async def test_shared_subscription_splits_events_between_workers(
                 received[worker].append((await sub.__anext__()).payload)
     assert sorted(received[0] + received[1]) == payloads  # each packet to one worker only
     assert received[0] and received[1]  # and both workers got a share
+
+
+async def test_receive_queue_is_bounded_and_counts_what_it_drops(mosquitto: MosquittoBroker) -> None:
+    """aiomqtt's queue of read-but-unrouted messages is unbounded by default; ours holds
+    INBOUND_QUEUE_MESSAGES and counts every message beyond that as an inbound drop."""
+    from spikecast.runtime.mqtt import publisher as publisher_mod
+
+    pub = MqttPublisher(settings_for(mosquitto))
+    client = pub._make_client()
+    queue = client._queue
+    assert queue.maxsize == publisher_mod.INBOUND_QUEUE_MESSAGES > 0
+    for i in range(queue.maxsize + 5):
+        queue.put_nowait(i)  # what aiomqtt's on_message does, from paho's read
+    assert queue.qsize() == queue.maxsize
+    assert pub.stats().inbound_dropped == 5
+    assert queue.get_nowait() == 0  # the oldest are kept, in order; the newest were dropped
