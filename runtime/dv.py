@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from spikecast.ext.core.errors import ParameterError
-from spikecast.ext.core.events import EVENT_DTYPE
+from spikecast.ext.core.events import EVENT_DTYPE, merge_events
 from spikecast.runtime.encode import check_geometry
 from spikecast.runtime.limits import LimitError
 from spikecast.runtime.sources import HostPort
@@ -197,12 +197,7 @@ def _checked(service: Service, packets: list[np.ndarray]) -> np.ndarray:
                 log.warning("dropped a packet (%s, %d so far): %s", exc.cause, n, exc)
             continue
         parts.append(ev)
-    if not parts:
-        return np.zeros(0, EVENT_DTYPE)
-    events = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    if len(events) > 1 and np.any(np.diff(events["t"]) < 0):
-        events = events[np.argsort(events["t"], kind="stable")]
-    return events
+    return merge_events(parts)
 
 
 # -- the sending side: recorded files served to dv:// sources (tests, demos) ------------

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from spikecast.ext.core.errors import ParameterError, StreamError
-from spikecast.ext.core.events import EVENT_DTYPE
+from spikecast.ext.core.events import EVENT_DTYPE, merge_events
 from spikecast.runtime.encode import check_geometry
 from spikecast.runtime.limits import LimitError
 from spikecast.runtime.sources import HostPort
@@ -301,12 +301,7 @@ def _decode_all(service: Service, decoder: Decoder, datagrams: Iterable[bytes],
                 log.warning("dropped a bad datagram (%d so far): %s", m.dropped.get("bad_packets", 0), exc)
             continue
         parts.append(ev)
-    if not parts:
-        return np.zeros(0, EVENT_DTYPE)
-    events = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    if len(events) > 1 and np.any(np.diff(events["t"]) < 0):
-        events = events[np.argsort(events["t"], kind="stable")]
-    return events
+    return merge_events(parts)
 
 
 def _rare(n: int) -> bool:

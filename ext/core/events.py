@@ -70,3 +70,17 @@ def validate_events(
 
 
 __all__ = ["EVENT_DTYPE", "make_events", "validate_events"]
+
+
+def merge_events(parts: list[np.ndarray]) -> np.ndarray:
+    """One event array from the arrays of several packets, in time order.
+
+    Packets from a live source can arrive out of order; a stable sort keeps the order of
+    events with equal ``t``. Copies only when there is more than one part or a reorder.
+    """
+    if not parts:
+        return np.zeros(0, EVENT_DTYPE)
+    events = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    if len(events) > 1 and np.any(np.diff(events["t"]) < 0):
+        events = events[np.argsort(events["t"], kind="stable")]
+    return events
