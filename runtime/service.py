@@ -70,6 +70,7 @@ from spikecast.runtime.mqtt.metrics import (
 )
 from spikecast.runtime.packets import Packet
 from spikecast.runtime.payload import Decision
+from spikecast.runtime.replay import Chunk
 from spikecast.runtime.sources import FRAME_SUFFIXES, list_sources
 from spikecast.runtime.stream import DecisionContext, EventStreamDecider, decide_frame
 from spikecast.runtime.udp import UdpReceiver, is_udp
@@ -83,6 +84,8 @@ log = logging.getLogger("spikecast.service")
 # releases the GIL and the loop keeps reading (and shedding) meanwhile.
 _BATCH_ITEMS = 64
 _INLINE_EVENTS = 256
+_FAST_CHUNK_STEPS = 1000  # per chunk of a file replayed as fast as possible
+_INLINE_READ_BYTES = 1 << 20  # files up to this size are read on the event loop
 
 # A stream whose events fall outside the network input more often than this (after
 # --crop/--downsample) is not decided on: a file is skipped, a live stream's
@@ -336,20 +339,35 @@ class Service:
             return
         if path.suffix.lower() in FRAME_SUFFIXES:
             raise StreamError(f"{path}: the network takes events, not images")
-        rec = await asyncio.to_thread(read_events, path, fmt=self.cfg.fmt)
+        if path.stat().st_size <= _INLINE_READ_BYTES:  # less than a thread hand-over costs
+            rec = read_events(path, fmt=self.cfg.fmt)
+        else:
+            rec = await asyncio.to_thread(read_events, path, fmt=self.cfg.fmt)
         self.state.metrics.count_file(len(rec))
         if not self._admit(path, rec.events, (rec.width, rec.height), stream):
             return
-        chunk_us = self.network.input.dt_us * 10
+        # Paced: 10 steps per chunk, like a live sender. As fast as possible: one chunk of
+        # up to _FAST_CHUNK_STEPS steps, so Python and the hand-over to the compute thread
+        # run once per file (or per second of a long one), not once per 10 ms; the engine
+        # advances through the chunk and checks the exit rule in compiled code. The last
+        # chunk travels with the file's end marker (one item, one hand-over).
+        steps = 10 if self.cfg.realtime else _FAST_CHUNK_STEPS
+        chunk_us = self.network.input.dt_us * steps
+        held: Chunk | None = None
         async for chunk in replay(rec.events, chunk_us=chunk_us, realtime=self.cfg.realtime,
                                   speed=self.cfg.speed):
+            if held is not None:
+                await self._enqueue(_Item(stream, time.perf_counter(), events=held.events,
+                                          watermark_us=held.t1_us, n_events=len(held.events)),
+                                    shed=False)
+            held = chunk
             if self._decided(stream):
+                held = None
                 break  # one decision per file: the rest of the recording is not needed
-            await self._enqueue(_Item(stream, time.perf_counter(), events=chunk.events,
-                                      watermark_us=chunk.t1_us, n_events=len(chunk.events)),
-                                shed=False)
         end = int(rec.events["t"][-1]) + 1 if len(rec.events) else None
-        await self._enqueue(_Item(stream, time.perf_counter(), end=True, watermark_us=end),
+        await self._enqueue(_Item(stream, time.perf_counter(), end=True, watermark_us=end,
+                                  events=held.events if held is not None else None,
+                                  n_events=len(held.events) if held is not None else 0),
                             shed=False)
 
     def _admit(self, path: Path, events: np.ndarray, sensor: tuple[int, int], stream: str) -> bool:
@@ -603,7 +621,10 @@ class Service:
             return [decide_frame(self.frame_engine, self.ctx, item.stream, seq, item.frame,
                                  self.state.point, item.arrival_s)], {}
         if item.end:
-            return self._end(item), {}
+            out = []
+            if item.events is not None and not self._decided(item.stream):  # a file's last chunk
+                out = self._decider(item.stream).push(item.events, item.watermark_us, item.arrival_s)
+            return out + self._end(item), {}
         d = self._decider(item.stream)
         if d.finished:
             return [], {}  # decided once: the rest of the file is not needed

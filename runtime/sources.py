@@ -51,10 +51,11 @@ def _takes(path: Path, kind: str) -> bool:
 
 def _directory(path: Path, kind: str) -> Sources:
     entries = sorted(path.iterdir())
-    taken = [p for p in entries if _takes(p, kind)]
+    takes = [_takes(p, kind) for p in entries]
+    taken = [p for p, t in zip(entries, takes, strict=True) if t]
     if not taken:
         raise StreamError(f"{path}: directory holds no {'frame' if kind == 'frame' else 'event'} files")
-    return Sources(taken, [p for p in entries if p not in taken])
+    return Sources(taken, [p for p, t in zip(entries, takes, strict=True) if not t])
 
 
 def list_sources(source: str, kind: str = "events") -> Sources:

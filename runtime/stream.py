@@ -117,6 +117,9 @@ class EventStreamDecider:
         self.done = 0  # steps completed since the origin
         self.seg_start = 0  # step where the current decision began
         self.skip_until = 0  # steps before this are read but not fed
+        # In a silence longer than t_max with no decision in progress: its steps are not
+        # run, and the next segment starts at the next input's step.
+        self.silent = False
         self.seq = 0
         # With a clock (a worker of several, docs/mqtt.md "Scaling out"), seq is
         # max(previous + 1, clock()): unique and increasing per stream across owners.
@@ -177,6 +180,7 @@ class EventStreamDecider:
         self.engine.reset()
         self.origin_us = None
         self.done = self.seg_start = self.skip_until = 0
+        self.silent = False
         self._idx, self._step = self._idx[:0], self._step[:0]
         return out
 
@@ -219,15 +223,8 @@ class EventStreamDecider:
                     self.seg_start = self.done
                 continue
             point = self._point()
-            # A silence longer than a whole decision (a paused sensor, a clock jump) would
-            # otherwise cost millions of empty steps: close the segment and jump over it.
-            resume = min(int(self._step[0]) if len(self._step) else upto, upto)
-            if resume - self.done > point.t_max:
-                if self.engine.t > 0 and self.done > self.seg_start:
-                    out.append(self._emit(self.engine.result(), arrival, exit_override=True))
-                self.engine.reset()
-                self.done = self.seg_start = resume
-                continue
+            if self.engine.t == 0 and self._idle(upto, point.t_max):
+                break
             t_max = point.t_max
             stop = upto
             if self.policy == "window":
@@ -250,6 +247,30 @@ class EventStreamDecider:
             elif used == 0:
                 break
         return out
+
+    def _idle(self, upto: int, t_max: int) -> bool:
+        """Between decisions (``engine.t == 0``): True if there is nothing to run yet.
+
+        A decision starts only with input: silent steps before the next input are run
+        when it comes, if it comes within t_max steps. A longer silence (a paused
+        sensor, a clock jump) is jumped: the engine is reset and the next decision
+        starts at the next input's step. So no decision is made on silence alone, a
+        silence of days costs nothing, and decisions do not depend on how the input
+        was cut into packets. (A decision in progress runs on through silent steps.)"""
+        if not len(self._step):  # no input buffered: wait for it
+            if not self.silent and upto - self.done > t_max:
+                self.engine.reset()
+                self.silent = True
+            if self.silent:
+                self.done = self.seg_start = upto
+            return True
+        first = int(self._step[0])
+        if self.silent or first - self.done > t_max:
+            if not self.silent:
+                self.engine.reset()
+            self.silent = False
+            self.done = self.seg_start = max(self.done, first)
+        return False
 
     def _append(self, idx: np.ndarray, steps: np.ndarray, in_order: bool = False) -> None:
         """Buffer encoded events, keeping the buffer sorted by step (stable, so events of

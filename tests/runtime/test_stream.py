@@ -233,7 +233,10 @@ def test_a_far_future_watermark_costs_no_memory_or_time(monkeypatch: pytest.Monk
     out = live(d, ev, 0, 5)
     far = 2**52  # the watermark 4.5e12 steps on (sensor times are exact below 2**53)
     out += call_with_timeout(lambda: d.push(uniform_events(3, 20, t0_us=far - 5 * DT), far), 2)
-    assert out[-1].exit == "end_of_stream" and out[-1].sensor_t1_us == 5 * DT  # closed
+    # The decision in progress ran on through at most t_max silent steps, then the
+    # silence was jumped.
+    assert out[-1].sensor_t0_us == 0 and out[-1].sensor_t1_us <= 200 * DT
+    assert out[-1].exit in ("confident", "max_steps")
     tail = d.finish()
     assert tail and abs(tail[0].sensor_t0_us - (far - 5 * DT)) < DT  # and went on from there
     assert max(sizes) <= 201
@@ -297,6 +300,45 @@ def test_a_packet_with_an_end_completes_its_own_steps() -> None:
     out = d.push(ev, 3_000_000, end_us=3_010_000)
     assert d.done == 10 and len(out) == 10 and out[-1].sensor_t1_us == 3_010_000
     assert len(plain.push(ev, 3_000_000)) == 9 and plain.done == 9  # the last step waits
-    # An empty packet with an end moves the watermark on through a silence.
+    # An empty packet with an end moves the watermark on through a silence; between
+    # decisions nothing is decided on silence alone: the silent steps run when input
+    # follows (within t_max), and decide then.
     out = d.push(ev[:0], 3_010_000, end_us=3_012_000)
-    assert d.done == 12 and [x.sensor_t1_us for x in out] == [3_011_000, 3_012_000]
+    assert out == [] and d.done == 10
+    after = uniform_events(1, 5, t0_us=3_012_000, seed=5)
+    out = d.push(after, 3_012_000, end_us=3_013_000)
+    assert d.done == 13 and [x.sensor_t1_us for x in out] == [3_011_000, 3_012_000, 3_013_000]
+
+
+@pytest.mark.parametrize("policy", ["reset", "window", "decay"])
+def test_decisions_do_not_depend_on_how_the_stream_is_cut(policy: str) -> None:
+    # Bursts of input between silences shorter and longer than t_max, pushed as one
+    # packet per step, as 7-step packets, and as one packet: the same decisions.
+    rng = np.random.default_rng(3)
+    parts, t0 = [], 0
+    for gap_steps in (0, 30, 150, 2_000, 40, 5):
+        t0 += gap_steps * DT
+        burst = int(rng.integers(3, 60))
+        parts.append(uniform_events(burst, 4, t0_us=t0, seed=int(rng.integers(1 << 30))))
+        t0 += burst * DT
+    ev = np.concatenate(parts)
+    end_us = int(ev["t"][-1]) + 1
+
+    def decide(packet_steps: int | None) -> list[tuple[int, int, int, str, int]]:
+        d, _ = make(tau=0.8, t_max=100, policy=policy, window_ms=50.0)
+        out: list[Decision] = []
+        if packet_steps is None:
+            out += d.push(ev, 0, end_us=end_us)
+        else:
+            t = ev["t"]
+            for a in range(0, end_us, packet_steps * DT):
+                b = min(a + packet_steps * DT, end_us)
+                part = ev[np.searchsorted(t, a):np.searchsorted(t, b)]
+                out += d.push(part, a, end_us=b)
+        out += d.finish(end_us)
+        return [(x.sensor_t0_us, x.sensor_t1_us, x.steps, x.exit, x.class_index) for x in out]
+
+    whole = decide(None)
+    assert len(whole) > 3
+    assert decide(1) == whole
+    assert decide(7) == whole
