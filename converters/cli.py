@@ -80,7 +80,11 @@ def register(sub: Any) -> None:
     p.add_argument("--holdout", help="file.npz with x and y: records the early-exit calibration table")
     p.add_argument("--calibration-steps", type=int, default=200)
     p.add_argument("--max-calibration-samples", type=int, default=10_000)
-    p.add_argument("--percentile", type=float, default=99.9, help="λ percentile; 100 = max-norm")
+    p.add_argument(
+        "--percentile", type=float, default=None,
+        help="λ percentile; 100 = max-norm (default: 99.9, or with --holdout the one of "
+        "99/99.5/99.9/100 that decides earliest at no cost to the plateau)",
+    )  # fmt: skip
     p.add_argument(
         "--v-init", type=float, default=None,
         help="initial membrane / threshold in [0, 1); default 0.5 for frames, 0 for events",

@@ -524,10 +524,10 @@ class _Sample:
         return float(np.percentile(v, p)) if v.size else 0.0
 
 
-def measure_lambdas(
-    drafts: Sequence[_Draft], batches: Iterable[torch.Tensor], percentile: float, progress: bool
-) -> tuple[list[float], int]:
-    """λ per draft from calibration activations; returns (lambdas, samples seen)."""
+def measure_activations(
+    drafts: Sequence[_Draft], batches: Iterable[torch.Tensor], progress: bool
+) -> tuple[list[_Sample], int]:
+    """A bounded sample of each ReLU draft's positive activations; (samples, inputs seen)."""
     gen = torch.Generator().manual_seed(0)
     acts = [_Sample(_MAX_PERCENTILE_SAMPLES, gen) for _ in drafts]
     it: Iterable[torch.Tensor] = batches
@@ -544,6 +544,11 @@ def measure_lambdas(
                     acts[j].add(h[h > 0].float())
     if seen == 0:
         raise ParameterError("calibration data is empty")
+    return acts, seen
+
+
+def lambdas_at(drafts: Sequence[_Draft], acts: Sequence[_Sample], percentile: float) -> list[float]:
+    """λ per draft: the ``percentile`` of its activations (see the module docstring)."""
     lambdas: list[float] = []
     for j, d in enumerate(drafts):
         if d.kind == "maxpool":
@@ -557,14 +562,43 @@ def measure_lambdas(
                 # min(percentile of the unclipped ReLU, a): see the module docstring.
                 lam = min(lam, d.clip)
             lambdas.append(lam if lam > 0 else 1.0)  # a silent layer keeps its scale
-    return lambdas, seen
+    return lambdas
+
+
+def measure_lambdas(
+    drafts: Sequence[_Draft], batches: Iterable[torch.Tensor], percentile: float, progress: bool
+) -> tuple[list[float], int]:
+    """λ per draft from calibration activations; returns (lambdas, samples seen)."""
+    acts, seen = measure_activations(drafts, batches, progress)
+    return lambdas_at(drafts, acts, percentile), seen
+
+
+#: The λ percentiles ``convert(percentile=None, holdout=...)`` chooses from.
+AUTO_PERCENTILES = (99.0, 99.5, 99.9, 100.0)
+#: Without a holdout set: the classic choice (Rueckauer et al. 2017).
+DEFAULT_PERCENTILE = 99.9
+#: A candidate is eligible if its plateau is within this of the best candidate's.
+AUTO_PLATEAU_TOLERANCE = 0.005
+
+
+def choose_percentile(scores: dict[float, dict[str, float]]) -> float:
+    """The percentile whose recommended operating point decides earliest, among those
+    whose plateau accuracy is within AUTO_PLATEAU_TOLERANCE of the best; ties go to the
+    larger percentile (less clipping). ``scores[p]`` has ``plateau_accuracy`` and
+    ``mean_steps`` (the recommended point's, on the holdout table)."""
+    if not scores:
+        raise ParameterError("no percentile to choose from")
+    best = max(v["plateau_accuracy"] for v in scores.values())
+    floor = best - AUTO_PLATEAU_TOLERANCE - 1e-12
+    eligible = [p for p, v in scores.items() if v["plateau_accuracy"] >= floor]
+    return min(eligible, key=lambda p: (scores[p]["mean_steps"], -p))
 
 
 def convert(  # noqa: PLR0913  (public API: keyword-only options, each documented; a bundle would break callers)
     model: nn.Module,
     calibration: Any,
     *,
-    percentile: float = 99.9,
+    percentile: float | None = None,
     v_init: float | None = None,
     reset: str = "subtract",
     input_kind: str = "frame",
@@ -585,7 +619,13 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
 
     ``calibration`` is network-input data (what ``model`` takes, already normalised):
     an array or tensor (N, C, H, W), or a DataLoader of ``x`` or ``(x, y)`` batches.
-    ``percentile`` picks λ per layer (100 = max-norm). ``v_init`` is where every
+    ``percentile`` picks λ per layer (100 = max-norm). ``None`` (the default) takes
+    99.9 without a holdout set; with one, it converts at each of AUTO_PERCENTILES
+    (99, 99.5, 99.9, 100: a lower one clips more and fires sooner, a higher one keeps
+    the large activations) and keeps the one whose recommended operating point decides
+    in the fewest mean steps on the holdout table, among those whose plateau accuracy
+    is within 0.5 pt of the best (``meta["percentile_choice"]`` records every
+    candidate). ``v_init`` is where every
     spiking layer's membrane starts after a reset, as a fraction of its threshold, in
     [0, 1); 0 is the classic Rueckauer et al. start, 0.5 makes the rate code round to
     nearest instead of down (Bu et al. 2022). ``None`` (the default) takes what won in
@@ -599,7 +639,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     ``input_kind='events'`` makes an event-input network whose input is per-step event
     counts with ``dt_us`` per step.
     """
-    if not 0 < percentile <= 100:
+    if percentile is not None and not 0 < percentile <= 100:
         raise ParameterError(f"percentile must be in (0, 100], got {percentile}")
     if reset not in ("subtract", "zero"):
         raise ParameterError(f"reset must be 'subtract' or 'zero', not {reset!r}")
@@ -616,48 +656,64 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     ops = trace(model, first[:1])
     drafts = build_drafts(ops)
     _check_folding(model, drafts, first)
-    lambdas, seen = measure_lambdas(
-        drafts, _batches(calibration, batch_size, max_calibration_samples), percentile, progress
+    acts, seen = measure_activations(
+        drafts, _batches(calibration, batch_size, max_calibration_samples), progress
     )
-
-    layers = [_layer(j, d, lambdas, last=j == len(drafts) - 1) for j, d in enumerate(drafts)]
-    clips = {str(j): d.clip for j, d in enumerate(drafts) if d.clip is not None}
-
-    shape = tuple(int(s) for s in first.shape[1:])
+    first_shape = tuple(int(v) for v in first.shape[1:])
     spec = InputSpec(
         kind=input_kind,  # type: ignore[arg-type]
-        shape=(shape[0], shape[1], shape[2]),
+        shape=(first_shape[0], first_shape[1], first_shape[2]),
         scale=float(input_scale),
         mean=tuple(float(v) for v in input_mean),
         std=tuple(float(v) for v in input_std),
         encoding=input_encoding,  # type: ignore[arg-type]
         dt_us=int(dt_us),
     )
-    n_out = layers[-1].n_neurons
+    clips = {str(j): d.clip for j, d in enumerate(drafts) if d.clip is not None}
+    n_out = int(np.prod(drafts[-1].out_shape))
     names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(n_out))
-    meta = {
+    meta: dict[str, Any] = {
         "converter": "spikecast",
         "method": "Rueckauer et al. 2017, layer-wise data-based normalisation",
-        "percentile": percentile,
         "v_init": v_init,
         "calibration_samples": seen,
         "source_model": type(model).__name__,
     }
     if clips:
         meta[CLIP_KEY] = clips
-    net = Network(
-        input=spec,
-        layers=tuple(layers),
-        class_names=names,
-        reset=reset,  # type: ignore[arg-type]
-        temperature=temperature,
-        meta=meta,
-        v_init=v_init,
-    )
-    if holdout is not None:
-        table = calibration_table(net, holdout[0], holdout[1], calibration_steps, batch_size, progress)
-        net = with_calibration(net, table, f"{table.n_samples} held-out samples")
-    return net
+
+    def network(p: float) -> Network:
+        lambdas = lambdas_at(drafts, acts, p)
+        layers = [_layer(j, d, lambdas, last=j == len(drafts) - 1) for j, d in enumerate(drafts)]
+        return Network(
+            input=spec, layers=tuple(layers), class_names=names,
+            reset=reset,  # type: ignore[arg-type]
+            temperature=temperature, meta={**meta, "percentile": p}, v_init=v_init,
+        )  # fmt: skip
+
+    if holdout is None:
+        return network(DEFAULT_PERCENTILE if percentile is None else percentile)
+    hx = list(holdout[0]) if input_kind == "events" else holdout[0]
+    candidates = AUTO_PERCENTILES if percentile is None else (percentile,)
+    nets: dict[float, Network] = {}
+    scores: dict[float, dict[str, float]] = {}
+    for p in candidates:
+        table = calibration_table(network(p), hx, holdout[1], calibration_steps, batch_size, progress)
+        nets[p] = with_calibration(network(p), table, f"{table.n_samples} held-out samples")
+        rec = Calibration(table).recommend()
+        scores[p] = {"plateau_accuracy": rec.plateau_accuracy, "mean_steps": rec.mean_steps,
+                     "accuracy": rec.accuracy, "tau": rec.point.tau, "t_min": rec.point.t_min}  # fmt: skip
+    if percentile is not None:
+        return nets[percentile]
+    chosen = choose_percentile(scores)
+    choice = {
+        "rule": "fewest mean steps at the recommended point, among plateaus within "
+        f"{AUTO_PLATEAU_TOLERANCE * 100:g} pt of the best; ties to the larger percentile",
+        "candidates": {f"{p:g}": v for p, v in scores.items()},
+        "chosen": chosen,
+    }
+    net = nets[chosen]
+    return net.with_(meta={**net.meta, "percentile_choice": choice})
 
 
 def _layer(j: int, d: _Draft, lambdas: Sequence[float], last: bool) -> Layer:
@@ -793,10 +849,14 @@ def with_calibration(net: Network, table: CalibrationTable, source: str | None =
 
 
 __all__ = [
+    "AUTO_PERCENTILES",
     "ann_logits",
     "build_drafts",
     "calibration_table",
+    "choose_percentile",
     "convert",
+    "lambdas_at",
+    "measure_activations",
     "measure_lambdas",
     "with_calibration",
 ]

@@ -192,8 +192,8 @@ def test_event_networks_get_a_table_from_recordings(digits):
     out = convert(model, calib, input_kind="events", holdout=(recs, labels), calibration_steps=15,
                   progress=False)
     assert out.calibration is not None and out.calibration.confidence.shape == (15, 6)
+    np.testing.assert_array_equal(out.calibration.correct, engine_trace(out, recs, 15).correct(labels))
     tr = engine_trace(net, recs, 15)
-    np.testing.assert_array_equal(out.calibration.correct, tr.correct(labels))
     assert "operating_point" in out.meta
     assert net.v_init == 0.0  # event input: membranes start at 0 unless asked (bench/lowlatency.py)
     half = convert(model, calib, input_kind="events", v_init=0.5, progress=False)
@@ -283,3 +283,44 @@ def test_percentile_sample_stays_bounded_and_unbiased() -> None:
     assert sample.size <= 2000
     assert abs(sample.percentile(50) - 0.5) < 0.05
     assert abs(sample.percentile(99.9) - 0.999) < 0.01
+
+
+def test_choose_percentile_picks_the_earliest_at_no_cost_to_the_plateau() -> None:
+    from spikecast.converters.conversion import choose_percentile
+
+    def sc(plateau: float, steps: float) -> dict[str, float]:
+        return {"plateau_accuracy": plateau, "mean_steps": steps}
+
+    # 99 decides earliest but gives away 1 pt of plateau: not eligible; 99.5 is.
+    assert choose_percentile({99.0: sc(0.97, 5), 99.5: sc(0.979, 8), 99.9: sc(0.98, 12),
+                              100.0: sc(0.98, 30)}) == 99.5
+    # Everything within 0.5 pt: the fewest steps wins.
+    assert choose_percentile({99.0: sc(0.994, 3.8), 99.9: sc(0.995, 6.0)}) == 99.0
+    # A tie in steps goes to the larger percentile (less clipping).
+    assert choose_percentile({99.0: sc(0.99, 10), 99.9: sc(0.99, 10)}) == 99.9
+    with pytest.raises(ValueError, match="no percentile"):
+        choose_percentile({})
+
+
+def test_percentile_by_default_is_chosen_on_the_holdout(digits):
+    from spikecast.converters.conversion import AUTO_PERCENTILES, choose_percentile
+
+    x, y = digits.x_test[:60], digits.y_test[:60]
+    plain = convert(digits.model, digits.x_train[:300], progress=False)
+    assert plain.meta["percentile"] == 99.9 and "percentile_choice" not in plain.meta
+    auto = convert(digits.model, digits.x_train[:300], holdout=(x, y), calibration_steps=20, progress=False)
+    choice = auto.meta["percentile_choice"]
+    assert sorted(float(p) for p in choice["candidates"]) == sorted(AUTO_PERCENTILES)
+    scores = {float(p): v for p, v in choice["candidates"].items()}
+    assert choice["chosen"] == choose_percentile(scores) == auto.meta["percentile"]
+    # The chosen network is the one an explicit percentile gives, table and all.
+    same = convert(digits.model, digits.x_train[:300], percentile=choice["chosen"], holdout=(x, y),
+                   calibration_steps=20, progress=False)
+    assert [ly.lam for ly in same.layers] == [ly.lam for ly in auto.layers]
+    np.testing.assert_array_equal(same.calibration.confidence, auto.calibration.confidence)
+    assert same.meta["operating_point"] == auto.meta["operating_point"]
+    # Each candidate's score is its own table's recommendation.
+    for p, v in scores.items():
+        net = convert(digits.model, digits.x_train[:300], percentile=p, holdout=(x, y),
+                      calibration_steps=20, progress=False)
+        assert net.meta["operating_point"]["mean_steps"] == v["mean_steps"]
