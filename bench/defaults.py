@@ -510,7 +510,7 @@ def main() -> None:  # noqa: PLR0915  (a linear pipeline: one block per model, e
         )
         results["nmnist"] = r
 
-    command = "python bench/defaults.py" + (" --quick" if q else "")
+    command = " ".join(["python", "bench/defaults.py", *sys.argv[1:]])
     payload = {
         **results,
         "goal": "accuracy >= plateau_accuracy - 0.01 on held-out samples at the default point",
@@ -530,7 +530,7 @@ def main() -> None:  # noqa: PLR0915  (a linear pipeline: one block per model, e
         models = {k: v for k, v in {**old, **results}.items() if isinstance(v, dict) and "goal_met" in v}
         payload = {**old, **payload, "all_goals_met": all(r["goal_met"] for r in models.values())}
         payload["command"] = (
-            f"{old.get('command', 'python bench/defaults.py')}; {command} --only {' '.join(args.only)}"
+            f"{old.get('command', 'python bench/defaults.py')}; {command}"
         )
         write_json("defaults.json", payload)
     else:
