@@ -90,3 +90,19 @@ def test_count_outside_after_the_mapping() -> None:
     assert SpatialMap().count_outside(ev, 34, 34) == 2
     assert SpatialMap((1, 0, 40, 34), 1).count_outside(ev, 34, 34) == 2  # x=0 and x=100
     assert SpatialMap(None, 4).count_outside(ev, 34, 34) == 0
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3])
+def test_count_outside_without_a_crop_matches_the_mapping(factor: int) -> None:
+    # The no-crop shortcut (bounds on x and y) counts what the mapped coordinates say.
+    from spikecast.ext.core.events import make_events
+
+    rng = np.random.default_rng(factor)
+    for hi in (34 * factor, 34 * factor + 5, 200):
+        n = 500
+        ev = make_events(rng.integers(0, hi, n), rng.integers(0, hi, n), np.arange(n), np.ones(n, int))
+        m = SpatialMap(None, factor)
+        xs, ys, keep = m.apply(ev["x"], ev["y"])
+        expected = int((~(keep & (xs < 34) & (ys < 34))).sum())
+        assert m.count_outside(ev, 34, 34) == expected
+    assert SpatialMap(None, factor).count_outside(ev[:0], 34, 34) == 0
