@@ -105,17 +105,22 @@ def main() -> None:
     xs, ys = xte[: args.test_samples], yte[: args.test_samples]
     calib = x_val[:2000]
     t_max = max(STEPS)
-    net = convert(
+    # The paper's conversion (λ at the 99.9th percentile, membranes from 0) for the table
+    # below; the model file the other benches use is convert()'s default, which also
+    # chooses λ's percentile on the holdout table (as bench/reconvert.py).
+    net = convert(model, calib, percentile=99.9, v_init=0.0, input_scale=1 / 255,
+                  class_names=[str(i) for i in range(10)], progress=False)  # fmt: skip
+    product = convert(
         model,
         calib,
-        percentile=99.9,
         input_scale=1 / 255,
         holdout=(x_val[2000:3000], y_val[2000:3000]),
         calibration_steps=300,
         class_names=[str(i) for i in range(10)],
     )
-    net.save(MODELS / "mnist_maxpool.scn")
-    print(net.summary())
+    what = "MNIST training images [57000, 58000) (never trained on), 300 steps, engine"
+    product.with_(meta={**product.meta, "calibration_table": what}).save(MODELS / "mnist_maxpool.scn")
+    print(product.summary())
     norm_ann = float((ann_logits(net, xs).argmax(1) == ys).mean())
 
     curves = {}
@@ -123,9 +128,9 @@ def main() -> None:
     curves["main"] = acc
     xa, ya = xte[: args.ablation_samples], yte[: args.ablation_samples]
     variants = {
-        "max_norm": convert(model, calib, percentile=100.0, progress=False),
-        "reset_to_zero": convert(model, calib, reset="zero", progress=False),
-        "poisson_input": convert(model, calib, input_encoding="poisson", progress=False),
+        "max_norm": convert(model, calib, percentile=100.0, v_init=0.0, progress=False),
+        "reset_to_zero": convert(model, calib, reset="zero", v_init=0.0, progress=False),
+        "poisson_input": convert(model, calib, input_encoding="poisson", v_init=0.0, progress=False),
         "percentile_99.9_subtract_analog": net,
     }
     ablations = {}

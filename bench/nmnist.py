@@ -20,10 +20,10 @@ FLIP_SYNTHETIC_POLARITY) and sensor/motion settings drawn per batch (domain
 randomisation); training adds per-sample shifts and event-rate factors, and a penalty
 on the activity of an event-free input, which would otherwise fire spikes at rest.
 
-Conversion: ``convert(input_kind="events", dt_us=1000)`` with λ from real training
-frames. ``convert(holdout=...)`` makes tables for frame networks only, so the
-calibration table is recorded here by stepping the engine through the held-out real
-recordings one 1 ms step at a time (c(t) and argmax z(t)), then attached to the network.
+Conversion: ``convert(input_kind="events", dt_us=1000, holdout=...)`` with convert()'s
+defaults: λ from real training frames, the calibration table from the engine on the
+held-out real recordings (c(t) and argmax z(t) after every 1 ms step), which also choose
+λ's percentile (the one whose recommended point decides earliest, see convert()).
 Early exit is swept over τ and t_min; the headline operating point is chosen on that
 table alone (see ``spikecast.ext.core.calibration.Calibration.choose``).
 
@@ -476,8 +476,7 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
         args.n_synth, args.epochs, args.finetune_epochs, args.realtime_samples = 4000, 1, 1, 5
     torch.set_num_threads(min(2, torch.get_num_threads()))
     from spikecast.converters import convert
-    from spikecast.ext.core.network import CalibrationTable
-    from spikecast.ext.engine import CompiledNetwork
+    from spikecast.ext.engine import CompiledNetwork, EventSteps
     from spikecast.runtime.decision import Calibration, OperatingPoint, decision_steps
     from spikecast.runtime.stream import DecisionContext
 
@@ -544,25 +543,25 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
         ann_by_t[str(t)] = float((predict(model, x) == y_test).mean())
     print(f"ANN accuracy on {len(y_test)} real test recordings: {ann_acc:.4f} (prefixes: {ann_by_t})")
 
-    # Convert. The λs come from training frames (real + a synthetic-like mix is what the
-    # network saw); the calibration table is built below from the engine on real recordings.
+    # Convert with convert()'s defaults. The λs come from training frames (real + a
+    # synthetic-like mix is what the network saw); the calibration table from the engine
+    # on the held-out real recordings, which also choose λ's percentile (convert()).
     calib = real_tr.rates()
+    shape = (2, SIZE, SIZE)
+    hold_steps = [EventSteps.from_arrays(e["x"], e["y"], e["p"], event_steps(e), shape) for e in hold_recs]
     net = convert(
         model,
         calib,
-        percentile=99.9,
         input_kind="events",
         dt_us=DT_US,
         class_names=[str(i) for i in range(10)],
         max_calibration_samples=len(calib),
+        holdout=(hold_steps, y_hold),
+        calibration_steps=T_TABLE,
+        progress=False,
     )
-    plan = CompiledNetwork(net)
-    traj_hold = trajectories(plan, hold_recs, T_TABLE, "calibration table (engine)")
-    table = CalibrationTable(
-        confidence=traj_hold.confidence, correct=traj_hold.class_index == y_hold[None, :]
-    )
+    table = net.calibration
     net = net.with_(
-        calibration=table,
         meta={
             **net.meta,
             "dataset": "N-MNIST (real + saccade-synthetic)",

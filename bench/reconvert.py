@@ -98,7 +98,8 @@ def nmnist() -> dict[str, Any]:
     net = convert(model, calib, input_kind="events", dt_us=nm.DT_US, class_names=CLASSES10,
                   max_calibration_samples=len(calib), holdout=(steps, labels[hold_i]),
                   calibration_steps=nm.T_TABLE, progress=False)  # fmt: skip
-    net = net.with_(meta={**net.meta, "calibration_table": "200 real N-MNIST recordings"})
+    net = net.with_(meta={**net.meta, "dataset": "N-MNIST (real + saccade-synthetic)",
+                          "calibration_table": "200 real N-MNIST recordings"})  # as bench/nmnist.py
     old = Network.load(MODELS / "nmnist.scn")
     net.save(MODELS / "nmnist.scn")
     return _summary("nmnist.scn", net, old, time.time() - t0)

@@ -258,7 +258,8 @@ def test_lowlatency_contract() -> None:
         assert len(opts) == 2 * len({o["percentile"] for o in opts.values()}), name
         for key, o in opts.items():
             assert 0 < o["percentile"] <= 100 and 0 <= o["v_init"] < 1, (name, key)
-            assert sorted(int(t) for t in o["accuracy"]) == steps, (name, key)
+            traced = [t for t in steps if t <= d["t_max"]]  # a part may trace fewer steps
+            assert traced and sorted(int(t) for t in o["accuracy"]) == traced, (name, key)
             check_by_t(o["accuracy"])
             assert is_fraction(o["plateau"]) and len(o["curve"]) == d["t_max"], (name, key)
             for t, acc in o["accuracy"].items():
