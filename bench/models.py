@@ -2,14 +2,17 @@
 vgg11_bn and mobilenet_v2 with random weights.
 
     python bench/models.py                 # full run, writes bench/results/models.json + .png
+    python bench/models.py --skip-torchvision --percentile 99.9   # the classic λ, as a second entry
     python bench/models.py --quick         # smoke run on small subsets -> bench/results/models-quick.json
     python bench/models.py --skip-torchvision   # one part only; the other is kept from models.json
 
 **CIFAR-10 ResNet.** bench/resnet_cifar.py trains the network (seeded, on the CPU; its
-recipe is bench/results/resnet8_cifar10.train.json). Here it is converted with
+recipe is bench/results/resnet20_cifar10.train.json). Here it is converted with
 ``convert()``'s defaults, plus the input normalisation, the class names and
 ``holdout=`` (the early-exit calibration table, from held-out *training* images, 256
-steps), and saved as bench/models/resnet8_cifar10.scn. λ is measured on fit images. The
+steps, which also chooses λ's percentile), and saved as bench/models/resnet20_cifar10.scn;
+``--percentile P`` forces a percentile instead (its own entry in the results, its model
+file in bench/.cache). λ is measured on fit images. The
 training set is stored grouped by class, so both sets are seeded random draws (the first
 2000 fit images would all be airplanes).
 The SNN runs on the compiled engine on a seeded subset of the CIFAR-10 *test* set:
@@ -60,6 +63,7 @@ from common import DATA, MODELS, RESULTS, ROOT, machine, seed_everything
 from resnet_cifar import load as load_resnet
 from resnet_cifar import name_of
 
+CACHE = ROOT / "bench" / ".cache"
 STEPS = (32, 64, 128, 256)
 T_MAX = 256
 TORCHVISION = ("resnet18", "vgg11_bn", "mobilenet_v2")
@@ -103,9 +107,14 @@ def resnet_results(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, 
     net = convert(
         model, calib, input_scale=1 / 255, input_mean=data["mean"], input_std=data["std"],
         class_names=CLASSES, holdout=(x_hold, y_hold), calibration_steps=T_MAX, progress=False,
+        percentile=args.percentile,
     )  # fmt: skip
     convert_s = time.time() - t0
-    scn = weights.with_suffix(".scn") if not args.quick else Path(args.out_dir) / f"{name}-quick.scn"
+    scn = weights.with_suffix(".scn")
+    if args.quick:
+        scn = Path(args.out_dir) / f"{result_key(args)}-quick.scn"
+    elif args.percentile is not None:  # the default conversion keeps the model file
+        scn = CACHE / f"{result_key(args)}.scn"
     scn.parent.mkdir(parents=True, exist_ok=True)
     net.save(scn)
     plan = CompiledNetwork(net)
@@ -170,10 +179,16 @@ def resnet_results(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, 
             k: recipe.get(k)
             for k in ("command", "epochs_done", "epochs_planned", "train_seconds", "parameters", "optimizer")
         },
-        "conversion": "convert() defaults (percentile and reset as convert() sets them), input_scale=1/255, "
+        "conversion": (
+            "convert() defaults (the percentile chosen on the holdout table, reset, v_init)"
+            if args.percentile is None
+            else f"convert() defaults but percentile={args.percentile:g}"
+        )
+        + ", input_scale=1/255, "
         f"input mean/std of the fit images, λ on {len(calib)} fit images, holdout table on "
         f"{len(x_hold)} held-out training images x {T_MAX} steps (both seeded random draws, all classes)",
         "percentile": net.meta.get("percentile"),
+        "percentile_choice": net.meta.get("percentile_choice"),
         "reset": net.reset,
         "ann_accuracy": ann_sub,
         "ann_accuracy_full_test_set": ann_acc,
@@ -201,6 +216,12 @@ def resnet_results(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, 
         flush=True,
     )
     return out
+
+
+def result_key(args: argparse.Namespace) -> str:
+    """The ResNet's entry in models.json: its name, plus the percentile if one was forced."""
+    name = name_of(args.blocks)
+    return name if args.percentile is None else f"{name}_percentile{args.percentile:g}"
 
 
 def _shown(path: Path) -> str:
@@ -482,7 +503,7 @@ def load_data(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small subsets; writes models-quick.json")
-    ap.add_argument("--blocks", type=int, default=1, help="the ResNet's blocks per stage (1: ResNet-8)")
+    ap.add_argument("--blocks", type=int, default=3, help="the ResNet's blocks per stage (3: ResNet-20)")
     ap.add_argument("--test-samples", type=int, default=2000)
     ap.add_argument("--holdout-samples", type=int, default=1000)
     ap.add_argument("--calibration-samples", type=int, default=2000, help="fit images for λ")
@@ -493,6 +514,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--percentile", type=float, default=None,
+                    help="λ percentile for the ResNet (default: convert()'s choice on the holdout "
+                    "table); a forced one is its own entry, its .scn in bench/.cache")  # fmt: skip
     ap.add_argument("--skip-torchvision", action="store_true")
     ap.add_argument("--skip-resnet", action="store_true")
     ap.add_argument("--data", default=str(DATA / "cifar10" / "cifar10_jpeg.npz"))
@@ -521,7 +545,7 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join(["python", "bench/models.py", *(sys.argv[1:] if argv is None else argv)])
     data = load_data(args)
     if not args.skip_resnet:
-        name = name_of(args.blocks)
+        name = result_key(args)
         result[name] = resnet_results(args, data)
         result[name]["command"] = command
         result[name]["machine"] = machine()

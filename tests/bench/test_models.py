@@ -16,7 +16,7 @@ pytest.importorskip("matplotlib", reason="the bench extra is not installed")
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"
-RESNET = "resnet8_cifar10"
+RESNET = "resnet20_cifar10"
 
 # bench/ is not a package: its scripts import each other from their folder, and so does this test.
 sys.path.insert(0, str(ROOT / "bench"))
@@ -38,7 +38,7 @@ def check_resnet(r: dict[str, Any]) -> None:
 def test_script_runs_on_synthetic_images(tmp_path: Path) -> None:
     torch.manual_seed(0)
     weights = tmp_path / "resnet.pt"
-    torch.save(ResNetCifar(1).state_dict(), weights)
+    torch.save(ResNetCifar(3).state_dict(), weights)
     models.main(["--quick", "--synthetic", "--weights", str(weights), "--out-dir", str(tmp_path),
                  "--threads", "1", "--tv-names", "resnet18"])  # fmt: skip
     r = json.loads((tmp_path / "models-quick.json").read_text())
