@@ -197,7 +197,7 @@ async def test_faery_sends_nmnist_and_the_decision_is_the_file_sources(
     assert first.stream == "nmnist"
     if made.exit == "end_of_stream":
         # Undecided when the recording ends: the file source completes the steps up to
-        # the end of its last 10 ms replay chunk, the UDP stream ends at its last event's
+        # the end marker the replay sends after the file's last event, the UDP stream ends at its last event's
         # step (closed when idle). The same label, a few steps fewer.
         assert (first.exit, first.label) == (made.exit, made.label)
         assert made.steps - 10 < first.steps <= made.steps
