@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,6 +83,18 @@ def load_or_train(args: argparse.Namespace, x_fit: np.ndarray, y_fit: np.ndarray
     return model, train_s
 
 
+def convert_model(model: nn.Module, x_val: np.ndarray, y_val: np.ndarray) -> Any:
+    """bench/models/mnist_maxpool.scn: ``convert()`` with its defaults, λ from training
+    images [55000, 57000), the table (which also chooses λ's percentile) from [57000, 58000)
+    x 300 steps; ``x_val``/``y_val`` are the training images from 55000 on."""
+    from spikecast.converters import convert
+
+    net = convert(model, x_val[:2000], input_scale=1 / 255, holdout=(x_val[2000:3000], y_val[2000:3000]),
+                  calibration_steps=300, class_names=[str(i) for i in range(10)], progress=False)  # fmt: skip
+    what = "MNIST training images [57000, 58000) (never trained on), 300 steps, engine"
+    return net.with_(meta={**net.meta, "calibration_table": what})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=8)
@@ -110,16 +123,8 @@ def main() -> None:
     # chooses λ's percentile on the holdout table (as bench/reconvert.py).
     net = convert(model, calib, percentile=99.9, v_init=0.0, input_scale=1 / 255,
                   class_names=[str(i) for i in range(10)], progress=False)  # fmt: skip
-    product = convert(
-        model,
-        calib,
-        input_scale=1 / 255,
-        holdout=(x_val[2000:3000], y_val[2000:3000]),
-        calibration_steps=300,
-        class_names=[str(i) for i in range(10)],
-    )
-    what = "MNIST training images [57000, 58000) (never trained on), 300 steps, engine"
-    product.with_(meta={**product.meta, "calibration_table": what}).save(MODELS / "mnist_maxpool.scn")
+    product = convert_model(model, x_val, y_val)
+    product.save(MODELS / "mnist_maxpool.scn")
     print(product.summary())
     norm_ann = float((ann_logits(net, xs).argmax(1) == ys).mean())
 

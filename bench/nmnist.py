@@ -360,6 +360,38 @@ class Trajectories:
     n_steps: np.ndarray  # (N,) steps each recording spans
 
 
+def convert_model(
+    model: nn.Module, real_tr: Frames, hold_recs: Sequence[np.ndarray], y_hold: np.ndarray
+) -> Any:
+    """bench/models/nmnist.scn: ``convert()`` with its defaults. The λs come from training
+    frames (real + a synthetic-like mix is what the network saw); the calibration table
+    from the engine on the held-out real recordings, which also choose λ's percentile."""
+    from spikecast.converters import convert
+    from spikecast.ext.engine import EventSteps
+
+    calib = real_tr.rates()
+    shape = (2, SIZE, SIZE)
+    hold_steps = [EventSteps.from_arrays(e["x"], e["y"], e["p"], event_steps(e), shape) for e in hold_recs]
+    net = convert(
+        model,
+        calib,
+        input_kind="events",
+        dt_us=DT_US,
+        class_names=[str(i) for i in range(10)],
+        max_calibration_samples=len(calib),
+        holdout=(hold_steps, y_hold),
+        calibration_steps=T_TABLE,
+        progress=False,
+    )
+    return net.with_(
+        meta={
+            **net.meta,
+            "dataset": "N-MNIST (real + saccade-synthetic)",
+            "calibration_table": f"{len(hold_recs)} real N-MNIST recordings",
+        },
+    )
+
+
 def trajectories(plan: Any, recs: Sequence[np.ndarray], t_steps: int, desc: str) -> Trajectories:
     """Each recording through the engine from reset (the library's trace): c(t) and
     argmax z(t) after every step; a recording's last state carries past its end."""
@@ -475,8 +507,7 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
     if args.quick:
         args.n_synth, args.epochs, args.finetune_epochs, args.realtime_samples = 4000, 1, 1, 5
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    from spikecast.converters import convert
-    from spikecast.ext.engine import CompiledNetwork, EventSteps
+    from spikecast.ext.engine import CompiledNetwork
     from spikecast.runtime.decision import Calibration, OperatingPoint, decision_steps
     from spikecast.runtime.stream import DecisionContext
 
@@ -543,31 +574,8 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
         ann_by_t[str(t)] = float((predict(model, x) == y_test).mean())
     print(f"ANN accuracy on {len(y_test)} real test recordings: {ann_acc:.4f} (prefixes: {ann_by_t})")
 
-    # Convert with convert()'s defaults. The λs come from training frames (real + a
-    # synthetic-like mix is what the network saw); the calibration table from the engine
-    # on the held-out real recordings, which also choose λ's percentile (convert()).
-    calib = real_tr.rates()
-    shape = (2, SIZE, SIZE)
-    hold_steps = [EventSteps.from_arrays(e["x"], e["y"], e["p"], event_steps(e), shape) for e in hold_recs]
-    net = convert(
-        model,
-        calib,
-        input_kind="events",
-        dt_us=DT_US,
-        class_names=[str(i) for i in range(10)],
-        max_calibration_samples=len(calib),
-        holdout=(hold_steps, y_hold),
-        calibration_steps=T_TABLE,
-        progress=False,
-    )
+    net = convert_model(model, real_tr, hold_recs, y_hold)
     table = net.calibration
-    net = net.with_(
-        meta={
-            **net.meta,
-            "dataset": "N-MNIST (real + saccade-synthetic)",
-            "calibration_table": f"{len(hold_recs)} real N-MNIST recordings",
-        },
-    )
     scn = net.save(models / "nmnist.scn")
     print(net.summary())
     print(f"wrote {scn.relative_to(ROOT)} ({scn.stat().st_size / 1024:.0f} KiB)")

@@ -34,8 +34,6 @@ import numpy as np
 import torch
 from common import MODELS, RESULTS, load_mnist, machine, require
 
-CLASSES10 = [str(i) for i in range(10)]
-
 
 def _summary(name: str, net: Any, old: Any, seconds: float) -> dict[str, Any]:
     keys = ("tau", "t_min", "mean_steps", "accuracy", "plateau_accuracy")
@@ -56,7 +54,6 @@ def _summary(name: str, net: Any, old: Any, seconds: float) -> dict[str, Any]:
 
 def mnist() -> dict[str, Any]:
     import convert_mnist as cm
-    from spikecast.converters import convert
     from spikecast.ext.core.network import Network
 
     xtr, ytr, _, _ = load_mnist()
@@ -64,12 +61,8 @@ def mnist() -> dict[str, Any]:
     model.load_state_dict(torch.load(require(MODELS / "mnist_maxpool.pt", "the trained MNIST ANN"),
                                      weights_only=True))  # fmt: skip
     model.eval()
-    x_val, y_val = xtr[55_000:], ytr[55_000:]
     t0 = time.time()
-    net = convert(model, x_val[:2000], input_scale=1 / 255, holdout=(x_val[2000:3000], y_val[2000:3000]),
-                  calibration_steps=300, class_names=CLASSES10, progress=False)  # fmt: skip
-    what = "MNIST training images [57000, 58000) (never trained on), 300 steps, engine"
-    net = net.with_(meta={**net.meta, "calibration_table": what})
+    net = cm.convert_model(model, xtr[55_000:], ytr[55_000:])
     old = Network.load(MODELS / "mnist_maxpool.scn")
     net.save(MODELS / "mnist_maxpool.scn")
     return _summary("mnist_maxpool.scn", net, old, time.time() - t0)
@@ -77,29 +70,19 @@ def mnist() -> dict[str, Any]:
 
 def nmnist() -> dict[str, Any]:
     import nmnist as nm
-    from spikecast.converters import convert
     from spikecast.ext.core.network import Network
-    from spikecast.ext.engine import EventSteps
 
     paths, labels = nm.real_recordings()
     perm = np.random.default_rng(0).permutation(nm.N_REAL)
-    hold_i, train_i = np.sort(perm[300:500]), np.sort(perm[500:])
+    hold_i, train_i = np.sort(perm[300:500]), np.sort(perm[500:])  # as bench/nmnist.py (seed 0)
     recs = nm.read_all(paths)
     real_tr = nm.real_frames([recs[i] for i in train_i], labels[train_i], n_prefix=9, seed=1)
-    shape = (2, nm.SIZE, nm.SIZE)
-    steps = [EventSteps.from_arrays(e["x"], e["y"], e["p"], nm.event_steps(e), shape)
-             for e in (recs[i] for i in hold_i)]  # fmt: skip
     model = nm.make_model()
     model.load_state_dict(torch.load(require(MODELS / "nmnist.pt", "the trained N-MNIST ANN"),
                                      weights_only=True))  # fmt: skip
     model.eval()
-    calib = real_tr.rates()
     t0 = time.time()
-    net = convert(model, calib, input_kind="events", dt_us=nm.DT_US, class_names=CLASSES10,
-                  max_calibration_samples=len(calib), holdout=(steps, labels[hold_i]),
-                  calibration_steps=nm.T_TABLE, progress=False)  # fmt: skip
-    net = net.with_(meta={**net.meta, "dataset": "N-MNIST (real + saccade-synthetic)",
-                          "calibration_table": "200 real N-MNIST recordings"})  # as bench/nmnist.py
+    net = nm.convert_model(model, real_tr, [recs[i] for i in hold_i], labels[hold_i])
     old = Network.load(MODELS / "nmnist.scn")
     net.save(MODELS / "nmnist.scn")
     return _summary("nmnist.scn", net, old, time.time() - t0)

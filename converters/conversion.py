@@ -698,11 +698,11 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     nets: dict[float, Network] = {}
     scores: dict[float, dict[str, float]] = {}
     for p in candidates:
-        table = calibration_table(network(p), hx, holdout[1], calibration_steps, batch_size, progress)
-        nets[p] = with_calibration(network(p), table, f"{table.n_samples} held-out samples")
-        rec = Calibration(table).recommend()
-        scores[p] = {"plateau_accuracy": rec.plateau_accuracy, "mean_steps": rec.mean_steps,
-                     "accuracy": rec.accuracy, "tau": rec.point.tau, "t_min": rec.point.t_min}  # fmt: skip
+        net_p = network(p)
+        table = calibration_table(net_p, hx, holdout[1], calibration_steps, batch_size, progress)
+        nets[p] = with_calibration(net_p, table, f"{table.n_samples} held-out samples")
+        point = nets[p].meta[META_KEY]  # the table's recommendation, as with_calibration recorded it
+        scores[p] = {k: point[k] for k in ("plateau_accuracy", "mean_steps", "accuracy", "tau", "t_min")}
     if percentile is not None:
         return nets[percentile]
     chosen = choose_percentile(scores)

@@ -33,6 +33,23 @@ static const char* spk_path_name(int path) {
     }
 }
 
+/* One row of n lanes, one lane at a time: the portable path of spk_sweep_row (below),
+   and the scalar tail of the AVX2 sweeps. */
+static int spk_sweep_row_portable(float* v, const float* drive, int n, float threshold,
+                                  int reset_zero, int base, int32_t* out, int* pending) {
+    int n_sp = 0, still = 0;
+    for (int j = 0; j < n; j++) {
+        float x = v[j] + drive[j];
+        int s = x >= threshold;
+        v[j] = reset_zero ? x * (float)(1 - s) : x - threshold * (float)s;
+        out[n_sp] = base + j;
+        n_sp += s;
+        still |= s & (v[j] >= threshold);
+    }
+    *pending |= still;
+    return n_sp;
+}
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define SPK_X86_DISPATCH 1
@@ -200,13 +217,9 @@ SPK_AVX2_FN static int spk_sweep_avx2(float* v, const float* drive, int period, 
                 bits &= bits - 1;
             }
         }
-        for (; j < period; j++) {  /* the portable update, one neuron at a time */
-            float x = v[p + j] + drive[j];
-            int s = x >= threshold;
-            v[p + j] = reset_zero ? x * (float)(1 - s) : x - threshold * (float)s;
-            out[n_sp] = p + j;
-            n_sp += s;
-        }
+        int unused = 0;  /* the dense sweep visits every neuron anyway */
+        n_sp += spk_sweep_row_portable(v + p + j, drive + j, period - j, threshold, reset_zero, p + j,
+                                       out + n_sp, &unused);
     }
     return n_sp;
 }
@@ -231,16 +244,9 @@ SPK_AVX2_FN static int spk_sweep_row_avx2(float* v, const float* drive, int n, f
             }
         }
     }
-    for (; j < n; j++) {
-        float x = v[j] + drive[j];
-        int s = x >= threshold;
-        v[j] = reset_zero ? x * (float)(1 - s) : x - threshold * (float)s;
-        out[n_sp] = base + j;
-        n_sp += s;
-        still |= s & (v[j] >= threshold);
-    }
     *pending |= still != 0;
-    return n_sp;
+    return n_sp + spk_sweep_row_portable(v + j, drive + j, n - j, threshold, reset_zero, base + j,
+                                         out + n_sp, pending);
 }
 
 #else  /* not x86-64 GCC/Clang: the portable Cython kernels only */
@@ -260,22 +266,6 @@ static int spk_sweep_avx2(float* v, const float* drive, int period, int n, float
 
 
 /* ---- Every path: the sparse sweep ---------------------------------------------- */
-
-/* spk_sweep_row_avx512, one lane at a time (the portable path). */
-static int spk_sweep_row_portable(float* v, const float* drive, int n, float threshold,
-                                  int reset_zero, int base, int32_t* out, int* pending) {
-    int n_sp = 0, still = 0;
-    for (int j = 0; j < n; j++) {
-        float x = v[j] + drive[j];
-        int s = x >= threshold;
-        v[j] = reset_zero ? x * (float)(1 - s) : x - threshold * (float)s;
-        out[n_sp] = base + j;
-        n_sp += s;
-        still |= s & (v[j] >= threshold);
-    }
-    *pending |= still;
-    return n_sp;
-}
 
 static inline int spk_sweep_row(int path, float* v, const float* drive, int n, float threshold,
                                 int reset_zero, int base, int32_t* out, int* pending) {
