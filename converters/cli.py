@@ -45,6 +45,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         calib,
         percentile=args.percentile,
         v_init=args.v_init,
+        evidence_steps=args.evidence_steps,
         reset=args.reset,
         input_kind=args.input_kind,
         input_encoding=args.input_encoding,
@@ -89,6 +90,11 @@ def register(sub: Any) -> None:
         "--v-init", type=float, default=None,
         help="initial membrane / threshold in [0, 1); default 0.5 for frames, 0 for events",
     )
+    p.add_argument(
+        "--evidence-steps", type=float, default=None,
+        help="early-exit signal: 0 = confidence in the output rate, t_e > 0 = in the evidence "
+        "accumulated (scaled by t/t_e); default: rate, or with --holdout whichever decides earliest",
+    )  # fmt: skip
     p.add_argument("--reset", choices=["subtract", "zero"], default="subtract")
     p.add_argument("--input-kind", choices=["frame", "events"], default="frame")
     p.add_argument("--input-encoding", choices=["analog", "poisson"], default="analog")

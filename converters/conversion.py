@@ -45,7 +45,14 @@ import torch.nn.functional as F
 from spikecast.converters.parse import INPUT, Op, trace
 from spikecast.ext.core.calibration import META_KEY, Calibration
 from spikecast.ext.core.errors import ConversionError, ParameterError
-from spikecast.ext.core.network import CalibrationTable, InputSpec, Layer, Network, check_v_init
+from spikecast.ext.core.network import (
+    CalibrationTable,
+    InputSpec,
+    Layer,
+    Network,
+    check_evidence_steps,
+    check_v_init,
+)
 from torch import nn
 
 #: meta key: {layer index: a} for the layers converted from a ReLU clipped at a.
@@ -581,6 +588,20 @@ DEFAULT_PERCENTILE = 99.9
 AUTO_PLATEAU_TOLERANCE = 0.005
 
 
+#: The exit signals ``convert(evidence_steps=None, holdout=...)`` chooses from: 0 is the
+#: rate rule, the others the evidence rule's t_e in steps (docs/decisions.md).
+AUTO_EVIDENCE_STEPS = (0.0, 10.0, 20.0, 50.0, 100.0, 200.0)
+
+
+def choose_evidence_steps(scores: dict[float, dict[str, float]]) -> float:
+    """The exit signal whose recommended point decides in the fewest mean steps; ties go
+    to the rate rule (0), then to the larger t_e. All candidates share one run, so one
+    plateau: ``scores[e]`` needs only ``mean_steps``."""
+    if not scores:
+        raise ParameterError("no exit signal to choose from")
+    return min(scores, key=lambda e: (scores[e]["mean_steps"], e != 0, -e))
+
+
 def choose_percentile(scores: dict[float, dict[str, float]]) -> float:
     """The percentile whose recommended operating point decides earliest, among those
     whose plateau accuracy is within AUTO_PLATEAU_TOLERANCE of the best; ties go to the
@@ -600,6 +621,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     *,
     percentile: float | None = None,
     v_init: float | None = None,
+    evidence_steps: float | None = None,
     reset: str = "subtract",
     input_kind: str = "frame",
     input_encoding: str = "analog",
@@ -633,6 +655,11 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     0 for events (whose input builds up over the stream: 0.5 fired early on too little
     evidence and decided later on N-MNIST). ``input_scale/mean/std`` record
     how raw frames map to that input (``x = (raw*scale - mean)/std``) for the runtime.
+    ``evidence_steps`` picks the early-exit signal (``Network.evidence_steps``): 0 the
+    rate rule, t_e > 0 the evidence rule. ``None`` (the default) takes the rate rule
+    without a holdout set; with one, it tabulates each of AUTO_EVIDENCE_STEPS on the
+    same holdout run and keeps the one whose recommended point decides in the fewest
+    mean steps (``meta["exit_signal_choice"]``), for each candidate percentile.
     ``holdout=(x, labels)`` records the early-exit calibration table over
     ``calibration_steps`` steps (frames, or EventSteps per recording for an event
     network) and the operating point the model recommends from it.
@@ -644,6 +671,8 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     if reset not in ("subtract", "zero"):
         raise ParameterError(f"reset must be 'subtract' or 'zero', not {reset!r}")
     v_init = check_v_init("v_init", (0.5 if input_kind == "frame" else 0.0) if v_init is None else v_init)
+    if evidence_steps is not None:
+        evidence_steps = check_evidence_steps("evidence_steps", evidence_steps)
     if calibration_steps < 1:
         raise ParameterError(f"calibration_steps must be >= 1, got {calibration_steps}")
     model = model.eval()
@@ -689,20 +718,19 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
             input=spec, layers=tuple(layers), class_names=names,
             reset=reset,  # type: ignore[arg-type]
             temperature=temperature, meta={**meta, "percentile": p}, v_init=v_init,
+            evidence_steps=evidence_steps or 0.0,
         )  # fmt: skip
 
     if holdout is None:
         return network(DEFAULT_PERCENTILE if percentile is None else percentile)
     hx = list(holdout[0]) if input_kind == "events" else holdout[0]
     candidates = AUTO_PERCENTILES if percentile is None else (percentile,)
+    signals = AUTO_EVIDENCE_STEPS if evidence_steps is None else (evidence_steps,)
     nets: dict[float, Network] = {}
     scores: dict[float, dict[str, float]] = {}
     for p in candidates:
-        net_p = network(p)
-        table = calibration_table(net_p, hx, holdout[1], calibration_steps, batch_size, progress)
-        nets[p] = with_calibration(net_p, table, f"{table.n_samples} held-out samples")
-        point = nets[p].meta[META_KEY]  # the table's recommendation, as with_calibration recorded it
-        scores[p] = {k: point[k] for k in ("plateau_accuracy", "mean_steps", "accuracy", "tau", "t_min")}
+        nets[p], scores[p] = _with_best_signal(network(p), hx, holdout[1], calibration_steps, signals,
+                                               batch_size, progress)  # fmt: skip
     if percentile is not None:
         return nets[percentile]
     chosen = choose_percentile(scores)
@@ -714,6 +742,31 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     }
     net = nets[chosen]
     return net.with_(meta={**net.meta, "percentile_choice": choice})
+
+
+_SCORE_KEYS = ("plateau_accuracy", "mean_steps", "accuracy", "tau", "t_min")
+
+
+def _with_best_signal(
+    net: Network, hx: Any, hy: Any, n_steps: int, signals: Sequence[float], batch_size: int, progress: bool
+) -> tuple[Network, dict[str, float]]:
+    """``net`` with the exit signal (of ``signals``) whose recommended point decides
+    earliest on the holdout table, that table and point; and the point's score."""
+    tables = calibration_tables(net, hx, hy, n_steps, signals, batch_size, progress)
+    points = {e: Calibration(t).recommend().as_dict() for e, t in tables.items()}
+    chosen = choose_evidence_steps(points)
+    out = with_calibration(net.with_(evidence_steps=chosen), tables[chosen],
+                           f"{tables[chosen].n_samples} held-out samples")  # fmt: skip
+    if len(signals) > 1:
+        choice = {
+            "rule": "fewest mean steps at the recommended point; ties to the rate rule",
+            "candidates": {("rate" if e == 0 else f"evidence/{e:g}"): {k: v[k] for k in _SCORE_KEYS}
+                           for e, v in points.items()},
+            "chosen": out.exit_signal,
+        }
+        out = out.with_(meta={**out.meta, "exit_signal_choice": choice})
+    point = out.meta[META_KEY]  # the table's recommendation, as with_calibration recorded it
+    return out, {k: point[k] for k in _SCORE_KEYS}
 
 
 def _layer(j: int, d: _Draft, lambdas: Sequence[float], last: bool) -> Layer:
@@ -807,6 +860,22 @@ def calibration_table(
     Uses the compiled engine's :func:`~spikecast.ext.engine.trace` (it matches the
     reference simulator); Poisson-coded frames go through the reference simulator.
     """
+    tables = calibration_tables(net, x, labels, n_steps, (net.evidence_steps,), batch_size, progress)
+    return tables[net.evidence_steps]
+
+
+def calibration_tables(
+    net: Network,
+    x: Any,
+    labels: Any,
+    n_steps: int,
+    evidence_steps: Sequence[float],
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict[float, CalibrationTable]:
+    """One run over the held-out set, tabulated for each exit signal in ``evidence_steps``
+    (0: the rate rule; t_e: the evidence rule, see ``Network.evidence_steps``). The
+    spikes and logits do not depend on the rule, only c(t) does."""
     from spikecast.ext.engine import EventSteps
     from spikecast.ext.engine import trace as engine_trace
 
@@ -826,16 +895,26 @@ def calibration_table(
     if n != len(ys) or n == 0:
         raise ParameterError(f"holdout needs as many labels as inputs, got {n} and {len(ys)}")
     if events or net.input.encoding == "analog":
-        tr = engine_trace(net, items if events else xs, n_steps, n_threads=2)
-        return CalibrationTable(confidence=tr.confidence, correct=tr.correct(ys))
-    from spikecast.converters.reference import simulate_batched
+        tr = engine_trace(net, items if events else xs, n_steps, n_threads=2, logits=True)
+        if tr.logits is None:  # trace(logits=True) always returns them
+            raise ParameterError("the engine's trace returned no logits")
+        logits, steps = tr.logits, tr.steps_run
+    else:
+        from spikecast.converters.reference import simulate_batched
 
-    rng = np.random.default_rng(0)
-    logits, conf, _ = simulate_batched(
-        net, xs, n_steps, batch_size=batch_size, rng=rng, progress=progress, desc="calibration table"
-    )
+        logits, _, _ = simulate_batched(
+            net, xs, n_steps, batch_size=batch_size, rng=np.random.default_rng(0), progress=progress,
+            desc="calibration table",
+        )  # fmt: skip
+        steps = np.arange(1, n_steps + 1, dtype=np.float64)[:, None]
     correct = logits.argmax(axis=-1) == ys[None, :]
-    return CalibrationTable(confidence=conf.astype(np.float32), correct=correct)
+    return {
+        float(e): CalibrationTable(
+            confidence=net.with_(evidence_steps=float(e)).confidence(logits, steps).astype(np.float32),
+            correct=correct,
+        )
+        for e in evidence_steps
+    }
 
 
 def with_calibration(net: Network, table: CalibrationTable, source: str | None = None) -> Network:
@@ -849,10 +928,13 @@ def with_calibration(net: Network, table: CalibrationTable, source: str | None =
 
 
 __all__ = [
+    "AUTO_EVIDENCE_STEPS",
     "AUTO_PERCENTILES",
     "ann_logits",
     "build_drafts",
     "calibration_table",
+    "calibration_tables",
+    "choose_evidence_steps",
     "choose_percentile",
     "convert",
     "lambdas_at",

@@ -74,6 +74,8 @@ def _graph_metadata(net: Network) -> dict[str, Any]:
         # NIR's IF has no initial state: spiking layers start at v_init·θ, recorded here
         # (only when not 0, so earlier exports keep their metadata).
         **({"v_init": float(net.v_init)} if net.v_init else {}),
+        # The early-exit signal (not a NIR concept): only when not the rate rule.
+        **({"evidence_steps": float(net.evidence_steps)} if net.evidence_steps else {}),
         "layers": [
             {
                 "name": ly.name,
@@ -659,6 +661,7 @@ def from_nir(graph: Any, options: NirImportOptions | None = None) -> Network:
         temperature=float(record["temperature"]) if record else 1.0,
         meta=meta,
         v_init=float(record.get("v_init", 0.0)) if record else 0.0,
+        evidence_steps=float(record.get("evidence_steps", 0.0)) if record else 0.0,
     )
 
 

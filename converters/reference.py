@@ -10,7 +10,8 @@ obviously correct over being fast. For each step t = 1..T and each layer l:
 
 Gated max-pool: counts C += S_in(t); in each window the input with the largest count
 (lowest flat index on a tie) is the winner, and the output spikes iff the winner spiked.
-The last layer only integrates: z(t) = λ_L · V_L / t, c(t) = max softmax(z(t) / temperature).
+The last layer only integrates: z(t) = λ_L · V_L / t, c(t) = max softmax(z(t) / temperature)
+(under the evidence rule, max softmax(z(t)·t / (t_e·temperature)): ``Network.confidence``).
 SynOps: every spike (or event) adds its border-aware fan-out; analog frame input adds none.
 """
 
@@ -238,8 +239,8 @@ def _simulate(
         run.step(s)
         logits[t - 1] = (out.lam * run.v[-1].reshape(batch, -1) / t).cpu().numpy()
 
-    z = torch.from_numpy(logits) / net.temperature
-    conf = torch.softmax(z, dim=-1).amax(dim=-1).numpy()
+    steps = np.arange(1, n_steps + 1, dtype=np.float64)[:, None]
+    conf = net.confidence(logits, steps).astype(np.float32)
     return SimResult(
         logits=logits,
         confidence=conf,

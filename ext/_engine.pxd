@@ -73,6 +73,7 @@ ctypedef struct NetPlan:
     const int32_t* out_perm  # torch flat output index -> channel-last index of the output layer
     int n_classes
     float temperature
+    float evidence_steps     # 0: the rate rule; t_e: c(t) from z·t_eff/t_e (the evidence rule)
     int reset_zero
     int max_neurons          # largest n_out over layers (scratch size)
     # Further inputs (residual adds, concatenations): layer l also scatters the spikes of

@@ -150,7 +150,8 @@ cdef void frame_current(
 
 
 cdef void read_out(const NetPlan* p, EngineState* s) noexcept nogil:
-    """z(t) = λ_L V_L / t in float32 (as the reference), c(t) = max softmax(z / T).
+    """z(t) = λ_L V_L / t in float32 (as the reference), c(t) = max softmax(z / T), or
+    under the evidence rule c(t) = max softmax(z·t/(t_e·T)) (docs/decisions.md).
 
     t_eff equals t (exactly, as a float) unless decay() has scaled the evidence down."""
     cdef const LayerPlan* lp = &p.layers[p.n_layers - 1]
@@ -160,14 +161,19 @@ cdef void read_out(const NetPlan* p, EngineState* s) noexcept nogil:
     cdef float z, zmax = 0
     cdef int k, arg = 0
     cdef double total = 0
+    cdef double g = (<double> tf) / (<double> p.evidence_steps) if p.evidence_steps > 0 else 1.0
     for k in range(p.n_classes):
         z = (lam * v[p.out_perm[k]]) / tf
         s.logits[k] = z
         if k == 0 or z > zmax:
             zmax = z
             arg = k
-    for k in range(p.n_classes):
-        total += exp((<double> s.logits[k] - <double> zmax) / p.temperature)
+    if p.evidence_steps > 0:
+        for k in range(p.n_classes):
+            total += exp(((<double> s.logits[k] - <double> zmax) / p.temperature) * g)
+    else:
+        for k in range(p.n_classes):
+            total += exp((<double> s.logits[k] - <double> zmax) / p.temperature)
     s.class_index = arg
     s.confidence = 1.0 / total
 
@@ -279,7 +285,9 @@ cdef int run_steps(
     cdef int k
     for k in range(n_steps):
         step_csr(p, s, idx, n_idx, offsets, k)
-        if s.t >= t_min and s.confidence >= tau:
+        # τ >= 1 means never confident, even where c(t) rounds to exactly 1.0 in double
+        # (the evidence rule's summed margins can get that large).
+        if s.t >= t_min and tau < 1.0 and s.confidence >= tau:
             s.exit = EXIT_CONFIDENT
             return k + 1
         if s.t >= t_max:
@@ -378,6 +386,7 @@ cdef class CompiledPlan:
         const int32_t[::1] out_perm,
         int n_classes,
         double temperature,
+        double evidence_steps,
         bint reset_zero,
         list extras,
         const int32_t[::1] extra_ptr,
@@ -403,6 +412,7 @@ cdef class CompiledPlan:
         self.plan.out_perm = _iptr(out_perm)
         self.plan.n_classes = n_classes
         self.plan.temperature = <float> temperature
+        self.plan.evidence_steps = <float> evidence_steps
         self.plan.reset_zero = reset_zero
         self.plan.max_neurons = 1
         for l in range(n):
@@ -651,6 +661,10 @@ cdef class EngineCore:
     @property
     def t(self) -> int:
         return self.st.t
+
+    @property
+    def t_eff(self) -> float:
+        return self.st.t_eff
 
     @property
     def exit_code(self) -> int:

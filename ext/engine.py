@@ -52,6 +52,7 @@ class RunResult:
 
     ``logits`` is z(t) = λ_L V_L / t (K,), ``synops`` and ``spikes`` are per layer
     (L,) totals since reset (max-pool: passed spikes; output layer: 0 spikes).
+    ``t_eff`` is the divisor t of z: the steps run, or their decayed sum after ``decay``.
     """
 
     class_index: int
@@ -61,6 +62,7 @@ class RunResult:
     exit: ExitReason
     synops: np.ndarray
     spikes: np.ndarray
+    t_eff: float
 
     @property
     def total_synops(self) -> int:
@@ -503,6 +505,7 @@ class CompiledNetwork:
             _i32(_torch_to_channel_last(self.layer_shapes[-1]), "output"),
             self.n_classes,
             float(network.temperature),
+            float(network.evidence_steps),
             network.reset == "zero",
             extras,
             _i32(np.asarray(extra_ptr), "extras"),
@@ -588,7 +591,7 @@ class Engine:
 
     @property
     def confidence(self) -> float:
-        """c(t) = max softmax(z(t) / temperature); 1/K before the first step."""
+        """c(t) = max softmax(z(t) / temperature) (evidence rule: × t/t_e); 1/K before the first step."""
         return float(self._core.confidence)
 
     @property
@@ -624,6 +627,7 @@ class Engine:
             exit=self.exit,
             synops=self.synops,
             spikes=self.spikes,
+            t_eff=float(self._core.t_eff),
         )
 
     def layer_spikes(self, layer: int) -> np.ndarray:
@@ -869,6 +873,14 @@ class Trace:
     synops: np.ndarray  # (T, N) int64
     n_steps: np.ndarray  # (N,) int64
     logits: np.ndarray | None = None  # (T, N, K) float32
+
+    @property
+    def steps_run(self) -> np.ndarray:
+        """(T, N) float64: the steps behind each row, t or the sample's n_steps past its end
+        (the divisor t of z(t), for recomputing c(t) from ``logits``: Network.confidence)."""
+        t = np.arange(1, self.class_index.shape[0] + 1, dtype=np.float64)[:, None]
+        out: np.ndarray = np.minimum(t, self.n_steps[None, :].astype(np.float64))
+        return out
 
     def correct(self, labels: Any) -> np.ndarray:
         """(T, N) whether argmax z(t) equals each sample's label."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from spikecast.ext.core import exits
@@ -49,9 +49,7 @@ class DecisionContext:
     def decision(
         self, stream: str, seq: int, res: RunResult, t0_us: int, t1_us: int, latency_ms: float
     ) -> Decision:
-        z = np.asarray(res.logits, np.float64) / self.network.temperature
-        p = np.exp(z - z.max())
-        p /= p.sum()
+        p = self.network.probabilities(res.logits, res.t_eff)
         order = np.argsort(-p, kind="stable")[: self.topk]
         names = self.network.class_names
         expected = (
@@ -312,8 +310,7 @@ class EventStreamDecider:
         origin = self.origin_us or 0
         dt = self.spec.dt_us
         if exit_override:
-            res = RunResult(res.class_index, res.confidence, res.logits, res.steps, exits.END_OF_STREAM,
-                            res.synops, res.spikes)
+            res = replace(res, exit=exits.END_OF_STREAM)
         if self.seq_clock is not None:
             self.seq = max(self.seq, self.seq_clock())
         d = self.ctx.decision(

@@ -48,7 +48,7 @@ _CONF_EDGES = np.array(
 )
 #: Candidate τ: coarse below 0.99, fine above (where small-logit nets live).
 TAU_GRID = tuple(
-    float(t) for t in np.round(np.concatenate([np.arange(0.10, 0.99, 0.01), np.arange(0.990, 1.0, 0.001)]), 4)
+    float(t) for t in np.round(np.concatenate([np.arange(0.10, 0.99, 0.01), np.arange(0.990, 0.9995, 0.001)]), 4)
 )
 #: Candidate earliest decision steps. Rate estimates z(t) = λ V / t from a few steps
 #: are noisy and often confidently wrong, so t_min is chosen with τ.
@@ -110,10 +110,13 @@ class PolicyStats:
 
 
 def decision_steps(confidence: np.ndarray, tau: float, t_min: int, t_max: int) -> np.ndarray:
-    """(N,) 1-based step at which the rule decides each sample of a (T, N) confidence table."""
+    """(N,) 1-based step at which the rule decides each sample of a (T, N) confidence table.
+
+    τ >= 1 is never reached (a float32 table can hold c = 1.0 where the engine's double
+    is just below it): such a rule decides at t_max, as the engine does."""
     t_max = min(t_max, confidence.shape[0])
     conf = confidence[:t_max]
-    hit = conf >= tau
+    hit = conf >= tau if tau < 1.0 else np.zeros(conf.shape, bool)
     hit[: t_min - 1] = False
     first = np.argmax(hit, axis=0)
     any_hit = hit.any(axis=0)
@@ -196,7 +199,7 @@ class Calibration:
             accuracy=float(correct.mean()),
             mean_steps=float(steps.mean()),
             p95_steps=float(np.percentile(steps, 95)),
-            confident_fraction=float((conf >= tau).mean()),
+            confident_fraction=float((conf >= tau).mean()) if tau < 1.0 else 0.0,
         )
 
     def accuracy_at(self, t: int) -> float:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from spikecast.ext.core.checks import INT32_MAX, check_float, check_int, is_int
+from spikecast.ext.core.checks import INT32_MAX, check_float, check_int, is_finite_number, is_int
 from spikecast.ext.core.errors import ModelFileError, ParameterError
 
 FORMAT_NAME = "spikecast-network"
@@ -52,6 +52,7 @@ FORMAT_VERSION = 2
 SCALE_RANGE = (1e-12, 1e12)  # λ, thresholds, input scale and std
 TEMPERATURE_RANGE = (1e-6, 1e6)
 V_INIT_RANGE = (0.0, 1.0)  # initial membrane / threshold: [0, 1), 1 would fire unprompted
+EVIDENCE_STEPS_RANGE = (1.0, 1e6)  # the evidence rule's step scale t_e; 0 (the rate rule) also allowed
 MEAN_LIMIT = 1e12
 MAX_DIM = 1 << 20  # any one shape entry
 MAX_NEURONS = (1 << 31) - 1  # product of a shape (the engine indexes with int32)
@@ -300,6 +301,11 @@ class Network:
     #: its threshold, in [0, 1): 0.5 turns the rate code's floor quantisation into
     #: round-to-nearest (docs/step-semantics.md). The output integrator starts at 0.
     v_init: float = 0.0
+    #: The early-exit signal (docs/decisions.md). 0: the rate rule, c(t) = max softmax(z(t)/T),
+    #: confidence in the output *rate*. t_e > 0: the evidence rule, c(t) = max
+    #: softmax(z(t)·t/(t_e·T)), confidence in the *accumulated* output λ·V/t_e, which keeps
+    #: growing while the evidence agrees (a sequential test); at t = t_e the two agree.
+    evidence_steps: float = 0.0
     #: Format version of the file this network was loaded from (None: built in
     #: memory). 1 means only its arrays were verified, not its manifest.
     file_version: int | None = field(default=None, compare=False, repr=False)
@@ -368,12 +374,18 @@ class Network:
     def _check_fields(self) -> None:
         _check_positive("temperature", self.temperature, TEMPERATURE_RANGE)
         check_v_init("v_init", self.v_init)
+        check_evidence_steps("evidence_steps", self.evidence_steps)
         if len(self.layers) > MAX_LAYERS:
             raise ParameterError(f"{len(self.layers)} layers, more than {MAX_LAYERS}")
         for i, name in enumerate((*self.class_names, *(ly.name for ly in self.layers))):
             if not isinstance(name, str) or len(name) > MAX_NAME:
                 raise ParameterError(f"name {i} must be a string of at most {MAX_NAME} characters")
         check_meta(self.meta)
+
+    @property
+    def exit_signal(self) -> str:
+        """"rate" or "evidence/t_e": which c(t) the early exit compares with τ."""
+        return "rate" if self.evidence_steps == 0 else f"evidence/{self.evidence_steps:g}"
 
     @property
     def n_classes(self) -> int:
@@ -403,6 +415,17 @@ class Network:
             return 0.0
         return float(np.float32(self.v_init) * np.float32(layer.threshold))
 
+    def confidence(self, logits: np.ndarray, t_eff: np.ndarray | float) -> np.ndarray:
+        """c(t) of logits z (..., K) after ``t_eff`` steps, in double precision and in the
+        engine's order of operations (so replays decide at the same step as the engine)."""
+        return softmax_confidence(logits, t_eff, self.temperature, self.evidence_steps)
+
+    def probabilities(self, logits: np.ndarray, t_eff: float) -> np.ndarray:
+        """The softmax (K,) whose maximum is :meth:`confidence`: what a decision reports."""
+        d = _scaled_gaps(np.asarray(logits, np.float64), t_eff, self.temperature, self.evidence_steps)
+        p: np.ndarray = np.exp(d)
+        return p / p.sum(axis=-1, keepdims=True)
+
     def with_(self, **changes: Any) -> Network:
         """A copy with some fields replaced (the dataclass is frozen)."""
         return replace(self, **changes)
@@ -421,7 +444,7 @@ class Network:
         lines = [
             f"input: {inp}",
             f"reset: {self.reset}   v_init: {self.v_init:g}   temperature: {self.temperature:g}   "
-            f"classes: {self.n_classes}",
+            f"exit signal: {self.exit_signal}   classes: {self.n_classes}",
             f"{'#':>2}  {'kind':<8}{'name':<16}{'in':<16}{'out':<16}{'k/s/p':<14}"
             f"{'lambda':>10}{'theta':>7}{'neurons':>9}",
         ]
@@ -505,6 +528,7 @@ class Network:
             # Written only when not 0, so networks without it keep the manifest (and
             # sha256) of earlier releases.
             **({"v_init": float(self.v_init)} if self.v_init != 0 else {}),
+            **({"evidence_steps": float(self.evidence_steps)} if self.evidence_steps != 0 else {}),
             "calibration": None
             if self.calibration is None
             else {"steps": self.calibration.n_steps, "samples": self.calibration.n_samples},
@@ -558,6 +582,38 @@ def _fmt(shape: tuple[int, ...]) -> str:
 def check_v_init(name: str, value: Any) -> float:
     """The initial membrane potential as a fraction of threshold: a number in [0, 1)."""
     return check_float(name, value, *V_INIT_RANGE, hi_open=True)
+
+
+def check_evidence_steps(name: str, value: Any) -> float:
+    """The evidence rule's step scale t_e: 0 (the rate rule) or a number in [1, 1e6]."""
+    if is_finite_number(value) and float(value) == 0:
+        return 0.0
+    return check_float(name, value, *EVIDENCE_STEPS_RANGE)
+
+
+def _scaled_gaps(
+    z: np.ndarray, t_eff: np.ndarray | float, temperature: float, evidence_steps: float
+) -> np.ndarray:
+    """(z_k − max z)/T, times t_eff/t_e under the evidence rule: the exponents of c(t)."""
+    d: np.ndarray = (z - z.max(axis=-1, keepdims=True)) / float(np.float32(temperature))
+    if evidence_steps:
+        g = np.asarray(np.float32(t_eff), np.float64) / float(np.float32(evidence_steps))
+        d = d * (g[..., None] if np.ndim(g) else g)
+    return d
+
+
+def softmax_confidence(
+    logits: np.ndarray, t_eff: np.ndarray | float, temperature: float, evidence_steps: float = 0.0
+) -> np.ndarray:
+    """c = max softmax of float32 logits (..., K) as the engine computes it: in double,
+    exponents (z_k − z_max)/T (× t_eff/t_e under the evidence rule), summed in class
+    order. ``t_eff`` broadcasts against the leading axes (a scalar, or (T, 1) steps)."""
+    d = _scaled_gaps(np.asarray(logits, np.float32).astype(np.float64), t_eff, temperature, evidence_steps)
+    total = np.zeros(d.shape[:-1])
+    for k in range(d.shape[-1]):
+        total += np.exp(d[..., k])
+    out: np.ndarray = 1.0 / total
+    return out
 
 
 def _check_positive(name: str, value: Any, bounds: tuple[float, float]) -> float:
@@ -654,7 +710,7 @@ _TOP_KEYS = (
     "format", "format_version", "input", "layers", "class_names", "reset", "temperature",
     "calibration", "meta", "arrays", "sha256",
 )  # fmt: skip
-_TOP_OPTIONAL = ("v_init",)  # absent: 0
+_TOP_OPTIONAL = ("v_init", "evidence_steps")  # absent: 0
 _INPUT_KEYS = ("kind", "shape", "scale", "mean", "std", "encoding", "dt_us")
 _LAYER_KEYS = (
     "kind", "name", "in_shape", "out_shape", "kernel", "stride", "padding", "lambda", "threshold",
@@ -1034,6 +1090,11 @@ def _top_fields(top: _Obj) -> dict[str, Any]:
         "temperature": top.get_num("temperature", *TEMPERATURE_RANGE),
         "meta": meta,
         **({"v_init": float(top._get("v_init", check_v_init))} if "v_init" in top.obj else {}),
+        **(
+            {"evidence_steps": float(top._get("evidence_steps", check_evidence_steps))}
+            if "evidence_steps" in top.obj
+            else {}
+        ),
     }
 
 
@@ -1069,7 +1130,9 @@ __all__ = [
     "Layer",
     "Network",
     "UnverifiedManifestWarning",
+    "check_evidence_steps",
     "check_meta",
     "check_v_init",
     "load_network",
+    "softmax_confidence",
 ]

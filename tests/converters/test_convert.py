@@ -196,6 +196,11 @@ def test_event_networks_get_a_table_from_recordings(digits):
     tr = engine_trace(net, recs, 15)
     assert "operating_point" in out.meta
     assert net.v_init == 0.0  # event input: membranes start at 0 unless asked (bench/lowlatency.py)
+    # Under the evidence rule too, though c(t) past a recording's end is its last step's
+    # (the table replays what the engine would do), not recomputed with a later t.
+    ev = convert(model, calib, input_kind="events", evidence_steps=4.0, holdout=(recs, labels),
+                 calibration_steps=15, progress=False)
+    np.testing.assert_allclose(ev.calibration.confidence, engine_trace(ev, recs, 15).confidence, rtol=1e-6)
     half = convert(model, calib, input_kind="events", v_init=0.5, progress=False)
     assert half.v_init == 0.5 and not np.array_equal(engine_trace(half, recs, 15).confidence, tr.confidence)
     with pytest.raises(ValueError, match="EventSteps"):
@@ -324,3 +329,41 @@ def test_percentile_by_default_is_chosen_on_the_holdout(digits):
         net = convert(digits.model, digits.x_train[:300], percentile=p, holdout=(x, y),
                       calibration_steps=20, progress=False)
         assert net.meta["operating_point"]["mean_steps"] == v["mean_steps"]
+
+
+def test_choose_evidence_steps_picks_the_earliest_and_ties_to_the_rate_rule() -> None:
+    from spikecast.converters.conversion import choose_evidence_steps
+
+    def sc(steps: float) -> dict[str, float]:
+        return {"mean_steps": steps}
+
+    assert choose_evidence_steps({0.0: sc(90), 20.0: sc(60), 50.0: sc(61)}) == 20.0
+    assert choose_evidence_steps({0.0: sc(5), 20.0: sc(5), 50.0: sc(5)}) == 0.0  # a tie: the rate rule
+    assert choose_evidence_steps({20.0: sc(7), 50.0: sc(7)}) == 50.0
+    with pytest.raises(ValueError, match="no exit signal"):
+        choose_evidence_steps({})
+
+
+def test_exit_signal_by_default_is_chosen_on_the_holdout(digits, tmp_path):
+    from spikecast.converters.conversion import AUTO_EVIDENCE_STEPS
+
+    x, y = digits.x_test[:60], digits.y_test[:60]
+    plain = convert(digits.model, digits.x_train[:300], progress=False)
+    assert plain.evidence_steps == 0.0 and "exit_signal_choice" not in plain.meta
+    auto = convert(digits.model, digits.x_train[:300], percentile=99.9, holdout=(x, y), calibration_steps=20,
+                   progress=False)
+    choice = auto.meta["exit_signal_choice"]
+    assert len(choice["candidates"]) == len(AUTO_EVIDENCE_STEPS) and choice["chosen"] == auto.exit_signal
+    best = min(v["mean_steps"] for v in choice["candidates"].values())
+    assert auto.meta["operating_point"]["mean_steps"] == best
+    # Each candidate's score is what an explicit conversion with that signal recommends,
+    # and its table is what the engine computes under that rule.
+    for e in AUTO_EVIDENCE_STEPS:
+        net = convert(digits.model, digits.x_train[:300], percentile=99.9, evidence_steps=e, holdout=(x, y),
+                      calibration_steps=20, progress=False)
+        name = "rate" if e == 0 else f"evidence/{e:g}"
+        assert net.exit_signal == name and "exit_signal_choice" not in net.meta
+        assert net.meta["operating_point"]["mean_steps"] == choice["candidates"][name]["mean_steps"]
+        np.testing.assert_allclose(net.calibration.confidence, engine_trace(net, x, 20).confidence, rtol=1e-6)
+    back = load_network(auto.save(tmp_path / "auto.scn"))
+    assert back.evidence_steps == auto.evidence_steps and back.meta["exit_signal_choice"] == choice

@@ -41,6 +41,7 @@ NETS = {
     "frame_conv_only": nets.net_frame_conv_only,
     "frame_linear": nets.net_frame_linear,
     "frame_deep_v_init": lambda: net_frame_deep().with_(v_init=0.5),  # travels in the metadata
+    "frame_deep_evidence": lambda: net_frame_deep().with_(evidence_steps=20.0),  # so does the exit signal
 }
 
 

@@ -63,6 +63,9 @@ def _cases() -> list[tuple[str, Network]]:
     cases.append(("net_wide_events_vinit", nets.net_wide(kind="events").with_(v_init=0.25)))
     cases.append(("net_grouped_frame_vinit", nets.net_grouped().with_(v_init=0.75)))
     cases.append(("net_dag_frame_vinit", nets.net_dag().with_(v_init=0.5)))
+    # The evidence rule (Network.evidence_steps): same spikes, c(t) from z·t/t_e.
+    cases.append(("net_frame_pool3_evidence", nets.net_frame_pool3().with_(evidence_steps=4.0)))
+    cases.append(("net_events_conv_out_evidence", nets.net_events_conv_out().with_(evidence_steps=10.0)))
     return cases
 
 

@@ -304,6 +304,7 @@ EDITS = {
     "meta": lambda m: m["meta"].update(operating_point={"tau": 0.9}),
     "input mean": lambda m: m["input"].update(mean=[0.5]),
     "v_init": lambda m: m.update(v_init=0.5),
+    "evidence_steps": lambda m: m.update(evidence_steps=30.0),
 }
 
 
@@ -328,6 +329,7 @@ def test_sha256_covers_every_field() -> None:
         net.with_(layers=(Layer(**{**ly0.__dict__, "lam": 2.51}), *net.layers[1:])),
         net.with_(calibration=None),
         net.with_(v_init=0.5),
+        net.with_(evidence_steps=30.0),
     ]
     hashes = {net.sha256, *(v.sha256 for v in variants)}
     assert len(hashes) == len(variants) + 1
@@ -464,6 +466,7 @@ RANGE_EDITS = {
     "input": lambda m: m["input"].update(extra=1),
     "groups": lambda m: m["layers"][0].update(groups=0),
     "v_init": lambda m: m.update(v_init=1.0),
+    "evidence_steps": lambda m: m.update(evidence_steps=0.25),
 }
 
 
