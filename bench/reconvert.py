@@ -8,7 +8,9 @@ What changes is what ``convert()`` now chooses when it is given a holdout set an
 ``percentile``: λ's percentile among 99, 99.5, 99.9 and 100, the one whose recommended
 operating point decides in the fewest mean steps on the holdout table, among those whose
 plateau is within 0.5 pt of the best (``meta["percentile_choice"]`` keeps every
-candidate's figures). v_init is convert()'s default for the input kind (0.5 for frames,
+candidate's figures); and, for each, the early-exit signal (the rate rule, or the
+evidence rule with t_e in AUTO_EVIDENCE_STEPS) that decides earliest on the same table
+(``meta["exit_signal_choice"]``). v_init is convert()'s default for the input kind (0.5 for frames,
 0 for events). The data, exactly as the original scripts use them:
 
 - bench/models/mnist_maxpool.scn (bench/convert_mnist.py): λ from MNIST training images
@@ -40,13 +42,16 @@ def _summary(name: str, net: Any, old: Any, seconds: float) -> dict[str, Any]:
     out = {
         "model_file": f"bench/models/{name}",
         "percentile_choice": net.meta["percentile_choice"],
+        "exit_signal": net.exit_signal,
+        "exit_signal_choice": net.meta.get("exit_signal_choice"),
         "operating_point": {k: net.meta["operating_point"][k] for k in keys},
         "previous": {"percentile": old.meta.get("percentile"), "sha256": old.sha256,
                      "operating_point": {k: old.meta.get("operating_point", {}).get(k) for k in keys}},
         "sha256": net.sha256,
         "seconds": seconds,
     }  # fmt: skip
-    print(f"{name}: percentile {old.meta.get('percentile')} -> {net.meta['percentile']}; recommended "
+    print(f"{name}: percentile {old.meta.get('percentile')} -> {net.meta['percentile']}, exit signal "
+          f"{old.exit_signal} -> {net.exit_signal}; recommended "
           f"mean steps {out['previous']['operating_point']['mean_steps']} -> "
           f"{out['operating_point']['mean_steps']} ({seconds:.0f} s)", flush=True)  # fmt: skip
     return out

@@ -135,19 +135,6 @@ def check_export(model: torch.nn.Module, sess: Any, x: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------
 
 
-def engine_confidence(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """c(t) in double precision from float32 logits (..., K), summed in the engine's order.
-    The trace stores c(t) rounded to float32, which can move a decision at an exact tie
-    with τ (seen once: c = 0.98999998 stored as 0.99); the engine compares the double."""
-    z = logits.astype(np.float64)
-    zmax = z.max(axis=-1)
-    total = np.zeros(zmax.shape)
-    for k in range(z.shape[-1]):
-        total += np.exp((z[..., k] - zmax) / temperature)
-    out: np.ndarray = 1.0 / total
-    return out
-
-
 def replay(conf: np.ndarray, span: np.ndarray, period: int, tau: float, t_min: int) -> np.ndarray:
     """(N,) deciding time t (ms) for a (T, N) table of confidences after t = 1..T ms:
     the first check t (a multiple of ``period``, t < span, t >= t_min) with conf >= τ,
@@ -371,8 +358,11 @@ def run_nmnist(args: argparse.Namespace, taus: Sequence[float], t_mins: Sequence
     ta = time.time()
     tr = trace(plan, steps, t_max, logits=True, n_threads=1)
     snn_trace_s = time.time() - ta
-    s_conf, s_cls = engine_confidence(tr.logits, net.temperature), tr.class_index.astype(np.int64)
-    if not np.array_equal(s_conf.astype(np.float32), tr.confidence):
+    # c(t) in double from the float32 logits, as the engine compares it (the trace stores it
+    # rounded to float32, which can move a decision at an exact tie with τ), under the
+    # model's own exit signal (the rate or the evidence rule).
+    s_conf, s_cls = net.confidence(tr.logits, tr.steps_run), tr.class_index.astype(np.int64)
+    if float(np.abs(s_conf - tr.confidence).max()) > 1e-6:  # float32 rounding, exp()'s last bit
         raise RuntimeError("c(t) recomputed from the trace's logits differs from the trace's")
 
     def snn_decide(tau: float, t_min: int) -> np.ndarray:
@@ -442,6 +432,8 @@ def run_nmnist(args: argparse.Namespace, taus: Sequence[float], t_mins: Sequence
         "mean_recording_ms": float(span.mean() * DT_MS),
         "t_max": t_max,
         "default_point": choice.as_dict(),
+        "snn_model": {"file": "bench/models/nmnist.scn", "sha256": net.sha256, "exit_signal": net.exit_signal,
+                      "percentile": net.meta.get("percentile")},
         "ann_accuracy_whole_recording": float((softmax(ort_logits(sess, full)).argmax(1) == y).mean()),
         "onnx_vs_torch_max_abs_logit_diff": export_err,
         "ann_prefix_table_seconds": ann_table_s,
