@@ -85,6 +85,7 @@ log = logging.getLogger("spikecast.service")
 _BATCH_ITEMS = 64
 _INLINE_EVENTS = 256
 _FAST_CHUNK_STEPS = 1000  # per chunk of a file replayed as fast as possible
+_SPARE_ENGINES = 8  # engines of ended streams kept for new ones
 _INLINE_READ_BYTES = 1 << 20  # files up to this size are read on the event loop
 
 # A stream whose events fall outside the network input more often than this (after
@@ -161,6 +162,8 @@ class Service:
         self._active: dict[str, float] = {}  # live stream -> monotonic time of its last packet
         self._warned: set[object] = set()
         self.deciders: dict[str, EventStreamDecider] = {}
+        # Engines of ended streams, reused by new ones (compute thread only; bounded).
+        self._spare_engines: list[Engine] = []
         self.frame_engine = Engine(self.plan)
         self.frame_seq: dict[str, int] = {}
         #: The newest decisions (``limits.decision_history`` of them), oldest first.
@@ -609,6 +612,7 @@ class Service:
                 mapping=self.maps.get(stream, self.mapping),
                 max_jump_us=self.limits.max_jump_us if self.live else None,
                 seq_clock=_unix_us if self.membership is not None else None,
+                engine=self._spare_engines.pop() if self._spare_engines else None,
             )
             self.deciders[stream] = d
         return d
@@ -649,7 +653,12 @@ class Service:
         self.maps.pop(item.stream, None)
         self._seen.pop(item.stream, None)
         self._warned.discard(("withheld", item.stream))
-        return d.finish(item.watermark_us, item.arrival_s) if d is not None else []
+        if d is None:
+            return []
+        out = d.finish(item.watermark_us, item.arrival_s)
+        if len(self._spare_engines) < _SPARE_ENGINES:
+            self._spare_engines.append(d.engine)
+        return out
 
     def _vet(self, stream: str, out: list[Decision], n: int, outside: int,
              drops: dict[str, int]) -> list[Decision]:

@@ -49,8 +49,8 @@ class DecisionContext:
     def decision(
         self, stream: str, seq: int, res: RunResult, t0_us: int, t1_us: int, latency_ms: float
     ) -> Decision:
-        p = self.network.probabilities(res.logits, res.t_eff)
-        order = np.argsort(-p, kind="stable")[: self.topk]
+        p = self.network.probabilities(res.logits, res.t_eff).tolist()
+        order = sorted(range(len(p)), key=lambda k: -p[k])[: self.topk]  # stable: ties by class
         names = self.network.class_names
         expected = (
             self.calibration.expected_accuracy(res.steps, res.confidence)
@@ -94,12 +94,19 @@ class EventStreamDecider:
         clock: Callable[[], float] = time.perf_counter,
         max_jump_us: int | None = None,
         seq_clock: Callable[[], int] | None = None,
+        engine: Engine | None = None,
     ) -> None:
         if policy not in ("reset", "window", "decay"):
             raise ParameterError(f"policy must be reset, window or decay, not {policy!r}")
         self.ctx = ctx
         self.stream = stream
-        self.engine = Engine(plan)
+        # A finished stream's engine can be handed on (reset here): allocating the state of
+        # every layer per file costs more than clearing it.
+        if engine is not None and engine.plan is not plan:
+            raise ParameterError("a reused engine must run the same compiled network")
+        if engine is not None:
+            engine.reset()
+        self.engine = engine if engine is not None else Engine(plan)
         self.spec = ctx.network.input
         self._point = point
         self.policy = policy

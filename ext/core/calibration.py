@@ -28,6 +28,7 @@ runtime reads it, and neither imports the other.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -46,9 +47,12 @@ MAX_STEPS = 10_000_000
 _CONF_EDGES = np.array(
     [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 1.0 + 1e-9]
 )
+_CONF_EDGE_LIST = tuple(float(e) for e in _CONF_EDGES)
 #: Candidate τ: coarse below 0.99, fine above (where small-logit nets live).
+#: Stops below 1: τ = 1 never decides (decision_steps), so it is no candidate.
 TAU_GRID = tuple(
-    float(t) for t in np.round(np.concatenate([np.arange(0.10, 0.99, 0.01), np.arange(0.990, 0.9995, 0.001)]), 4)
+    float(t)
+    for t in np.round(np.concatenate([np.arange(0.10, 0.99, 0.01), np.arange(0.990, 0.9995, 0.001)]), 4)
 )
 #: Candidate earliest decision steps. Rate estimates z(t) = λ V / t from a few steps
 #: are noisy and often confidently wrong, so t_min is chosen with τ.
@@ -294,10 +298,9 @@ class Calibration:
 
     def expected_accuracy(self, step: int, confidence: float) -> float:
         """Empirical accuracy of held-out predictions at this step and confidence."""
-        cbin = int(
-            np.clip(np.searchsorted(_CONF_EDGES, confidence, side="right") - 1, 0, len(_CONF_EDGES) - 2)
-        )
-        sbin = min(int(np.log2(max(step, 1))), 15)
+        # bisect on a tuple: a decision's own cost, so no numpy call on scalars here.
+        cbin = min(max(bisect.bisect_right(_CONF_EDGE_LIST, confidence) - 1, 0), len(_CONF_EDGE_LIST) - 2)
+        sbin = min(max(int(step), 1).bit_length() - 1, 15)
         return float(self._acc_grid[sbin, cbin])
 
 

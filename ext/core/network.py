@@ -421,10 +421,17 @@ class Network:
         return softmax_confidence(logits, t_eff, self.temperature, self.evidence_steps)
 
     def probabilities(self, logits: np.ndarray, t_eff: float) -> np.ndarray:
-        """The softmax (K,) whose maximum is :meth:`confidence`: what a decision reports."""
-        d = _scaled_gaps(np.asarray(logits, np.float64), t_eff, self.temperature, self.evidence_steps)
-        p: np.ndarray = np.exp(d)
-        return p / p.sum(axis=-1, keepdims=True)
+        """The softmax (K,) whose maximum is :meth:`confidence`: what a decision reports.
+        (Plain Python over K floats: one per decision, where numpy's per-call cost dominates.)"""
+        z = [float(v) for v in np.asarray(logits, np.float32).ravel()]
+        zmax = max(z)
+        scale = float(np.float32(self.temperature))
+        gain = 1.0
+        if self.evidence_steps:
+            gain = float(np.float32(t_eff)) / float(np.float32(self.evidence_steps))
+        e = [math.exp(((v - zmax) / scale) * gain) for v in z]
+        total = sum(e)
+        return np.array([v / total for v in e])
 
     def with_(self, **changes: Any) -> Network:
         """A copy with some fields replaced (the dataclass is frozen)."""
