@@ -50,7 +50,7 @@ def _takes(path: Path, kind: str) -> bool:
 
 
 def _directory(path: Path, kind: str) -> Sources:
-    entries = sorted(path.iterdir())
+    entries = sorted(path.iterdir(), key=lambda p: p.name)  # one directory: the names order it
     takes = [_takes(p, kind) for p in entries]
     taken = [p for p, t in zip(entries, takes, strict=True) if t]
     if not taken:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -89,7 +90,11 @@ class StdoutPublisher:
         validate_publish_topic(topic)
         if qos is not None:
             check_qos(qos)
-        line = self._line(topic, encode_payload(payload))
+        if isinstance(payload, Mapping) and topic.endswith(_DECISION_SUFFIX):
+            # Our own compact JSON (json.dumps escapes newlines): no decode and re-encode.
+            line: str | None = encode_payload(payload).decode("utf-8")
+        else:
+            line = self._line(topic, encode_payload(payload))
         if line is None:
             # Not a decision and not asked for: deliberately not written nor counted.
             return
