@@ -361,7 +361,11 @@ class Trajectories:
 
 
 def convert_model(
-    model: nn.Module, real_tr: Frames, hold_recs: Sequence[np.ndarray], y_hold: np.ndarray
+    model: nn.Module,
+    real_tr: Frames,
+    hold_recs: Sequence[np.ndarray],
+    y_hold: np.ndarray,
+    max_spikes: int = 1,
 ) -> Any:
     """bench/models/nmnist.scn: ``convert()`` with its defaults. The λs come from training
     frames (real + a synthetic-like mix is what the network saw); the calibration table
@@ -381,6 +385,7 @@ def convert_model(
         max_calibration_samples=len(calib),
         holdout=(hold_steps, y_hold),
         calibration_steps=T_TABLE,
+        max_spikes=max_spikes,
         progress=False,
     )
     return net.with_(

@@ -3,6 +3,7 @@ calibration and held-out data of the scripts that first made them.
 
     python bench/reconvert.py                  # MNIST and N-MNIST
     python bench/reconvert.py --only nmnist
+    python bench/reconvert.py --only nmnist --max-spikes 4   # bench/models/nmnist_burst4.scn
 
 What changes is what ``convert()`` now chooses when it is given a holdout set and no
 ``percentile``: λ's percentile among 99, 99.5, 99.9 and 100, the one whose recommended
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -73,7 +75,7 @@ def mnist() -> dict[str, Any]:
     return _summary("mnist_maxpool.scn", net, old, time.time() - t0)
 
 
-def nmnist() -> dict[str, Any]:
+def nmnist(max_spikes: int = 1) -> dict[str, Any]:
     import nmnist as nm
     from spikecast.ext.core.network import Network
 
@@ -87,24 +89,28 @@ def nmnist() -> dict[str, Any]:
                                      weights_only=True))  # fmt: skip
     model.eval()
     t0 = time.time()
-    net = nm.convert_model(model, real_tr, [recs[i] for i in hold_i], labels[hold_i])
-    old = Network.load(MODELS / "nmnist.scn")
-    net.save(MODELS / "nmnist.scn")
-    return _summary("nmnist.scn", net, old, time.time() - t0)
+    net = nm.convert_model(model, real_tr, [recs[i] for i in hold_i], labels[hold_i], max_spikes=max_spikes)
+    name = "nmnist.scn" if max_spikes == 1 else f"nmnist_burst{max_spikes}.scn"
+    old = Network.load(MODELS / name) if (MODELS / name).exists() else net
+    net.save(MODELS / name)
+    return _summary(name, net, old, time.time() - t0)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=["mnist", "nmnist"])
+    ap.add_argument("--max-spikes", type=int, default=1,
+                    help="N-MNIST only: burst coding with B spikes per step, to nmnist_burstB.scn")
     args = ap.parse_args()
     torch.set_num_threads(1)
     which = args.only or ["mnist", "nmnist"]
     path = RESULTS / "reconvert.json"
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    makers = {"mnist": mnist, "nmnist": nmnist}
+    makers = {"mnist": mnist, "nmnist": lambda: nmnist(args.max_spikes)}
+    command = " ".join(["python bench/reconvert.py", *sys.argv[1:]])
     for name in which:
-        command = "python bench/reconvert.py" + (f" --only {' '.join(args.only)}" if args.only else "")
-        result[name] = {**makers[name](), "command": command, "machine": machine()}
+        key = name if name == "mnist" or args.max_spikes == 1 else f"nmnist_burst{args.max_spikes}"
+        result[key] = {**makers[name](), "command": command, "machine": machine()}
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
 

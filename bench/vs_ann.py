@@ -56,6 +56,7 @@ import argparse
 import io
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -69,6 +70,13 @@ CACHE = ROOT / "bench" / ".cache"
 DT_MS = 1.0
 EQUAL_TOL = 0.005  # "equal accuracy": within 0.5 percentage points
 EXTRA_TAUS = (0.9995, 0.9999, 0.99995, 0.99999, 0.999999)
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def loadavg() -> list[float]:
@@ -333,7 +341,7 @@ def run_nmnist(args: argparse.Namespace, taus: Sequence[float], t_mins: Sequence
     test_i = np.sort(perm[:300])[: args.n_test]
     recs = nm.read_all([paths[i] for i in test_i])
     y = labels[test_i]
-    net = Network.load(MODELS / "nmnist.scn")
+    net = Network.load(args.nmnist_model)
     plan = CompiledNetwork(net)
     shape = plan.input_shape
     steps = [EventSteps.from_arrays(e["x"], e["y"], e["p"], nm.event_steps(e), shape) for e in recs]
@@ -432,8 +440,8 @@ def run_nmnist(args: argparse.Namespace, taus: Sequence[float], t_mins: Sequence
         "mean_recording_ms": float(span.mean() * DT_MS),
         "t_max": t_max,
         "default_point": choice.as_dict(),
-        "snn_model": {"file": "bench/models/nmnist.scn", "sha256": net.sha256, "exit_signal": net.exit_signal,
-                      "percentile": net.meta.get("percentile")},
+        "snn_model": {"file": _rel(args.nmnist_model), "sha256": net.sha256, "exit_signal": net.exit_signal,
+                      "percentile": net.meta.get("percentile"), "max_spikes": net.max_spikes},
         "ann_accuracy_whole_recording": float((softmax(ort_logits(sess, full)).argmax(1) == y).mean()),
         "onnx_vs_torch_max_abs_logit_diff": export_err,
         "ann_prefix_table_seconds": ann_table_s,
@@ -652,6 +660,9 @@ def main() -> None:
         help="steps of the frame sweeps' trace (0: MNIST 100, CIFAR-10 the default point's t_max, 400)",
     )
     ap.add_argument("--skip-frames", action="store_true")
+    ap.add_argument("--nmnist-model", type=Path, default=MODELS / "nmnist.scn",
+                    help="the N-MNIST SNN (e.g. bench/models/nmnist_burst4.scn)")
+    ap.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/vs_ann.json)")
     ap.add_argument("--quick", action="store_true", help="smoke run; writes to bench/.cache/")
     ap.add_argument("--replot", metavar="JSON", help="only redraw the PNG next to a results file")
     args = ap.parse_args()
@@ -709,14 +720,14 @@ def main() -> None:
         "load_average_end": loadavg(),
         "total_seconds": time.time() - t_start,
         "process_cpu_seconds": time.process_time() - c_start,
-        "command": "python bench/vs_ann.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python bench/vs_ann.py", *sys.argv[1:]]),
         "machine": machine(),
     }
-    out_dir = CACHE if args.quick else RESULTS
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "vs_ann.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out_dir / 'vs_ann.json'}")
-    plot(result, out_dir / "vs_ann.png")
+    out = args.out or (CACHE if args.quick else RESULTS) / "vs_ann.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    plot(result, out.with_suffix(".png"))
     for key, d in datasets.items():
         print(
             key,

@@ -46,6 +46,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         percentile=args.percentile,
         v_init=args.v_init,
         evidence_steps=args.evidence_steps,
+        max_spikes=args.max_spikes,
         reset=args.reset,
         input_kind=args.input_kind,
         input_encoding=args.input_encoding,
@@ -94,6 +95,11 @@ def register(sub: Any) -> None:
         "--evidence-steps", type=float, default=None,
         help="early-exit signal: 0 = confidence in the output rate, t_e > 0 = in the evidence "
         "accumulated (scaled by t/t_e); default: rate, or with --holdout whichever decides earliest",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-spikes", type=int, default=1,
+        help="burst coding: up to B spikes per neuron and step, hidden λ divided by B (decides "
+        "sooner for about B times the spikes); default 1",
     )  # fmt: skip
     p.add_argument("--reset", choices=["subtract", "zero"], default="subtract")
     p.add_argument("--input-kind", choices=["frame", "events"], default="frame")

@@ -44,8 +44,10 @@ import torch
 import torch.nn.functional as F
 from spikecast.converters.parse import INPUT, Op, trace
 from spikecast.ext.core.calibration import META_KEY, Calibration
+from spikecast.ext.core.checks import check_int
 from spikecast.ext.core.errors import ConversionError, ParameterError
 from spikecast.ext.core.network import (
+    MAX_SPIKES_RANGE,
     CalibrationTable,
     InputSpec,
     Layer,
@@ -622,6 +624,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     percentile: float | None = None,
     v_init: float | None = None,
     evidence_steps: float | None = None,
+    max_spikes: int = 1,
     reset: str = "subtract",
     input_kind: str = "frame",
     input_encoding: str = "analog",
@@ -660,21 +663,21 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     without a holdout set; with one, it tabulates each of AUTO_EVIDENCE_STEPS on the
     same holdout run and keeps the one whose recommended point decides in the fewest
     mean steps (``meta["exit_signal_choice"]``), for each candidate percentile.
+    ``max_spikes`` = B > 1 is burst coding: every hidden layer's λ is divided by B (its
+    spikes carry 1/B of the activation, so the rate code resolves B times finer) and a
+    neuron may emit up to B spikes per step (so nothing saturates sooner than with B = 1).
+    Decisions come sooner at the cost of about B times the spikes and SynOps
+    (reset by subtraction only).
     ``holdout=(x, labels)`` records the early-exit calibration table over
     ``calibration_steps`` steps (frames, or EventSteps per recording for an event
     network) and the operating point the model recommends from it.
     ``input_kind='events'`` makes an event-input network whose input is per-step event
     counts with ``dt_us`` per step.
     """
-    if percentile is not None and not 0 < percentile <= 100:
-        raise ParameterError(f"percentile must be in (0, 100], got {percentile}")
-    if reset not in ("subtract", "zero"):
-        raise ParameterError(f"reset must be 'subtract' or 'zero', not {reset!r}")
+    _check_options(percentile, reset, max_spikes, calibration_steps)
     v_init = check_v_init("v_init", (0.5 if input_kind == "frame" else 0.0) if v_init is None else v_init)
     if evidence_steps is not None:
         evidence_steps = check_evidence_steps("evidence_steps", evidence_steps)
-    if calibration_steps < 1:
-        raise ParameterError(f"calibration_steps must be >= 1, got {calibration_steps}")
     model = model.eval()
     first = next(_batches(calibration, 1, 1), None)
     if first is None or first.ndim != 4:
@@ -705,6 +708,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         "converter": "spikecast",
         "method": "Rueckauer et al. 2017, layer-wise data-based normalisation",
         "v_init": v_init,
+        **({"max_spikes": max_spikes} if max_spikes > 1 else {}),
         "calibration_samples": seen,
         "source_model": type(model).__name__,
     }
@@ -713,12 +717,14 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
 
     def network(p: float) -> Network:
         lambdas = lambdas_at(drafts, acts, p)
+        if max_spikes > 1:  # burst: hidden spikes carry 1/B of the activation (the output keeps λ)
+            lambdas = [lam / max_spikes if j < len(drafts) - 1 else lam for j, lam in enumerate(lambdas)]
         layers = [_layer(j, d, lambdas, last=j == len(drafts) - 1) for j, d in enumerate(drafts)]
         return Network(
             input=spec, layers=tuple(layers), class_names=names,
             reset=reset,  # type: ignore[arg-type]
             temperature=temperature, meta={**meta, "percentile": p}, v_init=v_init,
-            evidence_steps=evidence_steps or 0.0,
+            evidence_steps=evidence_steps or 0.0, max_spikes=max_spikes,
         )  # fmt: skip
 
     if holdout is None:
@@ -767,6 +773,19 @@ def _with_best_signal(
         out = out.with_(meta={**out.meta, "exit_signal_choice": choice})
     point = out.meta[META_KEY]  # the table's recommendation, as with_calibration recorded it
     return out, {k: point[k] for k in _SCORE_KEYS}
+
+
+def _check_options(percentile: float | None, reset: str, max_spikes: int, calibration_steps: int) -> None:
+    """convert()'s plain option checks, before any data is read."""
+    if percentile is not None and not 0 < percentile <= 100:
+        raise ParameterError(f"percentile must be in (0, 100], got {percentile}")
+    if reset not in ("subtract", "zero"):
+        raise ParameterError(f"reset must be 'subtract' or 'zero', not {reset!r}")
+    check_int("max_spikes", max_spikes, *MAX_SPIKES_RANGE)
+    if max_spikes > 1 and reset != "subtract":
+        raise ParameterError(f"max_spikes={max_spikes} needs reset='subtract', not {reset!r}")
+    if calibration_steps < 1:
+        raise ParameterError(f"calibration_steps must be >= 1, got {calibration_steps}")
 
 
 def _layer(j: int, d: _Draft, lambdas: Sequence[float], last: bool) -> Layer:

@@ -167,6 +167,11 @@ def _layer_nodes(nir: Any, i: int, ly: Layer, reset: str) -> list[tuple[str, Any
 
 def to_nir(net: Network) -> Any:
     """The NIR graph of ``net`` (a ``nir.NIRGraph``); raise ConversionError for max-pool."""
+    if net.max_spikes > 1:
+        raise ConversionError(
+            f"max_spikes={net.max_spikes}: NIR's IF neuron emits at most one spike per step, so a "
+            "burst network has no NIR form; convert with max_spikes=1 to export"
+        )
     nir = _nir()
     nodes = _input_nodes(nir, net.input)
     for i, ly in enumerate(net.layers):

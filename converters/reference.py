@@ -207,6 +207,8 @@ class _DenseRun:
         if not ly.spiking:
             return s
         spk = (v >= ly.threshold).float()
+        if self.net.max_spikes > 1:  # burst: min(floor(V/θ), B) spikes (at least 1) once V >= θ
+            spk = spk * torch.clamp(torch.floor(v / ly.threshold), 1, self.net.max_spikes)
         if self.net.reset == "subtract":
             v -= ly.threshold * spk
         else:

@@ -48,6 +48,7 @@ ctypedef struct LayerPlan:
     int c_in_shift           # log2(c_in) if c_in is a power of two, else -1
     int c_in_g, c_out_g      # conv: channels per group (ungrouped: c_in, c_out)
     float threshold
+    int max_spikes           # spikes a neuron may emit per step (pool: its source's); 1: classic IF
     float lam
     float v_init             # membrane potential after a reset (v_init·θ; 0: output, pool)
     const float* weight      # conv [c_in][kh][kw reversed][c_out/groups]; linear [n_in][n_out]; pool NULL
@@ -108,6 +109,7 @@ ctypedef struct EngineState:
     LayerState* layers
     float* current           # (layers[0].n_out,) frame input current W1·x + b1
     uint8_t* mask            # (max_neurons,) scratch: which neurons spiked in the sweep
+    uint8_t* mult            # (max_neurons,) scratch, zero between steps: a burst pool's spikes per input
     float* logits            # (n_classes,) z(t), torch order
     int class_index
     double confidence

@@ -23,7 +23,8 @@ bits. Benchmark hooks live in spikecast.ext._bench, over the same kernels.
 # same-name pxd (by qualified name) misses it; include it textually instead.
 include "_engine.pxd"
 
-from libc.math cimport exp
+cimport cython
+from libc.math cimport exp, floorf
 from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uintptr_t
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
@@ -105,6 +106,64 @@ cdef int pool_step(
         out[n_out] = o
         n_out += win[o].hit
     return n_out
+
+
+cdef int pool_step_burst(
+    const LayerPlan* lp,
+    LayerState* ls,
+    const int32_t* src,       # in: spiking inputs, an input repeated once per spike
+    int n_src,
+    int t,
+    uint8_t* mult,            # scratch (n_in,) all zero; left all zero
+) noexcept nogil:
+    """The gated max-pool when inputs spike up to max_spikes times a step: counts grow by
+    each spike (pool_step does that with repeated entries), and a window passes as many
+    spikes as its winner emitted this step."""
+    cdef int e, r, m, o, k, n, total = 0
+    cdef int32_t* out = ls.spikes
+    for e in range(n_src):
+        mult[src[e]] += 1
+    n = pool_step(lp, ls, src, n_src, t)
+    for e in range(n):
+        total += mult[ls.windows[out[e]].winner]
+    # Expand in place from the back: window e's copies land at or after position e.
+    k = total
+    for e in range(n - 1, -1, -1):
+        o = out[e]
+        m = mult[ls.windows[o].winner]
+        for r in range(m):
+            k -= 1
+            out[k] = o
+    for e in range(n_src):
+        mult[src[e]] = 0
+    return total
+
+
+@cython.cdivision(True)
+cdef int sweep_burst(
+    float* v, const float* drive, int period, int n, float threshold, int max_spikes, int32_t* out,
+) noexcept nogil:
+    """V += drive; where V >= θ the neuron emits m = min(floor(V/θ), B) spikes (float32
+    division, as the reference) and V -= m·θ; each spike is one entry of the list."""
+    cdef int p = 0, j, r, m, n_sp = 0
+    cdef float x, q
+    cdef float* vp
+    while p < n:
+        vp = v + p
+        for j in range(period):
+            x = vp[j] + drive[j]
+            if x >= threshold:
+                q = floorf(x / threshold)
+                m = max_spikes if q >= <float> max_spikes else <int> q
+                if m < 1:
+                    m = 1
+                x = x - threshold * <float> m
+                for r in range(m):
+                    out[n_sp] = p + j
+                    n_sp += 1
+            vp[j] = x
+        p += period
+    return n_sp
 
 
 cdef void integrate(float* v, const float* drive, int period, int n) noexcept nogil:
@@ -206,7 +265,10 @@ cdef void engine_step(
         else:  # an earlier layer: its spikes of this step
             src, n_src, perm = s.layers[lp.src].spikes, s.layers[lp.src].n_spikes, NULL
         if lp.kind == KIND_POOL:
-            ls.n_spikes = pool_step(lp, ls, src, n_src, s.t)
+            if lp.max_spikes > 1:
+                ls.n_spikes = pool_step_burst(lp, ls, src, n_src, s.t, s.mult)
+            else:
+                ls.n_spikes = pool_step(lp, ls, src, n_src, s.t)
         else:
             drive = lp.bias
             period = lp.c_out
@@ -229,7 +291,10 @@ cdef void engine_step(
                     else:
                         ls.synops += scatter_linear(xp, ls.v, xs.spikes, xs.n_spikes, NULL, 0, bits, ls.summary)
             if lp.spiking:
-                if bits != NULL:
+                if lp.max_spikes > 1:  # burst layers are compiled dense (no row marks)
+                    ls.n_spikes = sweep_burst(ls.v, drive, period, lp.n_out, lp.threshold,
+                                              lp.max_spikes, ls.spikes)
+                elif bits != NULL:
                     ls.n_spikes = spk_sweep_marked(
                         simd_path, ls.v, drive, period, lp.n_out // period, lp.threshold,
                         p.reset_zero, lp.nz_blocks, lp.n_nz_blocks, bits, ls.summary, ls.spikes,
@@ -492,13 +557,15 @@ cdef class EngineCore:
                 cur = NULL
             self.st.logits = <float*> _carve(&cur, p.n_classes * sizeof(float))
             self.st.mask = <uint8_t*> _carve(&cur, p.max_neurons)
+            self.st.mult = <uint8_t*> _carve(&cur, p.max_neurons)
             self.st.current = <float*> _carve(&cur, p.layers[0].n_out * sizeof(float))
             for l in range(p.n_layers):
                 lp = &p.layers[l]
                 ls = &self.st.layers[l]
                 # n_out + 16: the branch-free list builders may write one slot past the
                 # last entry they keep, the SIMD sweeps a whole vector of 16.
-                ls.spikes = <int32_t*> _carve(&cur, (lp.n_out + 16) * sizeof(int32_t))
+                # A burst layer lists a neuron once per spike: up to max_spikes times.
+                ls.spikes = <int32_t*> _carve(&cur, (<size_t> lp.n_out * lp.max_spikes + 16) * sizeof(int32_t))
                 if lp.kind == KIND_POOL:
                     ls.counts = <int32_t*> _carve(&cur, lp.n_in * sizeof(int32_t))
                     ls.windows = <PoolWindow*> _carve(&cur, lp.n_out * sizeof(PoolWindow))

@@ -349,6 +349,7 @@ cdef int fill_layer(LayerPlan* lp, dict d, list keep) except -1:
     lp.kh, lp.kw = d["kernel"]
     lp.sh, lp.sw = d["stride"]
     lp.threshold = <float> d["threshold"]
+    lp.max_spikes = d.get("max_spikes", 1)
     lp.lam = <float> d["lam"]
     lp.v_init = <float> d["v_init"]
     lp.weight = _fptr(d["weight"])

@@ -486,6 +486,12 @@ class CompiledNetwork:
             srcs = ly.sources(i)
             where = f"layer {i} ({ly.name})"
             d = _compile_layer(i, ly, shape_of(srcs[0]))
+            if ly.spiking and network.max_spikes > 1:
+                # Burst layers (and pools, which pass their winners' bursts) list a neuron
+                # once per spike, and sweep every neuron (no row marks).
+                d["max_spikes"] = int(network.max_spikes)
+                if ly.kind != "maxpool":
+                    d["sweep_mode"], d["nz_blocks"] = _SWEEP_DENSE, _EMPTY_I32
             mode = d["sweep_mode"] if ly.spiking else _SWEEP_DENSE  # the marks' tables
             layers.append(
                 {**_mark_tables(d, mode, where), "src": srcs[0], "v_init": network.initial_potential(ly)}
@@ -631,15 +637,16 @@ class Engine:
         )
 
     def layer_spikes(self, layer: int) -> np.ndarray:
-        """Debug/test hook: 0/1 uint8 spikes of ``layer`` at the last step, flat in torch
-        (C, H, W) order. Max-pool layers give the spikes they passed."""
+        """Debug/test hook: uint8 spikes of ``layer`` at the last step per neuron (0/1; up
+        to max_spikes for burst networks), flat in torch (C, H, W) order. Max-pool layers
+        give the spikes they passed."""
         layer = _check_int("layer", layer, -self.plan.n_layers, self.plan.n_layers - 1)
         layer %= self.plan.n_layers
         if layer == self.plan.n_layers - 1:
             raise ParameterError("the output layer is a non-spiking integrator; read logits instead")
-        out = np.zeros(math.prod(self.plan.layer_shapes[layer]), np.uint8)
-        out[self.plan._to_torch[layer][self._core.spike_list(layer)]] = 1
-        return out
+        n = math.prod(self.plan.layer_shapes[layer])
+        counts = np.bincount(self.plan._to_torch[layer][self._core.spike_list(layer)], minlength=n)
+        return counts.astype(np.uint8)
 
     def decay(self, factor: float) -> None:
         """Keep the state but forget old evidence: the output integrator and the divisor

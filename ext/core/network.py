@@ -52,6 +52,7 @@ FORMAT_VERSION = 2
 SCALE_RANGE = (1e-12, 1e12)  # λ, thresholds, input scale and std
 TEMPERATURE_RANGE = (1e-6, 1e6)
 V_INIT_RANGE = (0.0, 1.0)  # initial membrane / threshold: [0, 1), 1 would fire unprompted
+MAX_SPIKES_RANGE = (1, 64)  # spikes a neuron may emit per step (burst coding)
 EVIDENCE_STEPS_RANGE = (1.0, 1e6)  # the evidence rule's step scale t_e; 0 (the rate rule) also allowed
 MEAN_LIMIT = 1e12
 MAX_DIM = 1 << 20  # any one shape entry
@@ -306,6 +307,11 @@ class Network:
     #: softmax(z(t)·t/(t_e·T)), confidence in the *accumulated* output λ·V/t_e, which keeps
     #: growing while the evidence agrees (a sequential test); at t = t_e the two agree.
     evidence_steps: float = 0.0
+    #: Spikes a hidden neuron may emit in one step (docs/step-semantics.md): 1 is the
+    #: classic IF neuron; B > 1 emits n = min(floor(V/θ), B) spikes once V >= θ and
+    #: subtracts n·θ (burst coding; reset by subtraction only). Spikes are events: each
+    #: of the n reaches every target, and the pools count each.
+    max_spikes: int = 1
     #: Format version of the file this network was loaded from (None: built in
     #: memory). 1 means only its arrays were verified, not its manifest.
     file_version: int | None = field(default=None, compare=False, repr=False)
@@ -375,6 +381,9 @@ class Network:
         _check_positive("temperature", self.temperature, TEMPERATURE_RANGE)
         check_v_init("v_init", self.v_init)
         check_evidence_steps("evidence_steps", self.evidence_steps)
+        check_int("max_spikes", self.max_spikes, *MAX_SPIKES_RANGE)
+        if self.max_spikes > 1 and self.reset != "subtract":
+            raise ParameterError(f"max_spikes={self.max_spikes} needs reset='subtract', not {self.reset!r}")
         if len(self.layers) > MAX_LAYERS:
             raise ParameterError(f"{len(self.layers)} layers, more than {MAX_LAYERS}")
         for i, name in enumerate((*self.class_names, *(ly.name for ly in self.layers))):
@@ -451,7 +460,9 @@ class Network:
         lines = [
             f"input: {inp}",
             f"reset: {self.reset}   v_init: {self.v_init:g}   temperature: {self.temperature:g}   "
-            f"exit signal: {self.exit_signal}   classes: {self.n_classes}",
+            f"exit signal: {self.exit_signal}   "
+            + (f"max spikes/step: {self.max_spikes}   " if self.max_spikes > 1 else "")
+            + f"classes: {self.n_classes}",
             f"{'#':>2}  {'kind':<8}{'name':<16}{'in':<16}{'out':<16}{'k/s/p':<14}"
             f"{'lambda':>10}{'theta':>7}{'neurons':>9}",
         ]
@@ -536,6 +547,7 @@ class Network:
             # sha256) of earlier releases.
             **({"v_init": float(self.v_init)} if self.v_init != 0 else {}),
             **({"evidence_steps": float(self.evidence_steps)} if self.evidence_steps != 0 else {}),
+            **({"max_spikes": int(self.max_spikes)} if self.max_spikes != 1 else {}),
             "calibration": None
             if self.calibration is None
             else {"steps": self.calibration.n_steps, "samples": self.calibration.n_samples},
@@ -717,7 +729,7 @@ _TOP_KEYS = (
     "format", "format_version", "input", "layers", "class_names", "reset", "temperature",
     "calibration", "meta", "arrays", "sha256",
 )  # fmt: skip
-_TOP_OPTIONAL = ("v_init", "evidence_steps")  # absent: 0
+_TOP_OPTIONAL = ("v_init", "evidence_steps", "max_spikes")  # absent: 0, 0, 1
 _INPUT_KEYS = ("kind", "shape", "scale", "mean", "std", "encoding", "dt_us")
 _LAYER_KEYS = (
     "kind", "name", "in_shape", "out_shape", "kernel", "stride", "padding", "lambda", "threshold",
@@ -1102,6 +1114,7 @@ def _top_fields(top: _Obj) -> dict[str, Any]:
             if "evidence_steps" in top.obj
             else {}
         ),
+        **({"max_spikes": top.get_int("max_spikes", *MAX_SPIKES_RANGE)} if "max_spikes" in top.obj else {}),
     }
 
 
@@ -1132,6 +1145,7 @@ def _network(
 __all__ = [
     "FORMAT_VERSION",
     "MAX_MODEL_BYTES",
+    "MAX_SPIKES_RANGE",
     "CalibrationTable",
     "InputSpec",
     "Layer",

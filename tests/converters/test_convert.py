@@ -367,3 +367,24 @@ def test_exit_signal_by_default_is_chosen_on_the_holdout(digits, tmp_path):
         np.testing.assert_allclose(net.calibration.confidence, engine_trace(net, x, 20).confidence, rtol=1e-6)
     back = load_network(auto.save(tmp_path / "auto.scn"))
     assert back.evidence_steps == auto.evidence_steps and back.meta["exit_signal_choice"] == choice
+
+
+def test_burst_conversion_divides_hidden_lambdas_and_keeps_the_ann(digits):
+    x = digits.x_test[:200]
+    plain = convert(digits.model, digits.x_train[:500], progress=False)
+    burst = convert(digits.model, digits.x_train[:500], max_spikes=4, progress=False)
+    assert burst.max_spikes == 4 and burst.meta["max_spikes"] == 4 and plain.max_spikes == 1
+    for a, b in zip(plain.layers[:-1], burst.layers[:-1], strict=True):
+        assert b.lam == pytest.approx(a.lam / 4)
+    assert burst.layers[-1].lam == plain.layers[-1].lam
+    # The same ANN underneath: only the spike code changes.
+    np.testing.assert_allclose(ann_logits(burst, x), ann_logits(plain, x), rtol=1e-4, atol=1e-4)
+    # Finer resolution: closer to the ANN after a few steps, with bursts on the way.
+    want = ann_logits(plain, x).argmax(1)
+    r_plain = simulate(plain, x, 6)
+    r_burst = simulate(burst, x, 6, record_spikes=True)
+    agree = [float((r.logits[-1].argmax(1) == want).mean()) for r in (r_plain, r_burst)]
+    assert agree[1] >= agree[0]
+    assert max(int(s.max()) for s in r_burst.spikes[:-1] if s.size) > 1
+    with pytest.raises(ValueError, match="max_spikes"):
+        convert(digits.model, digits.x_train[:50], max_spikes=2, reset="zero", progress=False)

@@ -225,3 +225,8 @@ def test_avg_pool_before_a_linear_layer_is_folded() -> None:
     np.testing.assert_array_equal(full[:, :, :, 4], 0)  # the column the pool drops
     expect = fc.reshape(6, 2, 2, 2).repeat(2, axis=2).repeat(2, axis=3) / 4
     np.testing.assert_array_equal(full[:, :, :, :4], expect)
+
+
+def test_export_refuses_burst_networks() -> None:
+    with pytest.raises(ConversionError, match=r"max_spikes=3.*at most one spike per step"):
+        to_nir(net_frame_deep().with_(max_spikes=3))

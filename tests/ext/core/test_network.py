@@ -305,6 +305,7 @@ EDITS = {
     "input mean": lambda m: m["input"].update(mean=[0.5]),
     "v_init": lambda m: m.update(v_init=0.5),
     "evidence_steps": lambda m: m.update(evidence_steps=30.0),
+    "max_spikes": lambda m: m.update(max_spikes=4),
 }
 
 
@@ -330,6 +331,7 @@ def test_sha256_covers_every_field() -> None:
         net.with_(calibration=None),
         net.with_(v_init=0.5),
         net.with_(evidence_steps=30.0),
+        net.with_(max_spikes=4, reset="subtract"),
     ]
     hashes = {net.sha256, *(v.sha256 for v in variants)}
     assert len(hashes) == len(variants) + 1
@@ -467,6 +469,7 @@ RANGE_EDITS = {
     "groups": lambda m: m["layers"][0].update(groups=0),
     "v_init": lambda m: m.update(v_init=1.0),
     "evidence_steps": lambda m: m.update(evidence_steps=0.25),
+    "max_spikes": lambda m: m.update(max_spikes=65),
 }
 
 
