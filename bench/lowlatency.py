@@ -48,6 +48,7 @@ from common import DATA, MODELS, RESULTS, ROOT, load_mnist, machine, require
 STEPS = (4, 8, 16, 32, 64)
 PERCENTILES = (99.0, 99.5, 99.9, 100.0)
 V_INITS = (0.0, 0.5)
+BURSTS = [1]  # max_spikes; --burst adds more (burst coding: convert(max_spikes=B))
 CACHE = ROOT / "bench" / ".cache"
 
 
@@ -59,8 +60,8 @@ def ann_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean())
 
 
-def option_name(percentile: float, v_init: float) -> str:
-    return f"p{percentile:g}_v{v_init:g}"
+def option_name(percentile: float, v_init: float, max_spikes: int = 1) -> str:
+    return f"p{percentile:g}_v{v_init:g}" + (f"_b{max_spikes}" if max_spikes > 1 else "")
 
 
 def ablate(
@@ -71,20 +72,22 @@ def ablate(
     t_max: int,
     convert_kw: dict[str, Any],
 ) -> dict[str, Any]:
-    """Every option's accuracy by step: one conversion per percentile, one trace per option."""
+    """Every option's accuracy by step: one conversion per percentile (and burst size), one
+    trace per option."""
     from spikecast.converters import convert
     from spikecast.ext.engine import trace
 
     out: dict[str, Any] = {}
-    for pct in PERCENTILES:
-        base = convert(model, calib, percentile=pct, v_init=0.0, progress=False, **convert_kw)
+    for pct, b in ((p, b) for p in PERCENTILES for b in BURSTS):
+        base = convert(model, calib, percentile=pct, v_init=0.0, max_spikes=b, progress=False, **convert_kw)
         for v in V_INITS:
             t0 = time.time()
             tr = trace(base.with_(v_init=v), inputs, t_max, n_threads=1)
             acc = tr.correct(y).mean(axis=1)
-            out[option_name(pct, v)] = {
+            out[option_name(pct, v, b)] = {
                 "percentile": pct,
                 "v_init": v,
+                "max_spikes": b,
                 "accuracy": {str(t): float(acc[t - 1]) for t in STEPS if t <= t_max},
                 "plateau": float(acc[-1]),
                 "curve": [round(float(a), 5) for a in acc],
@@ -92,7 +95,7 @@ def ablate(
                 "seconds": round(time.time() - t0, 1),
             }
             by_t = " ".join(f"T{t}={acc[t - 1]:.4f}" for t in STEPS if t <= t_max)
-            print(f"  {option_name(pct, v):>14}: {by_t}  T{t_max}={acc[-1]:.4f}", flush=True)
+            print(f"  {option_name(pct, v, b):>14}: {by_t}  T{t_max}={acc[-1]:.4f}", flush=True)
     return out
 
 
@@ -220,6 +223,8 @@ def main() -> None:
     ap.add_argument("--frame-steps", type=int, default=128, help="steps traced for frames (plateau)")
     ap.add_argument("--event-steps", type=int, default=300, help="steps traced for N-MNIST (plateau)")
     ap.add_argument("--only", nargs="+", choices=["mnist", "cifar10", "nmnist"])
+    ap.add_argument("--burst", type=int, nargs="*", default=[],
+                    help="also burst coding with these max_spikes (e.g. 4): convert(max_spikes=B)")
     ap.add_argument("--quick", action="store_true", help="smoke run; writes to bench/.cache/")
     ap.add_argument(
         "--part", action="store_true",
@@ -245,6 +250,7 @@ def main() -> None:
     if args.quick:
         args.mnist, args.cifar, args.nmnist, args.frame_steps, args.event_steps = 200, 50, 30, 64, 64
     torch.set_num_threads(1)
+    BURSTS.extend(b for b in args.burst if b > 1)
     t0, c0 = time.time(), time.process_time()
     which = args.only or ["mnist", "cifar10", "nmnist"]
     runs = {
@@ -255,7 +261,7 @@ def main() -> None:
     datasets = {name: runs[name]() for name in which}
     result = {
         "what": "SNN accuracy after T steps per conversion option (λ percentile x initial membrane "
-        "v_init as a fraction of θ), against the ANN on the same held-out data",
+        "v_init as a fraction of θ, x max_spikes with --burst), against the ANN on the same held-out data",
         "steps": list(STEPS),
         "datasets": datasets,
         "total_seconds": round(time.time() - t0, 1),
@@ -268,6 +274,7 @@ def main() -> None:
             f" --frame-steps {args.frame_steps} --event-steps {args.event_steps}"
         )
         + (f" --only {' '.join(args.only)}" if args.only else "")
+        + (f" --burst {' '.join(str(b) for b in args.burst)}" if args.burst else "")
         + (" --part" if args.part else ""),
         "machine": machine(),
     }

@@ -253,9 +253,12 @@ def test_lowlatency_contract() -> None:
     for name, d in r["datasets"].items():
         assert is_fraction(d["ann_accuracy"]), name
         opts = d["options"]
-        # every λ percentile with both membrane starts: the ablation is a full grid
+        # every λ percentile with both membrane starts (and each burst size, where tried):
+        # the ablation is a full grid
         assert {o["v_init"] for o in opts.values()} == {0.0, 0.5}, name
-        assert len(opts) == 2 * len({o["percentile"] for o in opts.values()}), name
+        bursts = {o.get("max_spikes", 1) for o in opts.values()}
+        assert 1 in bursts, name
+        assert len(opts) == 2 * len(bursts) * len({o["percentile"] for o in opts.values()}), name
         for key, o in opts.items():
             assert 0 < o["percentile"] <= 100 and 0 <= o["v_init"] < 1, (name, key)
             traced = [t for t in steps if t <= d["t_max"]]  # a part may trace fewer steps
