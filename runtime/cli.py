@@ -29,7 +29,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     cal = Calibration(net.calibration) if net.calibration is not None else None
     choice = initial_point(net, cal)
     p = choice.point
-    print(f"default operating point ({choice.source}): tau={p.tau} t_min={p.t_min} t_max={p.t_max}")
+    print(f"default operating point ({choice.source}, {net.exit_signal} rule): "
+          f"tau={p.tau} t_min={p.t_min} t_max={p.t_max}")
     if choice.warning is not None:
         print(f"  note: {choice.warning}")
     if cal is not None:

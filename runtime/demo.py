@@ -87,8 +87,8 @@ def run_demo(
     ctx = DecisionContext(network=net, device="demo", calibration=cal, sha256=net.sha256)
     dt_us = net.input.dt_us
     print(
-        f"spikecast demo: {len(recordings)} streams, tau={point.tau:.3f}, t_min={point.t_min}, "
-        f"t_max={point.t_max} steps of {dt_us / 1000:g} ms"
+        f"spikecast demo: {len(recordings)} streams, {net.exit_signal} rule, tau={point.tau:.3f}, "
+        f"t_min={point.t_min}, t_max={point.t_max} steps of {dt_us / 1000:g} ms"
         + (", paced by sensor time" if realtime else ", as fast as possible"),
         file=err,
     )

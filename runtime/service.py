@@ -204,7 +204,8 @@ class Service:
     async def publish_config(self) -> None:
         p = self.state.point
         payload: dict[str, Any] = {
-            **self.choice.as_dict(), "policy": self.cfg.policy, "model_sha256": self.ctx.sha256
+            **self.choice.as_dict(), "exit_signal": self.network.exit_signal, "policy": self.cfg.policy,
+            "model_sha256": self.ctx.sha256,
         }
         if self.choice.recommendation is not None:
             payload["recommended"] = self.choice.recommendation.as_dict()
