@@ -71,7 +71,7 @@ from spikecast.runtime.mqtt.metrics import (
 from spikecast.runtime.packets import Packet
 from spikecast.runtime.payload import Decision
 from spikecast.runtime.replay import Chunk
-from spikecast.runtime.sources import FRAME_SUFFIXES, list_sources
+from spikecast.runtime.sources import FRAME_SUFFIXES, list_sources, stream_name
 from spikecast.runtime.stream import DecisionContext, EventStreamDecider, decide_frame
 from spikecast.runtime.udp import UdpReceiver, is_udp
 
@@ -322,7 +322,10 @@ class Service:
                         "entry" if n == 1 else "entries", "is" if n == 1 else "are", kind, names,
                         " ..." if n > 5 else "")
         for path in sources.paths:
-            stream = path.stem if self.cfg.stream == "main" else f"{self.cfg.stream}-{path.stem}"
+            stream = stream_name(path.stem, self.cfg.stream)
+            if stream != (path.stem if self.cfg.stream == "main" else f"{self.cfg.stream}-{path.stem}"):
+                log.warning("%s: its decisions carry stream %r (a file name with '/', '+', '#' or "
+                            "NUL, or a reserved one, is not a topic level)", path, stream)
             try:
                 await self._replay_file(path, stream)
             except (StreamError, OSError) as exc:

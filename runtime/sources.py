@@ -58,6 +58,14 @@ def _directory(path: Path, kind: str) -> Sources:
     return Sources(taken, [p for p, t in zip(entries, takes, strict=True) if not t])
 
 
+def stream_name(stem: str, prefix: str = "main") -> str:
+    """The stream a file's decisions carry: its stem (after ``prefix-`` unless the
+    prefix is "main"), made a valid topic level (``topics.as_stream_name``)."""
+    from spikecast.runtime.mqtt.topics import as_stream_name
+
+    return as_stream_name(stem if prefix == "main" else f"{prefix}-{stem}")
+
+
 def list_sources(source: str, kind: str = "events") -> Sources:
     """The files of ``source`` for a network taking ``kind`` ("events" or "frame")."""
     if any(ch in source for ch in "*?["):

@@ -56,6 +56,17 @@ def validate_name(name: object, *, what: str = "name") -> str:
     return name
 
 
+def as_stream_name(name: str) -> str:
+    """``name`` made a valid stream level: '/', '+', '#' and NUL become '_', it is cut to
+    MAX_NAME_CHARS, and an empty or reserved name gets a trailing '_'."""
+    for c in _FORBIDDEN_CHARS:
+        name = name.replace(c, "_")
+    name = name[:MAX_NAME_CHARS]
+    if not name or name in RESERVED_STREAMS:
+        name = (name + "_")[:MAX_NAME_CHARS]
+    return name
+
+
 def _stream(stream: object) -> str:
     name = validate_name(stream, what="stream")
     if name in RESERVED_STREAMS:
@@ -196,6 +207,7 @@ __all__ = [
     "PREFIX",
     "RESERVED_STREAMS",
     "StreamTopic",
+    "as_stream_name",
     "cmd_filter",
     "cmd_topic",
     "config_topic",

@@ -194,6 +194,21 @@ def test_a_directory_source_means_its_event_files(
     assert "skipped 2 entries that are not event files: labels.csv, more" in caplog.text
 
 
+def test_a_file_whose_name_is_no_topic_level_is_still_decided(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    model, _ = files
+    rec = files[1] / "odd"
+    rec.mkdir()
+    (rec / "a+b#c.bs2").write_bytes(nmnist_bytes(uniform_events(100, 20, polarity=1, seed=5)))
+    (rec / "cmd.bs2").write_bytes(nmnist_bytes(uniform_events(100, 20, polarity=0, seed=6)))
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(rec), "--tau", "0.9")
+    assert rc == 0, err
+    assert [d["stream"] for d in lines] == ["a_b_c", "cmd_"]
+    assert "its decisions carry stream 'a_b_c'" in caplog.text
+    assert summary(err).endswith("dropped: none")
+
+
 def test_unknown_extensions_take_format(
     files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -106,3 +106,18 @@ def test_count_outside_without_a_crop_matches_the_mapping(factor: int) -> None:
         expected = int((~(keep & (xs < 34) & (ys < 34))).sum())
         assert m.count_outside(ev, 34, 34) == expected
     assert SpatialMap(None, factor).count_outside(ev[:0], 34, 34) == 0
+
+
+def test_a_file_name_becomes_a_valid_stream_level() -> None:
+    from spikecast.runtime.mqtt.topics import MAX_NAME_CHARS, validate_name
+    from spikecast.runtime.sources import stream_name
+
+    assert stream_name("00042") == "00042"
+    assert stream_name("00042", "cam0") == "cam0-00042"
+    assert stream_name("a+b#c/d\x00e") == "a_b_c_d_e"
+    assert stream_name("cmd") == "cmd_" and stream_name("workers") == "workers_"
+    assert stream_name("") == "_"
+    long = stream_name("x" * 1000)
+    assert len(long) == MAX_NAME_CHARS
+    for s in ("a+b#c", "cmd", "", "x" * 1000):
+        validate_name(stream_name(s))
