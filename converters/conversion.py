@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from spikecast.converters.parse import INPUT, Op, trace
-from spikecast.ext.core.calibration import META_KEY, Calibration
+from spikecast.ext.core.calibration import META_KEY, Calibration, Recommendation
 from spikecast.ext.core.checks import check_int
 from spikecast.ext.core.errors import ConversionError, ParameterError
 from spikecast.ext.core.network import (
@@ -54,6 +54,7 @@ from spikecast.ext.core.network import (
     Network,
     check_evidence_steps,
     check_v_init,
+    softmax_confidence,
 )
 from torch import nn
 
@@ -760,10 +761,11 @@ def _with_best_signal(
     """``net`` with the exit signal (of ``signals``) whose recommended point decides
     earliest on the holdout table, that table and point; and the point's score."""
     tables = calibration_tables(net, hx, hy, n_steps, signals, batch_size, progress)
-    points = {e: Calibration(t).recommend().as_dict() for e, t in tables.items()}
+    recs = {e: Calibration(t).recommend() for e, t in tables.items()}
+    points = {e: r.as_dict() for e, r in recs.items()}
     chosen = choose_evidence_steps(points)
     out = with_calibration(net.with_(evidence_steps=chosen), tables[chosen],
-                           f"{tables[chosen].n_samples} held-out samples")  # fmt: skip
+                           f"{tables[chosen].n_samples} held-out samples", recs[chosen])  # fmt: skip
     if len(signals) > 1:
         choice = {
             "rule": "fewest mean steps at the recommended point; ties to the rate rule",
@@ -930,17 +932,23 @@ def calibration_tables(
     correct = logits.argmax(axis=-1) == ys[None, :]
     return {
         float(e): CalibrationTable(
-            confidence=net.with_(evidence_steps=float(e)).confidence(logits, steps).astype(np.float32),
+            confidence=softmax_confidence(logits, steps, net.temperature, float(e)).astype(np.float32),
             correct=correct,
         )
         for e in evidence_steps
     }
 
 
-def with_calibration(net: Network, table: CalibrationTable, source: str | None = None) -> Network:
+def with_calibration(
+    net: Network,
+    table: CalibrationTable,
+    source: str | None = None,
+    recommendation: Recommendation | None = None,
+) -> Network:
     """``net`` with its calibration table and the operating point it recommends
-    (``meta["operating_point"]``, see :mod:`spikecast.ext.core.calibration`)."""
-    rec = Calibration(table).recommend()
+    (``meta["operating_point"]``, see :mod:`spikecast.ext.core.calibration`);
+    ``recommendation``: the table's, when the caller has it already."""
+    rec = Calibration(table).recommend() if recommendation is None else recommendation
     meta = {**net.meta, META_KEY: rec.as_dict()}
     if source is not None:
         meta["calibration_table"] = source

@@ -220,6 +220,7 @@ cdef void read_out(const NetPlan* p, EngineState* s) noexcept nogil:
     cdef float z, zmax = 0
     cdef int k, arg = 0
     cdef double total = 0
+    # The evidence rule's gain t/t_e (1 under the rate rule: x·1.0 == x, bit for bit).
     cdef double g = (<double> tf) / (<double> p.evidence_steps) if p.evidence_steps > 0 else 1.0
     for k in range(p.n_classes):
         z = (lam * v[p.out_perm[k]]) / tf
@@ -227,12 +228,8 @@ cdef void read_out(const NetPlan* p, EngineState* s) noexcept nogil:
         if k == 0 or z > zmax:
             zmax = z
             arg = k
-    if p.evidence_steps > 0:
-        for k in range(p.n_classes):
-            total += exp(((<double> s.logits[k] - <double> zmax) / p.temperature) * g)
-    else:
-        for k in range(p.n_classes):
-            total += exp((<double> s.logits[k] - <double> zmax) / p.temperature)
+    for k in range(p.n_classes):
+        total += exp(((<double> s.logits[k] - <double> zmax) / p.temperature) * g)
     s.class_index = arg
     s.confidence = 1.0 / total
 

@@ -323,7 +323,7 @@ class Service:
                         " ..." if n > 5 else "")
         for path in sources.paths:
             stream = stream_name(path.stem, self.cfg.stream)
-            if stream != (path.stem if self.cfg.stream == "main" else f"{self.cfg.stream}-{path.stem}"):
+            if not stream.endswith(path.stem):  # characters replaced, cut, or '_' added
                 log.warning("%s: its decisions carry stream %r (a file name with '/', '+', '#' or "
                             "NUL, or a reserved one, is not a topic level)", path, stream)
             try:

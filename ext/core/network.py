@@ -430,17 +430,10 @@ class Network:
         return softmax_confidence(logits, t_eff, self.temperature, self.evidence_steps)
 
     def probabilities(self, logits: np.ndarray, t_eff: float) -> np.ndarray:
-        """The softmax (K,) whose maximum is :meth:`confidence`: what a decision reports.
-        (Plain Python over K floats: one per decision, where numpy's per-call cost dominates.)"""
-        z = [float(v) for v in np.asarray(logits, np.float32).ravel()]
-        zmax = max(z)
-        scale = float(np.float32(self.temperature))
-        gain = 1.0
-        if self.evidence_steps:
-            gain = float(np.float32(t_eff)) / float(np.float32(self.evidence_steps))
-        e = [math.exp(((v - zmax) / scale) * gain) for v in z]
-        total = sum(e)
-        return np.array([v / total for v in e])
+        """The softmax (K,) whose maximum is :meth:`confidence`: what a decision reports."""
+        z = np.asarray(logits, np.float32).astype(np.float64)
+        p: np.ndarray = np.exp(_scaled_gaps(z, t_eff, self.temperature, self.evidence_steps))
+        return p / p.sum(axis=-1, keepdims=True)
 
     def with_(self, **changes: Any) -> Network:
         """A copy with some fields replaced (the dataclass is frozen)."""
