@@ -37,6 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from spikecast.ext.core.checks import check_int
 from spikecast.ext.core.errors import ParameterError, PublishError
+from spikecast.runtime.mqtt import paho_props
 from spikecast.runtime.mqtt.base import (
     InboundMessage,
     PayloadLike,
@@ -466,6 +467,7 @@ class MqttPublisher:
 
     def _make_client(self) -> aiomqtt.Client:
         s = self._settings
+        paho_props.install()  # every received packet's properties, without paho's table building
         return aiomqtt.Client(
             s.host,
             s.port,
