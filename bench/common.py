@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import platform
 import sys
@@ -32,6 +34,32 @@ def load_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return f(xtr), ytr.astype(np.int64), f(xte), yte.astype(np.int64)
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def host_speed_mops() -> float:
+    """Millions of simple Python loop iterations per second, best of 5 short runs.
+
+    The bench machines are shared virtual machines whose hosts differ from session to
+    session (the same code has run 1.6-2x slower on one than another); this puts a number
+    on the host next to every result, so figures from different sessions can be told apart.
+    """
+    best = math.inf
+    for _ in range(5):
+        t0 = time.perf_counter()
+        x = 0
+        for i in range(200_000):
+            x += i & 7
+        best = min(best, time.perf_counter() - t0)
+    return 0.2 / best
+
+
 def machine() -> dict[str, Any]:
     import torch
 
@@ -39,6 +67,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_model(),
+        "host_speed_python_mops": round(host_speed_mops(), 1),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),

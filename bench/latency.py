@@ -68,6 +68,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_model, host_speed_mops
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SPIKECAST_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "bench" / "results"
@@ -1140,6 +1143,8 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
                 "python": platform.python_version(),
                 "platform": platform.platform(),
                 "cpu_count": os.cpu_count(),
+                "cpu": cpu_model(),
+                "host_speed_python_mops": round(host_speed_mops(), 1),
                 "loadavg_1_5_15_at_start": load_start,
                 "loadavg_1_5_15_at_end": os.getloadavg(),
                 "shared": "the machine is shared with other work; figures under load",
