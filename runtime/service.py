@@ -40,6 +40,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -79,11 +80,18 @@ log = logging.getLogger("spikecast.service")
 
 # The compute side takes up to _BATCH_ITEMS queued items at once. A batch of at most
 # _INLINE_EVENTS events runs on the event loop: a hand-over to a worker thread costs
-# more than that (~0.1 ms), and the worker holds the GIL while it runs numpy, so the
-# loop would wait for it anyway. Bigger batches go to a worker thread, where the engine
-# releases the GIL and the loop keeps reading (and shedding) meanwhile.
+# more CPU than that (0.1-0.13 ms, about the engine's work for a 10 ms N-MNIST packet),
+# and the worker holds the GIL while it runs numpy, so the loop would wait for it anyway.
+# Bigger batches go to a worker thread, where the engine releases the GIL and the loop
+# keeps reading (and shedding) meanwhile. So do small ones once compute has taken more
+# than _INLINE_BUSY of the recent wall time (a decaying sum, time constant _BUSY_WINDOW_S):
+# under load, reading the next packets while the engine runs is worth the hand-over.
+# (16 streams x 10 ms packets on 2 cores, p99 aligned / staggered, medians of 3 runs:
+# 52 / 143 ms by batch size alone, 43 / 58 ms always handed over, 35 / 37 ms this way.)
 _BATCH_ITEMS = 64
 _INLINE_EVENTS = 256
+_INLINE_BUSY = 0.25
+_BUSY_WINDOW_S = 0.1
 _FAST_CHUNK_STEPS = 1000  # per chunk of a file replayed as fast as possible
 _SPARE_ENGINES = 8  # engines of ended streams kept for new ones
 _INLINE_READ_BYTES = 1 << 20  # files up to this size are read on the event loop
@@ -158,6 +166,8 @@ class Service:
         self.dv: DvReceiver | None = None  # the connected reader of a dv:// source
         self.queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._room = asyncio.Event()  # set whenever compute takes events off the queue
+        self._compute_busy_s = 0.0  # compute time, decaying with _BUSY_WINDOW_S
+        self._compute_busy_at = time.perf_counter()
         self._seen: dict[str, list[int]] = {}  # live stream -> [events, outside the input]
         self._active: dict[str, float] = {}  # live stream -> monotonic time of its last packet
         self._warned: set[object] = set()
@@ -707,6 +717,23 @@ class Service:
             elif n:
                 m.count_drop(cause, n)
 
+    def _inline(self, items: list[_Item]) -> bool:
+        """Whether this batch is computed on the event loop (see _INLINE_BUSY)."""
+        if sum(it.n_events for it in items) > _INLINE_EVENTS or any(
+            it.frame is not None or it.end for it in items
+        ):
+            return False
+        now = time.perf_counter()
+        self._compute_busy_s *= math.exp(-(now - self._compute_busy_at) / _BUSY_WINDOW_S)
+        self._compute_busy_at = now
+        return self._compute_busy_s < _INLINE_BUSY * _BUSY_WINDOW_S
+
+    def _timed_batch(self, items: list[_Item]) -> tuple[list[Decision], dict[str, int], list[str], float]:
+        """_work_batch on a worker thread, and how long it took."""
+        t0 = time.perf_counter()
+        out = self._work_batch(items)
+        return (*out, time.perf_counter() - t0)
+
     async def _compute(self) -> None:
         while True:
             batch = [await self.queue.get()]
@@ -721,17 +748,18 @@ class Service:
                 for it in items:
                     if it.events is not None:
                         w.events(it.stream, it.events, it.watermark_us)
-            if sum(it.n_events for it in items) <= _INLINE_EVENTS and not any(
-                it.frame is not None or it.end for it in items
-            ):
-                # A few packets of a few events (a live step and its watermark, typically):
-                # less work than a hand-over to a thread, and no wait for the GIL that a
-                # worker holds while it runs numpy. Done here, now.
+            if self._inline(items):
+                # A few packets of a few events (a live step and its watermark, typically)
+                # on a loop with time to spare: less work than a hand-over to a thread,
+                # and no wait for the GIL that a worker holds while it runs numpy.
+                t0 = time.perf_counter()
                 decisions, dropped, errors = self._work_batch(items)
+                self._compute_busy_s += time.perf_counter() - t0
             else:
                 # Off the event loop, so it keeps reading packets meanwhile (and sheds them
                 # when the queue is full); one hand-over for the whole batch.
-                decisions, dropped, errors = await asyncio.to_thread(self._work_batch, items)
+                decisions, dropped, errors, busy_s = await asyncio.to_thread(self._timed_batch, items)
+                self._compute_busy_s += busy_s
             self._count(dropped, errors)
             for d in decisions:
                 self.state.metrics.record_decision(d.latency_ms, d.synops)

@@ -690,3 +690,27 @@ async def test_a_file_spanning_198_days_is_replayed_in_seconds(model: Path, tmp_
     assert time.monotonic() - began < 20
     assert svc.state.metrics.decisions <= 2_000 + 1
     assert svc.report()[1] == 0
+
+
+def test_small_batches_run_inline_until_compute_takes_a_quarter_of_the_time(model: Path) -> None:
+    import io
+
+    from spikecast.runtime import service as service_module
+    from spikecast.runtime.mqtt.stdout import StdoutPublisher
+
+    item = service_module._Item
+    window_s = service_module._BUSY_WINDOW_S
+    svc = Service(RunConfig(model=model, source="x"), StdoutPublisher(io.StringIO()))
+    small = [item("s", 0.0, events=np.zeros(0), n_events=10), item("t", 0.0, n_events=20)]
+    assert svc._inline(small)
+    # Too many events, a frame or a stream's end: always on the worker thread.
+    assert not svc._inline([item("s", 0.0, n_events=service_module._INLINE_EVENTS + 1)])
+    assert not svc._inline([item("s", 0.0, end=True)])
+    assert not svc._inline([item("s", 0.0, frame=np.zeros((1, 2, 2), np.float32))])
+    # Compute took 40% of the last window: hand small batches over too.
+    svc._compute_busy_s, svc._compute_busy_at = 0.4 * window_s, time.perf_counter()
+    assert not svc._inline(small)
+    # Three windows with nothing to compute: 40% decays to 2%, inline again.
+    svc._compute_busy_s, svc._compute_busy_at = 0.4 * window_s, time.perf_counter() - 3 * window_s
+    assert svc._inline(small)
+    assert svc._compute_busy_s < 0.03 * window_s
