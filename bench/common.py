@@ -44,14 +44,14 @@ def cpu_model() -> str:
 
 
 def host_speed_mops() -> float:
-    """Millions of simple Python loop iterations per second, best of 5 short runs.
+    """Millions of simple Python loop iterations per second, best of 25 short runs.
 
     The bench machines are shared virtual machines whose hosts differ from session to
     session (the same code has run 1.6-2x slower on one than another); this puts a number
     on the host next to every result, so figures from different sessions can be told apart.
     """
     best = math.inf
-    for _ in range(5):
+    for _ in range(25):  # best of many: the first runs catch a core still clocking up
         t0 = time.perf_counter()
         x = 0
         for i in range(200_000):
