@@ -6,7 +6,8 @@
   index (int32) and a 0-based step (int64) per kept event, after the crop and the
   downsample. It counts what it drops: events outside the input, and events before
   the stream's origin.
-- :func:`scev_columns_ok` checks the four columns of a SCEV packet in one pass.
+- :func:`scev_decode` checks the four columns of a SCEV packet and writes its events
+  as records in one pass.
 
 Fields are read with memcpy (one unaligned load): packed records and the packet's
 u32 column are not aligned to their element size.
@@ -16,27 +17,54 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy
 
 
-def scev_columns_ok(const uint8_t[::1] body, Py_ssize_t n, int width, int height) -> bool:
-    """True if the n events of a SCEV packet body (the bytes after its header) are all
-    inside the sensor, in time order and of polarity 0 or 1."""
+def scev_decode(  # noqa: PLR0913
+    const uint8_t[::1] body,
+    Py_ssize_t n,
+    int width,
+    int height,
+    int64_t t0_us,
+    uint8_t[::1] out,
+    Py_ssize_t itemsize,
+    Py_ssize_t off_x,
+    Py_ssize_t off_y,
+    Py_ssize_t off_t,
+    Py_ssize_t off_p,
+) -> bool:
+    """Check the n events of a SCEV packet body (the bytes after its header: x, y, dt and
+    p columns) and write them as records into ``out`` (x, y, t = t0_us + dt, p at the
+    given byte offsets, ``itemsize`` bytes each), in one pass. False at the first event
+    outside the sensor, back in time or of polarity > 1 (``out`` is then partly written)."""
     if body.shape[0] < 9 * n:
         raise ValueError("packet body shorter than its events")
+    if out.shape[0] < itemsize * n:
+        raise ValueError("output shorter than the events")
     if n == 0:
         return True
     cdef const uint8_t* b = &body[0]
+    cdef uint8_t* o = &out[0]
+    cdef uint8_t* rec
     cdef Py_ssize_t i
     cdef uint16_t x, y
     cdef uint32_t dt, prev = 0
+    cdef uint8_t pol
+    cdef int64_t t
     cdef bint ok = True
     with nogil:
         for i in range(n):
             memcpy(&x, b + 2 * i, 2)
             memcpy(&y, b + 2 * n + 2 * i, 2)
             memcpy(&dt, b + 4 * n + 4 * i, 4)
-            if x >= width or y >= height or dt < prev or b[8 * n + i] > 1:
+            pol = b[8 * n + i]
+            if x >= width or y >= height or dt < prev or pol > 1:
                 ok = False
                 break
             prev = dt
+            t = t0_us + <int64_t> dt
+            rec = o + i * itemsize
+            memcpy(rec + off_x, &x, 2)
+            memcpy(rec + off_y, &y, 2)
+            memcpy(rec + off_t, &t, 8)
+            rec[off_p] = pol
     return ok
 
 

@@ -77,10 +77,17 @@ def bin_events(
     return BinnedEvents(idx[:kept], steps[:kept], int(outside), int(before), bool(in_order))
 
 
-def scev_columns_ok(body: memoryview, n: int, width: int, height: int) -> bool:
-    """One pass over a SCEV packet's columns (``body``: the bytes after its header):
-    True if every event is inside ``width`` x ``height``, in time order, polarity 0/1."""
-    return bool(_binning.scev_columns_ok(np.frombuffer(body, np.uint8), n, width, height))
+def scev_decode(body: memoryview, n: int, width: int, height: int, t0_us: int) -> np.ndarray | None:
+    """The n events of a SCEV packet (``body``: the bytes after its header) as EVENT_DTYPE,
+    with t = t0_us + dt, checked in the same compiled pass: None if any event is outside
+    ``width`` x ``height``, back in time or of polarity > 1 (find which with numpy)."""
+    out = np.empty(n, EVENT_DTYPE)
+    f = EVENT_DTYPE.fields
+    ok = _binning.scev_decode(
+        np.frombuffer(body, np.uint8), n, width, height, t0_us, out.view(np.uint8),
+        EVENT_DTYPE.itemsize, f["x"][1], f["y"][1], f["t"][1], f["p"][1],  # type: ignore[index]
+    )
+    return out if ok else None
 
 
-__all__ = ["BinnedEvents", "bin_events", "scev_columns_ok"]
+__all__ = ["BinnedEvents", "bin_events", "scev_decode"]

@@ -40,9 +40,8 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-from spikecast.ext.binning import scev_columns_ok
+from spikecast.ext.binning import scev_decode
 from spikecast.ext.core.errors import ParameterError, StreamError
-from spikecast.ext.core.events import EVENT_DTYPE
 
 MAGIC = b"SCEV"
 VERSION = 1
@@ -196,22 +195,17 @@ def decode_packet(data: bytes | bytearray | memoryview) -> Packet:
     width, height, n, t0, t1 = _check_header(data)
     h = HEADER_SIZE if t1 is None else END_HEADER_SIZE
     buf = memoryview(data)
-    x = np.frombuffer(buf, dtype="<u2", count=n, offset=h)
-    y = np.frombuffer(buf, dtype="<u2", count=n, offset=h + 2 * n)
-    dt = np.frombuffer(buf, dtype="<u4", count=n, offset=h + 4 * n)
-    p = np.frombuffer(buf, dtype=np.uint8, count=n, offset=h + 8 * n)
-    if n and not scev_columns_ok(buf[h:], n, width, height):  # one compiled pass
+    events = scev_decode(buf[h:], n, width, height, t0)  # one compiled pass: check and copy
+    if events is None:
+        x = np.frombuffer(buf, dtype="<u2", count=n, offset=h)
+        y = np.frombuffer(buf, dtype="<u2", count=n, offset=h + 2 * n)
+        dt = np.frombuffer(buf, dtype="<u4", count=n, offset=h + 4 * n)
+        p = np.frombuffer(buf, dtype=np.uint8, count=n, offset=h + 8 * n)
         _check_columns(x, y, dt, p, width, height, h)  # finds and names the first violation
         raise _bad(h, "invalid event columns")  # unreachable: the line above raises
-    if n and t1 is not None and t0 + int(dt[-1]) >= t1:
-        raise _bad(h + 4 * n + 4 * (n - 1), f"event {n - 1} at t0_us + {int(dt[-1])} us is not "
-                   f"before t1_us = t0_us + {t1 - t0}")
-    events = np.empty(n, dtype=EVENT_DTYPE)
-    events["x"] = x
-    events["y"] = y
-    events["t"] = dt
-    events["t"] += t0
-    events["p"] = p
+    if n and t1 is not None and int(events["t"][-1]) >= t1:
+        raise _bad(h + 4 * n + 4 * (n - 1), f"event {n - 1} at t0_us + {int(events['t'][-1]) - t0} "
+                   f"us is not before t1_us = t0_us + {t1 - t0}")
     return Packet(events, int(width), int(height), int(t0), None if t1 is None else int(t1))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from spikecast.ext.binning import bin_events, scev_columns_ok
+from spikecast.ext.binning import bin_events, scev_decode
 from spikecast.ext.core.errors import ParameterError
 from spikecast.ext.core.events import EVENT_DTYPE
 
@@ -78,20 +78,28 @@ def test_bad_arguments() -> None:
         bin_events(np.zeros(3, [("x", "<u2")]), 0, 1_000, (2, 34, 34))
 
 
-def test_scev_columns_check() -> None:
+def test_scev_decode_checks_and_writes_the_columns() -> None:
     n = 4
     x = np.array([0, 1, 33, 2], "<u2")
     y = np.array([0, 5, 33, 1], "<u2")
-    dt = np.array([0, 10, 10, 11], "<u4")
+    dt = np.array([0, 10, 10, 4_000_000_000], "<u4")
     p = np.array([0, 1, 1, 0], "u1")
 
     def body(**cols: np.ndarray) -> memoryview:
         c = {"x": x, "y": y, "dt": dt, "p": p, **cols}
         return memoryview(b"".join(c[k].tobytes() for k in ("x", "y", "dt", "p")))
 
-    assert scev_columns_ok(body(), n, 34, 34)
-    assert not scev_columns_ok(body(x=np.array([0, 1, 34, 2], "<u2")), n, 34, 34)
-    assert not scev_columns_ok(body(y=np.array([0, 34, 3, 2], "<u2")), n, 34, 34)
-    assert not scev_columns_ok(body(dt=np.array([0, 10, 9, 11], "<u4")), n, 34, 34)
-    assert not scev_columns_ok(body(p=np.array([0, 1, 2, 0], "u1")), n, 34, 34)
-    assert scev_columns_ok(memoryview(b""), 0, 34, 34)
+    t0 = 2**40 + 7
+    ev = scev_decode(body(), n, 34, 34, t0)
+    assert ev is not None and ev.dtype == EVENT_DTYPE
+    assert ev["x"].tolist() == x.tolist() and ev["y"].tolist() == y.tolist()
+    assert ev["t"].tolist() == [t0 + int(d) for d in dt]  # u32 dt beyond 2^31 stays positive
+    assert ev["p"].tolist() == p.tolist()
+    assert scev_decode(body(x=np.array([0, 1, 34, 2], "<u2")), n, 34, 34, t0) is None
+    assert scev_decode(body(y=np.array([0, 34, 3, 2], "<u2")), n, 34, 34, t0) is None
+    assert scev_decode(body(dt=np.array([0, 10, 9, 11], "<u4")), n, 34, 34, t0) is None
+    assert scev_decode(body(p=np.array([0, 1, 2, 0], "u1")), n, 34, 34, t0) is None
+    empty = scev_decode(memoryview(b""), 0, 34, 34, t0)
+    assert empty is not None and len(empty) == 0
+    with pytest.raises(ValueError, match="shorter"):
+        scev_decode(body()[:-1], n, 34, 34, t0)
