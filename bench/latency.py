@@ -69,11 +69,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_model, host_speed_mops
+from common import DATA, RESULTS, ROOT, cpu_model, host_speed_mops
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SPIKECAST_DATA", ROOT.parent / "shared" / "data"))
-RESULTS = ROOT / "bench" / "results"
 DEVICE = "bench"
 DT_US = 1000
 _T0_OFFSET = 14  # byte offset of t0_us in the SCEV header

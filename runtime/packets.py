@@ -203,9 +203,9 @@ def decode_packet(data: bytes | bytearray | memoryview) -> Packet:
         p = np.frombuffer(buf, dtype=np.uint8, count=n, offset=h + 8 * n)
         _check_columns(x, y, dt, p, width, height, h)  # finds and names the first violation
         raise _bad(h, "invalid event columns")  # unreachable: the line above raises
-    if n and t1 is not None and int(events["t"][-1]) >= t1:
-        raise _bad(h + 4 * n + 4 * (n - 1), f"event {n - 1} at t0_us + {int(events['t'][-1]) - t0} "
-                   f"us is not before t1_us = t0_us + {t1 - t0}")
+    if n and t1 is not None and (last_us := int(events["t"][-1])) >= t1:
+        raise _bad(h + 4 * n + 4 * (n - 1), f"event {n - 1} at t0_us + {last_us - t0} us is not "
+                   f"before t1_us = t0_us + {t1 - t0}")
     return Packet(events, int(width), int(height), int(t0), None if t1 is None else int(t1))
 
 

@@ -723,13 +723,18 @@ class Service:
             it.frame is not None or it.end for it in items
         ):
             return False
-        now = time.perf_counter()
-        self._compute_busy_s *= math.exp(-(now - self._compute_busy_at) / _BUSY_WINDOW_S)
-        self._compute_busy_at = now
+        self._add_busy(0.0)
         return self._compute_busy_s < _INLINE_BUSY * _BUSY_WINDOW_S
 
+    def _add_busy(self, busy_s: float) -> None:
+        """Decay the compute-time sum to now, then add ``busy_s``."""
+        now = time.perf_counter()
+        self._compute_busy_s *= math.exp(-(now - self._compute_busy_at) / _BUSY_WINDOW_S)
+        self._compute_busy_s += busy_s
+        self._compute_busy_at = now
+
     def _timed_batch(self, items: list[_Item]) -> tuple[list[Decision], dict[str, int], list[str], float]:
-        """_work_batch on a worker thread, and how long it took."""
+        """_work_batch (on the loop or a worker thread), and how long it took."""
         t0 = time.perf_counter()
         out = self._work_batch(items)
         return (*out, time.perf_counter() - t0)
@@ -752,14 +757,12 @@ class Service:
                 # A few packets of a few events (a live step and its watermark, typically)
                 # on a loop with time to spare: less work than a hand-over to a thread,
                 # and no wait for the GIL that a worker holds while it runs numpy.
-                t0 = time.perf_counter()
-                decisions, dropped, errors = self._work_batch(items)
-                self._compute_busy_s += time.perf_counter() - t0
+                decisions, dropped, errors, busy_s = self._timed_batch(items)
             else:
                 # Off the event loop, so it keeps reading packets meanwhile (and sheds them
                 # when the queue is full); one hand-over for the whole batch.
                 decisions, dropped, errors, busy_s = await asyncio.to_thread(self._timed_batch, items)
-                self._compute_busy_s += busy_s
+            self._add_busy(busy_s)
             self._count(dropped, errors)
             for d in decisions:
                 self.state.metrics.record_decision(d.latency_ms, d.synops)
