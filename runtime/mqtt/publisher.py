@@ -37,7 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from spikecast.ext.core.checks import check_int
 from spikecast.ext.core.errors import ParameterError, PublishError
-from spikecast.runtime.mqtt import paho_props
+from spikecast.runtime.mqtt import paho_props, paho_read
 from spikecast.runtime.mqtt.base import (
     InboundMessage,
     PayloadLike,
@@ -468,7 +468,7 @@ class MqttPublisher:
     def _make_client(self) -> aiomqtt.Client:
         s = self._settings
         paho_props.install()  # every received packet's properties, without paho's table building
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             s.host,
             s.port,
             username=s.username,
@@ -487,6 +487,8 @@ class MqttPublisher:
             # Decisions are small and latency-bound: don't let Nagle hold them back.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
+        paho_read.install(client._client)  # every packet a wake-up brings, in one read
+        return client
 
     async def _run(self) -> None:
         attempt = 0
@@ -563,8 +565,17 @@ class MqttPublisher:
             raise PublishError(f"broker refused subscription to {sub.topic_filter!r}: {refused[0]}")
 
     async def _read(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            self._route(message)
+        # aiomqtt's iterator creates a task and waits on it for every message: three
+        # trips through the event loop each. Messages already queued (paho hands over
+        # all that one socket read completed) are taken directly; the iterator only
+        # waits for the next one, and reports a lost connection as before.
+        messages = client.messages
+        queue = getattr(client, "_queue", None)
+        waiting = queue.qsize if isinstance(queue, asyncio.Queue) else (lambda: 0)
+        while True:
+            self._route(await anext(messages))
+            while waiting():
+                self._route(queue.get_nowait())  # type: ignore[union-attr]
 
     def _route(self, message: aiomqtt.Message) -> None:
         inbound = InboundMessage(

@@ -26,6 +26,7 @@ from spikecast.runtime.mqtt.topics import (
     cmd_filter,
     cmd_topic,
     decision_topic,
+    events_filter,
     events_topic,
     shared_events_filter,
     status_topic,
@@ -321,3 +322,46 @@ async def test_receive_queue_is_bounded_and_counts_what_it_drops(mosquitto: Mosq
     assert queue.qsize() == queue.maxsize
     assert pub.stats().inbound_dropped == 5
     assert queue.get_nowait() == 0  # the oldest are kept, in order; the newest were dropped
+
+
+async def test_a_burst_arrives_whole_and_in_order_with_each_read_handing_over_many(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """Sixteen streams' packets sent back to back (what the service gets every 10 ms):
+    the buffered reader and the queue drain hand every one over, in order, and one socket
+    read carries many packets (paho alone reads each with three or more recv calls)."""
+    import paho.mqtt.client as paho
+
+    async with MqttPublisher(settings_for(mosquitto)) as pub:
+        await pub.wait_connected(5)
+        sub = await pub.subscribe(events_filter("cam0"), qos=0, queue_size=10_000)
+        client = pub._client
+        assert client is not None
+        reads = 0
+        real_read = paho.Client._sock_recv
+
+        def counting_read(self: paho.Client, n: int) -> bytes:
+            nonlocal reads
+            reads += 1
+            return real_read(self, n)
+
+        from spikecast.runtime.mqtt.paho_read import BufferedReader
+
+        reader = client._client._sock_recv.__self__
+        assert isinstance(reader, BufferedReader)  # installed on the service's client
+        reader._read = counting_read.__get__(client._client)
+        sender = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        sender.connect(mosquitto.host, mosquitto.port)
+        sender.loop_start()
+        try:
+            n = 2000
+            for i in range(n):
+                sender.publish(events_topic("cam0", f"s{i % 16}"), i.to_bytes(4, "little") * 40, qos=0)
+            got = [int.from_bytes((await asyncio.wait_for(sub.__anext__(), 10)).payload[:4], "little")
+                   for _ in range(n)]
+        finally:
+            sender.loop_stop()
+            sender.disconnect()
+    assert got == list(range(n))
+    assert pub.stats().inbound_dropped == 0
+    assert 0 < reads < n / 4  # many packets per read (paho alone: more than 3 * n)
