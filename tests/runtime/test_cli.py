@@ -144,6 +144,23 @@ def test_a_clean_run_ends_with_a_summary_line(
     assert summary(err) == "spikecast: 2 decisions from 2 files (4,000 events); dropped: none"
 
 
+def test_the_cli_moves_what_it_loaded_out_of_the_collectors_reach(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI owns its process: what start-up made (modules, the model) is frozen, so
+    full collections while serving scan only what serving made (shorter pauses)."""
+    import gc
+
+    model, rec = files
+    gc.unfreeze()
+    try:
+        rc, lines, _ = run(capsys, "--model", str(model), "--source", str(rec / "*.npz"))
+        assert rc == 0 and len(lines) == 2
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()  # the test process goes on collecting as before
+
+
 def test_files_wait_for_room_in_the_queue_instead_of_being_shed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
