@@ -702,11 +702,20 @@ def test_small_batches_run_inline_until_compute_takes_a_quarter_of_the_time(mode
     window_s = service_module._BUSY_WINDOW_S
     svc = Service(RunConfig(model=model, source="x"), StdoutPublisher(io.StringIO()))
     small = [item("s", 0.0, events=np.zeros(0), n_events=10), item("t", 0.0, n_events=20)]
+    big = [item("s", 0.0, n_events=service_module._INLINE_EVENTS + 1)]
+    ends = [item("s", 0.0, end=True)]
+    frames = [item("s", 0.0, frame=np.zeros((1, 2, 2), np.float32))]
+    # Files only: nothing live to keep reading, so every batch runs on the loop.
+    assert not svc.live
+    svc._compute_busy_s, svc._compute_busy_at = 0.9 * window_s, time.perf_counter()
+    assert all(svc._inline(b) for b in (small, big, ends, frames))
+    svc.live = True
+    svc._compute_busy_s = 0.0
     assert svc._inline(small)
-    # Too many events, a frame or a stream's end: always on the worker thread.
-    assert not svc._inline([item("s", 0.0, n_events=service_module._INLINE_EVENTS + 1)])
-    assert not svc._inline([item("s", 0.0, end=True)])
-    assert not svc._inline([item("s", 0.0, frame=np.zeros((1, 2, 2), np.float32))])
+    # Live: too many events, a frame or a stream's end always go to the worker thread.
+    assert not svc._inline(big)
+    assert not svc._inline(ends)
+    assert not svc._inline(frames)
     # Compute took 40% of the last window: hand small batches over too.
     svc._compute_busy_s, svc._compute_busy_at = 0.4 * window_s, time.perf_counter()
     assert not svc._inline(small)
