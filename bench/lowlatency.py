@@ -174,19 +174,25 @@ def run_nmnist(n: int, t_max: int) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
+    """One panel per data set: λ percentile by colour, v_init by line style, burst size by
+    line width (a legend of 24 curves would hide them)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
+    colour = {99.0: "C0", 99.5: "C1", 99.9: "C2", 100.0: "C3"}
+    width = {1: 1.0, 2: 1.8, 4: 2.8}
     sets = result["datasets"]
-    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4.4), squeeze=False)
     for ax, (name, d) in zip(axes[0], sets.items(), strict=True):
-        for key, o in d["options"].items():
+        for o in d["options"].values():
             curve = np.asarray(o["curve"])
-            ax.plot(np.arange(1, len(curve) + 1), 100 * curve, label=key, lw=1.2,
-                    ls="-" if o["v_init"] else "--")  # fmt: skip
-        ax.axhline(100 * d["ann_accuracy"], color="k", lw=0.8, ls=":", label="ANN")
+            ax.plot(np.arange(1, len(curve) + 1), 100 * curve, color=colour.get(o["percentile"], "C4"),
+                    lw=width.get(o.get("max_spikes", 1), 3.5), ls="-" if o["v_init"] else "--",
+                    alpha=0.85)  # fmt: skip
+        ax.axhline(100 * d["ann_accuracy"], color="k", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
         ax.set_xlim(1, d["t_max"])
         lo = min(min(o["accuracy"].values()) for o in d["options"].values())
@@ -195,8 +201,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("steps T" + (" (ms)" if name == "nmnist" else ""))
         ax.set_ylabel("accuracy %")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles = [Line2D([], [], color=c, label=f"λ {p:g}") for p, c in colour.items()]
+    handles += [Line2D([], [], color="grey", ls="--", label="v_init 0"),
+                Line2D([], [], color="grey", ls="-", label="v_init 0.5")]  # fmt: skip
+    handles += [Line2D([], [], color="grey", lw=w, label=f"burst {b}") for b, w in width.items()]
+    handles.append(Line2D([], [], color="k", lw=0.8, ls=":", label="ANN"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     print(f"wrote {path}")
 
