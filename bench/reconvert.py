@@ -4,6 +4,7 @@ calibration and held-out data of the scripts that first made them.
     python bench/reconvert.py                  # MNIST and N-MNIST
     python bench/reconvert.py --only nmnist
     python bench/reconvert.py --only nmnist --max-spikes 4   # bench/models/nmnist_burst4.scn
+    python bench/reconvert.py --only cifar10 --max-spikes 4  # bench/models/cifar10_burst4.scn
 
 What changes is what ``convert()`` now chooses when it is given a holdout set and no
 ``percentile``: λ's percentile among 99, 99.5, 99.9 and 100, the one whose recommended
@@ -77,7 +78,7 @@ def mnist() -> dict[str, Any]:
     return _summary("mnist_maxpool.scn", net, old, time.time() - t0)
 
 
-def cifar10(seed: int = 0) -> dict[str, Any]:
+def cifar10(seed: int = 0, max_spikes: int = 1) -> dict[str, Any]:
     from pathlib import Path
 
     import cifar10 as cf
@@ -99,13 +100,14 @@ def cifar10(seed: int = 0) -> dict[str, Any]:
         model, cf.normalise(xtr_u8[fit_some], mean, std),
         input_scale=1 / 255, input_mean=mean, input_std=std, class_names=cf.CLASSES,
         holdout=(cf.normalise(xtr_u8[held_some], mean, std), ytr[held_some]),
-        calibration_steps=max(cf.STEPS), progress=False,
+        calibration_steps=max(cf.STEPS), max_spikes=max_spikes, progress=False,
     )  # fmt: skip
     net = net.with_(meta={**net.meta, "calibration_table": f"1000 held-out training images, {max(cf.STEPS)} "
                           "steps, engine (drawn at random)"})  # fmt: skip
-    old = Network.load(MODELS / "cifar10.scn")
-    net.save(MODELS / "cifar10.scn")
-    return _summary("cifar10.scn", net, old, time.time() - t0)
+    name = "cifar10.scn" if max_spikes == 1 else f"cifar10_burst{max_spikes}.scn"
+    old = Network.load(MODELS / name) if (MODELS / name).exists() else net
+    net.save(MODELS / name)
+    return _summary(name, net, old, time.time() - t0)
 
 
 def nmnist(max_spikes: int = 1) -> dict[str, Any]:
@@ -133,16 +135,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=["mnist", "nmnist", "cifar10"])
     ap.add_argument("--max-spikes", type=int, default=1,
-                    help="N-MNIST only: burst coding with B spikes per step, to nmnist_burstB.scn")
+                    help="N-MNIST and CIFAR-10: burst coding with B spikes per step, to "
+                    "nmnist_burstB.scn / cifar10_burstB.scn")
     args = ap.parse_args()
     torch.set_num_threads(1)
     which = args.only or ["mnist", "nmnist"]
     path = RESULTS / "reconvert.json"
     result: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    makers = {"mnist": mnist, "nmnist": lambda: nmnist(args.max_spikes), "cifar10": cifar10}
+    makers = {"mnist": mnist, "nmnist": lambda: nmnist(args.max_spikes),
+              "cifar10": lambda: cifar10(max_spikes=args.max_spikes)}
     command = " ".join(["python bench/reconvert.py", *sys.argv[1:]])
     for name in which:
-        key = name if name == "mnist" or args.max_spikes == 1 else f"nmnist_burst{args.max_spikes}"
+        key = name if name == "mnist" or args.max_spikes == 1 else f"{name}_burst{args.max_spikes}"
         result[key] = {**makers[name](), "command": command, "machine": machine()}
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")

@@ -580,6 +580,8 @@ def run_frames(  # noqa: PLR0913, PLR0915  (one frame data set end to end; every
         "info": {
             "images": images,
             "n_images": n,
+            "snn_model": {"file": _rel(scn), "sha256": net.sha256, "exit_signal": net.exit_signal,
+                          "percentile": net.meta.get("percentile"), "max_spikes": net.max_spikes},
             "default_point": choice.as_dict(),
             "trace_steps": t_rows,
             "trace_seconds": trace_s,
@@ -602,6 +604,9 @@ def plot(res: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if "nmnist" not in res["datasets"]:
+        print("no N-MNIST results: no plot")
+        return
     ev = res["datasets"]["nmnist"]
     ev1 = res["datasets"]["nmnist_check_1ms"]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -659,9 +664,13 @@ def main() -> None:
         default=0,
         help="steps of the frame sweeps' trace (0: MNIST 100, CIFAR-10 the default point's t_max, 400)",
     )
-    ap.add_argument("--skip-frames", action="store_true")
+    ap.add_argument("--skip-frames", action="store_true", help="N-MNIST only (as --only nmnist)")
+    ap.add_argument("--only", nargs="+", choices=["nmnist", "mnist", "cifar10"],
+                    help="these data sets only (default: all three)")
     ap.add_argument("--nmnist-model", type=Path, default=MODELS / "nmnist.scn",
                     help="the N-MNIST SNN (e.g. bench/models/nmnist_burst4.scn)")
+    ap.add_argument("--cifar-model", type=Path, default=MODELS / "cifar10.scn",
+                    help="the CIFAR-10 SNN (e.g. bench/models/cifar10_burst4.scn)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/vs_ann.json)")
     ap.add_argument("--quick", action="store_true", help="smoke run; writes to bench/.cache/")
     ap.add_argument("--replot", metavar="JSON", help="only redraw the PNG next to a results file")
@@ -681,9 +690,9 @@ def main() -> None:
     t_mins = tuple(T_MIN_GRID)
     t_start, c_start = time.time(), time.process_time()
     load_start = loadavg()
-    datasets = run_nmnist(args, taus, t_mins)
-    if not args.skip_frames:
-        import cifar10 as cf
+    which = set(args.only or (["nmnist"] if args.skip_frames else ["nmnist", "mnist", "cifar10"]))
+    datasets = run_nmnist(args, taus, t_mins) if "nmnist" in which else {}
+    if "mnist" in which:
         import convert_mnist as cm
 
         _, _, xte, yte = load_mnist()
@@ -694,12 +703,15 @@ def main() -> None:
             "mnist", m, MODELS / "mnist_maxpool.scn", xte[:n] * 255.0, yte[:n],
             f"MNIST test images 0..{n - 1}", args, taus, t_mins, args.frame_trace_steps or 100,
         )  # fmt: skip
+    if "cifar10" in which:
+        import cifar10 as cf
+
         c = cf.make_model()
         c.load_state_dict(torch.load(MODELS / "cifar10.pt", weights_only=True))
         raw, yc, _ = cifar_test_u8(args.images)
         what = f"CIFAR-10 test images: the first {len(yc)} of default_rng(1).permutation(10000)"
         datasets["cifar10"] = run_frames(
-            "cifar10", c, MODELS / "cifar10.scn", raw, yc, what, args, taus, t_mins, args.frame_trace_steps
+            "cifar10", c, args.cifar_model, raw, yc, what, args, taus, t_mins, args.frame_trace_steps
         )
     result = {
         "what": "the same trained ANN on onnxruntime (frames; event-rate frames checked every 10 / 1 ms) "
