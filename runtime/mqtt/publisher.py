@@ -77,6 +77,11 @@ def _counting_queue(on_drop: Callable[[], None]) -> type[asyncio.Queue[aiomqtt.M
 
     return CountingQueue
 
+#: Queued messages routed per event-loop pass (at most; see MqttPublisher._read): a
+#: backlog reaches the subscriptions' readers in slices, so a burst longer than a
+#: subscription's queue is not dropped while its reader keeps up.
+_ROUTE_BATCH = 256
+
 #: The MQTT 5 user property that names the worker on everything a worker publishes.
 WORKER_PROPERTY = "spikecast-worker"
 ONLINE = b"online"
@@ -574,8 +579,16 @@ class MqttPublisher:
         waiting = queue.qsize if isinstance(queue, asyncio.Queue) else (lambda: 0)
         while True:
             self._route(await anext(messages))
+            # At most half the smallest subscription queue per pass: readers that keep up
+            # see the backlog in slices instead of losing what one pass would overflow.
+            per_pass = min([_ROUTE_BATCH, *(s._queue_size // 2 for s in self._subs.values())])
+            taken = 0
             while waiting():
                 self._route(queue.get_nowait())  # type: ignore[union-attr]
+                taken += 1
+                if taken >= per_pass:
+                    taken = 0
+                    await asyncio.sleep(0)  # let the subscribers take some before routing more
 
     def _route(self, message: aiomqtt.Message) -> None:
         inbound = InboundMessage(

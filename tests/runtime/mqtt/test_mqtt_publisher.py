@@ -365,3 +365,46 @@ async def test_a_burst_arrives_whole_and_in_order_with_each_read_handing_over_ma
     assert got == list(range(n))
     assert pub.stats().inbound_dropped == 0
     assert 0 < reads < n / 4  # many packets per read (paho alone: more than 3 * n)
+
+
+async def test_a_backlog_longer_than_a_subscription_reaches_a_reader_that_keeps_up(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """Messages already queued are routed in slices with a pass of the event loop between
+    them, so a reader that keeps up receives a backlog 10x its subscription's queue."""
+    import aiomqtt
+    from spikecast.runtime.mqtt.publisher import Subscription
+
+    pub = MqttPublisher(settings_for(mosquitto))
+    sub = Subscription(pub, events_filter("cam0"), 0, 1, 100)
+    pub._subs[sub.ident] = sub
+    queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+    n = 1000
+    topic = events_topic("cam0", "s0")
+    for i in range(n):
+        queue.put_nowait(aiomqtt.Message(topic, i.to_bytes(2, "little"), 0, False, 0, None))
+
+    class Messages:
+        def __aiter__(self) -> Messages:
+            return self
+
+        async def __anext__(self) -> aiomqtt.Message:
+            return await queue.get()
+
+    class Client:
+        messages = Messages()
+        _queue = queue
+
+    got: list[int] = []
+
+    async def reader() -> None:
+        async for message in sub:
+            got.append(int.from_bytes(message.payload, "little"))
+
+    reading = asyncio.create_task(reader())
+    routing = asyncio.create_task(pub._read(Client()))  # type: ignore[arg-type]
+    await wait_until(lambda: len(got) == n, 5, "the whole backlog")
+    routing.cancel()
+    reading.cancel()
+    assert got == list(range(n))
+    assert sub.dropped == 0
