@@ -814,7 +814,7 @@ async def run_service(
     owns the process) moves every object made so far, the modules and the model
     among them, out of the garbage collector's reach, so that a full collection
     scans only what serving made: its pauses, which stall every stream at once,
-    fell from 22-26 ms to 5-8 ms on the bench host."""
+    fell from 8-19 ms to 2-7 ms on the bench host (docs/mqtt.md)."""
     pub = publisher or make_publisher(cfg)
     service = Service(cfg, pub)  # a bad model fails here, before the device goes online
     if freeze_gc:

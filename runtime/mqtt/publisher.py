@@ -576,15 +576,20 @@ class MqttPublisher:
         # waits for the next one, and reports a lost connection as before.
         messages = client.messages
         queue = getattr(client, "_queue", None)
-        waiting = queue.qsize if isinstance(queue, asyncio.Queue) else (lambda: 0)
+        if not isinstance(queue, asyncio.Queue):  # an aiomqtt without it: the iterator alone
+            async for message in messages:
+                self._route(message)
+            return
         while True:
             self._route(await anext(messages))
+            if queue.empty():
+                continue
             # At most half the smallest subscription queue per pass: readers that keep up
             # see the backlog in slices instead of losing what one pass would overflow.
             per_pass = min([_ROUTE_BATCH, *(s._queue_size // 2 for s in self._subs.values())])
             taken = 0
-            while waiting():
-                self._route(queue.get_nowait())  # type: ignore[union-attr]
+            while not queue.empty():
+                self._route(queue.get_nowait())
                 taken += 1
                 if taken >= per_pass:
                     taken = 0
