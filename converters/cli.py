@@ -47,6 +47,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         v_init=args.v_init,
         evidence_steps=args.evidence_steps,
         max_spikes=args.max_spikes,
+        max_pool=args.max_pool,
         reset=args.reset,
         input_kind=args.input_kind,
         input_encoding=args.input_encoding,
@@ -100,6 +101,11 @@ def register(sub: Any) -> None:
         "--max-spikes", type=int, default=1,
         help="burst coding: up to B spikes per neuron and step, hidden λ divided by B (decides "
         "sooner for about B times the spikes); default 1",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-pool", choices=["count", "gated"], default="count",
+        help="max-pool spikes: count (a window's spike count is the max of its inputs', the "
+        "default) or gated (passes the spikes of the input with the most so far)",
     )  # fmt: skip
     p.add_argument("--reset", choices=["subtract", "zero"], default="subtract")
     p.add_argument("--input-kind", choices=["frame", "events"], default="frame")

@@ -47,6 +47,7 @@ from spikecast.ext.core.calibration import META_KEY, Calibration, Recommendation
 from spikecast.ext.core.checks import check_int
 from spikecast.ext.core.errors import ConversionError, ParameterError
 from spikecast.ext.core.network import (
+    MAX_POOL_MODES,
     MAX_SPIKES_RANGE,
     CalibrationTable,
     InputSpec,
@@ -626,6 +627,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     v_init: float | None = None,
     evidence_steps: float | None = None,
     max_spikes: int = 1,
+    max_pool: str = "count",
     reset: str = "subtract",
     input_kind: str = "frame",
     input_encoding: str = "analog",
@@ -670,6 +672,13 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     The SNN is accurate after fewer steps (MNIST frames: the ANN's accuracy after 4) for
     about B times the spikes and SynOps per step (reset by subtraction only; it is not a
     default: on N-MNIST it decided no sooner at the top accuracy, bench/vs_ann.py).
+    ``max_pool`` picks how max-pool layers pass spikes (``Network.max_pool``): "count"
+    (the default) makes each window's spike count the max of its inputs' counts, the rate
+    code's max-pool; "gated" is Rueckauer et al.'s gate, which passes the spikes of the
+    input with the largest count so far, and one more each time an input ties that count
+    and takes the lead on its lower index, so windows whose inputs trade the lead fire too
+    often. Count was as accurate or better on MNIST, CIFAR-10 and N-MNIST, for fewer SynOps
+    (docs/step-semantics.md, "Pooling"). It is recorded only for networks with a max-pool.
     ``holdout=(x, labels)`` records the early-exit calibration table over
     ``calibration_steps`` steps (frames, or EventSteps per recording for an event
     network) and the operating point the model recommends from it.
@@ -677,6 +686,8 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     counts with ``dt_us`` per step.
     """
     _check_options(percentile, reset, max_spikes, calibration_steps)
+    if max_pool not in MAX_POOL_MODES:
+        raise ParameterError(f"max_pool must be one of {MAX_POOL_MODES}, not {max_pool!r}")
     v_init = check_v_init("v_init", (0.5 if input_kind == "frame" else 0.0) if v_init is None else v_init)
     if evidence_steps is not None:
         evidence_steps = check_evidence_steps("evidence_steps", evidence_steps)
@@ -704,6 +715,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         dt_us=int(dt_us),
     )
     clips = {str(j): d.clip for j, d in enumerate(drafts) if d.clip is not None}
+    pool_mode = max_pool if any(d.kind == "maxpool" for d in drafts) else "gated"
     n_out = int(np.prod(drafts[-1].out_shape))
     names = tuple(class_names) if class_names is not None else tuple(str(i) for i in range(n_out))
     meta: dict[str, Any] = {
@@ -727,6 +739,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
             reset=reset,  # type: ignore[arg-type]
             temperature=temperature, meta={**meta, "percentile": p}, v_init=v_init,
             evidence_steps=evidence_steps or 0.0, max_spikes=max_spikes,
+            max_pool=pool_mode,  # type: ignore[arg-type]
         )  # fmt: skip
 
     if holdout is None:

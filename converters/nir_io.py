@@ -21,7 +21,7 @@ kind, encoding, normalisation and dt_us, class names, layer names, every λ and
 threshold as float64, temperature, the initial membrane fraction ``v_init`` (NIR's
 IF has no initial state) and ``meta`` — all as one JSON text under
 ``spikecast``, so that :func:`from_nir` restores the exact ``.scn`` (the calibration
-table is not carried). The gated max-pool has no NIR primitive and is refused.
+table is not carried). Max-pools (gated or count) have no NIR primitive and are refused.
 
 Import walks the graph from its ``Input`` to its ``Output`` (a chain: no branches,
 no recurrence, no subgraphs) and takes ``Conv2d``/``Affine``/``Linear`` followed by
@@ -115,10 +115,10 @@ def _input_nodes(nir: Any, spec: InputSpec) -> list[tuple[str, Any]]:
 def _layer_nodes(nir: Any, i: int, ly: Layer, reset: str) -> list[tuple[str, Any]]:
     if ly.kind == "maxpool":
         raise ConversionError(
-            f"layer {i} ({ly.name}): spikecast's gated max-pool has no NIR primitive: it passes the "
-            "spikes of the input with the most spikes so far in each window, which needs per-window "
-            "spike counts that no NIR node holds (NIR's pools sum or average spikes). Retrain with "
-            "AvgPool2d (converted by folding it into the next layer) to export this network"
+            f"layer {i} ({ly.name}): spikecast's max-pools have no NIR primitive: gated or count, "
+            "they pass spikes by the inputs' spike counts so far in each window, which needs "
+            "per-window spike counts that no NIR node holds (NIR's pools sum or average spikes). "
+            "Retrain with AvgPool2d (converted by folding it into the next layer) to export this network"
         )
     if ly.inputs or ly.extra:
         raise ConversionError(

@@ -10,6 +10,8 @@ obviously correct over being fast. For each step t = 1..T and each layer l:
 
 Gated max-pool: counts C += S_in(t); in each window the input with the largest count
 (lowest flat index on a tie) is the winner, and the output spikes iff the winner spiked.
+Count max-pool (``Network.max_pool == "count"``): with M(t) the largest count in the
+window, the output emits M(t) − M(t−1) spikes, so its count is the max of its inputs'.
 The last layer only integrates: z(t) = λ_L · V_L / t, c(t) = max softmax(z(t) / temperature)
 (under the evidence rule, max softmax(z(t)·t / (t_e·temperature)): ``Network.confidence``).
 SynOps: every spike (or event) adds its border-aware fan-out; analog frame input adds none.
@@ -96,6 +98,19 @@ def gated_maxpool(s: torch.Tensor, counts: torch.Tensor, layer: Layer) -> torch.
     flat_c = win_c.reshape(*win_c.shape[:4], kh * kw)
     idx = flat_c.argmax(dim=-1, keepdim=True)  # torch returns the first maximal index
     return win_s.reshape(*win_s.shape[:4], kh * kw).gather(-1, idx).squeeze(-1)
+
+
+def count_maxpool(counts: torch.Tensor, before: torch.Tensor, layer: Layer) -> torch.Tensor:
+    """M(t) − M(t−1) spikes per window, M the largest input count (``before``: the counts
+    at t−1). Padding is no input: count -1, never the largest."""
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+
+    def window_max(c: torch.Tensor) -> torch.Tensor:
+        if ph or pw:
+            c = F.pad(c, (pw, pw, ph, ph), value=-1.0)
+        return F.max_pool2d(c, (kh, kw), (sh, sw))
+
+    return window_max(counts) - window_max(before)
 
 
 def poisson_spikes(x: torch.Tensor, rng: np.random.Generator | None) -> torch.Tensor:
@@ -190,6 +205,10 @@ class _DenseRun:
                     self.trains[i].append(s.to(torch.uint8))
 
     def _pool(self, i: int, ly: Layer, s: torch.Tensor) -> torch.Tensor:
+        if self.net.max_pool == "count":
+            before = self.pool_counts[i].clone()
+            self.pool_counts[i] += s
+            return count_maxpool(self.pool_counts[i], before, ly)
         self.pool_counts[i] += s
         return gated_maxpool(s, self.pool_counts[i], ly)
 
@@ -280,4 +299,4 @@ def simulate_batched(
     return np.concatenate(logits, axis=1), np.concatenate(conf, axis=1), np.concatenate(syn, axis=0)
 
 
-__all__ = ["SimResult", "fanout", "gated_maxpool", "simulate", "simulate_batched"]
+__all__ = ["SimResult", "count_maxpool", "fanout", "gated_maxpool", "simulate", "simulate_batched"]

@@ -76,6 +76,7 @@ ctypedef struct NetPlan:
     float temperature
     float evidence_steps     # 0: the rate rule; t_e: c(t) from z·t_eff/t_e (the evidence rule)
     int reset_zero
+    int pool_count           # max-pools: 1 count (M(t) - M(t-1) spikes), 0 gated
     int max_neurons          # largest n_out over layers (scratch size)
     # Further inputs (residual adds, concatenations): layer l also scatters the spikes of
     # extras[k].src through extras[k] for k in [extra_ptr[l], extra_ptr[l + 1]); each is
@@ -85,7 +86,8 @@ ctypedef struct NetPlan:
 
 ctypedef struct PoolWindow:
     int32_t winner           # input with the largest count so far (lowest index on a tie)
-    int32_t wcount           # the winner's count when last compared (it may have spiked since)
+    int32_t wcount           # the winner's count when last compared (it may have spiked since);
+                             # count pools: M, the largest count among the window's inputs
     int32_t touched          # last step a spiking input touched the window
     int32_t hit              # at that step: whether the winner spiked
 

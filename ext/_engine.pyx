@@ -108,6 +108,44 @@ cdef int pool_step(
     return n_out
 
 
+cdef int pool_step_count(
+    const LayerPlan* lp,
+    LayerState* ls,           # in/out: counts, windows' M; out: spikes
+    const int32_t* src,       # in: spiking inputs, channel-last (an input once per spike)
+    int n_src,
+) noexcept nogil:
+    """Count max-pool: a window emits M(t) - M(t-1) spikes, M its inputs' largest count.
+
+    Counts only grow, and only for inputs that spike, so M changes only in windows that
+    contain a spike, and only to the count of one of this step's spiking inputs: with
+    this step's counts in, each spiking input raises its windows' M to its count,
+    emitting one spike per unit raised. A burst input listed m times raises M at its
+    first entry; the later ones find M already there.
+    """
+    cdef int e, i, c, k, k1, o, ci, m, pos
+    cdef int n_out = 0
+    cdef int C = lp.c_in
+    cdef int32_t* counts = ls.counts
+    cdef PoolWindow* win = ls.windows
+    cdef int32_t* out = ls.spikes
+    for e in range(n_src):
+        counts[src[e]] += 1
+    for e in range(n_src):
+        i = src[e]
+        ci = counts[i]
+        pos = split_index(i, C, lp.c_in_shift, &c)
+        k1 = lp.tab_ptr[pos + 1]
+        for k in range(lp.tab_ptr[pos], k1):
+            o = lp.tab_m[k] * C + c
+            m = win[o].wcount
+            while m < ci:
+                out[n_out] = o
+                n_out += 1
+                m += 1
+            win[o].wcount = m
+    return n_out
+
+
 cdef int pool_step_burst(
     const LayerPlan* lp,
     LayerState* ls,
@@ -262,7 +300,9 @@ cdef void engine_step(
         else:  # an earlier layer: its spikes of this step
             src, n_src, perm = s.layers[lp.src].spikes, s.layers[lp.src].n_spikes, NULL
         if lp.kind == KIND_POOL:
-            if lp.max_spikes > 1:
+            if p.pool_count:
+                ls.n_spikes = pool_step_count(lp, ls, src, n_src)
+            elif lp.max_spikes > 1:
                 ls.n_spikes = pool_step_burst(lp, ls, src, n_src, s.t, s.mult)
             else:
                 ls.n_spikes = pool_step(lp, ls, src, n_src, s.t)
@@ -450,6 +490,7 @@ cdef class CompiledPlan:
         double temperature,
         double evidence_steps,
         bint reset_zero,
+        bint pool_count,
         list extras,
         const int32_t[::1] extra_ptr,
     ):
@@ -476,6 +517,7 @@ cdef class CompiledPlan:
         self.plan.temperature = <float> temperature
         self.plan.evidence_steps = <float> evidence_steps
         self.plan.reset_zero = reset_zero
+        self.plan.pool_count = pool_count
         self.plan.max_neurons = 1
         for l in range(n):
             lp = &self.layer_plans[l]

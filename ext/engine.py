@@ -513,6 +513,7 @@ class CompiledNetwork:
             float(network.temperature),
             float(network.evidence_steps),
             network.reset == "zero",
+            network.max_pool == "count",
             extras,
             _i32(np.asarray(extra_ptr), "extras"),
         )

@@ -69,6 +69,9 @@ MAX_MODEL_BYTES = 4 << 30  # default ceiling on the decompressed arrays of one f
 
 LayerKind = Literal["conv", "linear", "maxpool"]
 ResetMode = Literal["subtract", "zero"]
+#: How a max-pool layer passes spikes (docs/step-semantics.md, "Pooling").
+MaxPoolMode = Literal["gated", "count"]
+MAX_POOL_MODES: tuple[str, ...] = ("gated", "count")
 InputKind = Literal["frame", "events"]
 InputEncoding = Literal["analog", "poisson"]
 
@@ -312,6 +315,11 @@ class Network:
     #: subtracts n·θ (burst coding; reset by subtraction only). Spikes are events: each
     #: of the n reaches every target, and the pools count each.
     max_spikes: int = 1
+    #: Max-pool semantics (docs/step-semantics.md, "Pooling"). "gated" (Rueckauer et al.):
+    #: a window passes the spikes of its input with the largest count so far. "count": a
+    #: window emits M(t) - M(t-1) spikes, where M is the largest count among its inputs, so
+    #: its own count is exactly the max of its inputs' counts (the rate code's max-pool).
+    max_pool: MaxPoolMode = "gated"
     #: Format version of the file this network was loaded from (None: built in
     #: memory). 1 means only its arrays were verified, not its manifest.
     file_version: int | None = field(default=None, compare=False, repr=False)
@@ -384,6 +392,8 @@ class Network:
         check_int("max_spikes", self.max_spikes, *MAX_SPIKES_RANGE)
         if self.max_spikes > 1 and self.reset != "subtract":
             raise ParameterError(f"max_spikes={self.max_spikes} needs reset='subtract', not {self.reset!r}")
+        if self.max_pool not in MAX_POOL_MODES:
+            raise ParameterError(f"max_pool must be one of {MAX_POOL_MODES}, not {self.max_pool!r}")
         if len(self.layers) > MAX_LAYERS:
             raise ParameterError(f"{len(self.layers)} layers, more than {MAX_LAYERS}")
         for i, name in enumerate((*self.class_names, *(ly.name for ly in self.layers))):
@@ -455,6 +465,7 @@ class Network:
             f"reset: {self.reset}   v_init: {self.v_init:g}   temperature: {self.temperature:g}   "
             f"exit signal: {self.exit_signal}   "
             + (f"max spikes/step: {self.max_spikes}   " if self.max_spikes > 1 else "")
+            + (f"max-pool: {self.max_pool}   " if any(ly.kind == "maxpool" for ly in self.layers) else "")
             + f"classes: {self.n_classes}",
             f"{'#':>2}  {'kind':<8}{'name':<16}{'in':<16}{'out':<16}{'k/s/p':<14}"
             f"{'lambda':>10}{'theta':>7}{'neurons':>9}",
@@ -541,6 +552,7 @@ class Network:
             **({"v_init": float(self.v_init)} if self.v_init != 0 else {}),
             **({"evidence_steps": float(self.evidence_steps)} if self.evidence_steps != 0 else {}),
             **({"max_spikes": int(self.max_spikes)} if self.max_spikes != 1 else {}),
+            **({"max_pool": self.max_pool} if self.max_pool != "gated" else {}),
             "calibration": None
             if self.calibration is None
             else {"steps": self.calibration.n_steps, "samples": self.calibration.n_samples},
@@ -722,7 +734,7 @@ _TOP_KEYS = (
     "format", "format_version", "input", "layers", "class_names", "reset", "temperature",
     "calibration", "meta", "arrays", "sha256",
 )  # fmt: skip
-_TOP_OPTIONAL = ("v_init", "evidence_steps", "max_spikes")  # absent: 0, 0, 1
+_TOP_OPTIONAL = ("v_init", "evidence_steps", "max_spikes", "max_pool")  # absent: 0, 0, 1, "gated"
 _INPUT_KEYS = ("kind", "shape", "scale", "mean", "std", "encoding", "dt_us")
 _LAYER_KEYS = (
     "kind", "name", "in_shape", "out_shape", "kernel", "stride", "padding", "lambda", "threshold",
@@ -1108,6 +1120,7 @@ def _top_fields(top: _Obj) -> dict[str, Any]:
             else {}
         ),
         **({"max_spikes": top.get_int("max_spikes", *MAX_SPIKES_RANGE)} if "max_spikes" in top.obj else {}),
+        **({"max_pool": top.get_text("max_pool", MAX_POOL_MODES)} if "max_pool" in top.obj else {}),
     }
 
 
@@ -1138,10 +1151,12 @@ def _network(
 __all__ = [
     "FORMAT_VERSION",
     "MAX_MODEL_BYTES",
+    "MAX_POOL_MODES",
     "MAX_SPIKES_RANGE",
     "CalibrationTable",
     "InputSpec",
     "Layer",
+    "MaxPoolMode",
     "Network",
     "UnverifiedManifestWarning",
     "check_evidence_steps",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from spikecast.converters.reference import fanout, gated_maxpool, simulate
+from spikecast.converters.reference import count_maxpool, fanout, gated_maxpool, simulate
 from spikecast.ext.core.network import InputSpec, Layer, Network
 
 
@@ -48,6 +48,35 @@ def test_gated_maxpool_passes_the_winner_and_breaks_ties_to_the_lowest_index() -
     # tie between flat 1 and 2: flat 1 wins; only its spike passes
     assert gated_maxpool(torch.tensor([[[[0.0, 0.0], [1.0, 0.0]]]]), counts, layer).item() == 0
     assert gated_maxpool(torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]]), counts, layer).item() == 1
+
+
+def test_count_maxpool_keeps_the_window_count_at_the_max_of_its_inputs() -> None:
+    """A window's spikes sum to its largest input count at every step. The gate passes one
+    more each time an input ties the largest count and wins the tie on its lower index."""
+    layer = Layer("maxpool", "p", (1, 1, 2), (1, 1, 1), kernel=(1, 2), stride=(1, 2))
+    # b spikes at step 1, a at 2 (ties b, wins on index), b at 3 and 4.
+    trains = [(0.0, 1.0), (1.0, 0.0), (0.0, 1.0), (0.0, 1.0)]
+    counts = torch.zeros(1, 1, 1, 2)
+    got_count, got_gated, largest = [], [], []
+    for a, b in trains:
+        s = torch.tensor([[[[a, b]]]])
+        before = counts.clone()
+        counts += s
+        got_count.append(count_maxpool(counts, before, layer).item())
+        got_gated.append(gated_maxpool(s, counts, layer).item())
+        largest.append(counts.max().item())
+    assert np.cumsum(got_count).tolist() == largest == [1, 1, 2, 3]
+    assert got_gated == [1, 1, 1, 1]  # the tie at step 2 passed a spike: 4 for a max of 3
+    # Two inputs of one window reaching the new maximum in one step: one spike, not two.
+    both = torch.tensor([[[[1.0, 1.0]]]])
+    c3 = torch.tensor([[[[3.0, 3.0]]]])
+    assert count_maxpool(c3 + both, c3, layer).item() == 1
+    # A burst input raising the maximum by 3 passes 3 spikes.
+    assert count_maxpool(c3 + torch.tensor([[[[0.0, 3.0]]]]), c3, layer).item() == 3
+    # Padding never counts: a padded window's max is its real inputs'.
+    padded = Layer("maxpool", "p", (1, 1, 2), (1, 1, 2), kernel=(1, 2), stride=(1, 2), padding=(0, 1))
+    c0 = torch.zeros(1, 1, 1, 2)
+    assert count_maxpool(c0 + both, c0, padded).tolist() == [[[[1.0, 1.0]]]]
 
 
 def test_fanout_is_border_aware() -> None:

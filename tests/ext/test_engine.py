@@ -73,6 +73,14 @@ def _cases() -> list[tuple[str, Network]]:
     cases.append(("net_frame_pool3_burst", nets.net_frame_pool3().with_(max_spikes=4)))
     cases.append(("net_dag_frame_burst", nets.net_dag().with_(max_spikes=2)))
     cases.append(("net_wide_events_burst", nets.net_wide(kind="events").with_(max_spikes=3, v_init=0.5)))
+    # Count max-pool (Network.max_pool = "count"): M(t) - M(t-1) spikes per window, with
+    # ties, stacked pools, padding, bursts and a DAG.
+    cases.append(("net_frame_pool3_count", nets.net_frame_pool3().with_(max_pool="count")))
+    cases.append(("net_frame_pool_pool_count", nets.net_frame_pool_pool().with_(max_pool="count")))
+    cases.append(("net_tied_pool_count", nets.net_tied_pool().with_(max_pool="count")))
+    burst_count = nets.net_frame_pool3().with_(max_spikes=4, max_pool="count")
+    cases.append(("net_frame_pool3_burst_count", burst_count))
+    cases.append(("net_dag_frame_count", nets.net_dag().with_(max_pool="count", max_spikes=2)))
     return cases
 
 
@@ -414,8 +422,10 @@ def test_padded_pool_matches_reference_and_bad_networks_raise() -> None:
     out = nets.linear(rng, "out", (2, 4, 4), 2, spiking=False)
     net = Network(InputSpec("frame", (1, 6, 6)), (l0, padded_pool, out), nets.names(2))
     x = nets.frames(net, 1)
-    res = Engine(CompiledNetwork(net)).run(x[0], t_max=T)
-    np.testing.assert_array_equal(res.logits, reference.simulate(net, x, T).logits[-1, 0])
+    for mode in ("gated", "count"):
+        net = net.with_(max_pool=mode)
+        res = Engine(CompiledNetwork(net)).run(x[0], t_max=T)
+        np.testing.assert_array_equal(res.logits, reference.simulate(net, x, T).logits[-1, 0])
     with pytest.raises(ParameterError):
         CompiledNetwork(object())  # type: ignore[arg-type]
 

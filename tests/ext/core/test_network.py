@@ -306,6 +306,7 @@ EDITS = {
     "v_init": lambda m: m.update(v_init=0.5),
     "evidence_steps": lambda m: m.update(evidence_steps=30.0),
     "max_spikes": lambda m: m.update(max_spikes=4),
+    "max_pool": lambda m: m.update(max_pool="count"),
 }
 
 
@@ -332,6 +333,7 @@ def test_sha256_covers_every_field() -> None:
         net.with_(v_init=0.5),
         net.with_(evidence_steps=30.0),
         net.with_(max_spikes=4, reset="subtract"),
+        net.with_(max_pool="count"),
     ]
     hashes = {net.sha256, *(v.sha256 for v in variants)}
     assert len(hashes) == len(variants) + 1
@@ -350,6 +352,20 @@ def test_v_init_round_trips_and_is_absent_when_zero(tmp_path: Path) -> None:
     half = net.with_(v_init=0.5)
     assert [half.initial_potential(ly) for ly in half.layers][-1] == 0.0  # the output integrator
     assert half.initial_potential(half.layers[0]) == pytest.approx(0.5 * half.layers[0].threshold)
+
+
+def test_max_pool_round_trips_is_absent_when_gated_and_is_checked(tmp_path: Path) -> None:
+    net = small_net()
+    for mode in ("gated", "count"):
+        path = net.with_(max_pool=mode).save(tmp_path / f"{mode}.scn")
+        with zipfile.ZipFile(path) as zf:
+            manifest = json.loads(np.load(io.BytesIO(zf.read("manifest.npy"))).tobytes())
+        assert ("max_pool" in manifest) == (mode != "gated")  # gated files keep their sha256
+        back = load_network(path)
+        assert back.max_pool == mode and back.sha256 == net.with_(max_pool=mode).sha256
+    with pytest.raises(ParameterError, match="max_pool"):
+        net.with_(max_pool="or")
+    assert "max-pool: count" in net.with_(max_pool="count").summary()
 
 
 def test_v2_file_stores_the_network_sha256(tmp_path: Path) -> None:
@@ -470,6 +486,7 @@ RANGE_EDITS = {
     "v_init": lambda m: m.update(v_init=1.0),
     "evidence_steps": lambda m: m.update(evidence_steps=0.25),
     "max_spikes": lambda m: m.update(max_spikes=65),
+    "max_pool": lambda m: m.update(max_pool="sum"),
 }
 
 
