@@ -4,7 +4,7 @@
     # or one data set per process, in parallel (the committed results), then --assemble:
     python bench/lowlatency.py --part --only mnist --mnist 500 --frame-steps 64
     python bench/lowlatency.py --part --only cifar10 --cifar 100 --frame-steps 64
-    python bench/lowlatency.py --part --only nmnist
+    python bench/lowlatency.py --part --only nmnist --max-pool count gated
     python bench/lowlatency.py --assemble
     python bench/lowlatency.py --quick         # smoke run, out to bench/.cache/
 
@@ -16,6 +16,9 @@ reset by subtraction, v_init = θ/2 turns the rate code's floor quantisation int
 round-to-nearest; Deng & Gu 2021's θ/2T bias shift
 is its fixed-T form). v_init is a model-file field that the engine and the reference
 simulator both implement (docs/step-semantics.md); the percentile is the λ of each layer.
+``--burst B`` adds burst coding (convert(max_spikes=B)); ``--max-pool count gated`` runs
+every option with both max-pool modes (Network.max_pool; count is convert()'s default,
+gated the mode of every file made before it; option names end in ``_gated`` for it).
 The SNN accuracy after T = 4, 8, 16, 32, 64 steps (1 ms each for N-MNIST) comes from one
 ``spikecast.ext.engine.trace`` per option, against the ANN on the same held-out data:
 
@@ -49,6 +52,7 @@ STEPS = (4, 8, 16, 32, 64)
 PERCENTILES = (99.0, 99.5, 99.9, 100.0)
 V_INITS = (0.0, 0.5)
 BURSTS = [1]  # max_spikes; --burst adds more (burst coding: convert(max_spikes=B))
+POOLS = ["count"]  # max-pool modes (Network.max_pool); --max-pool picks them
 CACHE = ROOT / "bench" / ".cache"
 
 
@@ -60,8 +64,12 @@ def ann_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((pred == y).mean())
 
 
-def option_name(percentile: float, v_init: float, max_spikes: int = 1) -> str:
-    return f"p{percentile:g}_v{v_init:g}" + (f"_b{max_spikes}" if max_spikes > 1 else "")
+def option_name(percentile: float, v_init: float, max_spikes: int = 1, max_pool: str = "count") -> str:
+    return (
+        f"p{percentile:g}_v{v_init:g}"
+        + (f"_b{max_spikes}" if max_spikes > 1 else "")
+        + ("_gated" if max_pool == "gated" else "")
+    )
 
 
 def ablate(
@@ -80,14 +88,15 @@ def ablate(
     out: dict[str, Any] = {}
     for pct, b in ((p, b) for p in PERCENTILES for b in BURSTS):
         base = convert(model, calib, percentile=pct, v_init=0.0, max_spikes=b, progress=False, **convert_kw)
-        for v in V_INITS:
+        for v, pool in ((v, pool) for v in V_INITS for pool in POOLS):
             t0 = time.time()
-            tr = trace(base.with_(v_init=v), inputs, t_max, n_threads=1)
+            tr = trace(base.with_(v_init=v, max_pool=pool), inputs, t_max, n_threads=1)
             acc = tr.correct(y).mean(axis=1)
-            out[option_name(pct, v, b)] = {
+            out[option_name(pct, v, b, pool)] = {
                 "percentile": pct,
                 "v_init": v,
                 "max_spikes": b,
+                "max_pool": pool,
                 "accuracy": {str(t): float(acc[t - 1]) for t in STEPS if t <= t_max},
                 "plateau": float(acc[-1]),
                 "curve": [round(float(a), 5) for a in acc],
@@ -95,7 +104,7 @@ def ablate(
                 "seconds": round(time.time() - t0, 1),
             }
             by_t = " ".join(f"T{t}={acc[t - 1]:.4f}" for t in STEPS if t <= t_max)
-            print(f"  {option_name(pct, v, b):>14}: {by_t}  T{t_max}={acc[-1]:.4f}", flush=True)
+            print(f"  {option_name(pct, v, b, pool):>20}: {by_t}  T{t_max}={acc[-1]:.4f}", flush=True)
     return out
 
 
@@ -191,7 +200,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
             curve = np.asarray(o["curve"])
             ax.plot(np.arange(1, len(curve) + 1), 100 * curve, color=colour.get(o["percentile"], "C4"),
                     lw=width.get(o.get("max_spikes", 1), 3.5), ls="-" if o["v_init"] else "--",
-                    alpha=0.85)  # fmt: skip
+                    alpha=0.85 if o.get("max_pool", "gated") == "count" else 0.3)  # fmt: skip
         ax.axhline(100 * d["ann_accuracy"], color="k", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
         ax.set_xlim(1, d["t_max"])
@@ -205,6 +214,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     handles += [Line2D([], [], color="grey", ls="--", label="v_init 0"),
                 Line2D([], [], color="grey", ls="-", label="v_init 0.5")]  # fmt: skip
     handles += [Line2D([], [], color="grey", lw=w, label=f"burst {b}") for b, w in width.items()]
+    handles.append(Line2D([], [], color="grey", alpha=0.3, label="gated max-pool"))
     handles.append(Line2D([], [], color="k", lw=0.8, ls=":", label="ANN"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
@@ -236,6 +246,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", choices=["mnist", "cifar10", "nmnist"])
     ap.add_argument("--burst", type=int, nargs="*", default=[],
                     help="also burst coding with these max_spikes (e.g. 4): convert(max_spikes=B)")
+    ap.add_argument("--max-pool", nargs="+", choices=["count", "gated"], default=["count"],
+                    help="max-pool modes to run every option with (Network.max_pool); default count")
     ap.add_argument("--quick", action="store_true", help="smoke run; writes to bench/.cache/")
     ap.add_argument(
         "--part", action="store_true",
@@ -262,6 +274,7 @@ def main() -> None:
         args.mnist, args.cifar, args.nmnist, args.frame_steps, args.event_steps = 200, 50, 30, 64, 64
     torch.set_num_threads(1)
     BURSTS.extend(b for b in args.burst if b > 1)
+    POOLS[:] = args.max_pool
     t0, c0 = time.time(), time.process_time()
     which = args.only or ["mnist", "cifar10", "nmnist"]
     runs = {
@@ -272,7 +285,8 @@ def main() -> None:
     datasets = {name: runs[name]() for name in which}
     result = {
         "what": "SNN accuracy after T steps per conversion option (λ percentile x initial membrane "
-        "v_init as a fraction of θ, x max_spikes with --burst), against the ANN on the same held-out data",
+        "v_init as a fraction of θ, x max_spikes with --burst, x max-pool mode with --max-pool), against "
+        "the ANN on the same held-out data",
         "steps": list(STEPS),
         "datasets": datasets,
         "total_seconds": round(time.time() - t0, 1),
@@ -286,6 +300,7 @@ def main() -> None:
         )
         + (f" --only {' '.join(args.only)}" if args.only else "")
         + (f" --burst {' '.join(str(b) for b in args.burst)}" if args.burst else "")
+        + (f" --max-pool {' '.join(args.max_pool)}" if args.max_pool != ["count"] else "")
         + (" --part" if args.part else ""),
         "machine": machine(),
     }

@@ -258,7 +258,11 @@ def test_lowlatency_contract() -> None:
         assert {o["v_init"] for o in opts.values()} == {0.0, 0.5}, name
         bursts = {o.get("max_spikes", 1) for o in opts.values()}
         assert 1 in bursts, name
-        assert len(opts) == 2 * len(bursts) * len({o["percentile"] for o in opts.values()}), name
+        # and both max-pools: count (convert()'s default) beside gated
+        pools = {o.get("max_pool", "gated") for o in opts.values()}
+        assert pools == {"count", "gated"}, name
+        n_pct = len({o["percentile"] for o in opts.values()})
+        assert len(opts) == 2 * len(bursts) * len(pools) * n_pct, name
         for key, o in opts.items():
             assert 0 < o["percentile"] <= 100 and 0 <= o["v_init"] < 1, (name, key)
             traced = [t for t in steps if t <= d["t_max"]]  # a part may trace fewer steps
