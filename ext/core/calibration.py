@@ -20,7 +20,8 @@ as a margin, because the point is the cheapest of some 1,400 candidates (the win
 loss on its own table is optimistic) and live data drift from the table's (with a
 1-point tolerance, the MNIST model lost 1.15 points on test images the table never
 saw; with half a point, none). With 200 held-out recordings no such loss is admitted
-at all; with 1000 samples, up to one.
+at all (and even none bounds it only at 0.8%, which ``summary()`` reports); with 1000
+samples, up to two.
 
 This module is pure numpy: the converter records the point in the model file, the
 runtime reads it, and neither imports the other.
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 from spikecast.ext.core.checks import check_float, check_int, is_finite_number, is_int
 from spikecast.ext.core.errors import ParameterError
-from spikecast.ext.core.network import CalibrationTable
+from spikecast.ext.core.network import META_OPERATING_POINT, CalibrationTable
 
 #: The longest decision a point may ask for (about 2.8 h of 1 ms steps): far below the
 #: engine's 32-bit step counter, and a bound on the work one decision can cost.
@@ -305,7 +306,7 @@ class Calibration:
 
 
 #: Key of the recommended point in ``Network.meta``.
-META_KEY = "operating_point"
+META_KEY = META_OPERATING_POINT
 
 
 def point_from_meta(meta: Mapping[str, Any], where: str = "model") -> OperatingPoint | None:

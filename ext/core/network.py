@@ -71,6 +71,8 @@ LayerKind = Literal["conv", "linear", "maxpool"]
 ResetMode = Literal["subtract", "zero"]
 #: How a max-pool layer passes spikes (docs/step-semantics.md, "Pooling").
 MaxPoolMode = Literal["gated", "count"]
+#: ``meta`` key of the operating point a converted model recommends (calibration.py).
+META_OPERATING_POINT = "operating_point"
 MAX_POOL_MODES: tuple[str, ...] = ("gated", "count")
 InputKind = Literal["frame", "events"]
 InputEncoding = Literal["analog", "poisson"]
@@ -488,6 +490,7 @@ class Network:
         if self.calibration is not None:
             c = self.calibration
             lines.append(f"calibration table: {c.n_samples} held-out samples x {c.n_steps} steps")
+        lines.extend(_point_lines(self.meta.get(META_OPERATING_POINT)))
         lines.append(f"sha256: {self.sha256}")
         return "\n".join(lines)
 
@@ -594,6 +597,21 @@ def _synapse_manifest(e: Layer) -> dict[str, Any]:
         "padding": [int(v) for v in e.padding],
         "groups": int(e.groups),
     }
+
+
+def _point_lines(point: Any) -> list[str]:
+    """For summary(): a warning when the recommended point's table was too small to bound
+    the plateau accuracy it gives away within its tolerance (calibration.py)."""
+    keys = ("lost_upper", "tolerance")
+    if not isinstance(point, dict) or not all(is_finite_number(point.get(k)) for k in keys):
+        return []
+    bound, tol = float(point["lost_upper"]), float(point["tolerance"])
+    if bound <= tol:
+        return []
+    return [
+        f"  too few to bound what the recommended point gives away within {tol:.1%} (bound "
+        f"{bound:.1%}, with no sample lost): a larger holdout set gives a safer default"
+    ]
 
 
 def _fmt(shape: tuple[int, ...]) -> str:
@@ -1153,6 +1171,7 @@ __all__ = [
     "MAX_MODEL_BYTES",
     "MAX_POOL_MODES",
     "MAX_SPIKES_RANGE",
+    "META_OPERATING_POINT",
     "CalibrationTable",
     "InputSpec",
     "Layer",

@@ -621,3 +621,12 @@ def test_ann_macs_count_every_weight_at_every_output_position() -> None:
             expect += ly.weight.size
     assert net.ann_macs == expect > 0
     assert sum(ly.macs for ly in net.layers) == net.ann_macs
+
+
+def test_summary_warns_when_the_table_cannot_bound_the_default() -> None:
+    net = small_net()
+    small = {"tau": 0.99, "t_min": 1, "t_max": 20, "lost_upper": 0.008, "tolerance": 0.005}
+    text = net.with_(meta={"operating_point": small}).summary()
+    assert "too few to bound what the recommended point gives away within 0.5% (bound 0.8%" in text
+    for point in ({**small, "lost_upper": 0.004}, {**small, "lost_upper": None}, "0.99", None):
+        assert "too few to bound" not in net.with_(meta={"operating_point": point}).summary()
