@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 from common import DATA, MODELS, RESULTS, ROOT, load_mnist, machine, require
+from spikecast.ext.core.network import MAX_POOL_MODES
 
 STEPS = (4, 8, 16, 32, 64)
 PERCENTILES = (99.0, 99.5, 99.9, 100.0)
@@ -246,7 +247,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", choices=["mnist", "cifar10", "nmnist"])
     ap.add_argument("--burst", type=int, nargs="*", default=[],
                     help="also burst coding with these max_spikes (e.g. 4): convert(max_spikes=B)")
-    ap.add_argument("--max-pool", nargs="+", choices=["count", "gated"], default=["count"],
+    ap.add_argument("--max-pool", nargs="+", choices=MAX_POOL_MODES, default=["count"],
                     help="max-pool modes to run every option with (Network.max_pool); default count")
     ap.add_argument("--quick", action="store_true", help="smoke run; writes to bench/.cache/")
     ap.add_argument(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from spikecast.ext.core.errors import SpikecastError
+from spikecast.ext.core.network import MAX_POOL_MODES
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -103,7 +104,7 @@ def register(sub: Any) -> None:
         "sooner for about B times the spikes); default 1",
     )  # fmt: skip
     p.add_argument(
-        "--max-pool", choices=["count", "gated"], default="count",
+        "--max-pool", choices=MAX_POOL_MODES, default="count",
         help="max-pool spikes: count (a window's spike count is the max of its inputs', the "
         "default) or gated (passes the spikes of the input with the most so far)",
     )  # fmt: skip

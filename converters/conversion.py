@@ -47,13 +47,13 @@ from spikecast.ext.core.calibration import META_KEY, Calibration, Recommendation
 from spikecast.ext.core.checks import check_int
 from spikecast.ext.core.errors import ConversionError, ParameterError
 from spikecast.ext.core.network import (
-    MAX_POOL_MODES,
     MAX_SPIKES_RANGE,
     CalibrationTable,
     InputSpec,
     Layer,
     Network,
     check_evidence_steps,
+    check_max_pool,
     check_v_init,
     softmax_confidence,
 )
@@ -686,8 +686,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     counts with ``dt_us`` per step.
     """
     _check_options(percentile, reset, max_spikes, calibration_steps)
-    if max_pool not in MAX_POOL_MODES:
-        raise ParameterError(f"max_pool must be one of {MAX_POOL_MODES}, not {max_pool!r}")
+    check_max_pool("max_pool", max_pool)
     v_init = check_v_init("v_init", (0.5 if input_kind == "frame" else 0.0) if v_init is None else v_init)
     if evidence_steps is not None:
         evidence_steps = check_evidence_steps("evidence_steps", evidence_steps)

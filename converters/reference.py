@@ -205,12 +205,11 @@ class _DenseRun:
                     self.trains[i].append(s.to(torch.uint8))
 
     def _pool(self, i: int, ly: Layer, s: torch.Tensor) -> torch.Tensor:
-        if self.net.max_pool == "count":
-            before = self.pool_counts[i].clone()
-            self.pool_counts[i] += s
-            return count_maxpool(self.pool_counts[i], before, ly)
-        self.pool_counts[i] += s
-        return gated_maxpool(s, self.pool_counts[i], ly)
+        counts = self.pool_counts[i]
+        counts += s
+        if self.net.max_pool == "count":  # counts are small integers: counts - s is exact
+            return count_maxpool(counts, counts - s, ly)
+        return gated_maxpool(s, counts, ly)
 
     def _layer(self, i: int, ly: Layer, s: torch.Tensor, outs: list[torch.Tensor]) -> torch.Tensor:
         v = self.v[i]

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from spikecast.ext.core.checks import INT32_MAX, check_float, check_int, is_finite_number, is_int
@@ -71,9 +71,9 @@ LayerKind = Literal["conv", "linear", "maxpool"]
 ResetMode = Literal["subtract", "zero"]
 #: How a max-pool layer passes spikes (docs/step-semantics.md, "Pooling").
 MaxPoolMode = Literal["gated", "count"]
+MAX_POOL_MODES: tuple[str, ...] = get_args(MaxPoolMode)
 #: ``meta`` key of the operating point a converted model recommends (calibration.py).
 META_OPERATING_POINT = "operating_point"
-MAX_POOL_MODES: tuple[str, ...] = ("gated", "count")
 InputKind = Literal["frame", "events"]
 InputEncoding = Literal["analog", "poisson"]
 
@@ -394,8 +394,7 @@ class Network:
         check_int("max_spikes", self.max_spikes, *MAX_SPIKES_RANGE)
         if self.max_spikes > 1 and self.reset != "subtract":
             raise ParameterError(f"max_spikes={self.max_spikes} needs reset='subtract', not {self.reset!r}")
-        if self.max_pool not in MAX_POOL_MODES:
-            raise ParameterError(f"max_pool must be one of {MAX_POOL_MODES}, not {self.max_pool!r}")
+        check_max_pool("max_pool", self.max_pool)
         if len(self.layers) > MAX_LAYERS:
             raise ParameterError(f"{len(self.layers)} layers, more than {MAX_LAYERS}")
         for i, name in enumerate((*self.class_names, *(ly.name for ly in self.layers))):
@@ -624,6 +623,13 @@ def _fmt(shape: tuple[int, ...]) -> str:
 def check_v_init(name: str, value: Any) -> float:
     """The initial membrane potential as a fraction of threshold: a number in [0, 1)."""
     return check_float(name, value, *V_INIT_RANGE, hi_open=True)
+
+
+def check_max_pool(name: str, value: Any) -> str:
+    """A max-pool mode: one of MAX_POOL_MODES."""
+    if value not in MAX_POOL_MODES:
+        raise ParameterError(f"{name} must be one of {MAX_POOL_MODES}, not {value!r}")
+    return str(value)
 
 
 def check_evidence_steps(name: str, value: Any) -> float:
@@ -1179,6 +1185,7 @@ __all__ = [
     "Network",
     "UnverifiedManifestWarning",
     "check_evidence_steps",
+    "check_max_pool",
     "check_meta",
     "check_v_init",
     "load_network",
