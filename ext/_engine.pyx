@@ -113,6 +113,7 @@ cdef int pool_step_count(
     LayerState* ls,           # in/out: counts, windows' M; out: spikes
     const int32_t* src,       # in: spiking inputs, channel-last (an input once per spike)
     int n_src,
+    bint unique,              # every input at most once in src (single-spike sources)
 ) noexcept nogil:
     """Count max-pool: a window emits M(t) - M(t-1) spikes, M its inputs' largest count.
 
@@ -128,6 +129,23 @@ cdef int pool_step_count(
     cdef int32_t* counts = ls.counts
     cdef PoolWindow* win = ls.windows
     cdef int32_t* out = ls.spikes
+    if unique:
+        # Each input at most once: its count rose by one, so it raises a window's M by
+        # at most one (M >= its last count). Branch-free: whether an input raises M is
+        # a coin flip that a branch would mispredict (most of this kernel's time).
+        for e in range(n_src):
+            i = src[e]
+            counts[i] += 1
+            ci = counts[i]
+            pos = split_index(i, C, lp.c_in_shift, &c)
+            k1 = lp.tab_ptr[pos + 1]
+            for k in range(lp.tab_ptr[pos], k1):
+                o = lp.tab_m[k] * C + c
+                m = win[o].wcount
+                out[n_out] = o
+                n_out += m < ci
+                win[o].wcount = ci if ci > m else m
+        return n_out
     for e in range(n_src):
         counts[src[e]] += 1
     for e in range(n_src):
@@ -301,7 +319,7 @@ cdef void engine_step(
             src, n_src, perm = s.layers[lp.src].spikes, s.layers[lp.src].n_spikes, NULL
         if lp.kind == KIND_POOL:
             if p.pool_count:
-                ls.n_spikes = pool_step_count(lp, ls, src, n_src)
+                ls.n_spikes = pool_step_count(lp, ls, src, n_src, lp.src >= 0 and lp.max_spikes == 1)
             elif lp.max_spikes > 1:
                 ls.n_spikes = pool_step_burst(lp, ls, src, n_src, s.t, s.mult)
             else:
@@ -337,11 +355,14 @@ cdef void engine_step(
                         p.reset_zero, lp.nz_blocks, lp.n_nz_blocks, bits, ls.summary, ls.spikes,
                     )
                 else:
-                    # Branch-free spike lists when the last step had a spike in > 1/4 of
-                    # the 16-lane vectors (measured crossover on N-MNIST; speed only).
+                    # Branch-free spike lists when the last step had a spike in about 1/16
+                    # of the 16-lane vectors or more: a mispredicted branch then costs more
+                    # than a compress store in every vector (measured on N-MNIST streams,
+                    # AMD EPYC: 7% per step; 1/4, the old crossover, was tuned elsewhere;
+                    # empty steps stay branchy). Speed only: the same spikes either way.
                     ls.n_spikes = sweep_spiking(
                         ls.v, drive, period, lp.n_out, lp.threshold, p.reset_zero, s.mask,
-                        ls.spikes, ls.n_spikes * 64 > lp.n_out,
+                        ls.spikes, ls.n_spikes * 256 > lp.n_out,
                     )
             else:
                 # A bias-free output layer integrates nothing: V + 0 = V (never -0, see decay).
