@@ -4,11 +4,21 @@ through the ``spikecast.commands`` entry point (pyproject.toml)."""
 from __future__ import annotations
 
 import argparse
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from spikecast.ext.core.errors import SpikecastError
 from spikecast.ext.core.network import MAX_POOL_MODES
+
+
+def _scale(text: str) -> float:
+    """A number or a fraction ("1/255"): the exact float a Python 1/255 gives, so the
+    file matches one converted with convert(input_scale=1 / 255)."""
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError) as exc:
+        raise argparse.ArgumentTypeError(f"not a number or a fraction like 1/255: {text!r}") from exc
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -61,6 +71,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         calibration_steps=args.calibration_steps,
         max_calibration_samples=args.max_calibration_samples,
         progress=not args.quiet,
+        n_threads=args.threads,
     )
     net.save(args.out)
     print(net.summary())
@@ -84,6 +95,8 @@ def register(sub: Any) -> None:
     p.add_argument("--holdout", help="file.npz with x and y: records the early-exit calibration table")
     p.add_argument("--calibration-steps", type=int, default=200)
     p.add_argument("--max-calibration-samples", type=int, default=10_000)
+    p.add_argument("--threads", type=int, default=None,
+                   help="engines that record the holdout tables (default: every CPU this process may use)")
     p.add_argument(
         "--percentile", type=float, default=None,
         help="λ percentile; 100 = max-norm (default: 99.9, or with --holdout the one of "
@@ -111,7 +124,8 @@ def register(sub: Any) -> None:
     p.add_argument("--reset", choices=["subtract", "zero"], default="subtract")
     p.add_argument("--input-kind", choices=["frame", "events"], default="frame")
     p.add_argument("--input-encoding", choices=["analog", "poisson"], default="analog")
-    p.add_argument("--input-scale", type=float, default=1.0, help="raw frame -> input: x*scale")
+    p.add_argument("--input-scale", type=_scale, default=1.0,
+                   help="raw frame -> input: x*scale; a number or a fraction (1/255)")
     p.add_argument("--input-mean", type=float, nargs="+", default=[0.0])
     p.add_argument("--input-std", type=float, nargs="+", default=[1.0])
     p.add_argument("--dt-us", type=int, default=1000, help="sensor time per step for event input")

@@ -35,6 +35,7 @@ so the SNN never passes values the ANN clips.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -535,20 +536,44 @@ class _Sample:
         return float(np.percentile(v, p)) if v.size else 0.0
 
 
+def default_threads() -> int:
+    """The CPUs this process may run on (taskset and cgroup CPU sets respected)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
+def _progress(items: Iterable[Any], progress: bool, desc: str, total: int | None = None) -> Iterable[Any]:
+    """``items`` behind a tqdm bar when ``progress`` (tqdm is in the convert extra)."""
+    if not progress:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, total=total if total is not None else _length(items))
+
+
+def _length(items: Iterable[Any]) -> int | None:
+    try:
+        return len(items)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _n_batches(calibration: Any, batch_size: int, limit: int) -> int | None:
+    """How many batches _batches() yields, where that is known before reading them."""
+    if isinstance(calibration, (np.ndarray, torch.Tensor)):
+        return -(-min(len(calibration), limit) // batch_size)
+    return _length(calibration)  # a DataLoader knows its batches (it may stop at the limit)
+
+
 def measure_activations(
-    drafts: Sequence[_Draft], batches: Iterable[torch.Tensor], progress: bool
+    drafts: Sequence[_Draft], batches: Iterable[torch.Tensor], progress: bool, total: int | None = None
 ) -> tuple[list[_Sample], int]:
     """A bounded sample of each ReLU draft's positive activations; (samples, inputs seen)."""
     gen = torch.Generator().manual_seed(0)
     acts = [_Sample(_MAX_PERCENTILE_SAMPLES, gen) for _ in drafts]
-    it: Iterable[torch.Tensor] = batches
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(batches, desc="measuring activations", unit="batch")
     seen = 0
     with torch.no_grad():
-        for x in it:
+        for x in _progress(batches, progress, "measuring activations", total):
             seen += len(x)
             for j, (d, h) in enumerate(zip(drafts, run_drafts(drafts, x.double()), strict=True)):
                 if d.relu and d.kind != "maxpool":
@@ -642,6 +667,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     max_calibration_samples: int = 10_000,
     batch_size: int = 256,
     progress: bool = True,
+    n_threads: int | None = None,
 ) -> Network:
     """Convert ``model`` into a spiking :class:`Network`.
 
@@ -683,25 +709,24 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     ``calibration_steps`` steps (frames, or EventSteps per recording for an event
     network) and the operating point the model recommends from it.
     ``input_kind='events'`` makes an event-input network whose input is per-step event
-    counts with ``dt_us`` per step.
+    counts with ``dt_us`` per step. ``n_threads`` engines record the holdout tables
+    (default: every CPU this process may run on); the tables do not depend on it.
     """
     _check_options(percentile, reset, max_spikes, calibration_steps)
     check_max_pool("max_pool", max_pool)
+    threads = default_threads() if n_threads is None else check_int("n_threads", n_threads, 1, 1024)
     v_init = check_v_init("v_init", (0.5 if input_kind == "frame" else 0.0) if v_init is None else v_init)
     if evidence_steps is not None:
         evidence_steps = check_evidence_steps("evidence_steps", evidence_steps)
     model = model.eval()
-    first = next(_batches(calibration, 1, 1), None)
-    if first is None or first.ndim != 4:
-        raise ParameterError(
-            "calibration data must hold (N, C, H, W) inputs; got "
-            f"{None if first is None else tuple(first.shape)}"
-        )
+    first = _checked_first_batch(calibration, next(_batches(calibration, batch_size, batch_size), None),
+                                 input_kind, input_scale)  # fmt: skip
     ops = trace(model, first[:1])
     drafts = build_drafts(ops)
     _check_folding(model, drafts, first)
     acts, seen = measure_activations(
-        drafts, _batches(calibration, batch_size, max_calibration_samples), progress
+        drafts, _batches(calibration, batch_size, max_calibration_samples), progress,
+        _n_batches(calibration, batch_size, max_calibration_samples),
     )
     first_shape = tuple(int(v) for v in first.shape[1:])
     spec = InputSpec(
@@ -748,9 +773,9 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     signals = AUTO_EVIDENCE_STEPS if evidence_steps is None else (evidence_steps,)
     nets: dict[float, Network] = {}
     scores: dict[float, dict[str, float]] = {}
-    for p in candidates:
+    for p in _progress(candidates, progress, "calibration tables (λ percentiles)"):
         nets[p], scores[p] = _with_best_signal(network(p), hx, holdout[1], calibration_steps, signals,
-                                               batch_size, progress)  # fmt: skip
+                                               batch_size, progress, threads)  # fmt: skip
     if percentile is not None:
         return nets[percentile]
     chosen = choose_percentile(scores)
@@ -768,11 +793,12 @@ _SCORE_KEYS = ("plateau_accuracy", "mean_steps", "accuracy", "tau", "t_min")
 
 
 def _with_best_signal(
-    net: Network, hx: Any, hy: Any, n_steps: int, signals: Sequence[float], batch_size: int, progress: bool
+    net: Network, hx: Any, hy: Any, n_steps: int, signals: Sequence[float], batch_size: int, progress: bool,
+    n_threads: int,
 ) -> tuple[Network, dict[str, float]]:
     """``net`` with the exit signal (of ``signals``) whose recommended point decides
     earliest on the holdout table, that table and point; and the point's score."""
-    tables = calibration_tables(net, hx, hy, n_steps, signals, batch_size, progress)
+    tables = calibration_tables(net, hx, hy, n_steps, signals, batch_size, progress, n_threads)
     recs = {e: Calibration(t).recommend() for e, t in tables.items()}
     points = {e: r.as_dict() for e, r in recs.items()}
     chosen = choose_evidence_steps(points)
@@ -788,6 +814,41 @@ def _with_best_signal(
         out = out.with_(meta={**out.meta, "exit_signal_choice": choice})
     point = out.meta[META_KEY]  # the table's recommendation, as with_calibration recorded it
     return out, {k: point[k] for k in _SCORE_KEYS}
+
+
+def _checked_first_batch(calibration: Any, first: torch.Tensor | None, input_kind: str,
+                         input_scale: float) -> torch.Tensor:
+    """The first calibration batch, checked: it has the (N, C, H, W) shape the engine
+    needs, and is not raw sensor data where ``input_scale`` says the model takes scaled
+    values."""
+    if first is None:
+        raise ParameterError("calibration data are empty: convert() needs inputs to measure λ on")
+    if first.ndim != 4:
+        shape = tuple(np.shape(calibration)) if isinstance(calibration, (np.ndarray, torch.Tensor)) \
+            else tuple(first.shape)  # a DataLoader: its first batch
+        hint = ""
+        if len(shape) == 3:
+            hint = f"; images without a channel axis: pass x[:, None], shape {(shape[0], 1, *shape[1:])}"
+        elif len(shape) == 2:
+            hint = ("; flat vectors: pass them as images, x.reshape(N, C, H, W) (e.g. (N, 1, 28, 28) "
+                    "for MNIST), and let the model's Flatten take them from there")
+        raise ParameterError(
+            f"calibration data must hold (N, C, H, W) inputs, what the model takes; got {shape}{hint}"
+        )
+    if input_kind != "frame" or not 0 < input_scale < 1:
+        return first
+    top = float(first.max())
+    if top >= 2 and bool(torch.all(first == torch.round(first))):
+        # Whole numbers up to 255, say, with input_scale 1/255: raw pixels where the model
+        # takes raw * input_scale. λ would be measured on inputs 1/input_scale too large,
+        # and the runtime's scaled frames would barely fire the network.
+        raise ParameterError(
+            f"calibration data look like raw sensor values (whole numbers up to {top:g}) while "
+            f"input_scale={input_scale:g} says the model takes raw * {input_scale:g}: pass what "
+            f"the model takes (x * {input_scale:g}, and the holdout too), or input_scale=1 if "
+            "the model was trained on raw values"
+        )
+    return first
 
 
 def _check_options(percentile: float | None, reset: str, max_spikes: int, calibration_steps: int) -> None:
@@ -885,7 +946,8 @@ def _apply_synapses(ly: Layer, h: torch.Tensor, with_bias: bool) -> torch.Tensor
 
 
 def calibration_table(
-    net: Network, x: Any, labels: Any, n_steps: int, batch_size: int = 256, progress: bool = True
+    net: Network, x: Any, labels: Any, n_steps: int, batch_size: int = 256, progress: bool = True,
+    n_threads: int | None = None,
 ) -> CalibrationTable:
     """Run a held-out set step by step and record c(t) and whether argmax z(t) was right.
 
@@ -894,7 +956,8 @@ def calibration_table(
     Uses the compiled engine's :func:`~spikecast.ext.engine.trace` (it matches the
     reference simulator); Poisson-coded frames go through the reference simulator.
     """
-    tables = calibration_tables(net, x, labels, n_steps, (net.evidence_steps,), batch_size, progress)
+    signal = (net.evidence_steps,)
+    tables = calibration_tables(net, x, labels, n_steps, signal, batch_size, progress, n_threads)
     return tables[net.evidence_steps]
 
 
@@ -906,6 +969,7 @@ def calibration_tables(
     evidence_steps: Sequence[float],
     batch_size: int = 256,
     progress: bool = True,
+    n_threads: int | None = None,
 ) -> dict[float, CalibrationTable]:
     """One run over the held-out set, tabulated for each exit signal in ``evidence_steps``
     (0: the rate rule; t_e: the evidence rule, see ``Network.evidence_steps``). The
@@ -929,7 +993,8 @@ def calibration_tables(
     if n != len(ys) or n == 0:
         raise ParameterError(f"holdout needs as many labels as inputs, got {n} and {len(ys)}")
     if events or net.input.encoding == "analog":
-        tr = engine_trace(net, items if events else xs, n_steps, n_threads=2, logits=True)
+        threads = default_threads() if n_threads is None else n_threads
+        tr = engine_trace(net, items if events else xs, n_steps, n_threads=threads, logits=True)
         if tr.logits is None:  # trace(logits=True) always returns them
             raise ParameterError("the engine's trace returned no logits")
         logits, steps = tr.logits, tr.steps_run

@@ -90,6 +90,25 @@ def initial_point(
     return PointChoice(point, source, unreachable or warning, rec)
 
 
+_SOURCES = {"model": "the model's recommended point", "flags": "from the flags",
+            "command": "from a command", "default": "a generic default"}
+
+
+def point_line(choice: PointChoice, exit_signal: str, calibration: Calibration | None) -> str:
+    """One line for the log at start: the point in force, where it came from, and what
+    the model's table says of it."""
+    p = choice.point
+    line = (f"operating point: tau={p.tau:g} t_min={p.t_min} t_max={p.t_max} "
+            f"({_SOURCES.get(choice.source, choice.source)}, {exit_signal} rule)")
+    if p.target_accuracy is not None:
+        line += f" for a target accuracy of {p.target_accuracy:g}"
+    if calibration is not None:
+        s = calibration.stats(p.tau, p.t_min, p.t_max)
+        line += (f"; on its calibration table {s.accuracy:.2%} after {s.mean_steps:.1f} mean steps "
+                 f"(plateau {calibration.plateau_accuracy:.2%})")
+    return line
+
+
 def resolve(point: OperatingPoint, calibration: Calibration | None) -> tuple[OperatingPoint, str | None]:
     """Derive τ from the target accuracy when one is set. A target the model cannot reach
     by t_max keeps the model's recommended τ and t_min and returns a warning saying so."""
@@ -121,6 +140,7 @@ __all__ = [
     "PolicyStats",
     "decision_steps",
     "initial_point",
+    "point_line",
     "recommended",
     "resolve",
 ]

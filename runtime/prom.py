@@ -91,6 +91,7 @@ class ServiceCollector(Collector):
         yield other
         yield CounterMetricFamily("spikecast_synops", "Synaptic operations", value=m.synops_total)
         yield CounterMetricFamily("spikecast_files_read", "Files read", value=m.files_read)
+        yield CounterMetricFamily("spikecast_frames_read", "Frames read from files", value=m.frames_read)
         yield CounterMetricFamily("spikecast_bad_commands", "Commands rejected",
                                   value=svc.state.bad_commands)
         yield CounterMetricFamily("spikecast_messages_sent",

@@ -57,7 +57,14 @@ from spikecast.ext.core.network import Network, load_network
 from spikecast.ext.engine import CompiledNetwork, Engine
 from spikecast.runtime.affinity import ONLINE, Membership
 from spikecast.runtime.config import RunConfig, config_from_args
-from spikecast.runtime.decision import Calibration, OperatingPoint, PointChoice, initial_point, resolve
+from spikecast.runtime.decision import (
+    Calibration,
+    OperatingPoint,
+    PointChoice,
+    initial_point,
+    point_line,
+    resolve,
+)
 from spikecast.runtime.dv import DvReceiver, is_dv
 from spikecast.runtime.encode import SpatialMap, check_geometry, load_frames
 from spikecast.runtime.hooks import EventWatcher, ServiceHook, service_hooks
@@ -161,6 +168,7 @@ class Service:
         self.choice = initial_point(self.network, calib, cfg.point, cfg.point_changes)
         if self.choice.warning is not None:
             log.warning("%s", self.choice.warning)
+        log.info("%s", point_line(self.choice, self.network.exit_signal, calib))
         self.state = ServiceState(point=self.choice.point, calibration=calib)
         self.ctx = DecisionContext(self.network, cfg.device, calib, self.network.sha256)
         self.mapping = SpatialMap(cfg.crop, cfg.downsample)
@@ -354,7 +362,7 @@ class Service:
 
         if self.network.input.kind == "frame":
             frames = await asyncio.to_thread(load_frames, path, self.network.input)
-            self.state.metrics.count_file(0)
+            self.state.metrics.count_file(0, len(frames))
             for frame in frames:
                 await self._enqueue(_Item(stream, time.perf_counter(), frame=frame), shed=False)
             return

@@ -489,7 +489,7 @@ class Network:
         if self.calibration is not None:
             c = self.calibration
             lines.append(f"calibration table: {c.n_samples} held-out samples x {c.n_steps} steps")
-        lines.extend(_point_lines(self.meta.get(META_OPERATING_POINT)))
+        lines.extend(_point_lines(self.meta))
         lines.append(f"sha256: {self.sha256}")
         return "\n".join(lines)
 
@@ -598,19 +598,34 @@ def _synapse_manifest(e: Layer) -> dict[str, Any]:
     }
 
 
-def _point_lines(point: Any) -> list[str]:
-    """For summary(): a warning when the recommended point's table was too small to bound
-    the plateau accuracy it gives away within its tolerance (calibration.py)."""
-    keys = ("lost_upper", "tolerance")
-    if not isinstance(point, dict) or not all(is_finite_number(point.get(k)) for k in keys):
-        return []
-    bound, tol = float(point["lost_upper"]), float(point["tolerance"])
-    if bound <= tol:
-        return []
-    return [
-        f"  too few to bound what the recommended point gives away within {tol:.1%} (bound "
-        f"{bound:.1%}, with no sample lost): a larger holdout set gives a safer default"
-    ]
+def _point_lines(meta: Mapping[str, Any]) -> list[str]:
+    """For summary(): the λ percentile (and whether convert() chose it), the recommended
+    operating point with what its table says of it, and a warning when the table was too
+    small to bound the plateau accuracy the point gives away (calibration.py)."""
+    lines = []
+    if is_finite_number(meta.get("percentile")):
+        choice = meta.get("percentile_choice")
+        how = ""
+        if isinstance(choice, dict) and isinstance(choice.get("candidates"), dict):
+            how = f" (chosen on the holdout table of {', '.join(choice['candidates'])})"
+        lines.append(f"lambda percentile: {float(meta['percentile']):g}{how}")
+    point = meta.get(META_OPERATING_POINT)
+    if not isinstance(point, dict):
+        return lines
+    if all(is_finite_number(point.get(k)) for k in ("tau", "t_min", "t_max")):
+        line = f"recommended point: tau={point['tau']:g} t_min={point['t_min']} t_max={point['t_max']}"
+        if all(is_finite_number(point.get(k)) for k in ("accuracy", "mean_steps", "plateau_accuracy")):
+            line += (f": {point['accuracy']:.2%} on the table after {point['mean_steps']:.1f} mean "
+                     f"steps (plateau {point['plateau_accuracy']:.2%})")
+        lines.append(line)
+    if all(is_finite_number(point.get(k)) for k in ("lost_upper", "tolerance")):
+        bound, tol = float(point["lost_upper"]), float(point["tolerance"])
+        if bound > tol:
+            lines.append(
+                f"  too few to bound what the recommended point gives away within {tol:.1%} (bound "
+                f"{bound:.1%}, with no sample lost): a larger holdout set gives a safer default"
+            )
+    return lines
 
 
 def _fmt(shape: tuple[int, ...]) -> str:

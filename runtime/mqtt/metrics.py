@@ -123,6 +123,7 @@ class RuntimeMetrics:
         self.decisions = 0
         self.files_read = 0
         self.events_read = 0
+        self.frames_read = 0
         self.dropped: dict[str, int] = {}
         self.stream_restarts = 0  # fresh segments after a time jump (nothing lost)
         self.streams_closed = 0  # live streams closed after the idle timeout
@@ -151,10 +152,11 @@ class RuntimeMetrics:
         if _check_count("n", n):
             self.dropped[cause] = self.dropped.get(cause, 0) + n
 
-    def count_file(self, n_events: int) -> None:
-        """A file of ``n_events`` events was read."""
+    def count_file(self, n_events: int, n_frames: int = 0) -> None:
+        """A file of ``n_events`` events (or ``n_frames`` frames) was read."""
         self.files_read += 1
         self.events_read += _check_count("n_events", n_events)
+        self.frames_read += _check_count("n_frames", n_frames)
 
     def add_synops(self, synops: int) -> None:
         """Synaptic operations done; :meth:`record_decision` calls this for its own."""
@@ -194,6 +196,7 @@ class RuntimeMetrics:
             "bad_packets": self.bad_packets,
             "decisions": self.decisions,
             "files_read": self.files_read,
+            "frames_read": self.frames_read,
             "dropped": dict(sorted(self.dropped.items())),
             "stream_restarts": self.stream_restarts,
             "streams_closed": self.streams_closed,
@@ -247,7 +250,9 @@ def summary_line(metrics: RuntimeMetrics, dropped: dict[str, int], *, files: boo
     ``spikecast: 999 decisions from 999 files (4.2M events); dropped: none``
     """
     if files:
-        inputs = f"{_plural(metrics.files_read, 'file')} ({_count(metrics.events_read)} events)"
+        read = [f"{_count(metrics.events_read)} events"] if metrics.events_read or not metrics.frames_read else []
+        read += [_plural(metrics.frames_read, "frame")] if metrics.frames_read else []
+        inputs = f"{_plural(metrics.files_read, 'file')} ({', '.join(read)})"
     else:
         inputs = f"{_count(metrics.events_in)} live events"
     parts = [_plural(dropped[c], label) for c, (label, lossy) in CAUSES.items()

@@ -279,6 +279,36 @@ def test_parameter_errors_are_value_errors(digits):
             convert(digits.model, digits.x_train, v_init=bad, progress=False)
 
 
+def test_calibration_data_of_the_wrong_shape_are_refused_with_the_fix(digits):
+    flat = digits.x_train.reshape(len(digits.x_train), -1)
+    with pytest.raises(ValueError, match=r"got \(1300, 64\); flat vectors: pass them as images"):
+        convert(digits.model, flat, progress=False)
+    with pytest.raises(ValueError, match=r"got \(1300, 8, 8\); images without a channel axis: "
+                                         r"pass x\[:, None\], shape \(1300, 1, 8, 8\)"):
+        convert(digits.model, digits.x_train[:, 0], progress=False)
+    with pytest.raises(ValueError, match="calibration data are empty"):
+        convert(digits.model, digits.x_train[:0], progress=False)
+
+
+def test_the_holdout_tables_do_not_depend_on_the_threads(digits):
+    kw = {"holdout": (digits.x_test[:60], digits.y_test[:60]), "calibration_steps": 20,
+          "percentile": 99.9, "progress": False}
+    one = convert(digits.model, digits.x_train[:200], n_threads=1, **kw)
+    assert convert(digits.model, digits.x_train[:200], n_threads=3, **kw).sha256 == one.sha256
+    with pytest.raises(ValueError, match="n_threads"):
+        convert(digits.model, digits.x_train[:200], n_threads=0, **kw)
+
+
+def test_raw_pixels_with_an_input_scale_are_refused(digits):
+    raw = np.round(digits.x_train * 16)  # whole numbers 0..16, what the sensor gives
+    with pytest.raises(ValueError, match=r"look like raw sensor values \(whole numbers up to 16\) "
+                                         r"while input_scale=0.0625"):
+        convert(digits.model, raw, input_scale=1 / 16, progress=False)
+    # What the model takes (raw * scale) converts; so do raw values with no scale to undo.
+    convert(digits.model, raw / 16, input_scale=1 / 16, progress=False)
+    convert(digits.model, raw, progress=False)
+
+
 def test_percentile_sample_stays_bounded_and_unbiased() -> None:
     from spikecast.converters.conversion import _Sample
 

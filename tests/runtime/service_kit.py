@@ -67,6 +67,20 @@ def polarity_net(*, dt_us: int = 1000, lam: float = 0.0625, calibration: bool = 
     )
 
 
+def brightness_net() -> Network:
+    """Frames (1, 4, 4), raw 0..255 scaled by 1/255: class "dark" (0) integrates a
+    constant 0.5 per step, class "bright" (1) the frame's mean brightness; with a
+    calibration table, so the model recommends a point."""
+    out = Layer(
+        "linear", "out", (1, 4, 4), (2,), np.stack([np.zeros(16), np.full(16, 1.0 / 16)]).astype(np.float32),
+        np.float32([0.5, 0.0]), spiking=False, lam=1.0,
+    )  # fmt: skip
+    t = np.arange(1, 21, dtype=np.float32)[:, None]
+    conf = np.clip(0.5 + 0.5 * (1 - np.exp(-t / np.linspace(2, 10, 40)[None])), 0, 1)
+    table = CalibrationTable(conf.astype(np.float32), conf > np.linspace(0.5, 0.99, 40)[None])
+    return Network(InputSpec("frame", (1, 4, 4), scale=1 / 255), (out,), ("dark", "bright"), calibration=table)
+
+
 def uniform_events(
     n_steps: int,
     per_step: int,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
-from service_kit import polarity_net, uniform_events
+from service_kit import brightness_net, polarity_net, uniform_events
 from spikecast.runtime.cli import main
 from spikecast.runtime.payload import validate_decision_payload
 
@@ -142,6 +143,23 @@ def test_a_clean_run_ends_with_a_summary_line(
     rc, lines, err = run(capsys, "--model", str(model), "--source", str(rec / "*.npz"))
     assert rc == 0 and len(lines) == 2
     assert summary(err) == "spikecast: 2 decisions from 2 files (4,000 events); dropped: none"
+
+
+def test_a_frame_file_run_counts_frames_and_says_which_point_it_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="spikecast.service")
+    model = brightness_net().save(tmp_path / "net.scn")
+    frames = np.zeros((3, 4, 4), np.uint8)
+    frames[1:] = 255  # one dark frame, two bright ones
+    np.save(tmp_path / "frames.npy", frames)
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(tmp_path / "frames.npy"))
+    assert rc == 0 and [d["label"] for d in lines] == ["dark", "bright", "bright"]
+    assert summary(err) == "spikecast: 3 decisions from 1 file (3 frames); dropped: none"
+    # What the run decided with, where it came from, and what the model's table says of it.
+    # (The CLI logs to stderr; here pytest captures the log.)
+    assert "operating point: tau=" in caplog.text and "(the model's recommended point, rate rule); " \
+        "on its calibration table" in caplog.text
 
 
 def test_the_cli_moves_what_it_loaded_out_of_the_collectors_reach(

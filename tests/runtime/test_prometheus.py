@@ -126,6 +126,7 @@ async def test_metrics_scraped_from_a_file_run_match_its_decisions(
     m = svc.state.metrics
     assert value(got, "spikecast_events_total") == m.events_in > 0
     assert value(got, "spikecast_files_read_total") == 3
+    assert value(got, "spikecast_frames_read_total") == 0  # an event network
     for cause in CAUSES:  # every cause is there from the start, at 0 here
         family = "spikecast_events_dropped_total" if cause[:7] == "events_" else "spikecast_dropped_total"
         assert value(got, family, cause=cause) == 0

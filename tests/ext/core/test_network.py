@@ -630,3 +630,20 @@ def test_summary_warns_when_the_table_cannot_bound_the_default() -> None:
     assert "too few to bound what the recommended point gives away within 0.5% (bound 0.8%" in text
     for point in ({**small, "lost_upper": 0.004}, {**small, "lost_upper": None}, "0.99", None):
         assert "too few to bound" not in net.with_(meta={"operating_point": point}).summary()
+
+
+def test_summary_shows_the_lambda_percentile_and_the_recommended_point() -> None:
+    net = small_net()
+    point = {"tau": 0.93, "t_min": 2, "t_max": 300, "accuracy": 0.976, "mean_steps": 8.4,
+             "plateau_accuracy": 0.977}
+    choice = {"candidates": {"99": {}, "99.5": {}, "99.9": {}, "100": {}}, "chosen": 99.0}
+    meta = {"operating_point": point, "percentile": 99.0, "percentile_choice": choice}
+    text = net.with_(meta=meta).summary()
+    assert "lambda percentile: 99 (chosen on the holdout table of 99, 99.5, 99.9, 100)" in text
+    assert "recommended point: tau=0.93 t_min=2 t_max=300: 97.60% on the table after 8.4 mean steps " \
+           "(plateau 97.70%)" in text
+    bare = {"tau": 0.9, "t_min": 1, "t_max": 20}
+    text = net.with_(meta={"operating_point": bare, "percentile": 99.9}).summary()
+    assert "lambda percentile: 99.9\n" in text and "recommended point: tau=0.9 t_min=1 t_max=20\n" in text
+    text = net.with_(meta={}).summary()
+    assert "percentile" not in text and "recommended" not in text
