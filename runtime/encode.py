@@ -138,7 +138,10 @@ def encode_events(
 
 
 def load_frames(path: Path, spec: InputSpec) -> np.ndarray:
-    """Image file (PNG/JPEG via Pillow) or .npy stack -> normalised (N, C, H, W) float32."""
+    """Image file (PNG/JPEG via Pillow) or .npy stack -> normalised (N, C, H, W) float32.
+
+    A .npy stack may be (N, C, H, W), channel-last (N, H, W, C), as images are usually
+    held, or one frame without the N axis; one-channel frames may drop C."""
     if spec.kind != "frame":
         raise ParameterError(f"{path}: this network takes events, not frames")
     suffix = path.suffix.lower()
@@ -167,6 +170,9 @@ def load_frames(path: Path, spec: InputSpec) -> np.ndarray:
         raw = (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))[None]
     if raw.ndim == 3 and spec.shape[0] == 1:
         raw = raw[:, None]
+    c, h, w = spec.shape
+    if raw.ndim == 4 and tuple(raw.shape[1:]) == (h, w, c) != spec.shape:
+        raw = raw.transpose(0, 3, 1, 2)  # channel-last, as numpy and Pillow hold images
     if raw.ndim != 4 or tuple(raw.shape[1:]) != spec.shape:
         raise StreamError(
             f"{path}: frames of shape {raw.shape[1:]} do not match the network input {spec.shape}"

@@ -250,8 +250,9 @@ def summary_line(metrics: RuntimeMetrics, dropped: dict[str, int], *, files: boo
     ``spikecast: 999 decisions from 999 files (4.2M events); dropped: none``
     """
     if files:
-        read = [f"{_count(metrics.events_read)} events"] if metrics.events_read or not metrics.frames_read else []
-        read += [_plural(metrics.frames_read, "frame")] if metrics.frames_read else []
+        events, frames = metrics.events_read, metrics.frames_read
+        read = [f"{_count(events)} events"] if events or not frames else []
+        read += [_plural(frames, "frame")] if frames else []
         inputs = f"{_plural(metrics.files_read, 'file')} ({', '.join(read)})"
     else:
         inputs = f"{_count(metrics.events_in)} live events"

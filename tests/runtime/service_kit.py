@@ -78,7 +78,8 @@ def brightness_net() -> Network:
     t = np.arange(1, 21, dtype=np.float32)[:, None]
     conf = np.clip(0.5 + 0.5 * (1 - np.exp(-t / np.linspace(2, 10, 40)[None])), 0, 1)
     table = CalibrationTable(conf.astype(np.float32), conf > np.linspace(0.5, 0.99, 40)[None])
-    return Network(InputSpec("frame", (1, 4, 4), scale=1 / 255), (out,), ("dark", "bright"), calibration=table)
+    spec = InputSpec("frame", (1, 4, 4), scale=1 / 255)
+    return Network(spec, (out,), ("dark", "bright"), calibration=table)
 
 
 def uniform_events(
