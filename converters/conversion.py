@@ -769,6 +769,8 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     if holdout is None:
         return network(DEFAULT_PERCENTILE if percentile is None else percentile)
     hx = list(holdout[0]) if input_kind == "events" else holdout[0]
+    if input_kind == "frame":  # the same check as the calibration data's, on the table's inputs
+        _check_scaled(torch.as_tensor(np.asarray(hx[:batch_size], np.float32)), input_scale, "holdout")
     candidates = AUTO_PERCENTILES if percentile is None else (percentile,)
     signals = AUTO_EVIDENCE_STEPS if evidence_steps is None else (evidence_steps,)
     nets: dict[float, Network] = {}
@@ -835,20 +837,26 @@ def _checked_first_batch(calibration: Any, first: torch.Tensor | None, input_kin
         raise ParameterError(
             f"calibration data must hold (N, C, H, W) inputs, what the model takes; got {shape}{hint}"
         )
-    if input_kind != "frame" or not 0 < input_scale < 1:
-        return first
-    top = float(first.max())
-    if top >= 2 and bool(torch.all(first == torch.round(first))):
-        # Whole numbers up to 255, say, with input_scale 1/255: raw pixels where the model
-        # takes raw * input_scale. λ would be measured on inputs 1/input_scale too large,
-        # and the runtime's scaled frames would barely fire the network.
-        raise ParameterError(
-            f"calibration data look like raw sensor values (whole numbers up to {top:g}) while "
-            f"input_scale={input_scale:g} says the model takes raw * {input_scale:g}: pass what "
-            f"the model takes (x * {input_scale:g}, and the holdout too), or input_scale=1 if "
-            "the model was trained on raw values"
-        )
+    if input_kind == "frame":
+        _check_scaled(first, input_scale, "calibration")
     return first
+
+
+def _check_scaled(x: torch.Tensor, input_scale: float, what: str) -> None:
+    """Refuse raw sensor values where ``input_scale`` < 1 says the model takes scaled ones:
+    whole numbers up to 255, say, with input_scale 1/255. λ (or the table) would be
+    measured on inputs 1/input_scale too large, and the runtime's scaled frames would
+    barely fire the network."""
+    if not 0 < input_scale < 1 or x.numel() == 0:
+        return
+    top = float(x.max())
+    if top >= 2 and bool(torch.all(x == torch.round(x))):
+        raise ParameterError(
+            f"{what} data look like raw sensor values (whole numbers up to {top:g}) while "
+            f"input_scale={input_scale:g} says the model takes raw * {input_scale:g}: pass what "
+            f"the model takes (x * {input_scale:g}, the calibration and holdout data both), or "
+            "input_scale=1 if the model was trained on raw values"
+        )
 
 
 def _check_options(percentile: float | None, reset: str, max_spikes: int, calibration_steps: int) -> None:

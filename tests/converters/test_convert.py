@@ -304,6 +304,9 @@ def test_raw_pixels_with_an_input_scale_are_refused(digits):
     with pytest.raises(ValueError, match=r"look like raw sensor values \(whole numbers up to 16\) "
                                          r"while input_scale=0.0625"):
         convert(digits.model, raw, input_scale=1 / 16, progress=False)
+    with pytest.raises(ValueError, match=r"holdout data look like raw sensor values"):
+        convert(digits.model, raw / 16, input_scale=1 / 16, holdout=(raw[:50], digits.y_train[:50]),
+                calibration_steps=5, progress=False)  # fmt: skip
     # What the model takes (raw * scale) converts; so do raw values with no scale to undo.
     convert(digits.model, raw / 16, input_scale=1 / 16, progress=False)
     convert(digits.model, raw, progress=False)
