@@ -62,11 +62,12 @@ exit status:
   0    every accepted input was used and every decision delivered (events outside
        the network input after --crop/--downsample are counted, not a loss)
   2    error: bad arguments or config, unreadable model, a single unreadable
-       file, a sensor size that does not fit the network input
+       file, a single file of a sensor size that does not fit the network input
   3    something was lost: events or packets shed, bad packets, late events,
        UDP datagrams the kernel dropped (receive buffer full),
-       unreadable files among several, files whose events fall mostly outside
-       the input, decisions never delivered to the broker
+       unreadable files among several, files of a sensor that does not fit
+       the input among several (without --fit), files whose events fall
+       mostly outside the input, decisions never delivered to the broker
   130  interrupted before the service started (SIGINT or SIGTERM during a run
        stops it cleanly, with 0 or 3)
 """

@@ -45,6 +45,7 @@ CAUSES: dict[str, tuple[str, bool]] = {
     "events_late": ("late event{s}", True),
     "files_failed": ("unreadable file{s}", True),
     "files_outside": ("file{s} not decided (events mostly outside the input)", True),
+    "files_misfit": ("file{s} of a sensor that does not fit the input (see --fit)", True),
     "decisions_withheld": ("decision{s} withheld (events mostly outside the input)", True),
     "undelivered": ("message{s} not delivered to the broker", True),
     "events_outside": ("event{s} outside the input", False),

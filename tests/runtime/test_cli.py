@@ -294,6 +294,26 @@ def test_a_bigger_sensor_is_refused_with_the_flags_that_fit(
     assert rc == 2 and "--fit" in err
 
 
+def test_a_file_of_another_sensor_among_several_is_skipped_counted_and_exit_3(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    model, rec = files
+    for name in ("vga1", "vga2"):
+        ev = uniform_events(100, 40, polarity=1, seed=4)
+        ev["x"] = ev["x"].astype(np.int64) * 14 + 82  # the digit spans the sensor's centre
+        ev["y"] = ev["y"].astype(np.int64) * 14 + 2
+        np.savez(rec / f"{name}.npz", events=ev, width=np.int64(640), height=np.int64(480))
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(rec))
+    assert rc == 3 and sorted(d["stream"] for d in lines) == ["off", "on"]
+    assert summary(err) == ("spikecast: 2 decisions from 4 files (12,000 events); dropped: "
+                            "2 files of a sensor that does not fit the input (see --fit)")
+    # One warning per sensor size, with the flags that fit it.
+    warned = [r.getMessage() for r in caplog.records if "another sensor size" in r.getMessage()]
+    assert len(warned) == 1 and "--crop 82 2 476 476 --downsample 14" in warned[0]
+    rc, lines, err = run(capsys, "--model", str(model), "--source", str(rec), "--fit")
+    assert rc == 0 and len(lines) == 4
+
+
 def test_a_stream_mostly_outside_the_input_is_reported_not_decided(
     files: tuple[Path, Path], capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
