@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -53,9 +54,11 @@ from spikecast.ext.core.network import (
     InputSpec,
     Layer,
     Network,
+    SmallTableWarning,
     check_evidence_steps,
     check_max_pool,
     check_v_init,
+    small_table_warning,
     softmax_confidence,
 )
 from torch import nn
@@ -779,7 +782,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         nets[p], scores[p] = _with_best_signal(network(p), hx, holdout[1], calibration_steps, signals,
                                                batch_size, progress, threads)  # fmt: skip
     if percentile is not None:
-        return nets[percentile]
+        return _warn_small_table(nets[percentile])
     chosen = choose_percentile(scores)
     choice = {
         "rule": "fewest mean steps at the recommended point, among plateaus within "
@@ -788,10 +791,19 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         "chosen": chosen,
     }
     net = nets[chosen]
-    return net.with_(meta={**net.meta, "percentile_choice": choice})
+    return _warn_small_table(net.with_(meta={**net.meta, "percentile_choice": choice}))
 
 
 _SCORE_KEYS = ("plateau_accuracy", "mean_steps", "accuracy", "tau", "t_min")
+
+
+def _warn_small_table(net: Network) -> Network:
+    """Say so (a :class:`SmallTableWarning`) when the holdout set was too small to make
+    the recommended point a safe default; the model's summary says it too."""
+    warning = small_table_warning(net.meta)
+    if warning is not None:
+        warnings.warn(warning, SmallTableWarning, stacklevel=3)
+    return net
 
 
 def _with_best_signal(

@@ -24,7 +24,7 @@ from spikecast.ext.core.calibration import (
     point_from_meta,
 )
 from spikecast.ext.core.errors import ModelFileError, ParameterError
-from spikecast.ext.core.network import Network
+from spikecast.ext.core.network import Network, small_table_warning
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,7 @@ def initial_point(
         try:
             base, rec = recommended(network, calibration)
             source = "model"
+            warning = small_table_warning(network.meta)
         except LookupError:
             base, source = OperatingPoint(), "default"
             warning = (

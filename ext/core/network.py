@@ -618,14 +618,26 @@ def _point_lines(meta: Mapping[str, Any]) -> list[str]:
             line += (f": {point['accuracy']:.2%} on the table after {point['mean_steps']:.1f} mean "
                      f"steps (plateau {point['plateau_accuracy']:.2%})")
         lines.append(line)
-    if all(is_finite_number(point.get(k)) for k in ("lost_upper", "tolerance")):
-        bound, tol = float(point["lost_upper"]), float(point["tolerance"])
-        if bound > tol:
-            lines.append(
-                f"  too few to bound what the recommended point gives away within {tol:.1%} (bound "
-                f"{bound:.1%}, with no sample lost): a larger holdout set gives a safer default"
-            )
+    warning = small_table_warning(meta)
+    if warning is not None:
+        lines.append(f"  {warning}")
     return lines
+
+
+def small_table_warning(meta: Mapping[str, Any]) -> str | None:
+    """Why the recommended point (``meta["operating_point"]``) is not a safe default, if
+    its calibration table was too small to bound the plateau accuracy it gives away
+    within its tolerance (ext/core/calibration.py); None when it was, or is not known."""
+    point = meta.get(META_OPERATING_POINT)
+    keys = ("lost_upper", "tolerance")
+    if not isinstance(point, dict) or not all(is_finite_number(point.get(k)) for k in keys):
+        return None
+    bound, tol = float(point["lost_upper"]), float(point["tolerance"])
+    if bound <= tol:
+        return None
+    n = f"its {point['samples']}" if is_int(point.get("samples")) else "its calibration table's"
+    return (f"{n} held-out samples are too few to bound what the recommended point gives away "
+            f"within {tol:.1%} (bound {bound:.1%}): a larger holdout set gives a safer default")
 
 
 def _fmt(shape: tuple[int, ...]) -> str:
@@ -760,6 +772,10 @@ def _update_arrays(h: Any, arrays: Mapping[str, np.ndarray]) -> None:
 
 class UnverifiedManifestWarning(UserWarning):
     """A format-1 file: its arrays were verified, its manifest was not. Re-save it."""
+
+
+class SmallTableWarning(UserWarning):
+    """A converted model's holdout set was too small for a safe recommended point."""
 
 
 class _Bad(Exception):
@@ -1198,11 +1214,13 @@ __all__ = [
     "Layer",
     "MaxPoolMode",
     "Network",
+    "SmallTableWarning",
     "UnverifiedManifestWarning",
     "check_evidence_steps",
     "check_max_pool",
     "check_meta",
     "check_v_init",
     "load_network",
+    "small_table_warning",
     "softmax_confidence",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from spikecast.converters.conversion import ann_logits, build_drafts
 from spikecast.converters.parse import trace
 from spikecast.converters.reference import simulate
 from spikecast.ext.core.calibration import Calibration, point_from_meta
-from spikecast.ext.core.network import load_network
+from spikecast.ext.core.network import SmallTableWarning, load_network
 from spikecast.ext.engine import EventSteps
 from spikecast.ext.engine import trace as engine_trace
 from spikecast.runtime.decision import initial_point
@@ -297,6 +299,22 @@ def test_the_holdout_tables_do_not_depend_on_the_threads(digits):
     assert convert(digits.model, digits.x_train[:200], n_threads=3, **kw).sha256 == one.sha256
     with pytest.raises(ValueError, match="n_threads"):
         convert(digits.model, digits.x_train[:200], n_threads=0, **kw)
+
+
+def test_a_holdout_too_small_for_a_safe_default_is_warned_about(digits):
+    kw = {"calibration_steps": 20, "percentile": 99.9, "progress": False}
+    with pytest.warns(SmallTableWarning, match=r"its 60 held-out samples are too few to bound what the "
+                                               r"recommended point gives away within 0.5%"):
+        net = convert(digits.model, digits.x_train[:200], holdout=(digits.x_test[:60], digits.y_test[:60]),
+                      **kw)
+    assert "its 60 held-out samples are too few" in net.summary()
+    # Its recommended point is still the default, with the same warning for the user.
+    choice = initial_point(net, Calibration(net.calibration))
+    assert choice.source == "model" and "its 60 held-out samples are too few" in (choice.warning or "")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SmallTableWarning)  # enough samples: no warning
+        big = (digits.x_train[:400], digits.y_train[:400])
+        convert(digits.model, digits.x_train[:200], holdout=big, **kw)
 
 
 def test_raw_pixels_with_an_input_scale_are_refused(digits):
