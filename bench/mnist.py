@@ -113,7 +113,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=10_000)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--t-min", type=int, default=1, help="earliest decision step (the model's recommended t_min is 1)")
+    ap.add_argument("--t-min", type=int, default=1,
+                    help="earliest decision step (1, the model's recommended t_min)")
     ap.add_argument("--t-max", type=int, default=400)
     ap.add_argument("--timing-samples", type=int, default=500, help="images timed per operating point")
     ap.add_argument("--out", default="mnist.json")
