@@ -129,23 +129,6 @@ cdef int pool_step_count(
     cdef int32_t* counts = ls.counts
     cdef PoolWindow* win = ls.windows
     cdef int32_t* out = ls.spikes
-    if unique:
-        # Each input at most once: its count rose by one, so it raises a window's M by
-        # at most one (M >= its last count). Branch-free: whether an input raises M is
-        # a coin flip that a branch would mispredict (most of this kernel's time).
-        for e in range(n_src):
-            i = src[e]
-            counts[i] += 1
-            ci = counts[i]
-            pos = split_index(i, C, lp.c_in_shift, &c)
-            k1 = lp.tab_ptr[pos + 1]
-            for k in range(lp.tab_ptr[pos], k1):
-                o = lp.tab_m[k] * C + c
-                m = win[o].wcount
-                out[n_out] = o
-                n_out += m < ci
-                win[o].wcount = ci if ci > m else m
-        return n_out
     for e in range(n_src):
         counts[src[e]] += 1
     for e in range(n_src):
@@ -156,10 +139,18 @@ cdef int pool_step_count(
         for k in range(lp.tab_ptr[pos], k1):
             o = lp.tab_m[k] * C + c
             m = win[o].wcount
-            while m < ci:
+            if unique:
+                # Its count rose by one, so it raises M by at most one (M >= its last
+                # count). Branch-free: whether it does is a coin flip that a branch would
+                # mispredict (most of this kernel's time); `unique` is loop-invariant.
                 out[n_out] = o
-                n_out += 1
-                m += 1
+                n_out += m < ci
+                m = ci if ci > m else m
+            else:
+                while m < ci:
+                    out[n_out] = o
+                    n_out += 1
+                    m += 1
             win[o].wcount = m
     return n_out
 
