@@ -717,7 +717,8 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     """
     _check_options(percentile, reset, max_spikes, calibration_steps)
     check_max_pool("max_pool", max_pool)
-    threads = default_threads() if n_threads is None else check_int("n_threads", n_threads, 1, 1024)
+    if n_threads is not None:  # None: calibration_tables takes every CPU
+        check_int("n_threads", n_threads, 1, 1024)
     v_init = check_v_init("v_init", (0.5 if input_kind == "frame" else 0.0) if v_init is None else v_init)
     if evidence_steps is not None:
         evidence_steps = check_evidence_steps("evidence_steps", evidence_steps)
@@ -780,7 +781,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     scores: dict[float, dict[str, float]] = {}
     for p in _progress(candidates, progress, "calibration tables (λ percentiles)"):
         nets[p], scores[p] = _with_best_signal(network(p), hx, holdout[1], calibration_steps, signals,
-                                               batch_size, progress, threads)  # fmt: skip
+                                               batch_size, progress, n_threads)  # fmt: skip
     if percentile is not None:
         return _warn_small_table(nets[percentile])
     chosen = choose_percentile(scores)
@@ -808,7 +809,7 @@ def _warn_small_table(net: Network) -> Network:
 
 def _with_best_signal(
     net: Network, hx: Any, hy: Any, n_steps: int, signals: Sequence[float], batch_size: int, progress: bool,
-    n_threads: int,
+    n_threads: int | None,
 ) -> tuple[Network, dict[str, float]]:
     """``net`` with the exit signal (of ``signals``) whose recommended point decides
     earliest on the holdout table, that table and point; and the point's score."""
