@@ -83,6 +83,15 @@ def fit_map(width: int, height: int, in_w: int, in_h: int) -> SpatialMap:
     return SpatialMap(crop, k)
 
 
+class GeometryError(ParameterError):
+    """A source's sensor does not fit the network input; the message names the flags that
+    fit it. ``sensor`` is its (width, height)."""
+
+    def __init__(self, message: str, sensor: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.sensor = sensor
+
+
 def check_geometry(
     name: str, sensor: tuple[int, int], spec: InputSpec, mapping: SpatialMap, *, fit: bool = False
 ) -> tuple[SpatialMap, str | None]:
@@ -104,13 +113,14 @@ def check_geometry(
     what = f"{name}: the sensor is {size}" + (f" ({mw}x{mh} after {mapping.flags()})"
                                              if mapping.flags() else "")
     if sensor[0] < in_w or sensor[1] < in_h:
-        raise ParameterError(f"{what} but the network takes {in_w}x{in_h}; no crop fits it")
+        raise GeometryError(f"{what} but the network takes {in_w}x{in_h}; no crop fits it", sensor)
     suggested = fit_map(sensor[0], sensor[1], in_w, in_h)
     if fit:
         return suggested, None
-    raise ParameterError(
+    raise GeometryError(
         f"{what} but the network takes {in_w}x{in_h}: add {suggested.flags()} "
-        "(or --fit to apply that to every file)"
+        "(or --fit to apply that to every file)",
+        sensor,
     )
 
 
@@ -188,4 +198,12 @@ def spec_ndim(spec: InputSpec) -> int:
     return 2 if spec.shape[0] == 1 else 3
 
 
-__all__ = ["EncodedEvents", "SpatialMap", "check_geometry", "encode_events", "fit_map", "load_frames"]
+__all__ = [
+    "EncodedEvents",
+    "GeometryError",
+    "SpatialMap",
+    "check_geometry",
+    "encode_events",
+    "fit_map",
+    "load_frames",
+]

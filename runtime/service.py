@@ -66,7 +66,7 @@ from spikecast.runtime.decision import (
     resolve,
 )
 from spikecast.runtime.dv import DvReceiver, is_dv
-from spikecast.runtime.encode import SpatialMap, check_geometry, load_frames
+from spikecast.runtime.encode import GeometryError, SpatialMap, check_geometry, load_frames
 from spikecast.runtime.hooks import EventWatcher, ServiceHook, service_hooks
 from spikecast.runtime.limits import LimitError
 from spikecast.runtime.mqtt import topics
@@ -349,14 +349,24 @@ class Service:
                 log.warning("%s: its decisions carry stream %r (a file name with '/', '+', '#' or "
                             "NUL, or a reserved one, is not a topic level)", path, stream)
             try:
-                await self._replay_file(path, stream, sources.single)
+                await self._replay_file(path, stream)
+            except GeometryError as exc:
+                if sources.single:
+                    raise
+                # Among several files, one odd recording is skipped and counted, not the
+                # end of the run; once per sensor size on stderr.
+                self.state.metrics.count_drop("files_misfit")
+                if ("misfit", exc.sensor) not in self._warned:
+                    self._warned.add(("misfit", exc.sensor))
+                    log.warning("skipped a file of another sensor size (and any more of %dx%d): %s",
+                                *exc.sensor, exc)
             except (StreamError, OSError) as exc:
                 if sources.single:
                     raise StreamError(str(exc)) from exc
                 self.state.metrics.count_drop("files_failed")
                 log.warning("skipped an unreadable file: %s", exc)
 
-    async def _replay_file(self, path: Path, stream: str, single: bool = True) -> None:
+    async def _replay_file(self, path: Path, stream: str) -> None:
         from spikecast.runtime.readers import read_events
         from spikecast.runtime.replay import replay
 
@@ -373,7 +383,7 @@ class Service:
         else:
             rec = await asyncio.to_thread(read_events, path, fmt=self.cfg.fmt)
         self.state.metrics.count_file(len(rec))
-        if not self._admit(path, rec.events, (rec.width, rec.height), stream, single):
+        if not self._admit(path, rec.events, (rec.width, rec.height), stream):
             return
         # Paced: 10 steps per chunk, like a live sender. As fast as possible: one chunk of
         # up to _FAST_CHUNK_STEPS steps, so Python and the hand-over to the compute thread
@@ -399,24 +409,12 @@ class Service:
                                   n_events=len(held.events) if held is not None else 0),
                             shed=False)
 
-    def _admit(self, path: Path, events: np.ndarray, sensor: tuple[int, int], stream: str,
-               single: bool = True) -> bool:
-        """Check a file's geometry (refuse, or fit with --fit) and how many of its events
-        fall inside the input; False when they mostly do not (reported, not decided).
-        Among several files, one of a sensor that does not fit is skipped and counted
-        (once per size on stderr), not the end of the run; a single one is an error."""
-        try:
-            mapping, warning = check_geometry(str(path), sensor, self.network.input, self.mapping,
-                                              fit=self.cfg.fit)
-        except ParameterError as exc:
-            if single:
-                raise
-            self.state.metrics.count_drop("files_misfit")
-            if ("misfit", sensor) not in self._warned:
-                self._warned.add(("misfit", sensor))
-                log.warning("skipped a file of another sensor size (and any more of %dx%d): %s",
-                            *sensor, exc)
-            return False
+    def _admit(self, path: Path, events: np.ndarray, sensor: tuple[int, int], stream: str) -> bool:
+        """Check a file's geometry (refuse with GeometryError, or fit with --fit) and how
+        many of its events fall inside the input; False when they mostly do not (reported,
+        not decided)."""
+        mapping, warning = check_geometry(str(path), sensor, self.network.input, self.mapping,
+                                          fit=self.cfg.fit)
         if warning is not None and sensor not in self._warned:
             self._warned.add(sensor)
             log.warning("%s", warning)
