@@ -23,23 +23,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     net = load_network(args.model)
     print(f"{args.model}")
-    print(net.summary())
-    from spikecast.runtime.decision import Calibration, initial_point
+    summary = net.summary()
+    print(summary)
+    from spikecast.runtime.decision import Calibration, initial_point, point_line
 
     cal = Calibration(net.calibration) if net.calibration is not None else None
     choice = initial_point(net, cal)
-    p = choice.point
-    print(f"default operating point ({choice.source}, {net.exit_signal} rule): "
-          f"tau={p.tau} t_min={p.t_min} t_max={p.t_max}")
-    if choice.warning is not None:
+    print(f"default {point_line(choice, net.exit_signal, cal)}")  # what `spikecast run` logs
+    if choice.warning is not None and choice.warning not in summary:  # the summary's said it
         print(f"  note: {choice.warning}")
     if cal is not None:
         t_max = cal.table.n_steps
-        s = cal.stats(p.tau, p.t_min, p.t_max)
-        print(
-            f"  on the calibration table: accuracy={s.accuracy:.4f} mean steps={s.mean_steps:.1f} "
-            f"(plateau {cal.plateau_accuracy:.4f} at t={t_max})"
-        )
         print("other points (t_min=1):")
         for tau in (0.5, 0.8, 0.9, 0.95, 0.99):
             s = cal.stats(tau, 1, t_max)

@@ -162,6 +162,18 @@ def test_a_frame_file_run_counts_frames_and_says_which_point_it_used(
         "on its calibration table" in caplog.text
 
 
+def test_inspect_prints_the_layers_and_the_default_point(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, _ = files
+    assert main(["inspect", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "conv0" in out and "calibration table: 50 held-out samples x 60 steps" in out
+    assert "default operating point: tau=" in out and "(the model's recommended point, rate rule); on " \
+        "its calibration table" in out
+    assert "other points (t_min=1):" in out
+
+
 def test_the_cli_moves_what_it_loaded_out_of_the_collectors_reach(
     files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
