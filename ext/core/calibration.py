@@ -128,6 +128,35 @@ def decision_steps(confidence: np.ndarray, tau: float, t_min: int, t_max: int) -
     return np.where(any_hit, first + 1, t_max)
 
 
+def grid_levels(confidence: np.ndarray, taus: Sequence[float]) -> np.ndarray:
+    """(T, N) how many values of an ascending grid of τ (< 1) each c(t) reaches, compared
+    in the table's own dtype, as ``confidence >= tau`` does (int16)."""
+    q = np.asarray(taus, dtype=confidence.dtype)
+    if q.ndim != 1 or not bool(np.all(q < 1.0)) or not bool(np.all(q[1:] > q[:-1])):
+        raise ParameterError("a tau grid is ascending and 1-D, each tau < 1 (tau >= 1 never decides)")
+    if len(q) >= np.iinfo(np.int16).max:
+        raise ParameterError(f"a tau grid holds fewer than 32767 values, not {len(q)}")
+    return np.searchsorted(q, confidence, side="right").astype(np.int16)
+
+
+def grid_decision_steps(levels: np.ndarray, n_taus: int, t_min: int, t_max: int) -> np.ndarray:
+    """(G, N) :func:`decision_steps` for every τ of the grid that made ``levels``
+    (:func:`grid_levels`) at once.
+
+    The rule for the grid's k-th τ decides at the first step from t_min on where the
+    running maximum of the level exceeds k, so a histogram of that running maximum per
+    sample places every τ in one pass."""
+    t_max = min(t_max, levels.shape[0])
+    n, width = levels.shape[1], n_taus + 1
+    if t_min > t_max:
+        return np.full((n_taus, n), t_max, np.int64)
+    reached = np.maximum.accumulate(levels[t_min - 1 : t_max], axis=0).astype(np.int64)
+    hist = np.bincount((reached + width * np.arange(n)).ravel(), minlength=width * n)
+    # below[k, s]: steps from t_min on at which sample s has not reached the k-th τ.
+    below = np.cumsum(hist.reshape(n, width), axis=1)[:, :-1].T
+    return np.where(below < reached.shape[0], t_min + below, t_max)
+
+
 def binomial_upper(k: int, n: int, confidence: float) -> float:
     """One-sided Clopper-Pearson upper bound on a rate seen k times in n trials: the p
     with P(Binomial(n, p) <= k) = 1 - confidence (bisection; 1.0 if k == n)."""
@@ -253,17 +282,20 @@ class Calibration:
         while allowed < n and binomial_upper(allowed + 1, n, confidence) <= tolerance:
             allowed += 1
         best: tuple[float, float, OperatingPoint] | None = None
+        levels = grid_levels(self.table.confidence, TAU_GRID)
         for t_min in t_min_grid:
             if t_min > t_max:
                 continue
+            steps_grid = grid_decision_steps(levels, len(TAU_GRID), t_min, t_max)
+            lost_grid = (right_at_end & ~self.table.correct[steps_grid - 1, cols]).sum(axis=1)
             # Losses only fall as τ rises: the first admissible τ is this t_min's earliest.
-            for tau in TAU_GRID:
-                steps = decision_steps(self.table.confidence, tau, t_min, t_max)
-                lost = int((right_at_end & ~self.table.correct[steps - 1, cols]).sum())
-                if lost <= allowed:
-                    if best is None or steps.mean() < best[0]:
-                        best = (float(steps.mean()), tau, OperatingPoint(tau=tau, t_min=t_min, t_max=t_max))
-                    break
+            admissible = np.flatnonzero(lost_grid <= allowed)
+            if admissible.size:
+                g = int(admissible[0])
+                steps = steps_grid[g]
+                if best is None or steps.mean() < best[0]:
+                    tau = TAU_GRID[g]
+                    best = (float(steps.mean()), tau, OperatingPoint(tau=tau, t_min=t_min, t_max=t_max))
         if best is None:  # nothing qualifies: decide at the end of the table
             best = (float(t_max), 1.0, OperatingPoint(tau=1.0, t_min=t_max, t_max=t_max))
         point = best[2]
@@ -330,5 +362,7 @@ __all__ = [
     "Recommendation",
     "binomial_upper",
     "decision_steps",
+    "grid_decision_steps",
+    "grid_levels",
     "point_from_meta",
 ]

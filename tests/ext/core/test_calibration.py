@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 from spikecast.ext.core.calibration import (
     MAX_STEPS,
+    TAU_GRID,
     Calibration,
     OperatingPoint,
     binomial_upper,
     decision_steps,
+    grid_decision_steps,
+    grid_levels,
     point_from_meta,
 )
 from spikecast.ext.core.errors import ParameterError
@@ -143,6 +146,46 @@ def test_small_tables_admit_no_loss() -> None:
     s = decision_steps(tab.confidence, rec.point.tau, rec.point.t_min, rec.point.t_max)
     right_at_end = tab.correct[-1]
     assert not (right_at_end & ~tab.correct[s - 1, np.arange(100)]).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grid_decision_steps_equal_the_rule_one_tau_at_a_time(dtype: type) -> None:
+    rng = np.random.default_rng(3)
+    # Random walks that rise and fall, values on the grid itself, ties with tau, and
+    # samples that never reach it.
+    conf = np.clip(0.5 + np.cumsum(rng.normal(0, 0.08, (40, 30)), axis=0), 0, 1).astype(dtype)
+    conf[5:9, :4] = np.asarray(TAU_GRID[40], dtype)
+    conf[:, -3:] = 0.05
+    conf[-1, -1] = 1.0
+    levels = grid_levels(conf, TAU_GRID)
+    for t_min, t_max in ((1, 40), (3, 40), (7, 20), (40, 40), (45, 40), (1, 1000)):
+        grid = grid_decision_steps(levels, len(TAU_GRID), t_min, t_max)
+        for g, tau in enumerate(TAU_GRID):
+            np.testing.assert_array_equal(grid[g], decision_steps(conf, tau, t_min, t_max),
+                                          err_msg=f"tau={tau} t_min={t_min} t_max={t_max}")
+    for bad in ([0.5, 1.0], [0.6, 0.5], [[0.5]]):
+        with pytest.raises(ParameterError, match="tau < 1"):
+            grid_levels(conf, bad)
+
+
+def test_recommend_is_the_exhaustive_search() -> None:
+    tab, _ = big_table(n=300, seed=5)
+    cal = Calibration(tab)
+    for tolerance in (0.0, 0.01, 0.05):
+        allowed = 0
+        while binomial_upper(allowed + 1, tab.n_samples, 0.8) <= tolerance:
+            allowed += 1
+        right_at_end, cols = tab.correct[-1], np.arange(tab.n_samples)
+        best = None
+        for t_min in (1, 2, 3, 5, 8, 10, 15, 20, 30, 40, 50, 60, 80, 100):
+            for tau in TAU_GRID:
+                s = decision_steps(tab.confidence, tau, t_min, tab.n_steps)
+                if int((right_at_end & ~tab.correct[s - 1, cols]).sum()) <= allowed:
+                    if best is None or s.mean() < best[0]:
+                        best = (s.mean(), OperatingPoint(tau=tau, t_min=t_min, t_max=tab.n_steps))
+                    break
+        assert best is not None
+        assert cal.recommend(tolerance=tolerance).point == best[1]
 
 
 def test_point_from_meta_checks_what_it_reads() -> None:
