@@ -185,7 +185,11 @@ class TopK:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Decision:
-    """One published classification; invalid field values raise ParameterError."""
+    """One published classification; invalid field values raise ParameterError.
+
+    ``check=False`` skips that validation, for the one caller whose every field comes
+    from typed engine results (``DecisionContext.decision``, a decision's own cost on
+    every file and live step); its output is held to the schema by the tests."""
 
     device: str
     stream: str
@@ -203,8 +207,11 @@ class Decision:
     synops: int
     model_sha256: str
     v: int = PAYLOAD_VERSION
+    check: dataclasses.InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, check: bool) -> None:
+        if not check:
+            return
         # A list passed for topk is frozen into a tuple so the Decision stays immutable.
         if isinstance(self.topk, list):
             object.__setattr__(self, "topk", tuple(self.topk))

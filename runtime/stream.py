@@ -73,6 +73,7 @@ class DecisionContext:
             latency_ms=float(latency_ms),
             synops=int(res.synops.sum()),
             model_sha256=self.sha256,
+            check=False,  # typed engine results; the tests hold this output to the schema
         )
 
 

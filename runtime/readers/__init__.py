@@ -75,11 +75,11 @@ def _looks_like_nmnist(head: bytes, size: int) -> bool:
 def detect_format(path: Path | str) -> str:
     """Name the reader for ``path`` from its suffix, else its first bytes."""
     path = Path(path)
-    with path.open("rb") as f:
-        head = f.read(_SNIFF)
     suffix = path.suffix.lower()
     if suffix in _BY_SUFFIX:
-        return _BY_SUFFIX[suffix]
+        return _BY_SUFFIX[suffix]  # the reader opens it (and says if it cannot)
+    with path.open("rb") as f:
+        head = f.read(_SNIFF)
     if head.startswith(AEDAT4_MAGIC):
         return "aedat4"
     if head.startswith((b"\x93NUMPY", b"PK\x03\x04")):

@@ -342,3 +342,25 @@ def test_decisions_do_not_depend_on_how_the_stream_is_cut(policy: str) -> None:
     assert len(whole) > 3
     assert decide(1) == whole
     assert decide(7) == whole
+
+
+def test_the_deciders_unchecked_decisions_hold_to_the_schema() -> None:
+    """DecisionContext builds decisions with check=False (their fields are typed engine
+    results): every exit it makes, with and without expected accuracy, must still be
+    a valid v1 payload, equal to the same decision built with the schema check."""
+    from spikecast.runtime.decision import Calibration
+    from spikecast.runtime.payload import validate_decision_payload
+
+    net = polarity_net(lam=3.0, calibration=True)
+    plan = CompiledNetwork(net)
+    for ctx in (CTX, DecisionContext(net, "cam0", Calibration(net.calibration), net.sha256)):
+        made: list[Decision] = []
+        points = (OperatingPoint(tau=0.9, t_min=1, t_max=200), OperatingPoint(tau=0.9999, t_min=1, t_max=7))
+        for point in points:
+            d = EventStreamDecider(plan if ctx is not CTX else PLAN, ctx, "s0", lambda p=point: p)
+            ev = uniform_events(40, 20, t0_us=1_000)
+            made += live(d, ev, 1_000, 40) + d.finish(1_000 + 45 * DT)
+        assert {x.exit for x in made} >= {"confident", "max_steps"}
+        for x in made:
+            validate_decision_payload(x.to_dict())
+            assert Decision.from_dict(x.to_dict()) == x
