@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from spikecast.converters.parse import INPUT, Op, trace
-from spikecast.ext.core.calibration import META_KEY, Calibration, Recommendation
+from spikecast.ext.core.calibration import META_KEY, Calibration, Recommendation, decision_steps
 from spikecast.ext.core.checks import check_int
 from spikecast.ext.core.errors import ConversionError, ParameterError
 from spikecast.ext.core.network import (
@@ -618,6 +618,9 @@ AUTO_PERCENTILES = (99.0, 99.5, 99.9, 100.0)
 DEFAULT_PERCENTILE = 99.9
 #: A candidate is eligible if its plateau is within this of the best candidate's.
 AUTO_PLATEAU_TOLERANCE = 0.005
+#: Spikes per neuron and step ``convert(max_spikes=None, holdout=...)`` chooses from, for
+#: a frame network (1: the classic neuron; 4: burst coding, bench/lowlatency.py).
+AUTO_MAX_SPIKES = (1, 4)
 
 
 #: The exit signals ``convert(evidence_steps=None, holdout=...)`` chooses from: 0 is the
@@ -654,7 +657,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     percentile: float | None = None,
     v_init: float | None = None,
     evidence_steps: float | None = None,
-    max_spikes: int = 1,
+    max_spikes: int | None = None,
     max_pool: str = "count",
     reset: str = "subtract",
     input_kind: str = "frame",
@@ -699,8 +702,15 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     spikes carry 1/B of the activation, so the rate code resolves B times finer) and a
     neuron may emit up to B spikes per step (so nothing saturates sooner than with B = 1).
     The SNN is accurate after fewer steps (MNIST frames: the ANN's accuracy after 4) for
-    about B times the spikes and SynOps per step (reset by subtraction only; it is not a
-    default: on N-MNIST it decided no sooner at the top accuracy, bench/vs_ann.py).
+    up to B times the spikes and SynOps per step (reset by subtraction only). ``None``
+    (the default) is 1, except for a frame network converted with a holdout set: then each
+    of AUTO_MAX_SPIKES (1 and 4) gets its own percentile choice, and the one whose
+    recommended point does the least work per decision on the holdout run (SynOps plus
+    neuron updates: a burst step costs more than a one-spike step, so steps alone would
+    not compare them), among plateaus within 0.5 pt of the best, is kept
+    (``meta["max_spikes_choice"]``). A frame decision's latency is its compute; an event
+    network's is sensor time, which bursts did not shorten on N-MNIST (bench/vs_ann.py),
+    so event networks keep 1.
     ``max_pool`` picks how max-pool layers pass spikes (``Network.max_pool``): "count"
     (the default) makes each window's spike count the max of its inputs' counts, the rate
     code's max-pool; "gated" is Rueckauer et al.'s gate, which passes the spikes of the
@@ -742,6 +752,10 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         encoding=input_encoding,  # type: ignore[arg-type]
         dt_us=int(dt_us),
     )
+    # Bursts are chosen for analog frames only (see the docstring).
+    auto_burst = holdout is not None and (input_kind, input_encoding, reset) == ("frame", "analog",
+                                                                                  "subtract")
+    bursts = (max_spikes,) if max_spikes is not None else AUTO_MAX_SPIKES if auto_burst else (1,)
     clips = {str(j): d.clip for j, d in enumerate(drafts) if d.clip is not None}
     pool_mode = max_pool if any(d.kind == "maxpool" for d in drafts) else "gated"
     n_out = int(np.prod(drafts[-1].out_shape))
@@ -750,49 +764,88 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         "converter": "spikecast",
         "method": "Rueckauer et al. 2017, layer-wise data-based normalisation",
         "v_init": v_init,
-        **({"max_spikes": max_spikes} if max_spikes > 1 else {}),
         "calibration_samples": seen,
         "source_model": type(model).__name__,
     }
     if clips:
         meta[CLIP_KEY] = clips
 
-    def network(p: float) -> Network:
+    def network(p: float, burst: int) -> Network:
         lambdas = lambdas_at(drafts, acts, p)
-        if max_spikes > 1:  # burst: hidden spikes carry 1/B of the activation (the output keeps λ)
-            lambdas = [lam / max_spikes if j < len(drafts) - 1 else lam for j, lam in enumerate(lambdas)]
+        if burst > 1:  # burst: hidden spikes carry 1/B of the activation (the output keeps λ)
+            lambdas = [lam / burst if j < len(drafts) - 1 else lam for j, lam in enumerate(lambdas)]
         layers = [_layer(j, d, lambdas, last=j == len(drafts) - 1) for j, d in enumerate(drafts)]
         return Network(
             input=spec, layers=tuple(layers), class_names=names,
             reset=reset,  # type: ignore[arg-type]
-            temperature=temperature, meta={**meta, "percentile": p}, v_init=v_init,
-            evidence_steps=evidence_steps or 0.0, max_spikes=max_spikes,
+            temperature=temperature,
+            meta={**meta, **({"max_spikes": burst} if burst > 1 else {}), "percentile": p},
+            v_init=v_init, evidence_steps=evidence_steps or 0.0, max_spikes=burst,
             max_pool=pool_mode,  # type: ignore[arg-type]
         )  # fmt: skip
 
     if holdout is None:
-        return network(DEFAULT_PERCENTILE if percentile is None else percentile)
+        return network(DEFAULT_PERCENTILE if percentile is None else percentile, bursts[0])
     hx = list(holdout[0]) if input_kind == "events" else holdout[0]
     if input_kind == "frame":  # the same check as the calibration data's, on the table's inputs
         _check_scaled(torch.as_tensor(np.asarray(hx[:batch_size], np.float32)), input_scale, "holdout")
     candidates = AUTO_PERCENTILES if percentile is None else (percentile,)
     signals = AUTO_EVIDENCE_STEPS if evidence_steps is None else (evidence_steps,)
-    nets: dict[float, Network] = {}
-    scores: dict[float, dict[str, float]] = {}
-    for p in _progress(candidates, progress, "calibration tables (λ percentiles)"):
-        nets[p], scores[p] = _with_best_signal(network(p), hx, holdout[1], calibration_steps, signals,
-                                               batch_size, progress, n_threads)  # fmt: skip
-    if percentile is not None:
-        return _warn_small_table(nets[percentile])
-    chosen = choose_percentile(scores)
+    best: dict[int, Network] = {}
+    best_scores: dict[int, dict[str, float]] = {}
+    for burst in bursts:
+        nets: dict[float, Network] = {}
+        scores: dict[float, dict[str, float]] = {}
+        what = "calibration tables (λ percentiles" + (f", bursts of {burst})" if burst > 1 else ")")
+        for p in _progress(candidates, progress, what):
+            nets[p], scores[p] = _with_best_signal(network(p, burst), hx, holdout[1], calibration_steps,
+                                                   signals, batch_size, progress, n_threads)  # fmt: skip
+        if percentile is not None:
+            best[burst], best_scores[burst] = nets[percentile], scores[percentile]
+            continue
+        chosen = choose_percentile(scores)
+        choice = {
+            "rule": "fewest mean steps at the recommended point, among plateaus within "
+            f"{AUTO_PLATEAU_TOLERANCE * 100:g} pt of the best; ties to the larger percentile",
+            "candidates": {f"{p:g}": v for p, v in scores.items()},
+            "chosen": chosen,
+        }
+        best[burst] = nets[chosen].with_(meta={**nets[chosen].meta, "percentile_choice": choice})
+        best_scores[burst] = scores[chosen]
+    if len(best) == 1:
+        return _warn_small_table(best[bursts[0]])
+    return _warn_small_table(_chosen_burst(best, best_scores))
+
+
+def _chosen_burst(nets: dict[int, Network], scores: dict[int, dict[str, float]]) -> Network:
+    """Of each burst size's network (percentile and exit signal chosen) with its score,
+    the one whose recommended point does the least work per decision, among plateaus
+    within AUTO_PLATEAU_TOLERANCE of the best (``meta["max_spikes_choice"]`` records them)."""
+    chosen = choose_max_spikes(scores)
     choice = {
-        "rule": "fewest mean steps at the recommended point, among plateaus within "
-        f"{AUTO_PLATEAU_TOLERANCE * 100:g} pt of the best; ties to the larger percentile",
-        "candidates": {f"{p:g}": v for p, v in scores.items()},
+        "rule": "least work per decision at the recommended point (mean SynOps + mean steps x "
+        f"neurons), among plateaus within {AUTO_PLATEAU_TOLERANCE * 100:g} pt of the best; "
+        "ties to fewer spikes per step",
+        "candidates": {str(b): v for b, v in scores.items()},
         "chosen": chosen,
     }
     net = nets[chosen]
-    return _warn_small_table(net.with_(meta={**net.meta, "percentile_choice": choice}))
+    return net.with_(meta={**net.meta, "max_spikes_choice": choice})
+
+
+def choose_max_spikes(scores: dict[int, dict[str, float]]) -> int:
+    """The burst size whose recommended point does the least work per decision
+    (``mean_work``), among those whose plateau accuracy is within AUTO_PLATEAU_TOLERANCE of
+    the best; ties, or work not counted (the reference simulator's runs), go to fewer
+    spikes per step."""
+    if not scores:
+        raise ParameterError("no burst size to choose from")
+    best = max(v["plateau_accuracy"] for v in scores.values())
+    floor = best - AUTO_PLATEAU_TOLERANCE - 1e-12
+    eligible = [b for b, v in scores.items() if v["plateau_accuracy"] >= floor]
+    if not all("mean_work" in scores[b] for b in eligible):
+        return min(eligible)
+    return min(eligible, key=lambda b: (scores[b]["mean_work"], b))
 
 
 _SCORE_KEYS = ("plateau_accuracy", "mean_steps", "accuracy", "tau", "t_min")
@@ -813,7 +866,8 @@ def _with_best_signal(
 ) -> tuple[Network, dict[str, float]]:
     """``net`` with the exit signal (of ``signals``) whose recommended point decides
     earliest on the holdout table, that table and point; and the point's score."""
-    tables = calibration_tables(net, hx, hy, n_steps, signals, batch_size, progress, n_threads)
+    run = _holdout_run(net, hx, hy, n_steps, batch_size, progress, n_threads)
+    tables = _tables(net, run, signals)
     recs = {e: Calibration(t).recommend() for e, t in tables.items()}
     points = {e: r.as_dict() for e, r in recs.items()}
     chosen = choose_evidence_steps(points)
@@ -828,7 +882,24 @@ def _with_best_signal(
         }
         out = out.with_(meta={**out.meta, "exit_signal_choice": choice})
     point = out.meta[META_KEY]  # the table's recommendation, as with_calibration recorded it
-    return out, {k: point[k] for k in _SCORE_KEYS}
+    return out, {k: point[k] for k in _SCORE_KEYS} | _work(out, run, recs[chosen])
+
+
+def _work(net: Network, run: _HoldoutRun, rec: Recommendation) -> dict[str, float]:
+    """Mean SynOps and work per decision at the recommended point, on the holdout run:
+    work counts SynOps and neuron updates alike (every step updates every neuron; each is
+    one read-modify-write of a float, bench/engine.py: about 0.1 ns each). Empty from the
+    reference simulator, which counts no SynOps."""
+    if run.synops is None:
+        return {}
+    table = net.calibration
+    if table is None:
+        raise ConversionError("the network has no calibration table to score")
+    p = rec.point
+    steps = decision_steps(table.confidence, p.tau, p.t_min, p.t_max)
+    synops = float(run.synops[steps - 1, np.arange(table.n_samples)].mean())
+    neurons = sum(ly.n_neurons for ly in net.layers if ly.kind != "maxpool")
+    return {"mean_synops": synops, "mean_work": synops + float(steps.mean()) * neurons}
 
 
 def _checked_first_batch(calibration: Any, first: torch.Tensor | None, input_kind: str,
@@ -872,14 +943,17 @@ def _check_scaled(x: torch.Tensor, input_scale: float, what: str) -> None:
         )
 
 
-def _check_options(percentile: float | None, reset: str, max_spikes: int, calibration_steps: int) -> None:
+def _check_options(
+    percentile: float | None, reset: str, max_spikes: int | None, calibration_steps: int
+) -> None:
     """convert()'s plain option checks, before any data is read."""
     if percentile is not None and not 0 < percentile <= 100:
         raise ParameterError(f"percentile must be in (0, 100], got {percentile}")
     if reset not in ("subtract", "zero"):
         raise ParameterError(f"reset must be 'subtract' or 'zero', not {reset!r}")
-    check_int("max_spikes", max_spikes, *MAX_SPIKES_RANGE)
-    if max_spikes > 1 and reset != "subtract":
+    if max_spikes is not None:
+        check_int("max_spikes", max_spikes, *MAX_SPIKES_RANGE)
+    if max_spikes is not None and max_spikes > 1 and reset != "subtract":
         raise ParameterError(f"max_spikes={max_spikes} needs reset='subtract', not {reset!r}")
     if calibration_steps < 1:
         raise ParameterError(f"calibration_steps must be >= 1, got {calibration_steps}")
@@ -982,19 +1056,20 @@ def calibration_table(
     return tables[net.evidence_steps]
 
 
-def calibration_tables(
-    net: Network,
-    x: Any,
-    labels: Any,
-    n_steps: int,
-    evidence_steps: Sequence[float],
-    batch_size: int = 256,
-    progress: bool = True,
-    n_threads: int | None = None,
-) -> dict[float, CalibrationTable]:
-    """One run over the held-out set, tabulated for each exit signal in ``evidence_steps``
-    (0: the rate rule; t_e: the evidence rule, see ``Network.evidence_steps``). The
-    spikes and logits do not depend on the rule, only c(t) does."""
+@dataclass(frozen=True)
+class _HoldoutRun:
+    """One run over a held-out set: z(t) (T, N, K), the steps behind each row (T, N) or
+    (T, 1), the labels, and SynOps since reset (T, N; None from the reference simulator)."""
+
+    logits: np.ndarray
+    steps: np.ndarray
+    labels: np.ndarray
+    synops: np.ndarray | None
+
+
+def _holdout_run(
+    net: Network, x: Any, labels: Any, n_steps: int, batch_size: int, progress: bool, n_threads: int | None,
+) -> _HoldoutRun:
     from spikecast.ext.engine import EventSteps
     from spikecast.ext.engine import trace as engine_trace
 
@@ -1018,23 +1093,41 @@ def calibration_tables(
         tr = engine_trace(net, items if events else xs, n_steps, n_threads=threads, logits=True)
         if tr.logits is None:  # trace(logits=True) always returns them
             raise ParameterError("the engine's trace returned no logits")
-        logits, steps = tr.logits, tr.steps_run
-    else:
-        from spikecast.converters.reference import simulate_batched
+        return _HoldoutRun(tr.logits, tr.steps_run, ys, tr.synops)
+    from spikecast.converters.reference import simulate_batched
 
-        logits, _, _ = simulate_batched(
-            net, xs, n_steps, batch_size=batch_size, rng=np.random.default_rng(0), progress=progress,
-            desc="calibration table",
-        )  # fmt: skip
-        steps = np.arange(1, n_steps + 1, dtype=np.float64)[:, None]
-    correct = logits.argmax(axis=-1) == ys[None, :]
+    logits, _, _ = simulate_batched(
+        net, xs, n_steps, batch_size=batch_size, rng=np.random.default_rng(0), progress=progress,
+        desc="calibration table",
+    )  # fmt: skip
+    return _HoldoutRun(logits, np.arange(1, n_steps + 1, dtype=np.float64)[:, None], ys, None)
+
+
+def _tables(net: Network, run: _HoldoutRun, evidence_steps: Sequence[float]) -> dict[float, CalibrationTable]:
+    correct = run.logits.argmax(axis=-1) == run.labels[None, :]
     return {
         float(e): CalibrationTable(
-            confidence=softmax_confidence(logits, steps, net.temperature, float(e)).astype(np.float32),
-            correct=correct,
+            softmax_confidence(run.logits, run.steps, net.temperature, float(e)).astype(np.float32), correct
         )
         for e in evidence_steps
     }
+
+
+def calibration_tables(
+    net: Network,
+    x: Any,
+    labels: Any,
+    n_steps: int,
+    evidence_steps: Sequence[float],
+    batch_size: int = 256,
+    progress: bool = True,
+    n_threads: int | None = None,
+) -> dict[float, CalibrationTable]:
+    """One run over the held-out set, tabulated for each exit signal in ``evidence_steps``
+    (0: the rate rule; t_e: the evidence rule, see ``Network.evidence_steps``). The
+    spikes and logits do not depend on the rule, only c(t) does."""
+    run = _holdout_run(net, x, labels, n_steps, batch_size, progress, n_threads)
+    return _tables(net, run, evidence_steps)
 
 
 def with_calibration(
@@ -1055,12 +1148,14 @@ def with_calibration(
 
 __all__ = [
     "AUTO_EVIDENCE_STEPS",
+    "AUTO_MAX_SPIKES",
     "AUTO_PERCENTILES",
     "ann_logits",
     "build_drafts",
     "calibration_table",
     "calibration_tables",
     "choose_evidence_steps",
+    "choose_max_spikes",
     "choose_percentile",
     "convert",
     "lambdas_at",

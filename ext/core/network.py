@@ -609,6 +609,10 @@ def _point_lines(meta: Mapping[str, Any]) -> list[str]:
         if isinstance(choice, dict) and isinstance(choice.get("candidates"), dict):
             how = f" (chosen on the holdout table of {', '.join(choice['candidates'])})"
         lines.append(f"lambda percentile: {float(meta['percentile']):g}{how}")
+    burst = meta.get("max_spikes_choice")
+    if isinstance(burst, dict) and isinstance(burst.get("candidates"), dict):
+        lines.append(f"spikes per step: up to {burst.get('chosen')} (chosen on the holdout run of "
+                     f"{', '.join(burst['candidates'])}: the least work per decision)")
     point = meta.get(META_OPERATING_POINT)
     if not isinstance(point, dict):
         return lines

@@ -197,6 +197,8 @@ def test_event_networks_get_a_table_from_recordings(digits):
     np.testing.assert_array_equal(out.calibration.correct, engine_trace(out, recs, 15).correct(labels))
     tr = engine_trace(net, recs, 15)
     assert "operating_point" in out.meta
+    # Event networks keep one spike per step: bursts did not decide sooner in sensor time.
+    assert out.max_spikes == 1 and "max_spikes_choice" not in out.meta
     assert net.v_init == 0.0  # event input: membranes start at 0 unless asked (bench/lowlatency.py)
     # Under the evidence rule too, though c(t) past a recording's end is its last step's
     # (the table replays what the engine would do), not recomputed with a later t.
@@ -371,15 +373,60 @@ def test_percentile_by_default_is_chosen_on_the_holdout(digits):
     assert choice["chosen"] == choose_percentile(scores) == auto.meta["percentile"]
     # The chosen network is the one an explicit percentile gives, table and all.
     same = convert(digits.model, digits.x_train[:300], percentile=choice["chosen"], holdout=(x, y),
-                   calibration_steps=20, progress=False)
+                   calibration_steps=20, max_spikes=auto.max_spikes, progress=False)
     assert [ly.lam for ly in same.layers] == [ly.lam for ly in auto.layers]
     np.testing.assert_array_equal(same.calibration.confidence, auto.calibration.confidence)
     assert same.meta["operating_point"] == auto.meta["operating_point"]
     # Each candidate's score is its own table's recommendation.
     for p, v in scores.items():
         net = convert(digits.model, digits.x_train[:300], percentile=p, holdout=(x, y),
-                      calibration_steps=20, progress=False)
+                      calibration_steps=20, max_spikes=auto.max_spikes, progress=False)
         assert net.meta["operating_point"]["mean_steps"] == v["mean_steps"]
+
+
+def test_choose_max_spikes_picks_the_least_work_at_no_cost_to_the_plateau() -> None:
+    from spikecast.converters.conversion import choose_max_spikes
+
+    def sc(plateau: float, work: float | None) -> dict[str, float]:
+        return {"plateau_accuracy": plateau, **({"mean_work": work} if work is not None else {})}
+
+    # Bursts decide in less work here, at the same plateau.
+    assert choose_max_spikes({1: sc(0.86, 9e8), 4: sc(0.864, 4e8)}) == 4
+    # Less work but a plateau 1 pt lower: not eligible.
+    assert choose_max_spikes({1: sc(0.87, 9e8), 4: sc(0.86, 1e8)}) == 1
+    # Equal work goes to fewer spikes per step; so does work that was not counted.
+    assert choose_max_spikes({1: sc(0.9, 5e6), 4: sc(0.9, 5e6)}) == 1
+    assert choose_max_spikes({1: sc(0.9, None), 4: sc(0.9, 1.0)}) == 1
+    with pytest.raises(ValueError, match="no burst size"):
+        choose_max_spikes({})
+
+
+def test_burst_size_by_default_is_chosen_on_the_holdout_for_frames(digits):
+    from spikecast.converters.conversion import AUTO_MAX_SPIKES, choose_max_spikes
+    from spikecast.ext.core.calibration import decision_steps
+    from spikecast.ext.engine import trace
+
+    x, y = digits.x_test[:60], digits.y_test[:60]
+    auto = convert(digits.model, digits.x_train[:300], holdout=(x, y), calibration_steps=20, progress=False)
+    choice = auto.meta["max_spikes_choice"]
+    assert sorted(int(b) for b in choice["candidates"]) == sorted(AUTO_MAX_SPIKES)
+    scores = {int(b): v for b, v in choice["candidates"].items()}
+    assert choice["chosen"] == choose_max_spikes(scores) == auto.max_spikes
+    assert f"spikes per step: up to {auto.max_spikes}" in auto.summary()
+    # Each candidate's work is its own recommended point's, on the holdout run.
+    for b, v in scores.items():
+        net = convert(digits.model, digits.x_train[:300], holdout=(x, y), calibration_steps=20,
+                      max_spikes=b, progress=False)
+        assert "max_spikes_choice" not in net.meta and net.max_spikes == b
+        point = net.meta["operating_point"]
+        assert point["mean_steps"] == v["mean_steps"]
+        steps = decision_steps(net.calibration.confidence, point["tau"], point["t_min"], point["t_max"])
+        synops = trace(net, x, 20).synops[steps - 1, np.arange(len(x))]
+        assert v["mean_synops"] == pytest.approx(synops.mean())
+        neurons = sum(ly.n_neurons for ly in net.layers if ly.kind != "maxpool")
+        assert v["mean_work"] == pytest.approx(synops.mean() + steps.mean() * neurons)
+    # Without a holdout set there is nothing to choose on: one spike per step.
+    assert convert(digits.model, digits.x_train[:300], progress=False).max_spikes == 1
 
 
 def test_choose_evidence_steps_picks_the_earliest_and_ties_to_the_rate_rule() -> None:
