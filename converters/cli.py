@@ -112,9 +112,10 @@ def register(sub: Any) -> None:
         "accumulated (scaled by t/t_e); default: rate, or with --holdout whichever decides earliest",
     )  # fmt: skip
     p.add_argument(
-        "--max-spikes", type=int, default=1,
+        "--max-spikes", type=int, default=None,
         help="burst coding: up to B spikes per neuron and step, hidden λ divided by B (decides "
-        "sooner for about B times the spikes); default 1",
+        "sooner for up to B times the spikes); default 1, or for frames with --holdout 1 or 4, "
+        "whichever does the least work per decision",
     )  # fmt: skip
     p.add_argument(
         "--max-pool", choices=MAX_POOL_MODES, default="count",

@@ -44,6 +44,11 @@ def test_convert_takes_a_fractional_input_scale_and_reports_its_choices(
     assert Network.load(tmp_path / "a.scn").input.scale == 1 / 255
     assert "lambda percentile: " in out and "(chosen on the holdout table of 99, 99.5, 99.9, 100)" in out
     assert "recommended point: tau=" in out and "on the table after" in out
+    # Frames with a holdout set: one spike per step weighed against bursts of 4.
+    assert "(chosen on the holdout run of 1, 4: the least work per decision)" in out
+    assert main([*argv, "--max-spikes", "1", "--out", str(tmp_path / "one.scn")]) == 0
+    assert "spikes per step" not in capsys.readouterr().out
+    assert Network.load(tmp_path / "one.scn").max_spikes == 1
     with pytest.raises(SystemExit):
         main([*argv, "--input-scale", "1/0", "--out", str(tmp_path / "b.scn")])
     assert "not a number or a fraction like 1/255: '1/0'" in capsys.readouterr().err
