@@ -213,6 +213,20 @@ def test_vs_ann_contract() -> None:
     assert r["threads"]["onnxruntime_intra_op"] == 1 and r["threads"]["engine"] == 1
     assert isinstance(r["machine"], dict) and isinstance(r["load_average_start"], list)
     assert (RESULTS / "vs_ann.png").exists()
+
+
+def check_fixed_t(ft: dict[str, Any], name: str) -> None:
+    """The default model at fixed T beside its ANN on the same images: T = 1..64, and
+    each loss is the ANN's accuracy less the SNN's, in points."""
+    assert is_fraction(ft["ann_accuracy"]), name
+    acc, loss = ft["snn_accuracy"], ft["loss_points"]
+    assert {"1", "2", "4", "8", "16", "32", "64"} <= set(acc) and set(loss) == set(acc), name
+    check_by_t(acc)
+    for t, a in acc.items():
+        assert loss[t] == pytest.approx((ft["ann_accuracy"] - a) * 100, abs=1e-9), (name, t)
+    assert isinstance(ft["max_spikes"], int) and ft["max_spikes"] >= 1, name
+
+
 def test_defaults_contract() -> None:
     """bench/defaults.py: every model at its default point against its own plateau on held-out data."""
     r = load("defaults.json")
@@ -232,6 +246,12 @@ def test_defaults_contract() -> None:
     assert r["all_goals_met"] == all(r[k]["goal_met"] for k in models)
     for name in ("mnist", "cifar10", "mnist_smalllogit"):  # run_batch equals the rule replayed on the trace
         assert r[name]["replay_agreement"]["class"] == 1.0, name
+        check_fixed_t(r[name]["fixed_T"], name)
+    # issue 9's fixed-T goals: each flag says what its figures say
+    for name, t, tol, key in (("mnist", 4, 0.005, "goal_T4_within_half_pt_met"),
+                              ("cifar10", 32, 0.01, "goal_T32_within_1pt_met")):  # fmt: skip
+        ft = r[name]["fixed_T"]
+        assert ft[key] == (ft["snn_accuracy"][str(t)] >= ft["ann_accuracy"] - tol - 1e-12), name
     cli = r["nmnist"]["cli_check"]
     # `spikecast run` with no flags decides as the runtime API does: the same class for every
     # recording, the same step for every confident decision (an end-of-stream one may count a
