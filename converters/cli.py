@@ -59,6 +59,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         evidence_steps=args.evidence_steps,
         max_spikes=args.max_spikes,
         max_pool=args.max_pool,
+        bias_steps=args.bias_steps,
         reset=args.reset,
         input_kind=args.input_kind,
         input_encoding=args.input_encoding,
@@ -121,6 +122,12 @@ def register(sub: Any) -> None:
         "--max-pool", choices=MAX_POOL_MODES, default="count",
         help="max-pool spikes: count (a window's spike count is the max of its inputs', the "
         "default) or gated (passes the spikes of the input with the most so far)",
+    )  # fmt: skip
+    p.add_argument(
+        "--bias-steps", type=int, default=None,
+        help="calibrate every spiking layer's bias so that its rate after T steps matches its "
+        "ANN activation on the calibration frames; 0 = off; default: 64 for frames with "
+        "--holdout, else off",
     )  # fmt: skip
     p.add_argument("--reset", choices=["subtract", "zero"], default="subtract")
     p.add_argument("--input-kind", choices=["frame", "events"], default="frame")

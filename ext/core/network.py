@@ -613,6 +613,10 @@ def _point_lines(meta: Mapping[str, Any]) -> list[str]:
     if isinstance(burst, dict) and isinstance(burst.get("candidates"), dict):
         lines.append(f"spikes per step: up to {burst.get('chosen')} (chosen on the holdout run of "
                      f"{', '.join(burst['candidates'])}: the least work per decision)")
+    bias = meta.get("bias_calibration")
+    if isinstance(bias, dict) and all(is_finite_number(bias.get(k)) for k in ("steps", "frames")):
+        lines.append(f"biases: calibrated so that each channel's rate after {bias['steps']} steps matches "
+                     f"its ANN activation on {bias['frames']} calibration frames")
     point = meta.get(META_OPERATING_POINT)
     if not isinstance(point, dict):
         return lines

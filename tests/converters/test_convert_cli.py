@@ -46,8 +46,10 @@ def test_convert_takes_a_fractional_input_scale_and_reports_its_choices(
     assert "recommended point: tau=" in out and "on the table after" in out
     # Frames with a holdout set: one spike per step weighed against bursts of 4.
     assert "(chosen on the holdout run of 1, 4: the least work per decision)" in out
-    assert main([*argv, "--max-spikes", "1", "--out", str(tmp_path / "one.scn")]) == 0
-    assert "spikes per step" not in capsys.readouterr().out
+    assert "rate after 64 steps matches its ANN activation on 40 calibration frames" in out
+    assert main([*argv, "--max-spikes", "1", "--bias-steps", "0", "--out", str(tmp_path / "one.scn")]) == 0
+    out = capsys.readouterr().out
+    assert "spikes per step" not in out and "biases: calibrated" not in out
     assert Network.load(tmp_path / "one.scn").max_spikes == 1
     with pytest.raises(SystemExit):
         main([*argv, "--input-scale", "1/0", "--out", str(tmp_path / "b.scn")])
