@@ -52,6 +52,7 @@ def _summary(name: str, net: Any, old: Any, seconds: float) -> dict[str, Any]:
         "exit_signal": net.exit_signal,
         "exit_signal_choice": net.meta.get("exit_signal_choice"),
         "operating_point": {k: net.meta["operating_point"][k] for k in keys},
+        "bias_calibration": {k: v for k, v in net.meta.get("bias_calibration", {}).items() if k != "shift"},
         "previous": {"percentile": old.meta.get("percentile"), "sha256": old.sha256,
                      "operating_point": {k: old.meta.get("operating_point", {}).get(k) for k in keys}},
         "sha256": net.sha256,

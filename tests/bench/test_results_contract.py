@@ -315,3 +315,25 @@ def test_models_contract() -> None:
             assert is_number(row["ms_per_step"]) and row["ms_per_step"] > 0
         else:
             assert row["error"]
+
+
+def test_bias_contract() -> None:
+    """bench/bias.py: each default frame model with and without its calibrated biases."""
+    r = load("bias.json")
+    assert {"mnist", "cifar10", "mnist_smalllogit"} <= set(r)
+    for name in ("mnist", "cifar10", "mnist_smalllogit"):
+        d = r[name]
+        assert is_fraction(d["ann_accuracy"]) and d["bias_calibration"]["steps"] >= 1, name
+        for variant in ("calibrated", "uncalibrated"):
+            v = d[variant]
+            check_by_t(v["fixed_T"])
+            ee = v["early_exit"]
+            assert is_fraction(ee["best_accuracy_of_sweep"]), (name, variant)
+            for key, tol in (("ann_less_0.5pt", 0.005), ("ann_less_1pt", 0.01)):
+                p, where = ee[key], (name, variant, key)
+                if p is None:  # the sweep never reached it
+                    assert ee["best_accuracy_of_sweep"] < d["ann_accuracy"] - tol + 1e-12, where
+                    continue
+                assert p["accuracy"] >= d["ann_accuracy"] - tol - 1e-12, where
+                assert 1 <= p["mean_steps"] and is_number(p["mean_synops"]), where
+    assert "command" in r and "machine" in r
