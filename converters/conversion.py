@@ -977,8 +977,12 @@ def _bias_setup(
                              "input_encoding='analog')")  # fmt: skip
     if not bias_steps:
         return 0, None
-    frames = torch.cat(list(_batches(calibration, batch_size, BIAS_FRAMES)))[:BIAS_FRAMES]
-    return bias_steps, frames.numpy()
+    batches = list(_batches(calibration, batch_size, BIAS_FRAMES))
+    if not batches or not sum(len(b) for b in batches):
+        raise ParameterError("the calibration data gave no frames on a second pass, which the bias "
+                             "calibration needs: pass an array, a tensor or a re-iterable DataLoader, "
+                             "or bias_steps=0")  # fmt: skip
+    return bias_steps, torch.cat(batches)[:BIAS_FRAMES].numpy()
 
 
 def _with_biases_calibrated(net: Network, frames: np.ndarray | None, n_steps: int, progress: bool) -> Network:
