@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from spikecast.ext.core.checks import check_int
 from spikecast.ext.core.errors import ConversionError, ParameterError
 from spikecast.ext.core.network import Layer, Network
 
@@ -82,20 +84,28 @@ def _synapses(ly: Layer, h: torch.Tensor, with_bias: bool) -> torch.Tensor:
     return F.linear(h.reshape(h.shape[0], -1), w, b)
 
 
-def spike_rates(net: Network, x: np.ndarray, n_steps: int, layer: int) -> np.ndarray:
+def spike_rates(net: Network, x: np.ndarray, n_steps: int, layer: int, n_threads: int = 1) -> np.ndarray:
     """Spikes per step of ``layer`` over ``n_steps`` steps, per frame and neuron, torch
-    order (N, *out_shape), on the compiled engine."""
+    order (N, *out_shape), on the compiled engine; ``n_threads`` engines share the frames
+    (each writes its own rows, so the result does not depend on them)."""
     from spikecast.ext.engine import CompiledNetwork, Engine
 
-    eng = Engine(CompiledNetwork(net))
+    plan = CompiledNetwork(net)
     shape = net.layers[layer].out_shape
     counts = np.zeros((len(x), int(np.prod(shape))), np.float64)
-    for i in range(len(x)):
-        eng.reset()
-        eng.set_frame(x[i])
-        for _ in range(n_steps):
-            eng.step(1)
-            counts[i] += eng.layer_spikes(layer)
+
+    def run(rows: np.ndarray) -> None:
+        eng = Engine(plan)
+        for i in rows:
+            eng.reset()
+            eng.set_frame(x[i])
+            for _ in range(n_steps):
+                eng.step(1)
+                counts[i] += eng.layer_spikes(layer)
+
+    chunks = [c for c in np.array_split(np.arange(len(x)), max(1, n_threads)) if len(c)]
+    with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="spikecast-bias") as pool:
+        list(pool.map(run, chunks))  # list(): re-raises a worker's error here
     return (counts / n_steps).reshape(len(x), *shape)
 
 
@@ -106,16 +116,19 @@ def calibrate_biases(
     *,
     clips: dict[int, float] | None = None,
     progress: bool = False,
+    n_threads: int = 1,
 ) -> Network:
     """``net`` with every spiking layer's bias calibrated at ``n_steps`` steps on
     normalised ``frames`` (N, C, H, W) (module docstring); ``meta[META_KEY]`` records it.
 
     ``clips`` maps layer indices to a clipped ReLU's normalised maximum; ``progress``
-    shows a bar over the layers."""
+    shows a bar over the layers; ``n_threads`` engines run the frames (the result does not
+    depend on it)."""
     if net.input.kind != "frame" or net.input.encoding != "analog":
         raise ParameterError("bias calibration needs a network that takes analog frames")
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
         raise ParameterError(f"bias calibration steps must be an int >= 1, got {n_steps!r}")
+    check_int("n_threads", n_threads, 1, 1024)
     x = np.ascontiguousarray(frames, dtype=np.float32)
     if x.ndim != 4 or x.shape[1:] != tuple(net.input.shape) or len(x) == 0:
         raise ParameterError(f"bias calibration frames must be (N, *{tuple(net.input.shape)}), got {x.shape}")
@@ -132,7 +145,7 @@ def calibrate_biases(
     for j in todo:
         ly = layers[j]
         cur = net.with_(layers=tuple(layers))
-        gap = targets[j].numpy() - ly.threshold * spike_rates(cur, x, n_steps, j)
+        gap = targets[j].numpy() - ly.threshold * spike_rates(cur, x, n_steps, j, n_threads)
         delta = gap.mean(axis=(0, 2, 3)) if gap.ndim == 4 else gap.mean(axis=0)
         bias = np.zeros(ly.out_shape[0], np.float32) if ly.bias is None else np.asarray(ly.bias, np.float32)
         if bias.shape != delta.shape:

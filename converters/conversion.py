@@ -802,7 +802,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
             v_init=v_init, evidence_steps=evidence_steps or 0.0, max_spikes=burst,
             max_pool=pool_mode,  # type: ignore[arg-type]
         )  # fmt: skip
-        return _with_biases_calibrated(net, bias_frames, bias_steps, progress)
+        return _with_biases_calibrated(net, bias_frames, bias_steps, progress, n_threads or default_threads())
 
     if holdout is None:
         return network(DEFAULT_PERCENTILE if percentile is None else percentile, bursts[0])
@@ -985,11 +985,14 @@ def _bias_setup(
     return bias_steps, torch.cat(batches)[:BIAS_FRAMES].numpy()
 
 
-def _with_biases_calibrated(net: Network, frames: np.ndarray | None, n_steps: int, progress: bool) -> Network:
+def _with_biases_calibrated(
+    net: Network, frames: np.ndarray | None, n_steps: int, progress: bool, n_threads: int
+) -> Network:
     """``net`` with its biases calibrated on ``frames`` at ``n_steps`` (none: as it is)."""
     if frames is None:
         return net
-    return calibrate_biases(net, frames, n_steps, clips=normalised_clips(net), progress=progress)
+    return calibrate_biases(net, frames, n_steps, clips=normalised_clips(net), progress=progress,
+                            n_threads=n_threads)  # fmt: skip
 
 
 def normalised_clips(net: Network) -> dict[int, float]:

@@ -129,3 +129,12 @@ def test_convert_calibrates_frames_with_a_holdout_set_by_default(digits):
     assert META_KEY not in convert(digits.model, digits.x_train[:300], progress=False).meta
     fixed = convert(digits.model, digits.x_train[:300], bias_steps=8, progress=False)
     assert fixed.meta[META_KEY]["steps"] == 8
+
+
+def test_the_threads_do_not_change_the_calibration(digits, maxnorm, calibrated):
+    two = calibrate_biases(maxnorm, digits.x_train[300:428], T, n_threads=2)
+    for a, b in zip(two.layers, calibrated.layers, strict=True):
+        if a.bias is not None:
+            np.testing.assert_array_equal(a.bias, b.bias)
+    with pytest.raises(ParameterError, match="n_threads"):
+        calibrate_biases(maxnorm, digits.x_train[:8], T, n_threads=0)
