@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from spikecast.ext.core.checks import check_int
-from spikecast.ext.core.errors import ConversionError, ParameterError
+from spikecast.ext.core.errors import ParameterError
 from spikecast.ext.core.network import Layer, Network
 
 #: Key of ``Network.meta`` that records the calibration (steps, frames, per-layer shift).
@@ -126,8 +126,7 @@ def calibrate_biases(
     depend on it)."""
     if net.input.kind != "frame" or net.input.encoding != "analog":
         raise ParameterError("bias calibration needs a network that takes analog frames")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise ParameterError(f"bias calibration steps must be an int >= 1, got {n_steps!r}")
+    check_int("bias calibration steps", n_steps, 1)
     check_int("n_threads", n_threads, 1, 1024)
     x = np.ascontiguousarray(frames, dtype=np.float32)
     if x.ndim != 4 or x.shape[1:] != tuple(net.input.shape) or len(x) == 0:
@@ -147,9 +146,8 @@ def calibrate_biases(
         cur = net.with_(layers=tuple(layers))
         gap = targets[j].numpy() - ly.threshold * spike_rates(cur, x, n_steps, j, n_threads)
         delta = gap.mean(axis=(0, 2, 3)) if gap.ndim == 4 else gap.mean(axis=0)
+        # One shift per output channel: Layer holds its bias to that shape.
         bias = np.zeros(ly.out_shape[0], np.float32) if ly.bias is None else np.asarray(ly.bias, np.float32)
-        if bias.shape != delta.shape:
-            raise ConversionError(f"layer {j} ({ly.name}): bias {bias.shape} for {delta.shape} channels")
         layers[j] = replace(ly, bias=(bias + delta).astype(np.float32))
         shifts[str(j)] = [float(v) for v in delta]
     method = "bias correction (Li et al. 2021), layer by layer, on the engine's rates"
