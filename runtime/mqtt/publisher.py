@@ -29,7 +29,7 @@ import random
 import socket
 import ssl
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 import aiomqtt
@@ -37,7 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from spikecast.ext.core.checks import check_int
 from spikecast.ext.core.errors import ParameterError, PublishError
-from spikecast.runtime.mqtt import paho_props, paho_read
+from spikecast.runtime.mqtt import paho_props, paho_publish, paho_read
 from spikecast.runtime.mqtt.base import (
     InboundMessage,
     PayloadLike,
@@ -64,16 +64,35 @@ _PAHO_LOG = logging.getLogger(__name__ + ".paho")
 INBOUND_QUEUE_MESSAGES = 10_000
 
 
+class _InboundQueue(asyncio.Queue):  # type: ignore[type-arg]
+    """aiomqtt's queue of received messages: bounded, and counting what it drops."""
+
+    #: Messages that aiomqtt's iterator took with get() and MqttPublisher._read has not
+    #: routed yet: paho_publish's fast path waits for them too (their order).
+    unrouted = 0
+
+    def on_drop(self) -> None:
+        raise NotImplementedError
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        if self.full():
+            self.on_drop()
+            return
+        super().put_nowait(item)
+
+    async def get(self) -> aiomqtt.Message:
+        item = await super().get()
+        self.unrouted += 1
+        return item  # type: ignore[no-any-return]
+
+
 def _counting_queue(on_drop: Callable[[], None]) -> type[asyncio.Queue[aiomqtt.Message]]:
     """An asyncio.Queue class for aiomqtt's incoming messages that, when full, drops the
     newest message and calls ``on_drop`` instead of raising (which aiomqtt would only log)."""
 
-    class CountingQueue(asyncio.Queue):  # type: ignore[type-arg]
-        def put_nowait(self, item: aiomqtt.Message) -> None:
-            if self.full():
-                on_drop()
-                return
-            super().put_nowait(item)
+    class CountingQueue(_InboundQueue):
+        def on_drop(self) -> None:
+            on_drop()
 
     return CountingQueue
 
@@ -493,6 +512,13 @@ class MqttPublisher:
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         paho_read.install(client._client)  # every packet a wake-up brings, in one read
+        # Live packets (QoS 0) go straight to the subscriptions, after any that took
+        # paho's path and still wait in aiomqtt's queue.
+        queue = client._queue
+        if isinstance(queue, _InboundQueue):
+            paho_publish.install(
+                client._client, self._deliver, lambda: queue.unrouted > 0 or not queue.empty()
+            )
         return client
 
     async def _run(self) -> None:
@@ -582,6 +608,8 @@ class MqttPublisher:
             return
         while True:
             self._route(await anext(messages))
+            if isinstance(queue, _InboundQueue) and queue.unrouted > 0:
+                queue.unrouted -= 1
             if queue.empty():
                 continue
             # At most half the smallest subscription queue per pass: readers that keep up
@@ -602,11 +630,29 @@ class MqttPublisher:
             qos=message.qos,
             retain=bool(message.retain),
         )
-        idents = getattr(message.properties, "SubscriptionIdentifier", None) or []
+        idents = getattr(message.properties, "SubscriptionIdentifier", None) or ()
+        self._dispatch(inbound, idents, message.topic)
+
+    def _deliver(self, topic: str, payload: bytes, retain: bool, idents: tuple[int, ...]) -> bool:
+        """Take a QoS 0 message from paho_publish's fast path (on the event loop), or
+        leave it to paho's path (False): when it names no subscription, or one that is
+        half full, whose reader gets a backlog in slices from _read instead."""
+        targets = [self._subs[i] for i in idents if i in self._subs]
+        if not targets or any(s._queue.qsize() * 2 >= s._queue_size for s in targets):
+            return False
+        self._hand_over(InboundMessage(topic=topic, payload=payload, qos=0, retain=retain), targets)
+        return True
+
+    def _dispatch(self, inbound: InboundMessage, idents: Sequence[int], topic: aiomqtt.Topic) -> None:
+        """Hand one message to the subscriptions it matched: those its subscription
+        identifiers name, else (none given) those whose filter ``topic`` matches."""
         if idents:
             targets = [self._subs[i] for i in idents if i in self._subs]
         else:
-            targets = [s for s in self._subs.values() if message.topic.matches(s.topic_filter)]
+            targets = [s for s in self._subs.values() if topic.matches(s.topic_filter)]
+        self._hand_over(inbound, targets)
+
+    def _hand_over(self, inbound: InboundMessage, targets: list[Subscription]) -> None:
         for sub in targets:
             if not sub._deliver(inbound):
                 self._count_inbound_drop(f"subscription {sub.topic_filter} is full")

@@ -408,3 +408,73 @@ async def test_a_backlog_longer_than_a_subscription_reaches_a_reader_that_keeps_
     reading.cancel()
     assert got == list(range(n))
     assert sub.dropped == 0
+
+
+def _paho_sender(broker: MosquittoBroker) -> object:
+    import paho.mqtt.client as paho
+
+    sender = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    sender.connect(broker.host, broker.port)
+    sender.loop_start()
+    return sender
+
+
+async def test_messages_of_both_receive_paths_keep_their_order(mosquitto: MosquittoBroker) -> None:
+    """Plain QoS 0 messages take the fast path (paho_publish); those with a user property
+    take paho's and aiomqtt's queue. Interleaved on one subscription (QoS 0 throughout,
+    which the broker keeps in order), they still arrive in the order they were sent."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    tagged = Properties(PacketTypes.PUBLISH)
+    tagged.UserProperty = ("via", "paho")
+    async with MqttPublisher(settings_for(mosquitto)) as pub:
+        await pub.wait_connected(5)
+        sub = await pub.subscribe(events_filter("cam0"), qos=0, queue_size=10_000)
+        client = pub._client
+        assert client is not None
+        assert client._client._handle_publish.__name__ == "handle_publish"  # installed
+        sender = _paho_sender(mosquitto)
+        try:
+            n = 3000
+            for i in range(n):
+                props = tagged if i % 7 == 3 or 1000 < i < 1040 else None
+                sender.publish(  # type: ignore[attr-defined]
+                    events_topic("cam0", "s0"), i.to_bytes(4, "little"), qos=0, properties=props
+                )
+            got = [int.from_bytes((await asyncio.wait_for(sub.__anext__(), 10)).payload, "little")
+                   for _ in range(n)]
+        finally:
+            sender.loop_stop()  # type: ignore[attr-defined]
+            sender.disconnect()  # type: ignore[attr-defined]
+    assert got == list(range(n))
+    assert pub.stats().inbound_dropped == 0
+
+
+async def test_a_qos0_burst_longer_than_a_small_subscription_reaches_a_reader_that_keeps_up(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """The fast path declines a message for a half-full subscription, so a burst that one
+    socket read brings goes through aiomqtt's queue and reaches the reader in slices."""
+    async with MqttPublisher(settings_for(mosquitto)) as pub:
+        await pub.wait_connected(5)
+        sub = await pub.subscribe(events_filter("cam0"), qos=0, queue_size=8)
+        got: list[int] = []
+
+        async def reader() -> None:
+            async for message in sub:
+                got.append(int.from_bytes(message.payload, "little"))
+
+        reading = asyncio.create_task(reader())
+        sender = _paho_sender(mosquitto)
+        try:
+            n = 2000
+            for i in range(n):
+                sender.publish(events_topic("cam0", f"s{i % 4}"), i.to_bytes(4, "little"), qos=0)  # type: ignore[attr-defined]
+            await wait_until(lambda: len(got) == n, 10, "the whole burst")
+        finally:
+            reading.cancel()
+            sender.loop_stop()  # type: ignore[attr-defined]
+            sender.disconnect()  # type: ignore[attr-defined]
+    assert got == list(range(n))
+    assert sub.dropped == 0 and pub.stats().inbound_dropped == 0
