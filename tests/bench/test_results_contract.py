@@ -337,3 +337,14 @@ def test_bias_contract() -> None:
                 assert p["accuracy"] >= d["ann_accuracy"] - tol - 1e-12, where
                 assert 1 <= p["mean_steps"] and is_number(p["mean_synops"]), where
     assert "command" in r and "machine" in r
+
+
+def test_mqtt_receive_contract() -> None:
+    """bench/mqtt_receive.py: CPU per received packet with and without the fast path."""
+    r = load("mqtt_receive.json")
+    cpu = r["cpu_us_per_message"]
+    assert set(cpu) == {"fast", "paho"} and all(is_number(v) and v > 0 for v in cpu.values())
+    assert r["fast_path_speedup"] == pytest.approx(cpu["paho"] / cpu["fast"])
+    assert all(len(r["runs"][m]) == r["repeats"] for m in cpu)
+    assert r["dropped"] == 0, "every packet sent was received"
+    assert "command" in r and "machine" in r
