@@ -9,6 +9,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt import _packet
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from spikecast.runtime.mqtt import paho_publish, paho_read
@@ -213,3 +215,16 @@ def test_on_a_real_paho_client_the_order_of_both_paths_is_the_arrival_order() ->
         routed.extend(pending)  # the reader task's turn
         pending.clear()
     assert routed == want
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=64), st.booleans())
+def test_parse_never_raises_and_agrees_with_paho_on_any_bytes(body: bytes, mqtt5: bool) -> None:
+    got = parse_qos0_publish(body, mqtt5=mqtt5)
+    if got is None:
+        return
+    version = MQTTProtocolVersion.MQTTv5 if mqtt5 else MQTTProtocolVersion.MQTTv311
+    ref = _packet.decode_publish(0x30, bytearray(body), version)  # paho accepts what we took
+    topic, payload, idents = got
+    assert (topic.encode(), payload) == (bytes(ref.topic), bytes(ref.payload))
+    assert list(idents) == list(getattr(ref.properties, "SubscriptionIdentifier", []) or [])
