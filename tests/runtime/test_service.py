@@ -723,3 +723,90 @@ def test_small_batches_run_inline_until_compute_takes_a_quarter_of_the_time(mode
     svc._compute_busy_s, svc._compute_busy_at = 0.4 * window_s, time.perf_counter() - 3 * window_s
     assert svc._inline(small)
     assert svc._compute_busy_s < 0.03 * window_s
+
+
+def _live_service(model: Path) -> Service:
+    import io
+
+    from spikecast.runtime.mqtt.stdout import StdoutPublisher
+
+    svc = Service(RunConfig(model=model, source="x"), StdoutPublisher(io.StringIO()))
+    svc.live = True
+    return svc
+
+
+def _packets(streams: int, steps: int, per_step: int) -> list[Any]:
+    """Live items: each stream's events cut into one-step packets, streams interleaved
+    as they arrive (stream s sends s + 1 times as many events per step)."""
+    from spikecast.runtime import service as service_module
+
+    items = []
+    per_stream = [
+        split_steps(uniform_events(steps, per_step * (s + 1), seed=s), 0, DT, steps) for s in range(streams)
+    ]
+    for k in range(steps):
+        for s in range(streams):
+            ev = per_stream[s][k]
+            items.append(service_module._Item(f"s{s}", 0.0, events=ev, watermark_us=k * DT,
+                                              n_events=len(ev), end_us=(k + 1) * DT))
+    return items
+
+
+def test_a_long_live_batch_is_cut_by_stream_into_balanced_groups(
+    model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spikecast.runtime import service as service_module
+
+    monkeypatch.setattr(service_module, "_COMPUTE_THREADS", 2)
+    svc = _live_service(model)
+    items = _packets(4, 3, 10)
+    assert svc._groups(items) == [items]  # no cost per event measured yet: not worth it
+    svc._s_per_event = 1.0  # every batch is long now
+    groups = svc._groups(items)
+    assert len(groups) == 2
+    streams = [{it.stream for it in g} for g in groups]
+    assert not streams[0] & streams[1]  # a stream is in one group only
+    assert sorted(it.stream for g in groups for it in g) == sorted(it.stream for it in items)
+    where = {id(it): i for i, it in enumerate(items)}
+    for g in groups:  # in arrival order within each group
+        assert [where[id(it)] for it in g] == sorted(where[id(it)] for it in g)
+    loads = [sum(it.n_events for it in g) for g in groups]  # 10/20/30/40 per step
+    assert loads == [150, 150]  # {s3, s0} and {s2, s1}
+    # One stream, frames, file sources or one core: the batch stays whole.
+    one = [it for it in items if it.stream == "s1"]
+    assert svc._groups(one) == [one]
+    frame = service_module._Item("f", 0.0, frame=np.zeros((2, 34, 34), np.float32))
+    assert svc._groups([*items, frame]) == [[*items, frame]]
+    svc.live = False
+    assert svc._groups(items) == [items]
+    svc.live = True
+    monkeypatch.setattr(service_module, "_COMPUTE_THREADS", 1)
+    assert svc._groups(items) == [items]
+
+
+def test_groups_on_worker_threads_decide_as_one_thread_does(
+    model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stream's packets in order on one thread, the groups side by side: the same
+    decisions (class, steps, sensor span, seq) as the whole batch on one thread."""
+    from spikecast.runtime import service as service_module
+
+    monkeypatch.setattr(service_module, "_COMPUTE_THREADS", 2)
+
+    def run(split: bool) -> list[tuple[Any, ...]]:
+        svc = _live_service(model)
+        svc._s_per_event = 1.0 if split else 0.0
+        out: list[Any] = []
+        items = _packets(6, 40, 3)
+        for k in range(0, len(items), 24):  # batches of four steps of six streams
+            batch = items[k : k + 24]
+            assert len(svc._groups(batch)) == (2 if split else 1)
+            decisions, dropped, errors, _ = asyncio.run(svc._threaded(batch))
+            svc._s_per_event = 1.0 if split else 0.0
+            assert not errors and not any(dropped.values())
+            out += decisions
+        return sorted((d.stream, d.seq, d.label, d.steps, d.sensor_t0_us, d.sensor_t1_us) for d in out)
+
+    whole, split = run(False), run(True)
+    assert len(whole) > 6  # every stream decided, more than once
+    assert split == whole
