@@ -84,24 +84,38 @@ def _synapses(ly: Layer, h: torch.Tensor, with_bias: bool) -> torch.Tensor:
     return F.linear(h.reshape(h.shape[0], -1), w, b)
 
 
+def _probe(net: Network, layer: int) -> Network:
+    """``net`` up to ``layer``, read by a zero output layer: ``layer``'s spikes are the whole
+    network's (no later layer feeds back), and the layers after it cost nothing."""
+    src = net.layers[layer]
+    n = math.prod(src.out_shape)
+    out = Layer("linear", "bias_probe", tuple(src.out_shape), (1,), np.zeros((1, n), np.float32),
+                np.zeros(1, np.float32), spiking=False, inputs=(layer,))
+    return net.with_(layers=(*net.layers[: layer + 1], out), class_names=("probe",), calibration=None)
+
+
 def spike_rates(net: Network, x: np.ndarray, n_steps: int, layer: int, n_threads: int = 1) -> np.ndarray:
     """Spikes per step of ``layer`` over ``n_steps`` steps, per frame and neuron, torch
-    order (N, *out_shape), on the compiled engine; ``n_threads`` engines share the frames
-    (each writes its own rows, so the result does not depend on them)."""
+    order (N, *out_shape), on the compiled engine running the network up to ``layer``;
+    ``n_threads`` engines share the frames (each writes its own rows, so the result does
+    not depend on them)."""
     from spikecast.ext.engine import CompiledNetwork, Engine
 
-    plan = CompiledNetwork(net)
+    plan = CompiledNetwork(_probe(net, layer))
     shape = net.layers[layer].out_shape
-    counts = np.zeros((len(x), int(np.prod(shape))), np.float64)
+    n = math.prod(shape)
+    counts = np.zeros((len(x), n), np.float64)
 
     def run(rows: np.ndarray) -> None:
         eng = Engine(plan)
         for i in rows:
             eng.reset()
             eng.set_frame(x[i])
+            fired = []
             for _ in range(n_steps):
                 eng.step(1)
-                counts[i] += eng.layer_spikes(layer)
+                fired.append(eng.spiked(layer))
+            counts[i] = np.bincount(np.concatenate(fired), minlength=n)
 
     chunks = [c for c in np.array_split(np.arange(len(x)), max(1, n_threads)) if len(c)]
     with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="spikecast-bias") as pool:

@@ -649,6 +649,16 @@ class Engine:
         counts = np.bincount(self.plan._to_torch[layer][self._core.spike_list(layer)], minlength=n)
         return counts.astype(np.uint8)
 
+    def spiked(self, layer: int) -> np.ndarray:
+        """Flat torch-order (C, H, W) indices of the neurons of ``layer`` that spiked at the
+        last step, a burst neuron once per spike: the sparse form of :meth:`layer_spikes`
+        (``np.bincount`` of it over the steps counts each neuron's spikes)."""
+        layer = _check_int("layer", layer, -self.plan.n_layers, self.plan.n_layers - 1)
+        layer %= self.plan.n_layers
+        if layer == self.plan.n_layers - 1:
+            raise ParameterError("the output layer is a non-spiking integrator; read logits instead")
+        return self.plan._to_torch[layer][self._core.spike_list(layer)]  # type: ignore[no-any-return]
+
     def decay(self, factor: float) -> None:
         """Keep the state but forget old evidence: the output integrator and the divisor
         of z = λ_L V_L / t are both scaled by ``factor`` in [0, 1), so earlier spans count

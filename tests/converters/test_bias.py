@@ -138,3 +138,37 @@ def test_the_threads_do_not_change_the_calibration(digits, maxnorm, calibrated):
             np.testing.assert_array_equal(a.bias, b.bias)
     with pytest.raises(ParameterError, match="n_threads"):
         calibrate_biases(maxnorm, digits.x_train[:8], T, n_threads=0)
+
+
+class _Residual(torch.nn.Module):
+    """conv - conv + skip - linear: the second block reads two layers (an extra input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.c1 = torch.nn.Conv2d(1, 6, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(6, 6, 3, padding=1)
+        self.c3 = torch.nn.Conv2d(6, 6, 3, padding=1)
+        self.fc = torch.nn.Linear(6 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.c1(x))
+        h = torch.relu(self.c3(torch.relu(self.c2(h))) + h)
+        return self.fc(h.flatten(1))
+
+
+@pytest.mark.parametrize("case", ["chain", "residual"])
+def test_spike_rates_are_the_reference_simulators(digits, maxnorm, case):
+    """Each layer runs on the network cut after it (nothing later feeds back): its rates
+    are exactly the whole network's, as the dense reference simulator counts them."""
+    net = maxnorm if case == "chain" else convert(_Residual(), digits.x_train[:200], percentile=100.0,
+                                                  progress=False)
+    if case == "residual":
+        assert any(ly.inputs for ly in net.layers)  # the skip is an extra input
+    x = digits.x_test[:12]
+    ref = simulate(net, x, T, record_spikes=True)
+    assert ref.spikes is not None
+    for j in spiking(net):
+        want = ref.spikes[j].sum(axis=0).reshape(len(x), *net.layers[j].out_shape) / T
+        for threads in (1, 3):
+            np.testing.assert_array_equal(spike_rates(net, x, T, j, n_threads=threads), want)

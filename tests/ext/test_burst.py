@@ -25,6 +25,7 @@ def test_a_neuron_emits_floor_v_over_theta_spikes_up_to_b() -> None:
         for t in range(4):
             eng.feed(ev.steps(t, t + 1))
             got.append(int(eng.layer_spikes(0)[0]))
+            assert len(eng.spiked(0)) == got[-1]  # a burst neuron once per spike
         assert got == want, b
         assert int(eng.spikes[0]) == sum(want)
 

@@ -122,6 +122,8 @@ def test_spike_trains_match_reference(name: str, net: Network) -> None:
                 got = eng.layer_spikes(lay)
                 want = ref.spikes[lay][t, b].reshape(-1)
                 assert np.array_equal(got, want), f"{name}: sample {b} step {t + 1} layer {lay}"
+                # The sparse form: the same neurons, as torch-order indices.
+                assert np.array_equal(np.bincount(eng.spiked(lay), minlength=len(want)), want)
             np.testing.assert_array_equal(eng.logits, ref.logits[t, b])
             assert eng.confidence == pytest.approx(float(ref.confidence[t, b]), abs=1e-6)
         np.testing.assert_array_equal(eng.synops, ref.synops[b].astype(np.int64))
@@ -363,6 +365,9 @@ def test_bad_arguments_raise_parameter_error() -> None:
         eng.layer_spikes(len(net.layers) - 1)
     with pytest.raises(ParameterError):
         eng.layer_spikes(99)
+    for bad in (len(net.layers) - 1, 99):
+        with pytest.raises(ParameterError):
+            eng.spiked(bad)
     with pytest.raises(ParameterError):
         run_batch(net, good, 10)  # not a batch
     with pytest.raises(ParameterError):
