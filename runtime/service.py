@@ -16,10 +16,9 @@
   (after --crop/--downsample) its decisions are withheld, reported and counted.
 - Large batches of input run in a worker thread (the engine releases the GIL), so
   network I/O never waits on compute; a few small packets run on the loop, where a
-  thread hand-over would cost more than the work. A long batch of several live streams
-  (a burst from sensors on one trigger) is cut by stream over two worker threads.
-  The input queue is bounded in events: under overload whole live packets are shed
-  and counted, and latency stays bounded.
+  thread hand-over would cost more than the work. The input queue is bounded in
+  events: under overload whole live packets are shed and counted, and latency stays
+  bounded.
 - Every drop is counted by cause (:data:`~spikecast.runtime.mqtt.metrics.CAUSES`):
   on the metrics topic, and in the line and exit status that ``spikecast run``
   ends with (see :meth:`Service.report`).
@@ -43,10 +42,8 @@ import gc
 import json
 import logging
 import math
-import os
 import signal
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -106,10 +103,6 @@ _BATCH_ITEMS = 64
 _INLINE_EVENTS = 256
 _INLINE_BUSY = 0.25
 _BUSY_WINDOW_S = 0.1
-# A live batch whose compute would take _SPLIT_S or more (at the recent cost per event)
-# is cut by stream into up to _COMPUTE_THREADS groups, each on its own worker thread.
-_COMPUTE_THREADS = min(2, os.cpu_count() or 1)
-_SPLIT_S = 0.0005
 _FAST_CHUNK_STEPS = 1000  # per chunk of a file replayed as fast as possible
 _SPARE_ENGINES = 8  # engines of ended streams kept for new ones
 _INLINE_READ_BYTES = 1 << 20  # files up to this size are read on the event loop
@@ -191,10 +184,8 @@ class Service:
         self._active: dict[str, float] = {}  # live stream -> monotonic time of its last packet
         self._warned: set[object] = set()
         self.deciders: dict[str, EventStreamDecider] = {}
-        # Engines of ended streams, reused by new ones (bounded; compute threads share it).
+        # Engines of ended streams, reused by new ones (compute thread only; bounded).
         self._spare_engines: list[Engine] = []
-        self._spare_lock = threading.Lock()
-        self._s_per_event = 0.0  # compute seconds per event of a live batch (moving average)
         self.frame_engine = Engine(self.plan)
         self.frame_seq: dict[str, int] = {}
         #: The newest decisions (``limits.decision_history`` of them), oldest first.
@@ -658,14 +649,10 @@ class Service:
                 mapping=self.maps.get(stream, self.mapping),
                 max_jump_us=self.limits.max_jump_us if self.live else None,
                 seq_clock=_unix_us if self.membership is not None else None,
-                engine=self._spare_engine(),
+                engine=self._spare_engines.pop() if self._spare_engines else None,
             )
             self.deciders[stream] = d
         return d
-
-    def _spare_engine(self) -> Engine | None:
-        with self._spare_lock:
-            return self._spare_engines.pop() if self._spare_engines else None
 
     def _work(self, item: _Item) -> tuple[list[Decision], dict[str, int]]:
         """Decisions from one item, and what was dropped on the way, by cause."""
@@ -706,9 +693,8 @@ class Service:
         if d is None:
             return []
         out = d.finish(item.watermark_us, item.arrival_s)
-        with self._spare_lock:
-            if len(self._spare_engines) < _SPARE_ENGINES:
-                self._spare_engines.append(d.engine)
+        if len(self._spare_engines) < _SPARE_ENGINES:
+            self._spare_engines.append(d.engine)
         return out
 
     def _vet(self, stream: str, out: list[Decision], n: int, outside: int,
@@ -778,53 +764,6 @@ class Service:
         out = self._work_batch(items)
         return (*out, time.perf_counter() - t0)
 
-    def _groups(self, items: list[_Item]) -> list[list[_Item]]:
-        """A batch of live packets cut by stream into up to _COMPUTE_THREADS groups of
-        about equal events, when its compute is long enough to be worth another
-        hand-over (_SPLIT_S, by the recent cost per event); else the batch whole.
-        A stream's items stay in one group, in order."""
-        n_events = sum(it.n_events for it in items)
-        if (_COMPUTE_THREADS < 2 or not self.live or n_events * self._s_per_event < _SPLIT_S
-                or any(it.frame is not None for it in items)):
-            return [items]
-        per_stream: dict[str, int] = {}
-        for it in items:
-            per_stream[it.stream] = per_stream.get(it.stream, 0) + it.n_events
-        n = min(_COMPUTE_THREADS, len(per_stream))
-        if n < 2:
-            return [items]
-        load, where = [0] * n, {}
-        for stream, count in sorted(per_stream.items(), key=lambda kv: -kv[1]):
-            g = load.index(min(load))
-            where[stream] = g
-            load[g] += count
-        groups: list[list[_Item]] = [[] for _ in range(n)]
-        for it in items:
-            groups[where[it.stream]].append(it)
-        return groups
-
-    async def _threaded(self, items: list[_Item]) -> tuple[list[Decision], dict[str, int], list[str], float]:
-        """_timed_batch on worker threads, one per group (the engine releases the GIL, so
-        groups of different streams run on several cores); the results merged."""
-        groups = self._groups(items)
-        parts = await asyncio.gather(*(asyncio.to_thread(self._timed_batch, g) for g in groups))
-        decisions: list[Decision] = []
-        dropped: dict[str, int] = {}
-        errors: list[str] = []
-        busy_s = 0.0
-        for out, drops, errs, busy in parts:
-            decisions += out
-            errors += errs
-            busy_s += busy
-            for cause, n in drops.items():
-                dropped[cause] = dropped.get(cause, 0) + n
-        n_events = sum(it.n_events for it in items)
-        if n_events:
-            per_event = busy_s / n_events
-            old = self._s_per_event
-            self._s_per_event = per_event if old == 0 else 0.8 * old + 0.2 * per_event
-        return decisions, dropped, errors, busy_s
-
     async def _compute(self) -> None:
         while True:
             batch = [await self.queue.get()]
@@ -846,8 +785,8 @@ class Service:
                 decisions, dropped, errors, busy_s = self._timed_batch(items)
             else:
                 # Off the event loop, so it keeps reading packets meanwhile (and sheds them
-                # when the queue is full); one hand-over per group of streams.
-                decisions, dropped, errors, busy_s = await self._threaded(items)
+                # when the queue is full); one hand-over for the whole batch.
+                decisions, dropped, errors, busy_s = await asyncio.to_thread(self._timed_batch, items)
             self._add_busy(busy_s)
             self._count(dropped, errors)
             for d in decisions:
