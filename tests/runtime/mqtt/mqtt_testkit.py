@@ -19,6 +19,16 @@ from spikecast.runtime.payload import Decision, TopK
 SHA = "ab" * 32
 
 
+def varint(n: int) -> bytes:
+    """An MQTT variable byte integer (remaining lengths, property lengths, identifiers)."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def make_decision(seq: int, *, device: str = "cam0", stream: str = "s0") -> Decision:
     return Decision(
         device=device,

@@ -11,19 +11,11 @@ import paho.mqtt.client as paho
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mqtt_testkit import varint
 from paho.mqtt import _packet
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from spikecast.runtime.mqtt import paho_publish, paho_read
 from spikecast.runtime.mqtt.paho_publish import parse_qos0_publish
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _utf8(s: str) -> bytes:
@@ -37,16 +29,16 @@ def _body(topic: bytes, props: bytes | None, payload: bytes, mid: int | None = N
     if mid is not None:
         out += mid.to_bytes(2, "big")
     if props is not None:
-        out += _varint(len(props)) + props
+        out += varint(len(props)) + props
     return out + payload
 
 
 def _packet_bytes(command: int, body: bytes) -> bytes:
-    return bytes([command]) + _varint(len(body)) + body
+    return bytes([command]) + varint(len(body)) + body
 
 
 def _sub_ids(*ids: int) -> bytes:
-    return b"".join(b"\x0b" + _varint(i) for i in ids)
+    return b"".join(b"\x0b" + varint(i) for i in ids)
 
 
 # Properties other than subscription identifiers: each sends the packet to paho.

@@ -9,26 +9,18 @@ from collections.abc import Iterable
 
 import paho.mqtt.client as paho
 import pytest
+from mqtt_testkit import varint
 from paho.mqtt.enums import MQTTErrorCode
 from spikecast.runtime.mqtt import paho_read
 from spikecast.runtime.mqtt.paho_read import BufferedReader
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _publish(topic: str, payload: bytes, sub_id: int | None) -> bytes:
     """An MQTT 5 QoS 0 PUBLISH, with a subscription identifier when given."""
-    props = b"" if sub_id is None else b"\x0b" + _varint(sub_id)
+    props = b"" if sub_id is None else b"\x0b" + varint(sub_id)
     t = topic.encode()
-    body = len(t).to_bytes(2, "big") + t + _varint(len(props)) + props + payload
-    return b"\x30" + _varint(len(body)) + body
+    body = len(t).to_bytes(2, "big") + t + varint(len(props)) + props + payload
+    return b"\x30" + varint(len(body)) + body
 
 
 class FakeSocket:
