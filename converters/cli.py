@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from spikecast.ext.core.errors import SpikecastError
-from spikecast.ext.core.network import MAX_POOL_MODES
+from spikecast.ext.core.network import MAX_POOL_MODES, READOUT_MODES
 
 
 def _scale(text: str) -> float:
@@ -59,6 +59,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         evidence_steps=args.evidence_steps,
         max_spikes=args.max_spikes,
         max_pool=args.max_pool,
+        readout=args.readout,
         bias_steps=args.bias_steps,
         reset=args.reset,
         input_kind=args.input_kind,
@@ -122,6 +123,12 @@ def register(sub: Any) -> None:
         "--max-pool", choices=MAX_POOL_MODES, default="count",
         help="max-pool spikes: count (a window's spike count is the max of its inputs', the "
         "default) or gated (passes the spikes of the input with the most so far)",
+    )  # fmt: skip
+    p.add_argument(
+        "--readout", choices=READOUT_MODES, default=None,
+        help="what the logits read: spikes (the last hidden layer's spike counts) or membrane "
+        "(its counts plus residual membrane, N + V/theta); default: spikes, except for event "
+        "input with --holdout, where both are weighed on the holdout recordings",
     )  # fmt: skip
     p.add_argument(
         "--bias-steps", type=int, default=None,

@@ -58,6 +58,7 @@ from spikecast.ext.core.network import (
     SmallTableWarning,
     check_evidence_steps,
     check_max_pool,
+    check_readout,
     check_v_init,
     small_table_warning,
     softmax_confidence,
@@ -634,6 +635,24 @@ BIAS_FRAMES = 512
 AUTO_EVIDENCE_STEPS = (0.0, 10.0, 20.0, 50.0, 100.0, 200.0)
 
 
+#: The read-outs ``convert(readout=None, holdout=...)`` weighs for an event network
+#: (``Network.readout``); frame networks keep "spikes" unless asked (docs/decisions.md).
+AUTO_READOUTS = ("spikes", "membrane")
+
+
+def choose_readout(scores: dict[str, dict[str, float]]) -> str:
+    """The read-out that reaches the common target (the best plateau less
+    AUTO_PLATEAU_TOLERANCE) in the fewest mean steps at its earliest point on the holdout
+    table (``equal_accuracy_steps``; None where it never does), so a read-out with a higher
+    plateau is not made to keep more samples than the other; ties go to the spike
+    read-out (Rueckauer et al.'s)."""
+    eligible = {r: v["equal_accuracy_steps"] for r, v in scores.items()
+                if v.get("equal_accuracy_steps") is not None}  # fmt: skip
+    if not eligible:
+        raise ParameterError("no read-out to choose from")
+    return min(eligible, key=lambda r: (eligible[r], r != "spikes"))
+
+
 def choose_evidence_steps(scores: dict[float, dict[str, float]]) -> float:
     """The exit signal whose recommended point decides in the fewest mean steps; ties go
     to the rate rule (0), then to the larger t_e. All candidates share one run, so one
@@ -665,6 +684,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     evidence_steps: float | None = None,
     max_spikes: int | None = None,
     max_pool: str = "count",
+    readout: str | None = None,
     bias_steps: int | None = None,
     reset: str = "subtract",
     input_kind: str = "frame",
@@ -725,6 +745,19 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     and takes the lead on its lower index, so windows whose inputs trade the lead fire too
     often. Count was as accurate or better on MNIST, CIFAR-10 and N-MNIST, for fewer SynOps
     (docs/step-semantics.md, "Pooling"). It is recorded only for networks with a max-pool.
+    ``readout`` picks what the logits read (``Network.readout``): "spikes" (Rueckauer et
+    al.: the output integrates the last hidden layer's spikes) or "membrane" (the output
+    weights applied to that layer's spike counts plus its residual membrane, N + V/θ,
+    through ReLU and the max-pools between: the last quantisation of the rate code drops
+    out of the logits; the spikes stay the same). ``None`` (the default) is "spikes",
+    except for an event network converted with a holdout set whose output reads a
+    spiking layer through max-pools only: then each of AUTO_READOUTS gets its own exit
+    signal on the same holdout recordings, and the one whose recommended point decides in
+    the fewest mean steps to the best plateau less 0.5 pt (each at its earliest point on
+    the table: equal accuracy, as bench/vs_ann.py compares) is kept
+    (``meta["readout_choice"]``; on N-MNIST the membrane read-out reached the frame ANN's
+    accuracy after 48.7 ms of sensor time instead of 59.6, bench/vs_ann.py). Frame
+    networks keep "spikes" by default: not measured as a win there.
     ``bias_steps`` = T > 0 calibrates every spiking layer's bias at T steps on the first
     BIAS_FRAMES calibration frames (:mod:`spikecast.converters.bias`, Li et al. 2021):
     each channel gets the mean charge per step by which its rate falls short of its ANN
@@ -744,10 +777,8 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
     counts with ``dt_us`` per step. ``n_threads`` engines record the holdout tables
     (default: every CPU this process may run on); the tables do not depend on it.
     """
-    _check_options(percentile, reset, max_spikes, calibration_steps)
-    check_max_pool("max_pool", max_pool)
-    if n_threads is not None:  # None: calibration_tables takes every CPU
-        check_int("n_threads", n_threads, 1, 1024)
+    _check_options(percentile, reset, max_spikes, calibration_steps, max_pool, n_threads)
+    readouts = _readouts(readout, input_kind)
     v_init = check_v_init("v_init", (0.5 if input_kind == "frame" else 0.0) if v_init is None else v_init)
     if evidence_steps is not None:
         evidence_steps = check_evidence_steps("evidence_steps", evidence_steps)
@@ -801,6 +832,7 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
             meta={**meta, **({"max_spikes": burst} if burst > 1 else {}), "percentile": p},
             v_init=v_init, evidence_steps=evidence_steps or 0.0, max_spikes=burst,
             max_pool=pool_mode,  # type: ignore[arg-type]
+            readout=readouts[0] if readout is not None else "spikes",  # type: ignore[arg-type]
         )  # fmt: skip
         return _with_biases_calibrated(net, bias_frames, bias_steps, progress, n_threads or default_threads())
 
@@ -818,8 +850,9 @@ def convert(  # noqa: PLR0913  (public API: keyword-only options, each documente
         scores: dict[float, dict[str, float]] = {}
         what = "calibration tables (λ percentiles" + (f", bursts of {burst})" if burst > 1 else ")")
         for p in _progress(candidates, progress, what):
-            nets[p], scores[p] = _with_best_signal(network(p, burst), hx, holdout[1], calibration_steps,
-                                                   signals, batch_size, progress, n_threads)  # fmt: skip
+            nets[p], scores[p] = _with_best_readout(network(p, burst), readouts, (hx, holdout[1]),
+                                                    calibration_steps, signals, batch_size, progress,
+                                                    n_threads)  # fmt: skip
         if percentile is not None:
             best[burst], best_scores[burst] = nets[percentile], scores[percentile]
             continue
@@ -878,6 +911,58 @@ def _warn_small_table(net: Network) -> Network:
     if warning is not None:
         warnings.warn(warning, SmallTableWarning, stacklevel=3)
     return net
+
+
+def _readouts(readout: str | None, input_kind: str) -> tuple[str, ...]:
+    """The read-outs a holdout run weighs: the one asked for, else AUTO_READOUTS for event
+    input and the spike read-out for frames (see convert())."""
+    if readout is not None:
+        return (check_readout("readout", readout),)
+    return AUTO_READOUTS if input_kind == "events" else ("spikes",)
+
+
+def _applicable(net: Network, readout: str) -> bool:
+    try:
+        net.with_(readout=readout)
+    except ParameterError:
+        return False
+    return True
+
+
+def _with_best_readout(
+    net: Network, readouts: Sequence[str], holdout: tuple[Any, Any], n_steps: int, signals: Sequence[float],
+    batch_size: int, progress: bool, n_threads: int | None,
+) -> tuple[Network, dict[str, float]]:
+    """``net`` with the read-out (of ``readouts``, those its layers allow) whose recommended
+    point, each with its own best exit signal, decides earliest on the holdout table (see
+    convert())."""
+    hx, hy = holdout
+    runs = {
+        r: _with_best_signal(net.with_(readout=r), hx, hy, n_steps, signals, batch_size, progress, n_threads)
+        for r in readouts
+        if len(readouts) == 1 or _applicable(net, r)
+    }
+    if len(runs) == 1:
+        return next(iter(runs.values()))
+    target = max(score["plateau_accuracy"] for _, score in runs.values()) - AUTO_PLATEAU_TOLERANCE - 1e-12
+    scores: dict[str, dict[str, Any]] = {}
+    for r, (net_r, score) in runs.items():
+        if net_r.calibration is None:
+            raise ConversionError("a holdout run left no calibration table")
+        cal = Calibration(net_r.calibration)
+        point = cal.choose(target, cal.table.n_steps)
+        steps = None if point is None else cal.stats(point.tau, point.t_min, point.t_max).mean_steps
+        scores[r] = {**{k: score[k] for k in _SCORE_KEYS}, "equal_accuracy_steps": steps}
+    chosen = choose_readout(scores)
+    out, score = runs[chosen]
+    choice = {
+        "rule": "fewest mean steps on the holdout table to the best plateau less "
+        f"{AUTO_PLATEAU_TOLERANCE * 100:g} pt (each read-out's earliest point); ties to the spike read-out",
+        "target_accuracy": target,
+        "candidates": scores,
+        "chosen": chosen,
+    }
+    return out.with_(meta={**out.meta, "readout_choice": choice}), score
 
 
 def _with_best_signal(
@@ -1001,9 +1086,13 @@ def normalised_clips(net: Network) -> dict[int, float]:
 
 
 def _check_options(
-    percentile: float | None, reset: str, max_spikes: int | None, calibration_steps: int
+    percentile: float | None, reset: str, max_spikes: int | None, calibration_steps: int, max_pool: str,
+    n_threads: int | None,
 ) -> None:
     """convert()'s plain option checks, before any data is read."""
+    check_max_pool("max_pool", max_pool)
+    if n_threads is not None:  # None: calibration_tables takes every CPU
+        check_int("n_threads", n_threads, 1, 1024)
     if percentile is not None and not 0 < percentile <= 100:
         raise ParameterError(f"percentile must be in (0, 100], got {percentile}")
     if reset not in ("subtract", "zero"):

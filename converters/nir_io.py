@@ -172,6 +172,11 @@ def to_nir(net: Network) -> Any:
             f"max_spikes={net.max_spikes}: NIR's IF neuron emits at most one spike per step, so a "
             "burst network has no NIR form; convert with max_spikes=1 to export"
         )
+    if net.readout != "spikes":
+        raise ConversionError(
+            f"readout={net.readout!r}: NIR's output integrator reads spikes only, so the graph would "
+            "decide differently; export net.with_(readout='spikes') (the same spikes, a spike read-out)"
+        )
     nir = _nir()
     nodes = _input_nodes(nir, net.input)
     for i, ly in enumerate(net.layers):

@@ -234,6 +234,32 @@ class _DenseRun:
         return spk
 
 
+def membrane_logits(run: _DenseRun, src: int, t: int) -> torch.Tensor:
+    """The membrane read-out (``Network.readout``): u = ReLU(N + (V − v_init·θ)/θ) of layer
+    ``src``, max-pooled through the pools up to the output, z = λ_L (W·u + b·t)/t. The sum
+    W·u runs over the inputs one at a time in the engine's (channel-last) order, in
+    float32, so the two agree bit for bit."""
+    net = run.net
+    ly = net.layers[src]
+    u = torch.relu(run.counts[src] + (run.v[src] - net.initial_potential(ly)) / ly.threshold)
+    for pool in net.layers[src + 1 : -1]:
+        u = F.max_pool2d(u, pool.kernel, pool.stride, pool.padding)
+    if u.ndim == 4:  # channel-last, as the engine lays out the output's inputs
+        u = u.permute(0, 2, 3, 1)
+    u = u.reshape(run.batch, -1)
+    out = net.layers[-1]
+    w, b = run.params[-1]
+    if out.in_shape and len(out.in_shape) == 3:
+        c, h, wd = out.in_shape
+        w = w.reshape(-1, c, h, wd).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+    z = torch.zeros(run.batch, w.shape[0], dtype=torch.float32, device=u.device)
+    for i in range(u.shape[1]):
+        z = z + u[:, i : i + 1] * w[:, i]
+    if b is not None:
+        z = z + b * t
+    return out.lam * z / t
+
+
 def _simulate(
     net: Network,
     x: np.ndarray | torch.Tensor,
@@ -248,6 +274,7 @@ def _simulate(
     run = _DenseRun(net, xt, batch, record_spikes, dev)
     logits = np.zeros((n_steps, batch, net.n_classes), np.float32)
     out = net.layers[-1]
+    src = net.readout_source() if net.readout == "membrane" else None
 
     for t in range(1, n_steps + 1):
         if spec.kind == "events":
@@ -257,7 +284,10 @@ def _simulate(
         else:
             s = poisson_spikes(xt, rng)
         run.step(s)
-        logits[t - 1] = (out.lam * run.v[-1].reshape(batch, -1) / t).cpu().numpy()
+        if src is None:
+            logits[t - 1] = (out.lam * run.v[-1].reshape(batch, -1) / t).cpu().numpy()
+        else:
+            logits[t - 1] = membrane_logits(run, src, t).cpu().numpy()
 
     steps = np.arange(1, n_steps + 1, dtype=np.float64)[:, None]
     conf = net.confidence(logits, steps).astype(np.float32)

@@ -78,6 +78,12 @@ ctypedef struct NetPlan:
     int reset_zero
     int pool_count           # max-pools: 1 count (M(t) - M(t-1) spikes), 0 gated
     int max_neurons          # largest n_out over layers (scratch size)
+    # Membrane read-out (Network.readout): the spiking layer it reads, or -1 for the
+    # spike read-out; layers readout_src + 1 .. n_layers - 2 are the max-pools between.
+    int readout_src
+    int readout_floats       # scratch floats it needs: the source, each pool, the output
+    const float* readout_w   # the output's weights [n_in][readout_pad], columns zero-padded
+    int readout_pad          # n_out rounded up to a multiple of 16
     # Further inputs (residual adds, concatenations): layer l also scatters the spikes of
     # extras[k].src through extras[k] for k in [extra_ptr[l], extra_ptr[l + 1]); each is
     # a conv or linear plan into layer l's membranes (its n_out, c_out), with no bias.
@@ -113,5 +119,8 @@ ctypedef struct EngineState:
     uint8_t* mask            # (max_neurons,) scratch: which neurons spiked in the sweep
     uint8_t* mult            # (max_neurons,) scratch, zero between steps: a burst pool's spikes per input
     float* logits            # (n_classes,) z(t), torch order
+    float* ro_base           # membrane read-out: (n_out of readout_src,) spike counts N as floats
+                             # (after decay(), the decayed N + V/θ less the current V/θ)
+    float* ro_buf            # membrane read-out: (readout_floats,) scratch
     int class_index
     double confidence

@@ -41,6 +41,26 @@ include "_kernels.pxi"
 # Engine-only kernels (no Python objects, no GIL).
 # ----------------------------------------------------------------------------------
 
+cdef inline void pool_max_row(float* dst, const float* src, int n) noexcept nogil:
+    """dst[:n] = max(dst[:n], src[:n]) (the membrane read-out's max-pools)."""
+    cdef int j
+    for j in range(n):
+        dst[j] = src[j] if src[j] > dst[j] else dst[j]
+
+
+cdef inline void dot16(float* acc, const float* u, const float* w, int n, int stride) noexcept nogil:
+    """acc[:16] = Σ_i u[i]·w[i·stride : i·stride + 16], i ascending: sixteen sums in step,
+    which the compiler keeps in vector registers (a fixed-width inner loop)."""
+    cdef int i, j
+    cdef float a
+    for j in range(16):
+        acc[j] = 0
+    for i in range(n):
+        a = u[i]
+        for j in range(16):
+            acc[j] += a * w[<Py_ssize_t> i * stride + j]
+
+
 cdef inline void axpy_row(float* dst, const float* src, float a, int n) noexcept nogil:
     """dst[:n] += a * src[:n] (frame current)."""
     cdef int j
@@ -255,9 +275,49 @@ cdef void frame_current(
                 axpy_row(current, lp.weight + <Py_ssize_t> i * lp.n_out, val, lp.n_out)
 
 
+@cython.cdivision(True)
+cdef void membrane_logits(const NetPlan* p, EngineState* s) noexcept nogil:
+    """The membrane read-out (docs/step-semantics.md, "Read-out"): u = ReLU(N + (V − v_init·θ)/θ)
+    of the source layer (its integrated input in units of θ), max-pooled through the
+    pools between, then z_k = λ_L (Σ_i u_i W_ik + b_k·t)/t, summed over the nonzero u_i
+    in channel-last order, in float32 (as the reference)."""
+    cdef int l, j, pos, e, o, k, src = p.readout_src
+    cdef float acc[16]
+    cdef const LayerPlan* lp = &p.layers[src]
+    cdef const float* v = s.layers[src].v
+    cdef float* u = s.ro_buf
+    cdef float* pooled
+    cdef float th = lp.threshold
+    cdef float v0 = lp.v_init
+    cdef float tf = s.t_eff
+    # Plain loops the compiler vectorises (the ternaries become max instructions).
+    for j in range(lp.n_out):
+        u[j] = s.ro_base[j] + (v[j] - v0) / th
+    for j in range(lp.n_out):
+        u[j] = u[j] if u[j] > 0 else 0.0
+    for l in range(src + 1, p.n_layers - 1):  # max-pools: each window's largest u
+        lp = &p.layers[l]
+        pooled = u + p.layers[l - 1].n_out
+        memset(pooled, 0, lp.n_out * sizeof(float))  # u >= 0, and every window has an input
+        for pos in range(lp.h_in * lp.w_in):
+            for e in range(lp.tab_ptr[pos], lp.tab_ptr[pos + 1]):
+                pool_max_row(pooled + lp.tab_m[e] * lp.c_in, u + pos * lp.c_in, lp.c_in)
+        u = pooled
+    lp = &p.layers[p.n_layers - 1]
+    pooled = u + lp.n_in  # the output's sums, channel-last
+    for k in range(0, p.readout_pad, 16):
+        dot16(acc, u, p.readout_w + k, lp.n_in, p.readout_pad)
+        for j in range(min(16, lp.n_out - k)):
+            pooled[k + j] = acc[j]
+    for k in range(p.n_classes):
+        o = p.out_perm[k]
+        s.logits[k] = (lp.lam * (pooled[o] + lp.bias[o] * tf)) / tf
+
+
 cdef void read_out(const NetPlan* p, EngineState* s) noexcept nogil:
-    """z(t) = λ_L V_L / t in float32 (as the reference), c(t) = max softmax(z / T), or
-    under the evidence rule c(t) = max softmax(z·t/(t_e·T)) (docs/decisions.md).
+    """z(t) = λ_L V_L / t in float32 (as the reference), or the membrane read-out;
+    c(t) = max softmax(z / T), or under the evidence rule c(t) = max softmax(z·t/(t_e·T))
+    (docs/decisions.md).
 
     t_eff equals t (exactly, as a float) unless decay() has scaled the evidence down."""
     cdef const LayerPlan* lp = &p.layers[p.n_layers - 1]
@@ -269,9 +329,12 @@ cdef void read_out(const NetPlan* p, EngineState* s) noexcept nogil:
     cdef double total = 0
     # The evidence rule's gain t/t_e (1 under the rate rule: x·1.0 == x, bit for bit).
     cdef double g = (<double> tf) / (<double> p.evidence_steps) if p.evidence_steps > 0 else 1.0
+    if p.readout_src >= 0:
+        membrane_logits(p, s)
     for k in range(p.n_classes):
-        z = (lam * v[p.out_perm[k]]) / tf
-        s.logits[k] = z
+        if p.readout_src < 0:
+            s.logits[k] = (lam * v[p.out_perm[k]]) / tf
+        z = s.logits[k]
         if k == 0 or z > zmax:
             zmax = z
             arg = k
@@ -355,6 +418,9 @@ cdef void engine_step(
                         ls.v, drive, period, lp.n_out, lp.threshold, p.reset_zero, s.mask,
                         ls.spikes, ls.n_spikes * 256 > lp.n_out,
                     )
+                if l == p.readout_src:  # N for the membrane read-out (a burst lists each spike)
+                    for k in range(ls.n_spikes):
+                        s.ro_base[ls.spikes[k]] += 1.0
             else:
                 # A bias-free output layer integrates nothing: V + 0 = V (never -0, see decay).
                 if lp.sweep_mode != SWEEP_SPARSE or drive != lp.bias:
@@ -429,6 +495,8 @@ cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
     s.class_index = 0
     s.confidence = 1.0 / p.n_classes
     memset(s.logits, 0, p.n_classes * sizeof(float))
+    if p.readout_src >= 0:
+        memset(s.ro_base, 0, p.layers[p.readout_src].n_out * sizeof(float))
     for l in range(p.n_layers):
         lp = &p.layers[l]
         ls = &s.layers[l]
@@ -453,15 +521,25 @@ cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
                 ls.windows[o].hit = 0
 
 
+@cython.cdivision(True)
 cdef void decay_state(const NetPlan* p, EngineState* s, float factor) noexcept nogil:
     """Forget old evidence exponentially: V_L <- factor·V_L and t_eff <- factor·t_eff, so
     z = λ_L V_L / t_eff becomes a weighted average in which each earlier decision's span
-    counts factor times less. Hidden layers stay warm; step and cost counters restart."""
+    counts factor times less. Hidden layers stay warm; step and cost counters restart.
+    The membrane read-out's integrated input E = N + (V − v_init·θ)/θ of its source
+    becomes factor·E while V stays: N <- factor·E − (V − v_init·θ)/θ."""
     cdef int l, j
     cdef const LayerPlan* lp = &p.layers[p.n_layers - 1]
     cdef float* v = s.layers[p.n_layers - 1].v
+    cdef float r
     for j in range(lp.n_out):
         v[j] = v[j] * factor + 0.0  # + 0: a negative V times 0 is -0, and V stays never -0
+    if p.readout_src >= 0:
+        lp = &p.layers[p.readout_src]
+        v = s.layers[p.readout_src].v
+        for j in range(lp.n_out):
+            r = (v[j] - lp.v_init) / lp.threshold
+            s.ro_base[j] = (s.ro_base[j] + r) * factor - r
     s.t_eff *= factor
     s.t = 0
     s.exit = EXIT_NONE
@@ -505,6 +583,8 @@ cdef class CompiledPlan:
         bint pool_count,
         list extras,
         const int32_t[::1] extra_ptr,
+        int readout_src = -1,
+        const float[:, ::1] readout_weight = None,
     ):
         cdef int l, n = len(layers)
         cdef LayerPlan* lp
@@ -536,6 +616,28 @@ cdef class CompiledPlan:
             fill_layer(lp, layers[l], self._keep)
             if lp.n_out > self.plan.max_neurons:
                 self.plan.max_neurons = lp.n_out
+        # Membrane read-out: the wrapper has checked the chain (Network.readout_source);
+        # keep memory safe here anyway.
+        if not -1 <= readout_src < n - 1:
+            raise ValueError("readout_src out of range")
+        self.plan.readout_src = readout_src
+        self.plan.readout_floats = 0
+        if readout_src >= 0:
+            if self.layer_plans[readout_src].kind == KIND_POOL or self.layer_plans[n - 1].kind != KIND_LINEAR:
+                raise ValueError("the membrane read-out reads a conv or linear layer into a linear output")
+            for l in range(readout_src, n):
+                if l > readout_src and l < n - 1 and self.layer_plans[l].kind != KIND_POOL:
+                    raise ValueError("only max-pools may lie between the read-out's source and the output")
+                if l > readout_src and self.layer_plans[l].n_in != self.layer_plans[l - 1].n_out:
+                    raise ValueError("the read-out chain's sizes do not match")
+                self.plan.readout_floats += self.layer_plans[l].n_out
+            lp = &self.layer_plans[n - 1]
+            if (readout_weight is None or readout_weight.shape[0] != lp.n_in
+                    or readout_weight.shape[1] % 16 or readout_weight.shape[1] < lp.n_out):
+                raise ValueError("readout_weight must be (n_in, n_out rounded up to 16) of the output")
+            self._keep.append(readout_weight.base)
+            self.plan.readout_w = &readout_weight[0, 0]
+            self.plan.readout_pad = <int> readout_weight.shape[1]
 
     def __dealloc__(self):
         free(self.layer_plans)
@@ -607,6 +709,9 @@ cdef class EngineCore:
             else:
                 cur = NULL
             self.st.logits = <float*> _carve(&cur, p.n_classes * sizeof(float))
+            if p.readout_src >= 0:
+                self.st.ro_base = <float*> _carve(&cur, p.layers[p.readout_src].n_out * sizeof(float))
+                self.st.ro_buf = <float*> _carve(&cur, p.readout_floats * sizeof(float))
             self.st.mask = <uint8_t*> _carve(&cur, p.max_neurons)
             self.st.mult = <uint8_t*> _carve(&cur, p.max_neurons)
             self.st.current = <float*> _carve(&cur, p.layers[0].n_out * sizeof(float))

@@ -516,7 +516,22 @@ class CompiledNetwork:
             network.max_pool == "count",
             extras,
             _i32(np.asarray(extra_ptr), "extras"),
+            *self._readout(layers[-1]),
         )
+
+    def _readout(self, out: dict[str, Any]) -> tuple[int, np.ndarray | None]:
+        """The membrane read-out's source layer (-1: the spike read-out) and the output's
+        weights [n_in][n_out] with the columns zero-padded to a multiple of 16."""
+        if self.network.readout != "membrane":
+            return -1, None
+        src = self.network.readout_source()
+        w = np.asarray(out["weight"], np.float32)
+        n_out = self.layer_shapes[-1][0]
+        w = w.reshape(-1, n_out)
+        padded = np.zeros((w.shape[0], -(-n_out // 16) * 16), np.float32)
+        padded[:, :n_out] = w
+        padded.setflags(write=False)
+        return src, padded
 
     def __repr__(self) -> str:
         return (

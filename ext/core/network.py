@@ -72,6 +72,9 @@ ResetMode = Literal["subtract", "zero"]
 #: How a max-pool layer passes spikes (docs/step-semantics.md, "Pooling").
 MaxPoolMode = Literal["gated", "count"]
 MAX_POOL_MODES: tuple[str, ...] = get_args(MaxPoolMode)
+#: What the output layer reads (docs/step-semantics.md, "Read-out").
+ReadoutMode = Literal["spikes", "membrane"]
+READOUT_MODES: tuple[str, ...] = get_args(ReadoutMode)
 #: ``meta`` key of the operating point a converted model recommends (calibration.py).
 META_OPERATING_POINT = "operating_point"
 InputKind = Literal["frame", "events"]
@@ -322,6 +325,15 @@ class Network:
     #: window emits M(t) - M(t-1) spikes, where M is the largest count among its inputs, so
     #: its own count is exactly the max of its inputs' counts (the rate code's max-pool).
     max_pool: MaxPoolMode = "gated"
+    #: What the logits read (docs/step-semantics.md, "Read-out"). "spikes": the output
+    #: integrator's V, which sums the last hidden layer's spikes (Rueckauer et al.).
+    #: "membrane": the output weights applied to that layer's spike counts *plus* its
+    #: residual membrane, N + V/θ − v_init (its integrated input since the reset, in units
+    #: of θ), through ReLU and any max-pools between: z(t) = λ_L (W·P(ReLU(N + V/θ −
+    #: v_init)) + b·t)/t. The last quantisation of the rate code drops out of the logits;
+    #: the spikes are the same. Needs reset by subtraction and a linear output layer that
+    #: reads a spiking layer through max-pools only.
+    readout: ReadoutMode = "spikes"
     #: Format version of the file this network was loaded from (None: built in
     #: memory). 1 means only its arrays were verified, not its manifest.
     file_version: int | None = field(default=None, compare=False, repr=False)
@@ -351,6 +363,26 @@ class Network:
         n_out = self.layers[-1].n_neurons
         if len(self.class_names) != n_out:
             raise ParameterError(f"{len(self.class_names)} class names for {n_out} outputs")
+        if self.readout == "membrane":
+            self.readout_source()
+
+    def readout_source(self) -> int:
+        """The spiking layer the membrane read-out reads: the output layer's source, or the
+        source of the chain of max-pools between them (each reading the layer before it).
+        Raises ParameterError where the membrane read-out does not apply."""
+        n = len(self.layers)
+        out = self.layers[-1]
+        if self.reset != "subtract":
+            raise ParameterError("readout='membrane' needs reset='subtract' (N + V/θ is the integrated "
+                                 "input only when a spike subtracts θ)")  # fmt: skip
+        if out.kind != "linear" or out.extra or out.sources(n - 1) != (n - 2,) or n < 2:
+            raise ParameterError("readout='membrane' needs a linear output layer reading the layer before it")
+        j = n - 2
+        while self.layers[j].kind == "maxpool":
+            if self.layers[j].sources(j) != (j - 1,) or j == 0:
+                raise ParameterError(f"readout='membrane': max-pool layer {j} must read the layer before it")
+            j -= 1
+        return j
 
     def _source_shape(self, j: int) -> tuple[int, ...]:
         return tuple(self.input.shape) if j < 0 else tuple(self.layers[j].out_shape)
@@ -395,6 +427,7 @@ class Network:
         if self.max_spikes > 1 and self.reset != "subtract":
             raise ParameterError(f"max_spikes={self.max_spikes} needs reset='subtract', not {self.reset!r}")
         check_max_pool("max_pool", self.max_pool)
+        check_readout("readout", self.readout)
         if len(self.layers) > MAX_LAYERS:
             raise ParameterError(f"{len(self.layers)} layers, more than {MAX_LAYERS}")
         for i, name in enumerate((*self.class_names, *(ly.name for ly in self.layers))):
@@ -467,6 +500,7 @@ class Network:
             f"exit signal: {self.exit_signal}   "
             + (f"max spikes/step: {self.max_spikes}   " if self.max_spikes > 1 else "")
             + (f"max-pool: {self.max_pool}   " if any(ly.kind == "maxpool" for ly in self.layers) else "")
+            + (f"read-out: {self.readout}   " if self.readout != "spikes" else "")
             + f"classes: {self.n_classes}",
             f"{'#':>2}  {'kind':<8}{'name':<16}{'in':<16}{'out':<16}{'k/s/p':<14}"
             f"{'lambda':>10}{'theta':>7}{'neurons':>9}",
@@ -555,6 +589,7 @@ class Network:
             **({"evidence_steps": float(self.evidence_steps)} if self.evidence_steps != 0 else {}),
             **({"max_spikes": int(self.max_spikes)} if self.max_spikes != 1 else {}),
             **({"max_pool": self.max_pool} if self.max_pool != "gated" else {}),
+            **({"readout": self.readout} if self.readout != "spikes" else {}),
             "calibration": None
             if self.calibration is None
             else {"steps": self.calibration.n_steps, "samples": self.calibration.n_samples},
@@ -613,6 +648,10 @@ def _point_lines(meta: Mapping[str, Any]) -> list[str]:
     if isinstance(burst, dict) and isinstance(burst.get("candidates"), dict):
         lines.append(f"spikes per step: up to {burst.get('chosen')} (chosen on the holdout run of "
                      f"{', '.join(burst['candidates'])}: the least work per decision)")
+    readout = meta.get("readout_choice")
+    if isinstance(readout, dict) and isinstance(readout.get("candidates"), dict):
+        lines.append(f"read-out: {readout.get('chosen')} (chosen on the holdout table of "
+                     f"{', '.join(readout['candidates'])}: the fewest mean steps at equal accuracy)")
     bias = meta.get("bias_calibration")
     if isinstance(bias, dict) and all(is_finite_number(bias.get(k)) for k in ("steps", "frames")):
         lines.append(f"biases: calibrated so that each channel's rate after {bias['steps']} steps matches "
@@ -664,6 +703,13 @@ def check_max_pool(name: str, value: Any) -> str:
     """A max-pool mode: one of MAX_POOL_MODES."""
     if value not in MAX_POOL_MODES:
         raise ParameterError(f"{name} must be one of {MAX_POOL_MODES}, not {value!r}")
+    return str(value)
+
+
+def check_readout(name: str, value: Any) -> str:
+    """A read-out mode: one of READOUT_MODES."""
+    if value not in READOUT_MODES:
+        raise ParameterError(f"{name} must be one of {READOUT_MODES}, not {value!r}")
     return str(value)
 
 
@@ -797,7 +843,8 @@ _TOP_KEYS = (
     "format", "format_version", "input", "layers", "class_names", "reset", "temperature",
     "calibration", "meta", "arrays", "sha256",
 )  # fmt: skip
-_TOP_OPTIONAL = ("v_init", "evidence_steps", "max_spikes", "max_pool")  # absent: 0, 0, 1, "gated"
+# absent: 0, 0, 1, "gated", "spikes"
+_TOP_OPTIONAL = ("v_init", "evidence_steps", "max_spikes", "max_pool", "readout")
 _INPUT_KEYS = ("kind", "shape", "scale", "mean", "std", "encoding", "dt_us")
 _LAYER_KEYS = (
     "kind", "name", "in_shape", "out_shape", "kernel", "stride", "padding", "lambda", "threshold",
@@ -1184,6 +1231,7 @@ def _top_fields(top: _Obj) -> dict[str, Any]:
         ),
         **({"max_spikes": top.get_int("max_spikes", *MAX_SPIKES_RANGE)} if "max_spikes" in top.obj else {}),
         **({"max_pool": top.get_text("max_pool", MAX_POOL_MODES)} if "max_pool" in top.obj else {}),
+        **({"readout": top.get_text("readout", READOUT_MODES)} if "readout" in top.obj else {}),
     }
 
 
@@ -1217,16 +1265,19 @@ __all__ = [
     "MAX_POOL_MODES",
     "MAX_SPIKES_RANGE",
     "META_OPERATING_POINT",
+    "READOUT_MODES",
     "CalibrationTable",
     "InputSpec",
     "Layer",
     "MaxPoolMode",
     "Network",
+    "ReadoutMode",
     "SmallTableWarning",
     "UnverifiedManifestWarning",
     "check_evidence_steps",
     "check_max_pool",
     "check_meta",
+    "check_readout",
     "check_v_init",
     "load_network",
     "small_table_warning",

@@ -215,6 +215,24 @@ def test_vs_ann_contract() -> None:
     assert (RESULTS / "vs_ann.png").exists()
 
 
+def test_readout_contract() -> None:
+    r = load("readout.json")
+    ds = r["datasets"]
+    assert set(ds) == {"nmnist_real", "nmnist_saccade", "mnist_maxpool", "cifar10"}
+    for name, d in ds.items():
+        assert d["samples"] >= 300 or "--quick" in r["command"], name
+        for readout in ("spikes", "membrane"):
+            res = d[readout]
+            check_by_t(res["fixed"])
+            assert is_fraction(res["plateau_accuracy"])
+            for target, p in res["earliest"].items():
+                if p is not None:  # the earliest point reaches its target, after >= 1 step
+                    assert p["accuracy"] >= float(target) - 1e-9 and p["mean_steps"] >= 1, (name, readout)
+            if "model_point" in res:
+                assert is_fraction(res["model_point"]["accuracy"]) and res["model_point"]["mean_steps"] >= 1
+    assert isinstance(r["machine"], dict) and r["command"].startswith("python bench/readout.py")
+
+
 def check_fixed_t(ft: dict[str, Any], name: str) -> None:
     """The default model at fixed T beside its ANN on the same images: T = 1..64, and
     each loss is the ANN's accuracy less the SNN's, in points."""

@@ -506,3 +506,59 @@ def test_max_pools_pass_the_max_count_by_default(digits):
     # A network without a max-pool records the default mode, so its file is unchanged.
     no_pool = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10)).eval()
     assert convert(no_pool, digits.x_train[:50], progress=False).max_pool == "gated"
+
+
+def test_choose_readout_compares_at_equal_accuracy() -> None:
+    from spikecast.converters.conversion import choose_readout
+
+    def sc(steps: float | None) -> dict[str, float | None]:
+        return {"plateau_accuracy": 0.97, "equal_accuracy_steps": steps}
+
+    assert choose_readout({"spikes": sc(60), "membrane": sc(49)}) == "membrane"
+    assert choose_readout({"spikes": sc(60), "membrane": sc(None)}) == "spikes"  # never reaches it
+    assert choose_readout({"spikes": sc(50), "membrane": sc(50)}) == "spikes"  # a tie
+    with pytest.raises(ValueError, match="no read-out"):
+        choose_readout({"membrane": sc(None)})
+
+
+def test_event_networks_weigh_both_readouts_on_the_holdout(tmp_path):
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 3 * 3, 3))  # fmt: skip
+    rng = np.random.default_rng(1)
+    calib = rng.random((64, 2, 8, 8)).astype(np.float32)
+    recs = [EventSteps.from_counts(rng.poisson(0.3, (14 + k, 2, 8, 8))) for k in range(8)]
+    labels = rng.integers(0, 3, 8)
+    kw = {"input_kind": "events", "holdout": (recs, labels), "calibration_steps": 15, "percentile": 99.9,
+          "progress": False}
+    auto = convert(model, calib, **kw)
+    choice = auto.meta["readout_choice"]
+    assert set(choice["candidates"]) == {"spikes", "membrane"} and choice["chosen"] == auto.readout
+    # Each candidate's score is what an explicit conversion with that read-out recommends,
+    # and its table is what the engine computes with it.
+    for r in ("spikes", "membrane"):
+        net = convert(model, calib, readout=r, **kw)
+        assert net.readout == r and "readout_choice" not in net.meta
+        assert net.meta["operating_point"]["mean_steps"] == choice["candidates"][r]["mean_steps"]
+        cal = Calibration(net.calibration)
+        point = cal.choose(choice["target_accuracy"], 15)
+        steps = choice["candidates"][r]["equal_accuracy_steps"]
+        assert steps == (None if point is None else cal.stats(point.tau, point.t_min, 15).mean_steps)
+        np.testing.assert_array_equal(net.calibration.correct, engine_trace(net, recs, 15).correct(labels))
+    back = load_network(auto.save(tmp_path / "auto.scn"))
+    assert back.readout == auto.readout and back.meta["readout_choice"] == choice
+    assert f"read-out: {auto.readout} (chosen on the holdout table of spikes, membrane" in back.summary()
+    # Without a holdout set, or for frames, the spike read-out unless asked.
+    assert convert(model, calib, input_kind="events", progress=False).readout == "spikes"
+    frames = convert(model, calib, holdout=(calib[:20], rng.integers(0, 3, 20)), calibration_steps=10,
+                     max_spikes=1, bias_steps=0, percentile=99.9, progress=False)
+    assert frames.readout == "spikes" and "readout_choice" not in frames.meta
+    assert convert(model, calib, readout="membrane", progress=False).readout == "membrane"
+
+
+def test_membrane_readout_is_refused_for_a_conv_output():
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 6))
+    calib = np.random.default_rng(2).random((16, 2, 8, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="linear output layer"):
+        convert(model, calib, readout="membrane", progress=False)
+    with pytest.raises(ValueError, match="readout must be one of"):
+        convert(model, calib, readout="voltage", progress=False)

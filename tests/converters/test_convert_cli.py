@@ -51,6 +51,10 @@ def test_convert_takes_a_fractional_input_scale_and_reports_its_choices(
     out = capsys.readouterr().out
     assert "spikes per step" not in out and "biases: calibrated" not in out
     assert Network.load(tmp_path / "one.scn").max_spikes == 1
+    assert main([*argv, "--readout", "membrane", "--max-spikes", "1", "--bias-steps", "0",
+                 "--out", str(tmp_path / "mem.scn")]) == 0  # fmt: skip
+    assert "read-out: membrane" in capsys.readouterr().out
+    assert Network.load(tmp_path / "mem.scn").readout == "membrane"
     with pytest.raises(SystemExit):
         main([*argv, "--input-scale", "1/0", "--out", str(tmp_path / "b.scn")])
     assert "not a number or a fraction like 1/255: '1/0'" in capsys.readouterr().err

@@ -227,6 +227,11 @@ def test_avg_pool_before_a_linear_layer_is_folded() -> None:
     np.testing.assert_array_equal(full[:, :, :, :4], expect)
 
 
+def test_export_refuses_the_membrane_readout() -> None:
+    with pytest.raises(ConversionError, match=r"readout='membrane'.*reads spikes only"):
+        to_nir(net_frame_deep().with_(readout="membrane"))
+
+
 def test_export_refuses_burst_networks() -> None:
     with pytest.raises(ConversionError, match=r"max_spikes=3.*at most one spike per step"):
         to_nir(net_frame_deep().with_(max_spikes=3))

@@ -81,6 +81,15 @@ def _cases() -> list[tuple[str, Network]]:
     burst_count = nets.net_frame_pool3().with_(max_spikes=4, max_pool="count")
     cases.append(("net_frame_pool3_burst_count", burst_count))
     cases.append(("net_dag_frame_count", nets.net_dag().with_(max_pool="count", max_spikes=2)))
+    # The membrane read-out (Network.readout): the same spikes, logits from N + V/θ of the
+    # output's source, through no pool, one pool, two stacked pools; with v_init, bursts.
+    cases.append(("net_frame_pool3_membrane", nets.net_frame_pool3().with_(readout="membrane")))
+    cases.append(("net_events_linear_membrane", nets.net_events_linear().with_(readout="membrane")))
+    pools = nets.net_frame_pool_pool().with_(readout="membrane", max_pool="count", v_init=0.5)
+    cases.append(("net_frame_pool_pool_membrane", pools))
+    cases.append(("net_tied_pool_membrane", nets.net_tied_pool().with_(readout="membrane")))
+    wide = nets.net_wide(kind="events").with_(readout="membrane", max_spikes=3, v_init=0.25)
+    cases.append(("net_wide_events_membrane_burst", wide))
     return cases
 
 
