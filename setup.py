@@ -14,7 +14,9 @@ HERE = Path(__file__).parent
 # attributes and are chosen at run time on the CPU, so a default build runs AVX-512 where
 # the CPU has it. SPIKECAST_NATIVE=1 (optional) adds -march=native, which widens only the
 # remaining portable loops and makes the build unfit for other machines.
-compile_args = ["-O3"]
+# No FMA contraction: a*b + c stays two roundings on every path and build (-march=native
+# included), as in the reference simulator (the membrane read-out's sums, the frame current).
+compile_args = ["-O3", "-ffp-contract=off"]
 if os.environ.get("SPIKECAST_NATIVE") == "1":
     compile_args.append("-march=native")
 # Rebuild both modules when a shared source changes.

@@ -235,13 +235,14 @@ class _DenseRun:
 
 
 def membrane_logits(run: _DenseRun, src: int, t: int) -> torch.Tensor:
-    """The membrane read-out (``Network.readout``): u = ReLU(N + (V − v_init·θ)/θ) of layer
+    """The membrane read-out (``Network.readout``): u = ReLU(N + (V − v_init·θ)·θ⁻¹) of layer
     ``src``, max-pooled through the pools up to the output, z = λ_L (W·u + b·t)/t. The sum
-    W·u runs over the inputs one at a time in the engine's (channel-last) order, in
+    W·u runs over the inputs in the engine's (channel-last) order and grouping, in
     float32, so the two agree bit for bit."""
     net = run.net
     ly = net.layers[src]
-    u = torch.relu(run.counts[src] + (run.v[src] - net.initial_potential(ly)) / ly.threshold)
+    inv = float(np.float32(1.0 / float(np.float32(ly.threshold))))  # θ⁻¹ in float32, as the engine
+    u = torch.relu(run.counts[src] + (run.v[src] - net.initial_potential(ly)) * inv)
     for pool in net.layers[src + 1 : -1]:
         u = F.max_pool2d(u, pool.kernel, pool.stride, pool.padding)
     if u.ndim == 4:  # channel-last, as the engine lays out the output's inputs
@@ -252,9 +253,14 @@ def membrane_logits(run: _DenseRun, src: int, t: int) -> torch.Tensor:
     if out.in_shape and len(out.in_shape) == 3:
         c, h, wd = out.in_shape
         w = w.reshape(-1, c, h, wd).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
-    z = torch.zeros(run.batch, w.shape[0], dtype=torch.float32, device=u.device)
-    for i in range(u.shape[1]):
-        z = z + u[:, i : i + 1] * w[:, i]
+    # The engine's order: four partial sums over i mod 4 (the tail past the last whole
+    # group of four into the first), then (s0 + s1) + (s2 + s3), in float32.
+    n = u.shape[1]
+    part = [torch.zeros(run.batch, w.shape[0], dtype=torch.float32, device=u.device) for _ in range(4)]
+    for i in range(n):
+        k = i % 4 if i < n - n % 4 else 0
+        part[k] = part[k] + u[:, i : i + 1] * w[:, i]
+    z = (part[0] + part[1]) + (part[2] + part[3])
     if b is not None:
         z = z + b * t
     return out.lam * z / t

@@ -84,6 +84,7 @@ ctypedef struct NetPlan:
     int readout_floats       # scratch floats it needs: the source, each pool, the output
     const float* readout_w   # the output's weights [n_in][readout_pad], columns zero-padded
     int readout_pad          # n_out rounded up to a multiple of 16
+    float readout_inv_theta  # 1/θ of readout_src, rounded to float32
     # Further inputs (residual adds, concatenations): layer l also scatters the spikes of
     # extras[k].src through extras[k] for k in [extra_ptr[l], extra_ptr[l + 1]); each is
     # a conv or linear plan into layer l's membranes (its n_out, c_out), with no bias.

@@ -41,26 +41,6 @@ include "_kernels.pxi"
 # Engine-only kernels (no Python objects, no GIL).
 # ----------------------------------------------------------------------------------
 
-cdef inline void pool_max_row(float* dst, const float* src, int n) noexcept nogil:
-    """dst[:n] = max(dst[:n], src[:n]) (the membrane read-out's max-pools)."""
-    cdef int j
-    for j in range(n):
-        dst[j] = src[j] if src[j] > dst[j] else dst[j]
-
-
-cdef inline void dot16(float* acc, const float* u, const float* w, int n, int stride) noexcept nogil:
-    """acc[:16] = Σ_i u[i]·w[i·stride : i·stride + 16], i ascending: sixteen sums in step,
-    which the compiler keeps in vector registers (a fixed-width inner loop)."""
-    cdef int i, j
-    cdef float a
-    for j in range(16):
-        acc[j] = 0
-    for i in range(n):
-        a = u[i]
-        for j in range(16):
-            acc[j] += a * w[<Py_ssize_t> i * stride + j]
-
-
 cdef inline void axpy_row(float* dst, const float* src, float a, int n) noexcept nogil:
     """dst[:n] += a * src[:n] (frame current)."""
     cdef int j
@@ -277,36 +257,29 @@ cdef void frame_current(
 
 @cython.cdivision(True)
 cdef void membrane_logits(const NetPlan* p, EngineState* s) noexcept nogil:
-    """The membrane read-out (docs/step-semantics.md, "Read-out"): u = ReLU(N + (V − v_init·θ)/θ)
+    """The membrane read-out (docs/step-semantics.md, "Read-out"): u = ReLU(N + (V − v_init·θ)·θ⁻¹)
     of the source layer (its integrated input in units of θ), max-pooled through the
     pools between, then z_k = λ_L (Σ_i u_i W_ik + b_k·t)/t, summed over the nonzero u_i
     in channel-last order, in float32 (as the reference)."""
-    cdef int l, j, pos, e, o, k, src = p.readout_src
+    cdef int l, j, o, k, src = p.readout_src
     cdef float acc[16]
     cdef const LayerPlan* lp = &p.layers[src]
     cdef const float* v = s.layers[src].v
     cdef float* u = s.ro_buf
     cdef float* pooled
-    cdef float th = lp.threshold
+    cdef float inv = p.readout_inv_theta
     cdef float v0 = lp.v_init
     cdef float tf = s.t_eff
-    # Plain loops the compiler vectorises (the ternaries become max instructions).
-    for j in range(lp.n_out):
-        u[j] = s.ro_base[j] + (v[j] - v0) / th
-    for j in range(lp.n_out):
-        u[j] = u[j] if u[j] > 0 else 0.0
+    spk_soft_relu(simd_path, u, s.ro_base, v, v0, inv, lp.n_out)
     for l in range(src + 1, p.n_layers - 1):  # max-pools: each window's largest u
         lp = &p.layers[l]
         pooled = u + p.layers[l - 1].n_out
-        memset(pooled, 0, lp.n_out * sizeof(float))  # u >= 0, and every window has an input
-        for pos in range(lp.h_in * lp.w_in):
-            for e in range(lp.tab_ptr[pos], lp.tab_ptr[pos + 1]):
-                pool_max_row(pooled + lp.tab_m[e] * lp.c_in, u + pos * lp.c_in, lp.c_in)
+        spk_pool_max(simd_path, pooled, lp.n_out, u, lp.h_in * lp.w_in, lp.c_in, lp.tab_ptr, lp.tab_m)
         u = pooled
     lp = &p.layers[p.n_layers - 1]
     pooled = u + lp.n_in  # the output's sums, channel-last
     for k in range(0, p.readout_pad, 16):
-        dot16(acc, u, p.readout_w + k, lp.n_in, p.readout_pad)
+        spk_dot16(simd_path, acc, u, p.readout_w + k, lp.n_in, p.readout_pad)
         for j in range(min(16, lp.n_out - k)):
             pooled[k + j] = acc[j]
     for k in range(p.n_classes):
@@ -538,7 +511,7 @@ cdef void decay_state(const NetPlan* p, EngineState* s, float factor) noexcept n
         lp = &p.layers[p.readout_src]
         v = s.layers[p.readout_src].v
         for j in range(lp.n_out):
-            r = (v[j] - lp.v_init) / lp.threshold
+            r = (v[j] - lp.v_init) * p.readout_inv_theta
             s.ro_base[j] = (s.ro_base[j] + r) * factor - r
     s.t_eff *= factor
     s.t = 0
@@ -637,6 +610,9 @@ cdef class CompiledPlan:
                 raise ValueError("readout_weight must be (n_in, n_out rounded up to 16) of the output")
             self._keep.append(readout_weight.base)
             self.plan.readout_w = &readout_weight[0, 0]
+            # θ⁻¹ rounded to float32 once: a multiply per neuron instead of a division
+            # (exact for the θ = 1 of converted networks; the reference uses the same value).
+            self.plan.readout_inv_theta = <float> (1.0 / <double> self.layer_plans[readout_src].threshold)
             self.plan.readout_pad = <int> readout_weight.shape[1]
 
     def __dealloc__(self):

@@ -35,6 +35,11 @@ cdef extern from "spk_simd.h":
         float* v, const float* drive, int period, int n, float threshold, int reset_zero,
         int32_t* out,
     ) noexcept nogil
+    void spk_soft_relu(int path, float* u, const float* base, const float* v, float v0, float inv,
+                       int n) noexcept nogil
+    void spk_pool_max(int path, float* out, int n_out, const float* u, int n_pos, int c,
+                      const int32_t* tab_ptr, const int32_t* tab_m) noexcept nogil
+    void spk_dot16(int path, float* acc, const float* u, const float* w, int n, int stride) noexcept nogil
     void spk_mark_rows(uint64_t* bits, uint64_t* summary, int32_t row, int32_t count) noexcept nogil
     int spk_sweep_marked(
         int path, float* v, const float* drive, int c, int n_rows, float threshold,

@@ -347,4 +347,80 @@ static int spk_sweep_marked(int path, float* v, const float* drive, int c, int n
     return n_sp;
 }
 
+
+/* ---- Every path: the membrane read-out (docs/step-semantics.md, "Read-out") -----
+   Plain loops, compiled once per instruction set (the compiler vectorises each for its
+   target) and picked with the other kernels. Only elementwise IEEE operations in a fixed
+   order, and the build turns off FMA contraction (setup.py), so every path and the
+   reference (converters/reference.py, membrane_logits) give the same bits. */
+
+#define SPK_READOUT_KERNELS(SFX, ATTR)                                                   \
+/* u = ReLU(base + (v - v0) * inv): a spiking layer's integrated input in units of θ. */\
+ATTR static void spk_soft_relu_##SFX(float* u, const float* base, const float* v,       \
+                                     float v0, float inv, int n) {                       \
+    for (int j = 0; j < n; j++) {                                                        \
+        float x = base[j] + (v[j] - v0) * inv;                                           \
+        u[j] = x > 0.0f ? x : 0.0f;                                                      \
+    }                                                                                    \
+}                                                                                        \
+/* Max-pool of u >= 0 (channel-last, c per position) through a pool's CSR tables. */     \
+ATTR static void spk_pool_max_##SFX(float* out, int n_out, const float* u, int n_pos,   \
+                                    int c, const int32_t* tab_ptr, const int32_t* tab_m) { \
+    for (int j = 0; j < n_out; j++) out[j] = 0.0f;                                       \
+    for (int pos = 0; pos < n_pos; pos++) {                                              \
+        const float* x = u + (int64_t)pos * c;                                           \
+        for (int e = tab_ptr[pos]; e < tab_ptr[pos + 1]; e++) {                          \
+            float* o = out + (int64_t)tab_m[e] * c;                                      \
+            for (int k = 0; k < c; k++) o[k] = x[k] > o[k] ? x[k] : o[k];                \
+        }                                                                                \
+    }                                                                                    \
+}                                                                                        \
+/* acc[0..16) = Σ_i u[i]·w[i·stride + 0..16): four partial sums over i mod 4 (the tail   \
+   i >= 4·floor(n/4) into the first), then (s0 + s1) + (s2 + s3). */                    \
+ATTR static void spk_dot16_##SFX(float* acc, const float* u, const float* w, int n,     \
+                                 int stride) {                                           \
+    float a0[16], a1[16], a2[16], a3[16];                                                \
+    for (int j = 0; j < 16; j++) a0[j] = a1[j] = a2[j] = a3[j] = 0.0f;                   \
+    int i = 0;                                                                           \
+    for (; i + 4 <= n; i += 4) {                                                         \
+        const float* w0 = w + (int64_t)i * stride;                                       \
+        const float* w1 = w0 + stride;                                                   \
+        const float* w2 = w1 + stride;                                                   \
+        const float* w3 = w2 + stride;                                                   \
+        for (int j = 0; j < 16; j++) {                                                   \
+            a0[j] += u[i] * w0[j];                                                       \
+            a1[j] += u[i + 1] * w1[j];                                                   \
+            a2[j] += u[i + 2] * w2[j];                                                   \
+            a3[j] += u[i + 3] * w3[j];                                                   \
+        }                                                                                \
+    }                                                                                    \
+    for (; i < n; i++)                                                                   \
+        for (int j = 0; j < 16; j++) a0[j] += u[i] * w[(int64_t)i * stride + j];         \
+    for (int j = 0; j < 16; j++) acc[j] = (a0[j] + a1[j]) + (a2[j] + a3[j]);             \
+}
+
+SPK_READOUT_KERNELS(portable, )
+#if SPK_X86_DISPATCH
+SPK_READOUT_KERNELS(avx2, SPK_AVX2_FN)
+SPK_READOUT_KERNELS(avx512, SPK_AVX512)
+#define SPK_READOUT_PICK(path, name) \
+    ((path) == SPK_AVX512F ? name##_avx512 : (path) == SPK_AVX2 ? name##_avx2 : name##_portable)
+#else
+#define SPK_READOUT_PICK(path, name) name##_portable
+#endif
+
+static void spk_soft_relu(int path, float* u, const float* base, const float* v, float v0,
+                          float inv, int n) {
+    SPK_READOUT_PICK(path, spk_soft_relu)(u, base, v, v0, inv, n);
+}
+
+static void spk_pool_max(int path, float* out, int n_out, const float* u, int n_pos, int c,
+                         const int32_t* tab_ptr, const int32_t* tab_m) {
+    SPK_READOUT_PICK(path, spk_pool_max)(out, n_out, u, n_pos, c, tab_ptr, tab_m);
+}
+
+static void spk_dot16(int path, float* acc, const float* u, const float* w, int n, int stride) {
+    SPK_READOUT_PICK(path, spk_dot16)(acc, u, w, n, stride);
+}
+
 #endif  /* SPK_SIMD_H */

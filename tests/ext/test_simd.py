@@ -141,3 +141,44 @@ def test_grouped_convs_and_dags_match_on_every_path(restore_paths: None) -> None
             got, logits = _trace(net, path, seed=2, n_steps=16)
             assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True)), path
             assert logits.tobytes() == want_logits.tobytes(), path
+
+
+def _pooled_net(seed: int, kind: str) -> Network:
+    """Unrounded weights: conv 37 channels (a tail on every path) -> max-pool k2 s2 ->
+    linear output of 21 classes (two 16-wide blocks of class sums, the second partial)."""
+    rng = np.random.default_rng(seed)
+    def normal(*shape: int, scale: float) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    l0 = Layer("conv", "conv0", (2, 9, 10), (37, 9, 10), weight=normal(37, 2, 3, 3, scale=0.7),
+               bias=normal(37, scale=0.1), kernel=(3, 3), padding=(1, 1))  # fmt: skip
+    l1 = Layer("maxpool", "pool1", (37, 9, 10), (37, 4, 5), kernel=(2, 2), stride=(2, 2))
+    l2 = Layer("linear", "out", (37, 4, 5), (21,), weight=normal(21, 740, scale=0.1), spiking=False)
+    spec = InputSpec(kind, (2, 9, 10))  # type: ignore[arg-type]
+    return Network(spec, (l0, l1, l2), tuple(f"c{i}" for i in range(21)), max_pool="count")
+
+
+def test_membrane_readout_logits_match_on_every_path(restore_paths: None) -> None:
+    """The read-out's kernels (ReLU of N + (V − v_init·θ)·θ⁻¹, max-pool, class sums) give the
+    same logits bits on every path, at every step, on sums that are not exact."""
+    for net in (_random_net(seed=4, reset="subtract", kind="events").with_(readout="membrane", v_init=0.5),
+                _pooled_net(seed=6, kind="frame").with_(readout="membrane")):  # fmt: skip
+        runs = {}
+        for path in _supported():
+            _engine.set_simd_level(path)
+            rng = np.random.default_rng(8)
+            eng = Engine(net)
+            if net.input.kind == "frame":
+                eng.set_frame(rng.random(net.input.shape, dtype=np.float32))
+                steps = [None] * 16
+            else:
+                ev = EventSteps.from_counts((rng.random((16, *net.input.shape)) < 0.2).astype(np.int32))
+                steps = [ev.steps(t, t + 1) for t in range(16)]
+            logits = []
+            for s in steps:
+                assert (eng.step() if s is None else eng.feed(s)) == 1
+                logits.append(eng.logits.tobytes())
+            runs[path] = logits
+        for path, got in runs.items():
+            assert got == runs["portable"], path
+        assert len(set(runs["portable"])) > 8  # the logits move
