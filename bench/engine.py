@@ -321,12 +321,16 @@ def bench_peers(
     ms/sample (median over repeats of the whole loop), accuracy and agreement with
     spikecast's fixed-T class on the same frames. Peers that fail are skipped with a note."""
     import torch
+    from spikecast.converters.bias import META_KEY as BIAS_META_KEY
     from spikecast.converters.conversion import ann_logits
 
     ann = ann_from_network(net)
     xt = torch.from_numpy(np.ascontiguousarray(xs))
+    # The peers run the network as it is, calibrated biases included (ann_logits would
+    # evaluate the ANN the biases were calibrated from).
+    as_is = net.with_(meta={k: v for k, v in net.meta.items() if k != BIAS_META_KEY})
     with torch.inference_mode():
-        ref = ann_logits(net, xs)
+        ref = ann_logits(as_is, xs)
         mine = ann(xt).numpy() * net.layers[-1].lam
     if not np.allclose(mine, ref, rtol=1e-4, atol=1e-4):
         raise AssertionError("the peers' torch ANN does not compute the normalised network")

@@ -379,8 +379,8 @@ def test_percentile_by_default_is_chosen_on_the_holdout(digits):
     assert same.meta["operating_point"] == auto.meta["operating_point"]
     # Each candidate's score is its own table's recommendation.
     for p, v in scores.items():
-        net = convert(digits.model, digits.x_train[:300], percentile=p, holdout=(x, y),
-                      calibration_steps=20, max_spikes=auto.max_spikes, progress=False)
+        net = convert(digits.model, digits.x_train[:300], percentile=p, holdout=(x, y), readout="spikes",
+                      calibration_steps=20, max_spikes=auto.max_spikes, progress=False)  # as scored
         assert net.meta["operating_point"]["mean_steps"] == v["mean_steps"]
 
 
@@ -416,7 +416,7 @@ def test_burst_size_by_default_is_chosen_on_the_holdout_for_frames(digits):
     # Each candidate's work is its own recommended point's, on the holdout run.
     for b, v in scores.items():
         net = convert(digits.model, digits.x_train[:300], holdout=(x, y), calibration_steps=20,
-                      max_spikes=b, progress=False)
+                      max_spikes=b, readout="spikes", progress=False)  # as scored
         assert "max_spikes_choice" not in net.meta and net.max_spikes == b
         point = net.meta["operating_point"]
         assert point["mean_steps"] == v["mean_steps"]
@@ -547,12 +547,16 @@ def test_event_networks_weigh_both_readouts_on_the_holdout(tmp_path):
     back = load_network(auto.save(tmp_path / "auto.scn"))
     assert back.readout == auto.readout and back.meta["readout_choice"] == choice
     assert f"read-out: {auto.readout} (chosen on the holdout table of spikes, membrane" in back.summary()
-    # Without a holdout set, or for frames, the spike read-out unless asked.
+    # Without a holdout set, the spike read-out unless asked; frames weigh both too.
     assert convert(model, calib, input_kind="events", progress=False).readout == "spikes"
+    assert convert(model, calib, readout="membrane", progress=False).readout == "membrane"
     frames = convert(model, calib, holdout=(calib[:20], rng.integers(0, 3, 20)), calibration_steps=10,
                      max_spikes=1, bias_steps=0, percentile=99.9, progress=False)
-    assert frames.readout == "spikes" and "readout_choice" not in frames.meta
-    assert convert(model, calib, readout="membrane", progress=False).readout == "membrane"
+    assert set(frames.meta["readout_choice"]["candidates"]) == {"spikes", "membrane"}
+    # A network the membrane read-out cannot read keeps the spike read-out, with no choice.
+    conv_out = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 6))
+    plain = convert(conv_out, calib, **kw)
+    assert plain.readout == "spikes" and "readout_choice" not in plain.meta
 
 
 def test_membrane_readout_is_refused_for_a_conv_output():
