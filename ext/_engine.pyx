@@ -322,8 +322,12 @@ cdef void engine_step(
     EngineState* s,
     const int32_t* events,    # in: torch flat input indices of this step (or NULL)
     int n_events,
+    bint readout,             # compute z(t), c(t) and the class at the end of the step
 ) noexcept nogil:
-    """One time step through every layer (docs/step-semantics.md)."""
+    """One time step through every layer (docs/step-semantics.md). The read-out depends
+    only on the state after the step, so a caller that will not look at it (no exit
+    check at this step, and not the last step of a call) skips it; the next read-out is
+    the same either way."""
     cdef int l
     cdef const LayerPlan* lp
     cdef LayerState* ls
@@ -400,7 +404,8 @@ cdef void engine_step(
                     integrate(ls.v, drive, period, lp.n_out)
                 ls.n_spikes = 0
         ls.spike_total += ls.n_spikes
-    read_out(p, s)
+    if readout:
+        read_out(p, s)
 
 
 cdef inline void step_csr(
@@ -410,17 +415,18 @@ cdef inline void step_csr(
     Py_ssize_t n_idx,
     const int64_t* offsets,   # in: CSR offsets into idx
     int k,
+    bint readout,
 ) noexcept nogil:
     """One step with the events of step k of a CSR pair (none if idx is NULL)."""
     cdef int64_t a, b
     if idx == NULL:
-        engine_step(p, s, NULL, 0)
+        engine_step(p, s, NULL, 0, readout)
         return
     a = offsets[k]
     b = offsets[k + 1]
     if a < 0 or b > n_idx or b < a:  # only if mutated after validation
         a = b = 0
-    engine_step(p, s, idx + a, <int> (b - a))
+    engine_step(p, s, idx + a, <int> (b - a), readout)
 
 
 cdef int run_steps(
@@ -434,10 +440,13 @@ cdef int run_steps(
     int t_min,
     int t_max,
 ) noexcept nogil:
-    """Advance up to n_steps; stop at the first confident step or at t_max. Returns steps run."""
+    """Advance up to n_steps; stop at the first confident step or at t_max. Returns steps run.
+    The read-out runs where the exit rule looks at it and after the last step run."""
     cdef int k
+    cdef bint check
     for k in range(n_steps):
-        step_csr(p, s, idx, n_idx, offsets, k)
+        check = tau < 1.0 and s.t + 1 >= t_min
+        step_csr(p, s, idx, n_idx, offsets, k, check or s.t + 1 >= t_max or k == n_steps - 1)
         # τ >= 1 means never confident, even where c(t) rounds to exactly 1.0 in double
         # (the evidence rule's summed margins can get that large).
         if s.t >= t_min and tau < 1.0 and s.confidence >= tau:
@@ -841,7 +850,7 @@ cdef class EngineCore:
         try:
             with nogil:
                 for k in range(n_steps):
-                    step_csr(p, &self.st, idx, n_idx, off, k)
+                    step_csr(p, &self.st, idx, n_idx, off, k, True)
                     class_index[k] = self.st.class_index
                     confidence[k] = <float> self.st.confidence
                     syn = 0

@@ -106,3 +106,29 @@ def test_decay_scales_the_integrated_input_it_reads() -> None:
         e_since = (run.counts[src].double().numpy() - n_then) + (run.v[src].double().numpy() - v_then)
         want = _readout_by_hand(net, f * e_then + e_since, np.zeros_like(e_since), f * 9 + 6)
         np.testing.assert_allclose(eng.logits, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("readout", ["spikes", "membrane"])
+def test_a_call_that_skips_intermediate_readouts_ends_in_the_same_state(readout: str) -> None:
+    # run_steps reads out only where the exit rule looks (t >= t_min, τ < 1) and after
+    # the last step; the state it ends in is that of reading out after every step.
+    net = nets.net_wide(kind="events").with_(readout=readout, v_init=0.5)
+    counts = nets.event_counts(net, 30, 1, seed=6)[:, 0]
+    ev = EventSteps.from_counts(counts)
+    one, many = Engine(net), Engine(net)
+    assert one.feed(ev) == 30
+    for t in range(30):
+        many.feed(ev.steps(t, t + 1))
+    assert one.logits.tobytes() == many.logits.tobytes()
+    assert (one.confidence, one.class_index) == (many.confidence, many.class_index)
+    # Before t_min nothing is read out; from t_min on the rule decides where it would have.
+    confs = []
+    many.reset()
+    for t in range(30):
+        many.feed(ev.steps(t, t + 1))
+        confs.append(many.confidence)
+    tau = sorted(confs[10:])[len(confs[10:]) // 2]
+    want = 11 + int(np.argmax(np.asarray(confs[10:]) >= tau))
+    one.reset()
+    res = one.run(ev, t_max=30, tau=tau, t_min=11)
+    assert res.steps == want and res.exit == "confident"
