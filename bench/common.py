@@ -155,20 +155,29 @@ def accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -
 
 
 def trace_with_progress(
-    plan: Any, inputs: Any, n_steps: int, *, desc: str, n_threads: int = 2, chunk: int = 256
+    plan: Any, inputs: Any, n_steps: int, *, desc: str, n_threads: int = 2, chunk: int = 256,
+    exact_confidence: bool = False,
 ) -> Any:
     """:func:`spikecast.ext.engine.trace` over ``inputs`` in chunks, with a progress bar.
 
     Returns one ``Trace`` whose (T, N) arrays hold every sample, in order.
+    ``exact_confidence``: c(t) in double from the logits, in the engine's order
+    (``Network.confidence``), so a replay of the rule decides exactly where the engine
+    does; the trace's own float32 c(t) can round across a τ (frames: t_eff = t).
     """
     from spikecast.ext.engine import Trace, trace
     from tqdm.auto import tqdm
 
     n = len(inputs)
     parts = []
+    steps = np.arange(1, n_steps + 1, dtype=np.float64)[:, None]
     with tqdm(total=n, desc=desc, unit="sample", mininterval=2.0) as bar:
         for a in range(0, n, chunk):
-            parts.append(trace(plan, inputs[a : a + chunk], n_steps, n_threads=n_threads))
+            part = trace(plan, inputs[a : a + chunk], n_steps, n_threads=n_threads, logits=exact_confidence)
+            if exact_confidence:
+                part = Trace(part.class_index, plan.network.confidence(part.logits, steps), part.synops,
+                             part.n_steps, None)  # fmt: skip
+            parts.append(part)
             bar.update(min(chunk, n - a))
     return Trace(
         class_index=np.concatenate([p.class_index for p in parts], axis=1),

@@ -34,7 +34,7 @@ def run_sweep(plan, x, y, *, t_max, tau, t_min, threads):
 
 def trace_every_step(plan, x, t_max):
     """One pass per image to t_max: class, confidence and SynOps after every step (T, N)."""
-    tr = trace_with_progress(plan, x, t_max, desc="every step (engine trace)")
+    tr = trace_with_progress(plan, x, t_max, desc="every step (engine trace)", exact_confidence=True)
     return tr.class_index.astype(np.int16), tr.confidence, tr.synops.astype(np.float64)
 
 
