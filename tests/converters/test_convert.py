@@ -456,9 +456,11 @@ def test_exit_signal_by_default_is_chosen_on_the_holdout(digits, tmp_path):
     assert auto.meta["operating_point"]["mean_steps"] == best
     # Each candidate's score is what an explicit conversion with that signal recommends,
     # and its table is what the engine computes under that rule.
+    # (With the read-out and burst size the auto conversion chose: it scored the signals
+    # under them.)
     for e in AUTO_EVIDENCE_STEPS:
         net = convert(digits.model, digits.x_train[:300], percentile=99.9, evidence_steps=e, holdout=(x, y),
-                      calibration_steps=20, progress=False)
+                      calibration_steps=20, readout=auto.readout, max_spikes=auto.max_spikes, progress=False)
         name = "rate" if e == 0 else f"evidence/{e:g}"
         assert net.exit_signal == name and "exit_signal_choice" not in net.meta
         assert net.meta["operating_point"]["mean_steps"] == choice["candidates"][name]["mean_steps"]
