@@ -127,8 +127,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--readout", choices=READOUT_MODES, default=None,
         help="what the logits read: spikes (the last hidden layer's spike counts) or membrane "
-        "(its counts plus residual membrane, N + V/theta); default: spikes, except for event "
-        "input with --holdout, where both are weighed on the holdout recordings",
+        "(its counts plus residual membrane, N + V/theta); default: spikes without --holdout; "
+        "with it, both are weighed on the holdout table where the network allows the membrane one",
     )  # fmt: skip
     p.add_argument(
         "--bias-steps", type=int, default=None,

@@ -234,9 +234,21 @@ class _DenseRun:
         return spk
 
 
-def membrane_logits(run: _DenseRun, src: int, t: int) -> torch.Tensor:
+def channel_last_weight(net: Network, w: torch.Tensor) -> torch.Tensor:
+    """The output layer's weights (K, n_in) with the inputs in channel-last order, the
+    engine's layout of the membrane read-out's sums (which needs a linear output: any
+    other comes back as it is)."""
+    in_shape = net.layers[-1].in_shape
+    if net.layers[-1].kind != "linear" or len(in_shape) != 3:
+        return w
+    c, h, wd = in_shape
+    return w.reshape(-1, c, h, wd).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+
+
+def membrane_logits(run: _DenseRun, src: int, t: int, w: torch.Tensor) -> torch.Tensor:
     """The membrane read-out (``Network.readout``): u = ReLU(N + (V − v_init·θ)·θ⁻¹) of layer
-    ``src``, max-pooled through the pools up to the output, z = λ_L (W·u + b·t)/t. The sum
+    ``src``, max-pooled through the pools up to the output, z = λ_L (W·u + b·t)/t, with
+    ``w`` the output's weights from :func:`channel_last_weight`. The sum
     W·u runs over the inputs in the engine's (channel-last) order and grouping, in
     float32, so the two agree bit for bit."""
     net = run.net
@@ -249,10 +261,7 @@ def membrane_logits(run: _DenseRun, src: int, t: int) -> torch.Tensor:
         u = u.permute(0, 2, 3, 1)
     u = u.reshape(run.batch, -1)
     out = net.layers[-1]
-    w, b = run.params[-1]
-    if out.in_shape and len(out.in_shape) == 3:
-        c, h, wd = out.in_shape
-        w = w.reshape(-1, c, h, wd).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+    b = run.params[-1][1]
     # The engine's order: four partial sums over i mod 4 (the tail past the last whole
     # group of four into the first), then (s0 + s1) + (s2 + s3), in float32.
     n = u.shape[1]
@@ -281,6 +290,7 @@ def _simulate(
     logits = np.zeros((n_steps, batch, net.n_classes), np.float32)
     out = net.layers[-1]
     src = net.readout_source() if net.readout == "membrane" else None
+    w_out = channel_last_weight(net, run.params[-1][0])  # read only by the membrane read-out
 
     for t in range(1, n_steps + 1):
         if spec.kind == "events":
@@ -293,7 +303,7 @@ def _simulate(
         if src is None:
             logits[t - 1] = (out.lam * run.v[-1].reshape(batch, -1) / t).cpu().numpy()
         else:
-            logits[t - 1] = membrane_logits(run, src, t).cpu().numpy()
+            logits[t - 1] = membrane_logits(run, src, t, w_out).cpu().numpy()
 
     steps = np.arange(1, n_steps + 1, dtype=np.float64)[:, None]
     conf = net.confidence(logits, steps).astype(np.float32)

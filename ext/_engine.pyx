@@ -259,8 +259,8 @@ cdef void frame_current(
 cdef void membrane_logits(const NetPlan* p, EngineState* s) noexcept nogil:
     """The membrane read-out (docs/step-semantics.md, "Read-out"): u = ReLU(N + (V − v_init·θ)·θ⁻¹)
     of the source layer (its integrated input in units of θ), max-pooled through the
-    pools between, then z_k = λ_L (Σ_i u_i W_ik + b_k·t)/t, summed over the nonzero u_i
-    in channel-last order, in float32 (as the reference)."""
+    pools between, then z_k = λ_L (Σ_i u_i W_ik + b_k·t)/t, summed in channel-last order
+    in four partial sums (spk_dot16), in float32 (as the reference)."""
     cdef int l, j, o, k, src = p.readout_src
     cdef float acc[16]
     cdef const LayerPlan* lp = &p.layers[src]

@@ -375,7 +375,7 @@ class Network:
         if self.reset != "subtract":
             raise ParameterError("readout='membrane' needs reset='subtract' (N + V/θ is the integrated "
                                  "input only when a spike subtracts θ)")  # fmt: skip
-        if out.kind != "linear" or out.extra or out.sources(n - 1) != (n - 2,) or n < 2:
+        if n < 2 or out.kind != "linear" or out.extra or out.sources(n - 1) != (n - 2,):
             raise ParameterError("readout='membrane' needs a linear output layer reading the layer before it")
         j = n - 2
         while self.layers[j].kind == "maxpool":
