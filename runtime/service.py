@@ -87,21 +87,23 @@ from spikecast.runtime.udp import UdpReceiver, is_udp
 log = logging.getLogger("spikecast.service")
 
 # The compute side takes up to _BATCH_ITEMS queued items at once. A batch of at most
-# _INLINE_EVENTS events runs on the event loop: a hand-over to a worker thread costs
-# more CPU than that (0.1-0.13 ms, about the engine's work for a 10 ms N-MNIST packet),
-# and the worker holds the GIL while it runs numpy, so the loop would wait for it anyway.
-# Bigger batches go to a worker thread, where the engine releases the GIL and the loop
-# keeps reading (and shedding) meanwhile. So do small ones once compute has taken more
-# than _INLINE_BUSY of the recent wall time (a decaying sum, time constant _BUSY_WINDOW_S):
-# under load, reading the next packets while the engine runs is worth the hand-over.
-# (16 streams x 10 ms packets on 2 cores, p99 aligned / staggered, medians of 3 runs:
-# 52 / 143 ms by batch size alone, 43 / 58 ms always handed over, 35 / 37 ms this way.)
+# _INLINE_EVENTS events runs on the event loop, item by item, each decision published
+# when it is made: a hand-over to a worker thread costs more CPU (0.1-0.13 ms, about the
+# engine's work for a 10 ms N-MNIST packet), wakes a thread that then waits for the GIL,
+# and holds the batch's decisions until its end. Bigger batches go to a worker thread,
+# where the engine releases the GIL and the loop keeps reading (and shedding) meanwhile.
+# So do small ones once compute has taken more than _INLINE_BUSY of the recent wall time
+# (a decaying sum, time constant _BUSY_WINDOW_S): under that load, reading the next
+# packets while the engine runs is worth the hand-over. (16 streams x 10 ms packets on
+# 2 cores, two runs each: 256 events and 0.25 sent most batches to the thread, 5.7% of
+# a core per stream, p99 4.0-4.8 ms staggered and 7.6-9.3 aligned; these, 3.6%, 2.4-2.7
+# and 6.5-6.9 ms; docs/architecture.md.)
 # Without live sources (files, which wait for room instead of being shed) every batch
 # runs on the loop: there is nothing to keep reading, so a hand-over (0.13 ms per batch,
 # an eighth of the engine's time on an N-MNIST file) is pure cost.
 _BATCH_ITEMS = 64
-_INLINE_EVENTS = 256
-_INLINE_BUSY = 0.25
+_INLINE_EVENTS = 4096
+_INLINE_BUSY = 0.5
 _BUSY_WINDOW_S = 0.1
 _FAST_CHUNK_STEPS = 1000  # per chunk of a file replayed as fast as possible
 _SPARE_ENGINES = 8  # engines of ended streams kept for new ones
@@ -779,24 +781,29 @@ class Service:
                     if it.events is not None:
                         w.events(it.stream, it.events, it.watermark_us)
             if self._inline(items):
-                # A few packets of a few events (a live step and its watermark, typically)
-                # on a loop with time to spare: less work than a hand-over to a thread,
-                # and no wait for the GIL that a worker holds while it runs numpy.
-                decisions, dropped, errors, busy_s = self._timed_batch(items)
+                # On the event loop, one item at a time: each decision is published (and,
+                # over MQTT, written to the socket) as soon as it is made, not after the
+                # rest of the batch; no hand-over to a thread, no wait for the GIL.
+                for it in items:
+                    await self._publish(*self._timed_batch([it]))
             else:
                 # Off the event loop, so it keeps reading packets meanwhile (and sheds them
                 # when the queue is full); one hand-over for the whole batch.
-                decisions, dropped, errors, busy_s = await asyncio.to_thread(self._timed_batch, items)
-            self._add_busy(busy_s)
-            self._count(dropped, errors)
-            for d in decisions:
-                self.state.metrics.record_decision(d.latency_ms, d.synops)
-                self.decisions.append(d)
-                for hook in self.hooks:
-                    await hook.decision(d)
-                await publish_decision(self.publisher, d)
+                await self._publish(*await asyncio.to_thread(self._timed_batch, items))
             if stop:
                 return
+
+    async def _publish(self, decisions: list[Decision], dropped: dict[str, int],
+                       errors: list[str], busy_s: float) -> None:
+        """Count what a batch dropped; record, hand to the hooks and publish its decisions."""
+        self._add_busy(busy_s)
+        self._count(dropped, errors)
+        for d in decisions:
+            self.state.metrics.record_decision(d.latency_ms, d.synops)
+            self.decisions.append(d)
+            for hook in self.hooks:
+                await hook.decision(d)
+            await publish_decision(self.publisher, d)
 
 
 def _unix_us() -> int:

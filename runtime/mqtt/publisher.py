@@ -29,6 +29,7 @@ import random
 import socket
 import ssl
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
@@ -37,7 +38,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from spikecast.ext.core.checks import check_int
 from spikecast.ext.core.errors import ParameterError, PublishError
-from spikecast.runtime.mqtt import paho_props, paho_publish, paho_read
+from spikecast.runtime.mqtt import paho_props, paho_publish, paho_read, paho_write
 from spikecast.runtime.mqtt.base import (
     InboundMessage,
     PayloadLike,
@@ -100,6 +101,8 @@ def _counting_queue(on_drop: Callable[[], None]) -> type[asyncio.Queue[aiomqtt.M
 #: backlog reaches the subscriptions' readers in slices, so a burst longer than a
 #: subscription's queue is not dropped while its reader keeps up.
 _ROUTE_BATCH = 256
+# Items sent before the oldest is acknowledged (paho's own limit is 20).
+_IN_FLIGHT = 16
 
 #: The MQTT 5 user property that names the worker on everything a worker publishes.
 WORKER_PROPERTY = "spikecast-worker"
@@ -418,6 +421,11 @@ class MqttPublisher:
                 victim.topic,
                 self._outbox.dropped,
             )
+        # Two passes of the event loop: the drain takes the item, then its send writes
+        # it to the socket (paho_write), before a caller that computes on the loop
+        # goes on; otherwise the message would wait for the caller's next yield.
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
 
     async def subscribe(
         self,
@@ -512,6 +520,7 @@ class MqttPublisher:
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         paho_read.install(client._client)  # every packet a wake-up brings, in one read
+        paho_write.install(client._client)  # a decision leaves when it is published
         # Live packets (QoS 0) go straight to the subscriptions, after any that took
         # paho's path and still wait in aiomqtt's queue.
         queue = client._queue
@@ -663,24 +672,40 @@ class MqttPublisher:
             log.warning("MQTT %s: dropped a message; %d dropped so far", why, self._inbound_dropped)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
-        while True:
-            item = self._outbox.begin()
-            if item is None:
-                self._idle.set()
+        """Send waiting items in order, up to _IN_FLIGHT before the oldest is
+        acknowledged: a decision does not wait for the broker's PUBACK of the one
+        before it, which the event loop can only read once the compute side yields.
+        Acknowledgements come in order (the outbox's docstring), so items complete
+        from the head; after a failure every unacknowledged item waits again.
+        One event wakes it: a new item (publish) or a send that ended."""
+        sent: deque[tuple[OutboxItem, asyncio.Task[None]]] = deque()
+        try:
+            while True:
+                while sent and sent[0][1].done():
+                    sent[0][1].result()  # the connection failed: raise (finally puts them back)
+                    self._outbox.complete(sent.popleft()[0])
+                while len(sent) < _IN_FLIGHT and (item := self._outbox.begin()) is not None:
+                    task = asyncio.create_task(self._send(client, item))
+                    task.add_done_callback(lambda _: self._wake.set())
+                    sent.append((item, task))
+                if not sent:
+                    self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
-                continue
-            acknowledged = False
-            try:
-                await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain,
-                                     properties=self._properties)
-                acknowledged = True
-            finally:
-                # Only an acknowledged item leaves; otherwise it stays at the head.
-                if acknowledged:
-                    self._outbox.complete(item)
-                else:
-                    self._outbox.abort(item)
+        finally:
+            # Acknowledged before the end: complete; the rest waits for the next connection.
+            while sent and sent[0][1].done() and not sent[0][1].cancelled() \
+                    and sent[0][1].exception() is None:
+                self._outbox.complete(sent.popleft()[0])
+            for _, task in sent:
+                task.cancel()
+            if sent:
+                self._outbox.abort(sent[0][0])
+            await asyncio.gather(*(task for _, task in sent), return_exceptions=True)
+
+    async def _send(self, client: aiomqtt.Client, item: OutboxItem) -> None:
+        await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain,
+                             properties=self._properties)
 
     async def _unsubscribe(self, sub: Subscription) -> None:
         if sub.closed:

@@ -78,16 +78,62 @@ def test_misuse_is_reported() -> None:
     box = Outbox(2)
     box.put(item(0))
     head = box.begin()
-    with pytest.raises(PublishError):
-        box.begin()
+    assert box.begin() is None  # nothing else waits
     with pytest.raises(PublishError):
         box.complete(item(9))
     with pytest.raises(PublishError):
         box.abort(item(9))
     assert head is not None
     box.complete(head)
+    with pytest.raises(PublishError):
+        box.complete(head)  # not in flight any more
     with pytest.raises(ParameterError):
         Outbox(0)
+
+
+def test_several_in_flight_complete_from_the_head() -> None:
+    box = Outbox(10)
+    for n in range(5):
+        box.put(item(n))
+    sent = [box.begin() for _ in range(3)]
+    assert [s.payload for s in sent if s] == [b"0", b"1", b"2"] and box.in_flight_count == 3
+    with pytest.raises(PublishError):
+        box.complete(sent[1])  # acknowledged out of order: a broken broker or a bug
+    assert sent[0] is not None and box.in_flight is sent[0]
+    box.complete(sent[0])
+    assert box.in_flight_count == 2 and box.in_flight is sent[1] and invariant(box)
+
+
+def test_overflow_never_drops_items_in_flight() -> None:
+    box = Outbox(3)
+    for n in range(3):
+        box.put(item(n))
+    a, b = box.begin(), box.begin()
+    victim = box.put(item(3))
+    assert victim is not None and victim.payload == b"2"  # the oldest waiting
+    victim = box.put(item(4))
+    assert victim is not None and victim.payload == b"3"
+    c = box.begin()
+    assert c is not None and c.payload == b"4"
+    victim = box.put(item(5))  # all three in flight: the new one goes
+    assert victim is not None and victim.payload == b"5"
+    assert a is not None and b is not None
+    box.complete(a)
+    box.complete(b)
+    box.complete(c)
+    assert (box.sent, box.dropped, box.pending) == (3, 3, 0) and invariant(box)
+
+
+def test_abort_puts_it_and_everything_sent_after_it_back_in_order() -> None:
+    box = Outbox(10)
+    for n in range(4):
+        box.put(item(n))
+    a, b, _c = box.begin(), box.begin(), box.begin()
+    assert a is not None and b is not None
+    box.complete(a)
+    box.abort(b)  # the connection broke: b and c were not acknowledged
+    assert box.in_flight_count == 0 and box.peek() is b
+    assert drain(box) == [b"1", b"2", b"3"] and invariant(box)
 
 
 def test_discard_all_counts_as_dropped() -> None:

@@ -207,6 +207,26 @@ async def test_stream_stays_ordered_while_broker_restarts_mid_publish(
     assert len(seqs) - n <= 10
 
 
+async def test_a_burst_goes_out_without_waiting_for_each_acknowledgement(
+    mosquitto: MosquittoBroker,
+) -> None:
+    # Decisions made back to back (one compute batch) must not queue behind each
+    # other's PUBACK: several are in flight at once, and all arrive once, in order.
+    async with recording_subscriber(mosquitto.host, mosquitto.port, DECISIONS) as sub:
+        async with MqttPublisher(settings_for(mosquitto), rng=random.Random(4)) as pub:
+            await pub.wait_connected(5)
+            most = 0
+            for seq in range(64):
+                await pub.publish(DECISIONS, make_decision(seq).to_dict())
+                most = max(most, pub._outbox.in_flight_count)
+            assert await pub.flush(10)
+            assert pub._outbox.in_flight_count == 0
+        await sub.wait_count(64, 10)
+    assert 1 < most <= 16
+    assert seqs_of(sub.payloads) == list(range(64))
+    assert (pub.stats().sent, pub.stats().dropped) == (64, 0)
+
+
 async def test_outbox_overflow_drops_oldest_and_counts(mosquitto_factory: BrokerFactory) -> None:
     broker = mosquitto_factory(persistence=True)
     async with recording_subscriber(broker.host, broker.port, DECISIONS, persistent=True) as sub:
