@@ -726,3 +726,46 @@ def test_small_batches_run_inline_until_compute_takes_half_of_the_time(model: Pa
     svc._compute_busy_s, svc._compute_busy_at = 0.6 * window_s, time.perf_counter() - 3 * window_s
     assert svc._inline(small)
     assert svc._compute_busy_s < 0.04 * window_s
+
+
+class _OrderPublisher:
+    """Records publishes into a shared log (the compute side logs into it too)."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def publish(self, topic: str, payload: Any, *, qos: int | None = None,
+                      retain: bool = False) -> None:
+        self.log.append(f"publish {payload['seq']}")
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_an_inline_batch_publishes_each_decision_before_computing_the_next(
+    model: Path, monkeypatch: pytest.MonkeyPatch, inline: bool
+) -> None:
+    # A burst of live packets (sixteen aligned sensors) is one batch: on the loop, each
+    # decision must leave as soon as it is made, not after the rest of the batch.
+    from mqtt_testkit import make_decision
+    from spikecast.runtime import service as service_module
+
+    log: list[str] = []
+    svc = Service(RunConfig(model=model, source="x"), _OrderPublisher(log))  # type: ignore[arg-type]
+    svc.live = True
+
+    def work(item: Any) -> tuple[list[Any], dict[str, int]]:
+        k = int(item.stream)
+        log.append(f"compute {k}")
+        return [make_decision(k, stream=item.stream)], {}
+
+    monkeypatch.setattr(svc, "_work", work)
+    n_events = 10 if inline else service_module._INLINE_EVENTS
+    item = service_module._Item
+    for k in range(3):
+        svc.queue.put_nowait(item(str(k), 0.0, events=np.zeros(0), n_events=n_events))
+    svc.queue.put_nowait(item("", 0.0, end=True))  # the end marker
+    await asyncio.wait_for(svc._compute(), 5)
+    if inline:
+        assert log == ["compute 0", "publish 0", "compute 1", "publish 1", "compute 2", "publish 2"]
+    else:  # one hand-over to the worker thread for the whole batch
+        assert log == ["compute 0", "compute 1", "compute 2", "publish 0", "publish 1", "publish 2"]
+    assert [d.seq for d in svc.decisions] == [0, 1, 2]
