@@ -780,7 +780,10 @@ class Service:
                 for it in items:
                     if it.events is not None:
                         w.events(it.stream, it.events, it.watermark_us)
-            if self._inline(items):
+            inline = self._inline(items)
+            if inline and not self.live:
+                await self._publish(*self._timed_batch(items))  # files: no one waits in between
+            elif inline:
                 # On the event loop, one item at a time: each decision is published (and,
                 # over MQTT, written to the socket) as soon as it is made, not after the
                 # rest of the batch; no hand-over to a thread, no wait for the GIL.
