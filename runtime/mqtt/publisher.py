@@ -6,15 +6,18 @@ publishes ``online`` (retained) on every connect, resubscribes every open
 subscription, then runs two loops until the connection breaks:
 
 * the reader routes incoming messages to the subscriptions' bounded queues;
-* the drainer publishes the outbox head, waits for the broker's acknowledgement
-  (PUBACK for QoS 1), and only then removes it. One message is in flight at a
-  time, so order is kept across reconnects; if the connection breaks first, the
-  head stays and is sent again on the next connection (at-least-once: a message
-  the broker got but could not acknowledge is repeated, never skipped).
+* the drainer sends the outbox in order, up to ``_IN_FLIGHT`` messages before the
+  oldest is acknowledged (PUBACK for QoS 1), and removes each once acknowledged;
+  acknowledgements come in order, so order is kept across reconnects: if the
+  connection breaks first, every unacknowledged message is sent again, in order,
+  on the next connection (at-least-once: a message the broker got but could not
+  acknowledge is repeated, never skipped).
 
 After a break it waits ``reconnect_min_s`` doubling up to ``reconnect_max_s``,
 with jitter from an explicit :class:`random.Random`, so a fleet of devices does
-not reconnect in lockstep after a broker restart. ``publish()`` only enqueues.
+not reconnect in lockstep after a broker restart. ``publish()`` only enqueues (and
+lets the loop run twice, so that, connected and with room in flight, the message is on
+the socket when it returns).
 On clean exit it flushes the outbox (bounded by ``flush_timeout_s``), publishes
 ``offline`` (retained) and disconnects, so the Will is not needed.
 """
@@ -398,7 +401,8 @@ class MqttPublisher:
         qos: int | None = None,
         retain: bool = False,
     ) -> None:
-        """Enqueue one message (mapping -> compact JSON); never waits for the network.
+        """Enqueue one message (mapping -> compact JSON); never waits for the network
+        (it yields to the event loop twice: the drain's send writes the message then).
 
         ``qos`` defaults to ``settings.qos``. When the outbox is full the oldest
         waiting message is dropped and counted (see :mod:`.outbox`).
