@@ -498,3 +498,57 @@ async def test_a_qos0_burst_longer_than_a_small_subscription_reaches_a_reader_th
             sender.disconnect()  # type: ignore[attr-defined]
     assert got == list(range(n))
     assert sub.dropped == 0 and pub.stats().inbound_dropped == 0
+
+
+class _AckClient:
+    """Stands in for aiomqtt.Client in the drain: each publish waits for its ack, which
+    the test releases (in order) or fails (the connection broke)."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.acks: dict[int, asyncio.Future[None]] = {}
+
+    async def publish(self, topic: str, payload: bytes, **kw: object) -> None:
+        seq = json.loads(payload)["seq"]
+        self.sent.append(seq)
+        self.acks[seq] = asyncio.get_running_loop().create_future()
+        await self.acks[seq]
+
+
+async def test_the_drain_keeps_order_and_resends_what_was_not_acknowledged() -> None:
+    import aiomqtt
+    from spikecast.runtime.mqtt import publisher as publisher_module
+    from spikecast.runtime.mqtt.settings import MqttSettings
+
+    pub = MqttPublisher(MqttSettings(device="cam0"))
+    pub._state = "running"  # the drain alone, no broker: its client is the stand-in
+    client = _AckClient()
+    drain = asyncio.create_task(pub._drain(client))  # type: ignore[arg-type]
+    for seq in range(40):
+        await pub.publish(DECISIONS, make_decision(seq).to_dict())
+    await asyncio.sleep(0.01)
+    window = publisher_module._IN_FLIGHT
+    assert client.sent == list(range(window))  # the window, in order, none acknowledged
+    for seq in range(3):
+        client.acks[seq].set_result(None)
+    await asyncio.sleep(0.01)
+    assert client.sent == list(range(window + 3)) and pub.stats().sent == 3
+    client.acks[4].set_result(None)  # acknowledged, but after 3, which is not
+    client.acks[3].set_exception(aiomqtt.MqttError("connection lost"))
+    with pytest.raises(aiomqtt.MqttError):
+        await asyncio.wait_for(drain, 1)
+    # 3 and everything after it wait again, in order; nothing dropped or skipped.
+    stats = pub.stats()
+    assert (stats.sent, stats.pending, stats.dropped) == (3, 37, 0)
+    assert pub._outbox.in_flight_count == 0 and pub._outbox.peek() is not None
+    client2 = _AckClient()
+    drain = asyncio.create_task(pub._drain(client2))  # type: ignore[arg-type]
+    while pub.stats().sent < 40:
+        await asyncio.sleep(0)
+        for fut in client2.acks.values():
+            if not fut.done():
+                fut.set_result(None)
+    drain.cancel()
+    await asyncio.gather(drain, return_exceptions=True)
+    assert client2.sent == list(range(3, 40))  # resent from the first unacknowledged
+    assert (pub.stats().sent, pub.stats().pending) == (40, 0)
