@@ -96,6 +96,8 @@ def test_latency_contract() -> None:
     assert "mosquitto" in str(r["broker"]).lower()
     for run in r["latency"]["runs"]:
         assert run["streams"] in (1, 16) and run["packet_ms"] in (1, 10), run["tag"]
+        assert is_number(run["outside_service_p99_ms"]), run["tag"]
+        assert run["outside_service_p50_ms"] <= run["outside_service_p99_ms"], run["tag"]
     assert all(isinstance(v, bool) for v in r["goals"].values())
 
 
