@@ -445,11 +445,12 @@ cdef int run_steps(
     cdef int k
     cdef bint check
     for k in range(n_steps):
+        # The rule looks at this step (the step makes s.t one more). τ >= 1 means never
+        # confident, even where c(t) rounds to exactly 1.0 in double (the evidence
+        # rule's summed margins can get that large).
         check = tau < 1.0 and s.t + 1 >= t_min
         step_csr(p, s, idx, n_idx, offsets, k, check or s.t + 1 >= t_max or k == n_steps - 1)
-        # τ >= 1 means never confident, even where c(t) rounds to exactly 1.0 in double
-        # (the evidence rule's summed margins can get that large).
-        if s.t >= t_min and tau < 1.0 and s.confidence >= tau:
+        if check and s.confidence >= tau:
             s.exit = EXIT_CONFIDENT
             return k + 1
         if s.t >= t_max:
