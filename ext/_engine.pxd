@@ -93,8 +93,7 @@ ctypedef struct NetPlan:
 
 ctypedef struct PoolWindow:
     int32_t winner           # input with the largest count so far (lowest index on a tie)
-    int32_t wcount           # the winner's count when last compared (it may have spiked since);
-                             # count pools: M, the largest count among the window's inputs
+    int32_t wcount           # the winner's count when last compared (it may have spiked since)
     int32_t touched          # last step a spiking input touched the window
     int32_t hit              # at that step: whether the winner spiked
 
@@ -104,7 +103,9 @@ ctypedef struct LayerState:
                              # (16 slots of room: the SIMD sweeps store whole vectors)
     int n_spikes
     int32_t* counts          # pool: (n_in,) input spike counts so far
-    PoolWindow* windows      # pool: (n_out,) one record per window, in one cache line
+    PoolWindow* windows      # gated pool: (n_out,) one record per window, in one cache line
+    int32_t* wmax            # count pool: (n_out,) M, the largest count among each window's
+                             # inputs (a quarter of the records' bytes: stays in L1)
     uint64_t* bits           # MIXED/SPARSE: one bit per row (pixel) to visit at the next sweep
     uint64_t* summary        # SPARSE: one bit per nonzero word of bits
     int64_t synops

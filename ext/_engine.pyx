@@ -110,7 +110,7 @@ cdef int pool_step(
 
 cdef int pool_step_count(
     const LayerPlan* lp,
-    LayerState* ls,           # in/out: counts, windows' M; out: spikes
+    LayerState* ls,           # in/out: counts, windows' M (wmax); out: spikes
     const int32_t* src,       # in: spiking inputs, channel-last (an input once per spike)
     int n_src,
     bint unique,              # every input at most once in src (single-spike sources)
@@ -127,18 +127,23 @@ cdef int pool_step_count(
     cdef int n_out = 0
     cdef int C = lp.c_in
     cdef int32_t* counts = ls.counts
-    cdef PoolWindow* win = ls.windows
+    cdef int32_t* wmax = ls.wmax
     cdef int32_t* out = ls.spikes
-    for e in range(n_src):
-        counts[src[e]] += 1
+    if not unique:  # a burst input's count is in before its first entry is compared
+        for e in range(n_src):
+            counts[src[e]] += 1
     for e in range(n_src):
         i = src[e]
-        ci = counts[i]
+        if unique:
+            ci = counts[i] + 1
+            counts[i] = ci
+        else:
+            ci = counts[i]
         pos = split_index(i, C, lp.c_in_shift, &c)
         k1 = lp.tab_ptr[pos + 1]
         for k in range(lp.tab_ptr[pos], k1):
             o = lp.tab_m[k] * C + c
-            m = win[o].wcount
+            m = wmax[o]
             if unique:
                 # Its count rose by one, so it raises M by at most one (M >= its last
                 # count). Branch-free: whether it does is a coin flip that a branch would
@@ -151,7 +156,7 @@ cdef int pool_step_count(
                     out[n_out] = o
                     n_out += 1
                     m += 1
-            win[o].wcount = m
+            wmax[o] = m
     return n_out
 
 
@@ -270,8 +275,14 @@ cdef void membrane_logits(const NetPlan* p, EngineState* s) noexcept nogil:
     cdef float inv = p.readout_inv_theta
     cdef float v0 = lp.v_init
     cdef float tf = s.t_eff
-    spk_soft_relu(simd_path, u, s.ro_base, v, v0, inv, lp.n_out)
-    for l in range(src + 1, p.n_layers - 1):  # max-pools: each window's largest u
+    if src + 1 < p.n_layers - 1:  # the first max-pool reads u where its windows need it
+        lp = &p.layers[src + 1]
+        u = u + p.layers[src].n_out
+        spk_relu_pool_max(simd_path, u, lp.n_out, s.ro_base, v, v0, inv, lp.h_in * lp.w_in,
+                          lp.c_in, lp.tab_ptr, lp.tab_m)
+    else:
+        spk_soft_relu(simd_path, u, s.ro_base, v, v0, inv, lp.n_out)
+    for l in range(src + 2, p.n_layers - 1):  # further max-pools: each window's largest u
         lp = &p.layers[l]
         pooled = u + p.layers[l - 1].n_out
         spk_pool_max(simd_path, pooled, lp.n_out, u, lp.h_in * lp.w_in, lp.c_in, lp.tab_ptr, lp.tab_m)
@@ -497,6 +508,9 @@ cdef void reset_state(const NetPlan* p, EngineState* s) noexcept nogil:
             memset(ls.summary, 0, summary_words(lp) * sizeof(uint64_t))
         if lp.kind == KIND_POOL:
             memset(ls.counts, 0, lp.n_in * sizeof(int32_t))
+            if p.pool_count:
+                memset(ls.wmax, 0, lp.n_out * sizeof(int32_t))
+                continue
             for o in range(lp.n_out):
                 ls.windows[o].winner = lp.win_init[o]
                 ls.windows[o].wcount = 0
@@ -710,7 +724,10 @@ cdef class EngineCore:
                 ls.spikes = <int32_t*> _carve(&cur, (<size_t> lp.n_out * lp.max_spikes + 16) * sizeof(int32_t))
                 if lp.kind == KIND_POOL:
                     ls.counts = <int32_t*> _carve(&cur, lp.n_in * sizeof(int32_t))
-                    ls.windows = <PoolWindow*> _carve(&cur, lp.n_out * sizeof(PoolWindow))
+                    if p.pool_count:
+                        ls.wmax = <int32_t*> _carve(&cur, lp.n_out * sizeof(int32_t))
+                    else:
+                        ls.windows = <PoolWindow*> _carve(&cur, lp.n_out * sizeof(PoolWindow))
                 else:
                     ls.v = <float*> _carve(&cur, lp.n_out * sizeof(float))
                     if lp.sweep_mode != SWEEP_DENSE and lp.spiking:

@@ -39,6 +39,9 @@ cdef extern from "spk_simd.h":
                        int n) noexcept nogil
     void spk_pool_max(int path, float* out, int n_out, const float* u, int n_pos, int c,
                       const int32_t* tab_ptr, const int32_t* tab_m) noexcept nogil
+    void spk_relu_pool_max(int path, float* out, int n_out, const float* base, const float* v,
+                           float v0, float inv, int n_pos, int c, const int32_t* tab_ptr,
+                           const int32_t* tab_m) noexcept nogil
     void spk_dot16(int path, float* acc, const float* u, const float* w, int n, int stride) noexcept nogil
     void spk_mark_rows(uint64_t* bits, uint64_t* summary, int32_t row, int32_t count) noexcept nogil
     int spk_sweep_marked(

@@ -375,6 +375,27 @@ ATTR static void spk_pool_max_##SFX(float* out, int n_out, const float* u, int n
         }                                                                                \
     }                                                                                    \
 }                                                                                        \
+/* out = spk_pool_max of u = ReLU(base + (v - v0) * inv), in one pass: each position a     \
+   window reads is computed where it is read (the same operations, so the same bits),      \
+   and positions no window reads are skipped. */                                          \
+ATTR static void spk_relu_pool_max_##SFX(float* out, int n_out, const float* base,       \
+                                         const float* v, float v0, float inv, int n_pos,  \
+                                         int c, const int32_t* tab_ptr,                   \
+                                         const int32_t* tab_m) {                          \
+    for (int j = 0; j < n_out; j++) out[j] = 0.0f;                                       \
+    for (int pos = 0; pos < n_pos; pos++) {                                              \
+        const float* b = base + (int64_t)pos * c;                                        \
+        const float* vv = v + (int64_t)pos * c;                                          \
+        for (int e = tab_ptr[pos]; e < tab_ptr[pos + 1]; e++) {                          \
+            float* o = out + (int64_t)tab_m[e] * c;                                      \
+            for (int k = 0; k < c; k++) {                                                \
+                float x = b[k] + (vv[k] - v0) * inv;                                     \
+                x = x > 0.0f ? x : 0.0f;                                                 \
+                o[k] = x > o[k] ? x : o[k];                                              \
+            }                                                                            \
+        }                                                                                \
+    }                                                                                    \
+}                                                                                        \
 /* acc[0..16) = Σ_i u[i]·w[i·stride + 0..16): four partial sums over i mod 4 (the tail   \
    i >= 4·floor(n/4) into the first), then (s0 + s1) + (s2 + s3). */                    \
 ATTR static void spk_dot16_##SFX(float* acc, const float* u, const float* w, int n,     \
@@ -417,6 +438,12 @@ static void spk_soft_relu(int path, float* u, const float* base, const float* v,
 static void spk_pool_max(int path, float* out, int n_out, const float* u, int n_pos, int c,
                          const int32_t* tab_ptr, const int32_t* tab_m) {
     SPK_READOUT_PICK(path, spk_pool_max)(out, n_out, u, n_pos, c, tab_ptr, tab_m);
+}
+
+static void spk_relu_pool_max(int path, float* out, int n_out, const float* base,
+                              const float* v, float v0, float inv, int n_pos, int c,
+                              const int32_t* tab_ptr, const int32_t* tab_m) {
+    SPK_READOUT_PICK(path, spk_relu_pool_max)(out, n_out, base, v, v0, inv, n_pos, c, tab_ptr, tab_m);
 }
 
 static void spk_dot16(int path, float* acc, const float* u, const float* w, int n, int stride) {
