@@ -106,6 +106,8 @@ def _counting_queue(on_drop: Callable[[], None]) -> type[asyncio.Queue[aiomqtt.M
 _ROUTE_BATCH = 256
 # Items sent before the oldest is acknowledged (paho's own limit is 20).
 _IN_FLIGHT = 16
+# Calls besides the drain's that may await the broker at once: status, subscriptions.
+_PENDING_CALLS_MARGIN = 8
 
 #: The MQTT 5 user property that names the worker on everything a worker publishes.
 WORKER_PROPERTY = "spikecast-worker"
@@ -523,6 +525,10 @@ class MqttPublisher:
             # Decisions are small and latency-bound: don't let Nagle hold them back.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
+        # aiomqtt warns on stderr above 10 unacknowledged calls; the drain keeps up to
+        # _IN_FLIGHT publishes out by design (plus status and subscriptions), so only more
+        # than that is worth a warning.
+        client.pending_calls_threshold = _IN_FLIGHT + _PENDING_CALLS_MARGIN
         paho_read.install(client._client)  # every packet a wake-up brings, in one read
         paho_write.install(client._client)  # a decision leaves when it is published
         # Live packets (QoS 0) go straight to the subscriptions, after any that took

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import signal
 import sys
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
@@ -22,6 +24,7 @@ from mqtt_testkit import (
 )
 from spikecast.ext.core.errors import ParameterError, PublishError
 from spikecast.runtime.mqtt import MqttPublisher, backoff_delay_s
+from spikecast.runtime.mqtt import publisher as publisher_mod
 from spikecast.runtime.mqtt.topics import (
     cmd_filter,
     cmd_topic,
@@ -208,10 +211,12 @@ async def test_stream_stays_ordered_while_broker_restarts_mid_publish(
 
 
 async def test_a_burst_goes_out_without_waiting_for_each_acknowledgement(
-    mosquitto: MosquittoBroker,
+    mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Decisions made back to back (one compute batch) must not queue behind each
     # other's PUBACK: several are in flight at once, and all arrive once, in order.
+    # aiomqtt warns above its default of 10 pending calls: the service's stderr stays quiet.
+    caplog.set_level(logging.WARNING)
     async with recording_subscriber(mosquitto.host, mosquitto.port, DECISIONS) as sub:
         async with MqttPublisher(settings_for(mosquitto), rng=random.Random(4)) as pub:
             await pub.wait_connected(5)
@@ -225,6 +230,15 @@ async def test_a_burst_goes_out_without_waiting_for_each_acknowledgement(
     assert 1 < most <= 16
     assert seqs_of(sub.payloads) == list(range(64))
     assert (pub.stats().sent, pub.stats().dropped) == (64, 0)
+    assert not [r for r in caplog.records if "pending publish calls" in r.getMessage()]
+
+
+async def test_the_client_warns_only_above_the_drains_own_window() -> None:
+    # The drain keeps up to _IN_FLIGHT publishes unacknowledged on purpose; aiomqtt's
+    # default threshold (10) would print a warning for every burst of 16 streams.
+    pub = MqttPublisher(settings_for(SimpleNamespace(host="127.0.0.1", port=1)))
+    client = pub._make_client()
+    assert client.pending_calls_threshold >= publisher_mod._IN_FLIGHT + 2
 
 
 async def test_outbox_overflow_drops_oldest_and_counts(mosquitto_factory: BrokerFactory) -> None:
