@@ -4,12 +4,15 @@ over MQTT, on the trained N-MNIST network (bench/models/nmnist.scn).
     python bench/latency.py                  # full run (a few minutes)
     python bench/latency.py --quick          # smoke run on a small built-in network
     python bench/latency.py --profile        # also py-spy the service at saturation
+    python bench/latency.py --workers 2      # the service as two --worker processes
 
 Set-up, all on one machine over loopback:
 - a Mosquitto broker that this script starts on a free port;
 - the service as users run it: ``spikecast run --source mqtt`` in a subprocess
   (``python -m spikecast.runtime.cli``), one process, at the model's recommended
-  operating point (its calibration table) unless --tau/--t-min/--t-max say otherwise;
+  operating point (its calibration table) unless --tau/--t-min/--t-max say otherwise
+  (--workers N: N such processes, each a ``--worker`` of the device owning its share of
+  the streams; CPU and counters are then their sums);
 - this process publishes N-MNIST recordings (../shared/data/nmnist/train) as live SCEV
   packets on ``spikecast/bench/<stream>/events`` and subscribes to the decisions,
   using paho clients.
@@ -214,9 +217,13 @@ def packets(events: np.ndarray, packet_us: int, *, end: bool = False
     return out, np.diff(cut), span
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids: tuple[int, ...]) -> float:
+    """User + system CPU seconds of the service processes (one per worker), summed."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # -- MQTT clients ------------------------------------------------------------------------
@@ -257,6 +264,8 @@ class Inbox:
     metrics: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     status: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The latest metrics of each publisher (one per worker with --workers).
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         now = time.perf_counter()
@@ -266,6 +275,7 @@ class Inbox:
                 self.decisions.append((now, msg.payload))
             elif topic.endswith("/metrics"):
                 self.metrics.append((now, json.loads(msg.payload)))
+                self.latest[topic] = self.metrics[-1][1]
             elif topic.endswith("/status"):
                 self.status.append(msg.payload)
 
@@ -277,8 +287,11 @@ class Inbox:
             time.sleep(0.01)
 
     def last_metrics(self) -> dict[str, Any]:
+        """The service's latest counters: with several workers, each worker's latest
+        summed (numbers, and the numbers of nested sections such as ``publisher``)."""
         with self.lock:
-            return self.metrics[-1][1] if self.metrics else {}
+            parts = list(self.latest.values())
+        return parts[0] if len(parts) == 1 else sum_counters(parts)
 
     def settle(self, quiet_s: float = 1.0, timeout_s: float = 90.0) -> float:
         """Wait until the service's SynOps counter has not moved for ``quiet_s`` (a run
@@ -292,6 +305,17 @@ class Inbox:
             if now != seen:
                 seen, last_change = now, time.monotonic()
         return time.monotonic() - t0
+
+
+def sum_counters(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        for k, v in part.items():
+            if isinstance(v, dict):
+                out[k] = sum_counters([out.get(k, {}), v])
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                out[k] = out.get(k, 0) + v
+    return out
 
 
 def spin_until(deadline: float) -> None:
@@ -376,7 +400,7 @@ def _event_dtype() -> Any:
 def latency_run(  # noqa: PLR0913  (one measured configuration: each argument is a knob of it)
     sender: Any,
     inbox: Inbox,
-    pid: int,
+    pid: tuple[int, ...],
     streams: list[np.ndarray],
     expect: list[list[int]],
     packet_ms: int,
@@ -678,7 +702,7 @@ def transport_baseline(sender: Any, port: int, events: np.ndarray, n_steps: int)
 def offer(  # noqa: PLR0913  (one load-generator run: each argument is a knob of the measurement)
     sender: Any,
     inbox: Inbox,
-    pid: int,
+    pid: tuple[int, ...],
     pool: list[bytearray],
     counts: np.ndarray,
     packet_us: int,
@@ -771,7 +795,8 @@ def offer(  # noqa: PLR0913  (one load-generator run: each argument is a knob of
 
 
 def sustained(
-    sender: Any, inbox: Inbox, pid: int, events: np.ndarray, packet_ms: int, seconds: float, tag: str,
+    sender: Any, inbox: Inbox, pid: tuple[int, ...], events: np.ndarray, packet_ms: int, seconds: float,
+    tag: str,
     end: bool = True,
 ) -> dict[str, Any]:
     """Offered rate doubled from 50 k events/s until the service sheds (or falls behind),
@@ -816,7 +841,8 @@ def sustained(
 
 
 def profile(
-    sender: Any, inbox: Inbox, pid: int, events: np.ndarray, packet_ms: int, rate: float, workdir: Path
+    sender: Any, inbox: Inbox, pid: tuple[int, ...], events: np.ndarray, packet_ms: int, rate: float,
+    workdir: Path,
 ) -> dict[str, Any]:
     """py-spy the service while ``rate`` events/s are offered; self and total time per
     function, in % of samples over all its threads."""
@@ -829,7 +855,7 @@ def profile(
             spy,
             "record",
             "--pid",
-            str(pid),
+            str(pid[0]),
             "--duration",
             "4",
             "--rate",
@@ -880,14 +906,17 @@ def profile(
 # -- main --------------------------------------------------------------------------------
 
 
-def start_service(model: Path, port: int, workdir: Path, point: Any, queue_events: int) -> Any:
-    cfg = workdir / "service.toml"
+def start_service(
+    model: Path, port: int, workdir: Path, point: Any, queue_events: int, worker: str | None = None
+) -> Any:
+    cfg = workdir / f"service{'-' + worker if worker else ''}.toml"
     cfg.write_text(
-        f'model = "{model}"\nsource = "mqtt"\ndevice = "{DEVICE}"\nqueue_events = {queue_events}\n'
+        (f'worker = "{worker}"\n' if worker else "")
+        + f'model = "{model}"\nsource = "mqtt"\ndevice = "{DEVICE}"\nqueue_events = {queue_events}\n'
         f'[decision]\ntau = {point.tau}\nt_min = {point.t_min}\nt_max = {point.t_max}\npolicy = "reset"\n'
         f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\n[metrics]\ninterval_s = 0.1\n'
     )
-    log = (workdir / "service.log").open("wb")
+    log = (workdir / f"service{'-' + worker if worker else ''}.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, *([os.environ["LATENCY_CPROFILE_SCRIPT"], os.environ["LATENCY_CPROFILE"]]
                            if os.environ.get("LATENCY_CPROFILE") else ["-m", "spikecast.runtime.cli"]),
@@ -896,6 +925,29 @@ def start_service(model: Path, port: int, workdir: Path, point: Any, queue_event
         stderr=log,
     )
     return proc
+
+
+def wait_ready(inbox: Inbox, workers: int) -> None:
+    """Until the service is online and reporting (every worker: then each owns its streams)."""
+    if workers > 1:
+        inbox.wait(lambda: inbox.status.count(b"online") >= workers, 30, "the workers to go online")
+        inbox.wait(lambda: len(inbox.latest) >= workers, 10, "every worker's metrics")
+    else:
+        inbox.wait(lambda: inbox.status[-1:] == [b"online"], 30, "the service to go online")
+        inbox.wait(lambda: bool(inbox.metrics), 10, "metrics")
+
+
+def stop_services(services: list[Any], names: list[str | None], workdir: Path) -> None:
+    for svc in services:
+        svc.send_signal(signal.SIGTERM)
+    for svc, name in zip(services, names, strict=True):
+        try:
+            svc.wait(15)
+        except subprocess.TimeoutExpired:
+            svc.kill()
+        if svc.returncode not in (0, None):
+            log = workdir / f"service{'-' + name if name else ''}.log"
+            print(log.read_text()[-3000:], file=sys.stderr)
 
 
 def plot(path: Path, reps: list[dict[str, Any]], rates: list[dict[str, Any]]) -> None:
@@ -955,7 +1007,7 @@ def plot(path: Path, reps: list[dict[str, Any]], rates: list[dict[str, Any]]) ->
 
 
 def latency_runs(
-    args: argparse.Namespace, sender: Any, inbox: Inbox, pid: int, streams: list[np.ndarray],
+    args: argparse.Namespace, sender: Any, inbox: Inbox, pid: tuple[int, ...], streams: list[np.ndarray],
     expect: list[list[int]], span_us: int, end: bool,
 ) -> list[dict[str, Any]]:
     """Every configuration of --streams x --packet-ms x --phase, --runs times each."""
@@ -1078,6 +1130,10 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
     ap.add_argument("--watermark-packets", action="store_true",
                     help="send each packet without its end (t1_us), then an empty watermark packet "
                     "(two messages per packet, as before the SCEV END flag)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="service processes, each a --worker of the device owning its share of "
+                    "the streams (docs/mqtt.md, scaling out); CPU is their sum (default 1: one "
+                    "plain service)")
     ap.add_argument("--quick", action="store_true", help="smoke run on the built-in network")
     ap.add_argument("--out", type=Path, default=None,
                     help="default bench/results/latency.json (--quick: latency-quick.json)")
@@ -1120,31 +1176,33 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
     broker = Broker(workdir)
     version = broker_version(broker.binary)
     print(f"broker: {version} on 127.0.0.1:{broker.port}")
-    service = start_service(model, broker.port, workdir, point, args.queue_events)
+    names: list[str | None] = [f"w{k + 1}" for k in range(args.workers)] if args.workers > 1 else [None]
+    services = [start_service(model, broker.port, workdir, point, args.queue_events, w) for w in names]
+    pids = tuple(svc.pid for svc in services)
     inbox = Inbox()
     sub = paho_client(broker.port, "sub")
     sub.on_message = inbox.on_message
     sub.subscribe([(f"spikecast/{DEVICE}/+/decision", 1), (f"spikecast/{DEVICE}/metrics", 0),
-                   (f"spikecast/{DEVICE}/status", 1)])
+                   (f"spikecast/{DEVICE}/status", 1), (f"spikecast/{DEVICE}/workers/+/metrics", 0),
+                   (f"spikecast/{DEVICE}/workers/+/status", 1)])
     sender = paho_client(broker.port, "send", threaded=False)
     result: dict[str, Any] = {}
     try:
-        inbox.wait(lambda: inbox.status[-1:] == [b"online"], 30, "the service to go online")
-        inbox.wait(lambda: bool(inbox.metrics), 10, "metrics")
+        wait_ready(inbox, args.workers)
         time.sleep(0.3)  # its events subscription is made right after it goes online
 
         base = transport_baseline(sender, broker.port, streams[0], 2000)
         print(f"MQTT alone (1 hop, 1 packet/ms, no service): p50 {base['p50_ms']:.2f} ms, "
               f"p99 {base['p99_ms']:.2f} ms, max {base['max_ms']:.1f} ms")
-        runs = latency_runs(args, sender, inbox, service.pid, streams, expect, span_us, end)
+        runs = latency_runs(args, sender, inbox, pids, streams, expect, span_us, end)
 
-        rates = [sustained(sender, inbox, service.pid, streams[0], pms, args.level_s, f"tp{pms}", end)
+        rates = [sustained(sender, inbox, pids, streams[0], pms, args.level_s, f"tp{pms}", end)
                  for pms in args.packet_ms]
         prof = None
         if args.profile:
             last = rates[-1]
             at = 1.5 * (last["shedding_point_events_per_s"] or 1e5)
-            prof = profile(sender, inbox, service.pid, streams[0], last["packet_ms"], at, workdir)
+            prof = profile(sender, inbox, pids, streams[0], last["packet_ms"], at, workdir)
             prof["offered_events_per_s"] = at
 
         medians = median_runs(runs)
@@ -1173,6 +1231,7 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
             "goals": {**goals(head), **({"p99_below_5_ms_aligned_worst_case": goals(aligned)[
                 "p99_below_5_ms_16_streams_10_ms_packets"]} if aligned else {})},
             "broker": version,
+            "workers": args.workers,
             "command": " ".join(["python", "bench/latency.py", *sys.argv[1:]]),
             "network": {
                 "model": net_desc, "layers": layers, "sha256": net.sha256, "tau": tau, "t_min": t_min,
@@ -1218,17 +1277,11 @@ def main() -> None:  # noqa: PLR0915  (a linear bench pipeline that runs end to 
               f"service CPU {100 * head['service_cpu_per_stream_s']:.1f}% of a core per stream "
               f"(goal < 10); {per_core / 1e6:.2f} M events/s per core before shedding")
     finally:
-        service.send_signal(signal.SIGTERM)
-        try:
-            service.wait(15)
-        except subprocess.TimeoutExpired:
-            service.kill()
+        stop_services(services, names, workdir)
         sub.loop_stop()
         for c in (sender, sub):
             c.disconnect()
         broker.stop()
-        if service.returncode not in (0, None):
-            print((workdir / "service.log").read_text()[-3000:], file=sys.stderr)
     shutil.rmtree(workdir, ignore_errors=True)
 
 
