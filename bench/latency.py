@@ -400,7 +400,7 @@ def _event_dtype() -> Any:
 def latency_run(  # noqa: PLR0913  (one measured configuration: each argument is a knob of it)
     sender: Any,
     inbox: Inbox,
-    pid: tuple[int, ...],
+    pids: tuple[int, ...],
     streams: list[np.ndarray],
     expect: list[list[int]],
     packet_ms: int,
@@ -432,7 +432,7 @@ def latency_run(  # noqa: PLR0913  (one measured configuration: each argument is
             raw = inbox.decisions[first:]
         return [(t, json.loads(p)) for t, p in raw]
 
-    c0 = cpu_seconds(pid)
+    c0 = cpu_seconds(pids)
     w0 = time.perf_counter()
     behind = send_paced(sender, topics, cut, sent, packet_us, speed, end, staggered)
     last_send = time.perf_counter()
@@ -440,7 +440,7 @@ def latency_run(  # noqa: PLR0913  (one measured configuration: each argument is
     while len(ours()) < n_expect and time.monotonic() < deadline:
         time.sleep(0.05)
     wall = time.perf_counter() - w0
-    cpu = cpu_seconds(pid) - c0
+    cpu = cpu_seconds(pids) - c0
     got = ours()
     index = {n: i for i, n in enumerate(names)}
     wanted = [set(e) for e in expect]
@@ -702,7 +702,7 @@ def transport_baseline(sender: Any, port: int, events: np.ndarray, n_steps: int)
 def offer(  # noqa: PLR0913  (one load-generator run: each argument is a knob of the measurement)
     sender: Any,
     inbox: Inbox,
-    pid: tuple[int, ...],
+    pids: tuple[int, ...],
     pool: list[bytearray],
     counts: np.ndarray,
     packet_us: int,
@@ -721,7 +721,7 @@ def offer(  # noqa: PLR0913  (one load-generator run: each argument is a knob of
         if m.get("events_in") != m0.get("events_in") or m.get("queued_events"):
             m0, since = m, time.monotonic()
     m0 = settle()
-    c0, w0 = cpu_seconds(pid), time.perf_counter()
+    c0, w0 = cpu_seconds(pids), time.perf_counter()
     sent_events = sent_packets = 0
     k = 0
     t_end = w0 + seconds
@@ -764,7 +764,7 @@ def offer(  # noqa: PLR0913  (one load-generator run: each argument is a knob of
         time.sleep(0.02)
     m1 = settle()
     wall = time.perf_counter() - w0
-    cpu = cpu_seconds(pid) - c0
+    cpu = cpu_seconds(pids) - c0
     accepted = m1["events_in"] - m0["events_in"]
     dropped = m1["events_dropped"] - m0["events_dropped"]
     inbound = m1.get("publisher", {}).get("inbound_dropped", 0) - m0.get("publisher", {}).get(
@@ -795,7 +795,7 @@ def offer(  # noqa: PLR0913  (one load-generator run: each argument is a knob of
 
 
 def sustained(
-    sender: Any, inbox: Inbox, pid: tuple[int, ...], events: np.ndarray, packet_ms: int, seconds: float,
+    sender: Any, inbox: Inbox, pids: tuple[int, ...], events: np.ndarray, packet_ms: int, seconds: float,
     tag: str,
     end: bool = True,
 ) -> dict[str, Any]:
@@ -805,7 +805,8 @@ def sustained(
     levels: list[dict[str, Any]] = []
 
     def level(rate: float) -> bool:
-        lv = offer(sender, inbox, pid, pool, counts, packet_ms * 1000, f"{tag}-r{len(levels)}", rate, seconds)
+        tag_k = f"{tag}-r{len(levels)}"
+        lv = offer(sender, inbox, pids, pool, counts, packet_ms * 1000, tag_k, rate, seconds)
         levels.append(lv)
         caught = "never" if lv["catch_up_s"] is None else f"{lv['catch_up_s']:.2f} s"
         print(
@@ -841,7 +842,7 @@ def sustained(
 
 
 def profile(
-    sender: Any, inbox: Inbox, pid: tuple[int, ...], events: np.ndarray, packet_ms: int, rate: float,
+    sender: Any, inbox: Inbox, pids: tuple[int, ...], events: np.ndarray, packet_ms: int, rate: float,
     workdir: Path,
 ) -> dict[str, Any]:
     """py-spy the service while ``rate`` events/s are offered; self and total time per
@@ -855,7 +856,7 @@ def profile(
             spy,
             "record",
             "--pid",
-            str(pid[0]),
+            str(pids[0]),  # the first worker
             "--duration",
             "4",
             "--rate",
@@ -872,7 +873,7 @@ def profile(
     )
     time.sleep(0.5)
     pool, counts, _ = packets(events, packet_ms * 1000)
-    offer(sender, inbox, pid, pool, counts, packet_ms * 1000, "profile", rate, 3.5)
+    offer(sender, inbox, pids, pool, counts, packet_ms * 1000, "profile", rate, 3.5)
     _, err = proc.communicate(timeout=60)
     if not raw.exists():
         return {"error": err.decode(errors="replace")[-500:]}
@@ -906,17 +907,22 @@ def profile(
 # -- main --------------------------------------------------------------------------------
 
 
+def service_stem(worker: str | None) -> str:
+    """The service's config and log file names (without suffix) in the workdir."""
+    return f"service-{worker}" if worker else "service"
+
+
 def start_service(
     model: Path, port: int, workdir: Path, point: Any, queue_events: int, worker: str | None = None
 ) -> Any:
-    cfg = workdir / f"service{'-' + worker if worker else ''}.toml"
+    cfg = workdir / f"{service_stem(worker)}.toml"
     cfg.write_text(
         (f'worker = "{worker}"\n' if worker else "")
         + f'model = "{model}"\nsource = "mqtt"\ndevice = "{DEVICE}"\nqueue_events = {queue_events}\n'
         f'[decision]\ntau = {point.tau}\nt_min = {point.t_min}\nt_max = {point.t_max}\npolicy = "reset"\n'
         f'[mqtt]\nurl = "mqtt://127.0.0.1:{port}"\n[metrics]\ninterval_s = 0.1\n'
     )
-    log = (workdir / f"service{'-' + worker if worker else ''}.log").open("wb")
+    log = (workdir / f"{service_stem(worker)}.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, *([os.environ["LATENCY_CPROFILE_SCRIPT"], os.environ["LATENCY_CPROFILE"]]
                            if os.environ.get("LATENCY_CPROFILE") else ["-m", "spikecast.runtime.cli"]),
@@ -946,8 +952,7 @@ def stop_services(services: list[Any], names: list[str | None], workdir: Path) -
         except subprocess.TimeoutExpired:
             svc.kill()
         if svc.returncode not in (0, None):
-            log = workdir / f"service{'-' + name if name else ''}.log"
-            print(log.read_text()[-3000:], file=sys.stderr)
+            print((workdir / f"{service_stem(name)}.log").read_text()[-3000:], file=sys.stderr)
 
 
 def plot(path: Path, reps: list[dict[str, Any]], rates: list[dict[str, Any]]) -> None:
@@ -1007,7 +1012,7 @@ def plot(path: Path, reps: list[dict[str, Any]], rates: list[dict[str, Any]]) ->
 
 
 def latency_runs(
-    args: argparse.Namespace, sender: Any, inbox: Inbox, pid: tuple[int, ...], streams: list[np.ndarray],
+    args: argparse.Namespace, sender: Any, inbox: Inbox, pids: tuple[int, ...], streams: list[np.ndarray],
     expect: list[list[int]], span_us: int, end: bool,
 ) -> list[dict[str, Any]]:
     """Every configuration of --streams x --packet-ms x --phase, --runs times each."""
@@ -1021,7 +1026,7 @@ def latency_runs(
         tag = f"n{n}-p{pms}" + ("-staggered" if stagger else "")
         for k in range(args.runs):
             # Fresh stream names per repeat: a stream's sensor time must not go back.
-            rep = latency_run(sender, inbox, pid, streams[:n], expect[:n], pms, span_us,
+            rep = latency_run(sender, inbox, pids, streams[:n], expect[:n], pms, span_us,
                               f"{tag}-r{k + 1}", args.speed, end, stagger)
             rep["tag"], rep["run"] = tag, k + 1
             runs.append(rep)
