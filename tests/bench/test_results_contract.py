@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,20 @@ def test_engine_contract() -> None:
             assert is_number(stream[key]) and stream[key] > 0, key
         assert all(is_number(p["cpu_ms"]) and p["cpu_ms"] > 0 for p in stream["cpu_ms_per_decision"].values())
         assert is_number(stream["ann_cpu_ms_per_decision"]["cpu_ms"])
+
+
+def test_ab_engine_contract() -> None:
+    r = load("ab_engine.json")
+    assert r["baseline"] and len(r["baseline_sha"]) == 40 and r["rounds"]
+    for name, job in r["jobs"].items():
+        ratios = job["speedup_by_round"]
+        assert len(ratios) == len(r["rounds"]) and all(is_number(x) and x > 0 for x in ratios), name
+        assert job["speedup_median"] == statistics.median(ratios), name
+        for who in ("baseline", "candidate"):
+            assert is_number(job[who]["cpu_ms_median"]) and job[who]["mean_steps"] >= 1
+        if name.startswith("base_"):
+            # The same network at the same point: two spike-exact engines decide alike.
+            assert job["same_decisions"], name
 
 
 def test_latency_contract() -> None:
