@@ -69,7 +69,9 @@ GOAL_EARLY_EXIT_VS_ANN = 2.0
 GOAL_SPEEDUP_BEST_PEER_B1 = 3.0
 GOAL_STREAM_GSOPS = 8.0
 GOAL_EMPTY_STEP_US = 5.0
-# bench/results/engine.json of the engine before issue 10 (commit 64dad24), stream section.
+# bench/results/engine.json of the engine before issue 10 (commit 64dad24), stream section:
+# another host and load, so ratios to it are rough; `bench/ab_engine.py --baseline 64dad24`
+# runs both engines at once on this host.
 STREAM_BASELINE = {"stream_gsops": 4.23, "us_per_step": 23.5, "us_per_empty_step": 6.27,
                    "cpu_ms_default": 3.56, "cpu_ms_tau0.67_tmin50": 1.63}  # fmt: skip
 
