@@ -33,7 +33,7 @@ cdef extern from "spk_simd.h":
     ) noexcept nogil
     int spk_sweep_avx2(
         float* v, const float* drive, int period, int n, float threshold, int reset_zero,
-        int32_t* out,
+        int branch_free, int32_t* out,
     ) noexcept nogil
     void spk_soft_relu(int path, float* u, const float* base, const float* v, float v0, float inv,
                        int n) noexcept nogil
@@ -307,11 +307,11 @@ cdef int sweep_spiking(
 
     The SIMD paths use the compare mask directly as a spike bitmask; the portable one
     goes through a byte mask that compact() turns into indices. The hint picks how the
-    AVX-512 path builds the list (same result either way)."""
+    SIMD paths build the list (same result either way)."""
     if simd_path == SPK_AVX512F:
         return spk_sweep_avx512(v, drive, period, n, threshold, reset_zero, expect_spikes, out)
     if simd_path == SPK_AVX2:
-        return spk_sweep_avx2(v, drive, period, n, threshold, reset_zero, out)
+        return spk_sweep_avx2(v, drive, period, n, threshold, reset_zero, expect_spikes, out)
     if reset_zero:
         update_zero(v, drive, period, n, threshold, mask)
     else:

@@ -57,10 +57,19 @@ static int spk_sweep_row_portable(float* v, const float* drive, int n, float thr
 #define SPK_AVX512 __attribute__((target("avx512f,popcnt")))
 #define SPK_AVX2_FN __attribute__((target("avx2,popcnt")))
 
+/* AVX2 has no compress store: entry m of this table lists the set lanes of the 8-bit
+   mask m in ascending order, one byte each (unused slots 0), for a permute-and-store
+   left-pack. Filled by spk_cpu_path(), which the modules call at import. */
+static uint8_t spk_lpack[256 * 8];
+
 /* The widest path this CPU (and its OS: libgcc checks XGETBV) supports; asked once. */
 static int spk_cpu_path(void) {
     static int path = -1;
     if (path < 0) {
+        for (int m = 0; m < 256; m++)
+            for (int lane = 0, k = 0; lane < 8; lane++)
+                if (m >> lane & 1)
+                    spk_lpack[m * 8 + k++] = (uint8_t)lane;
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx512f"))
             path = SPK_AVX512F;
@@ -199,23 +208,60 @@ SPK_AVX2_FN static int64_t spk_add_runs_avx2(float* v, const float* wb, const in
     return synops;
 }
 
-SPK_AVX2_FN static int spk_sweep_avx2(float* v, const float* drive, int period, int n,
-                                      float threshold, int reset_zero, int32_t* out) {
+/* Append the lanes of the 8-bit mask `bits` (base + lane) to out[*n_sp]: one table
+   lookup, one widening load and one 8-lane store, so out needs 8 slots of room past the
+   last spike it keeps (the engine allocates n + 16). */
+SPK_AVX2_FN static inline void spk_emit_avx2(unsigned int bits, int base, int32_t* out, int* n_sp) {
+    __m256i lanes = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(spk_lpack + 8 * bits)));
+    _mm256_storeu_si256((__m256i*)(out + *n_sp), _mm256_add_epi32(_mm256_set1_epi32(base), lanes));
+    *n_sp += __builtin_popcount(bits);
+}
+
+/* spk_sweep16_avx512 on AVX2: whole rows of `period` lanes, period a multiple of 8. */
+SPK_AVX2_FN static inline __attribute__((always_inline)) int spk_sweep8_avx2(
+    float* v, const float* drive, int period, int n, float threshold, int reset_zero,
+    int branch_free, int32_t* out) {
     const __m256 th = _mm256_set1_ps(threshold);
     int n_sp = 0;
+    for (int p = 0; p < n; p += period) {
+        float* vp = v + p;
+        for (int j = 0; j < period; j += 8) {
+            __m256 x = _mm256_add_ps(_mm256_loadu_ps(vp + j), _mm256_loadu_ps(drive + j));
+            __m256 s = _mm256_cmp_ps(x, th, _CMP_GE_OQ);
+            /* s is all-ones where it spiked: V - (θ & s), or V & ~s for reset to zero. */
+            x = reset_zero ? _mm256_andnot_ps(s, x) : _mm256_sub_ps(x, _mm256_and_ps(s, th));
+            _mm256_storeu_ps(vp + j, x);
+            unsigned int bits = (unsigned int)_mm256_movemask_ps(s);
+            if (branch_free || bits)  /* one flag for the whole sweep: a hoisted branch */
+                spk_emit_avx2(bits, p + j, out, &n_sp);
+        }
+    }
+    return n_sp;
+}
+
+/* The dense sweep (see spk_sweep_avx512), 8 lanes at a time. */
+SPK_AVX2_FN static int spk_sweep_avx2(float* v, const float* drive, int period, int n,
+                                      float threshold, int reset_zero, int branch_free,
+                                      int32_t* out) {
+    int n_sp = 0;
+    if (period % 8 == 0) {
+        if (branch_free)
+            return reset_zero ? spk_sweep8_avx2(v, drive, period, n, threshold, 1, 1, out)
+                              : spk_sweep8_avx2(v, drive, period, n, threshold, 0, 1, out);
+        return reset_zero ? spk_sweep8_avx2(v, drive, period, n, threshold, 1, 0, out)
+                          : spk_sweep8_avx2(v, drive, period, n, threshold, 0, 0, out);
+    }
+    const __m256 th = _mm256_set1_ps(threshold);
     for (int p = 0; p < n; p += period) {
         int j = 0;
         for (; j + 8 <= period; j += 8) {
             __m256 x = _mm256_add_ps(_mm256_loadu_ps(v + p + j), _mm256_loadu_ps(drive + j));
             __m256 s = _mm256_cmp_ps(x, th, _CMP_GE_OQ);
-            /* s is all-ones where it spiked: V - (θ & s), or V & ~s for reset to zero. */
             x = reset_zero ? _mm256_andnot_ps(s, x) : _mm256_sub_ps(x, _mm256_and_ps(s, th));
             _mm256_storeu_ps(v + p + j, x);
             unsigned int bits = (unsigned int)_mm256_movemask_ps(s);
-            while (bits) {
-                out[n_sp++] = p + j + SPK_CTZ64(bits);
-                bits &= bits - 1;
-            }
+            if (bits)
+                spk_emit_avx2(bits, p + j, out, &n_sp);
         }
         int unused = 0;  /* the dense sweep visits every neuron anyway */
         n_sp += spk_sweep_row_portable(v + p + j, drive + j, period - j, threshold, reset_zero, p + j,
@@ -238,10 +284,7 @@ SPK_AVX2_FN static int spk_sweep_row_avx2(float* v, const float* drive, int n, f
         unsigned int bits = (unsigned int)_mm256_movemask_ps(s);
         if (bits) {
             still |= _mm256_movemask_ps(_mm256_and_ps(s, _mm256_cmp_ps(x, th, _CMP_GE_OQ)));
-            while (bits) {
-                out[n_sp++] = base + j + SPK_CTZ64(bits);
-                bits &= bits - 1;
-            }
+            spk_emit_avx2(bits, base + j, out, &n_sp);
         }
     }
     *pending |= still != 0;
@@ -261,7 +304,7 @@ static void spk_add_row_avx2(float* dst, const float* src, int n) {}
 static int spk_sweep_avx512(float* v, const float* drive, int period, int n, float threshold,
                             int reset_zero, int branch_free, int32_t* out) { return -1; }
 static int spk_sweep_avx2(float* v, const float* drive, int period, int n, float threshold,
-                          int reset_zero, int32_t* out) { return -1; }
+                          int reset_zero, int branch_free, int32_t* out) { return -1; }
 #endif
 
 
