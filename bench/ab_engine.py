@@ -18,7 +18,8 @@ the same models (the baseline's and this tree's `bench/models/nmnist.scn`) at:
   - the baseline model's default point and τ 0.67 / t_min 50, on both builds: the same
     network at the same point, the like-for-like engine comparison.
 Decisions (class, steps) are compared: two spike-exact engines agree on every recording.
-Thread CPU only; JSON and PNG to bench/results/ab_engine.json/.png.
+Thread CPU only; JSON and PNG to bench/results/ab_engine.json/.png (--simd PATH: both
+builds on that kernel path, to ab_engine_PATH.json/.png).
 """
 
 from __future__ import annotations
@@ -83,8 +84,10 @@ def import_root(tree: Path, where: Path) -> Path:
 # ----------------------------------------------------------------------------------
 
 
-def worker(events: Path, jobs: list[dict[str, Any]], repeats: int, expect_root: str) -> dict[str, Any]:
-    """Thread CPU per decision for each job (model, τ, t_min), median over repeats."""
+def worker(events: Path, jobs: list[dict[str, Any]], repeats: int, expect_root: str,
+           simd: str | None = None) -> dict[str, Any]:
+    """Thread CPU per decision for each job (model, τ, t_min), median over repeats, on the
+    kernel path `simd` (default: the CPU's widest)."""
     import spikecast.ext as ext
     from spikecast.ext import _engine  # type: ignore[attr-defined]
     from spikecast.ext.core.calibration import Calibration
@@ -94,6 +97,8 @@ def worker(events: Path, jobs: list[dict[str, Any]], repeats: int, expect_root: 
 
     if not str(Path(_engine.__file__)).startswith(expect_root):
         raise SystemExit(f"imported {_engine.__file__}, not the build under {expect_root}")
+    if simd:
+        _engine.set_simd_level(simd)
     with np.load(events, allow_pickle=False) as z:
         cols = {k: z[k] for k in z.files}
     bounds = np.cumsum(np.r_[0, cols["n"]])
@@ -120,8 +125,8 @@ def worker(events: Path, jobs: list[dict[str, Any]], repeats: int, expect_root: 
         cpu_ms = statistics.median(times[1:]) / len(steps) * 1e3
         out.append({**job, "tau": tau, "t_min": t_min, "cpu_ms": cpu_ms,
                     "mean_steps": float(np.mean([d[1] for d in decisions])), "decisions": decisions})
-    simd = getattr(_engine, "simd_level", lambda: "unknown")()
-    return {"engine": str(Path(_engine.__file__).resolve()), "simd": simd, "jobs": out}
+    path = getattr(_engine, "simd_level", lambda: "unknown")()
+    return {"engine": str(Path(_engine.__file__).resolve()), "simd": path, "jobs": out}
 
 
 # ----------------------------------------------------------------------------------
@@ -150,10 +155,12 @@ def jobs_for(own_model: Path, base_model: Path) -> list[dict[str, Any]]:
 
 
 def launch(root: Path, events: Path, jobs: list[dict[str, Any]], repeats: int, core: int | None,
-           out: Path) -> subprocess.Popen[bytes]:
+           out: Path, simd: str | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(out), "--events", str(events),
            "--jobs", json.dumps(jobs), "--repeats", str(repeats), "--expect-root", str(root)]
+    if simd:
+        cmd += ["--simd", simd]
     pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
     return subprocess.Popen(cmd, env=env, preexec_fn=pin, cwd=str(root))
 
@@ -219,13 +226,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--recordings", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--simd", choices=("avx512f", "avx2", "portable"),
+                    help="force this kernel path in both builds (default: the CPU's widest)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--events", help=argparse.SUPPRESS)
     ap.add_argument("--jobs", help=argparse.SUPPRESS)
     ap.add_argument("--expect-root", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        res = worker(Path(args.events), json.loads(args.jobs), args.repeats, args.expect_root)
+        res = worker(Path(args.events), json.loads(args.jobs), args.repeats, args.expect_root, args.simd)
         Path(args.worker).write_text(json.dumps(res))
         return
     if not args.baseline:
@@ -250,7 +259,7 @@ def main() -> None:
             for i, who in enumerate(order):
                 core = cores[i] if len(cores) >= 2 else None
                 procs.append(launch(roots[who], events, base_jobs if who == "baseline" else jobs,
-                                    args.repeats, core, outs[who]))
+                                    args.repeats, core, outs[who], args.simd))
                 if core is None:  # one core: one build after the other
                     procs[-1].wait()
             for p in procs:
@@ -273,6 +282,7 @@ def main() -> None:
         "recordings": args.recordings,
         "repeats": args.repeats,
         "paired": len(cores) >= 2,
+        "simd": args.simd or "the CPU's widest",
         "jobs": jobs_summary,
         "rounds": [{who: round_summary(res) for who, res in rd.items()} for rd in rounds],
         "notes": "own_default: each build with its own bench/models/nmnist.scn at that model's default "
@@ -283,8 +293,9 @@ def main() -> None:
         "seconds": time.time() - t0,
         "machine": machine(),
     }
-    write_json("ab_engine.json", result)
-    plot(result, RESULTS / "ab_engine.png")
+    stem = "ab_engine" + (f"_{args.simd}" if args.simd else "")
+    write_json(f"{stem}.json", result)
+    plot(result, RESULTS / f"{stem}.png")
     for name, j in jobs_summary.items():
         b, c = j["baseline"], j["candidate"]
         print(f"{name:>20}: baseline {b['cpu_ms_median']:.3f} ms ({b['mean_steps']:.1f} steps), "

@@ -56,7 +56,7 @@ def test_the_import_root_wins_over_the_installed_package(tmp_path: Path) -> None
 
 
 @pytest.mark.skipif(not NMNIST.is_dir(), reason="needs ../shared/data/nmnist (see ../shared/data/README.md)")
-def test_a_worker_decides_with_its_own_build(tmp_path: Path) -> None:
+def test_a_worker_decides_with_its_own_build_on_the_kernel_path_asked(tmp_path: Path) -> None:
     events = tmp_path / "events.npz"
     ab_engine.save_events(2, events)
     root = ab_engine.import_root(ROOT, tmp_path / "root")
@@ -64,17 +64,18 @@ def test_a_worker_decides_with_its_own_build(tmp_path: Path) -> None:
     jobs: list[dict[str, Any]] = [{"name": "default", "model": str(model), "tau": None, "t_min": None},
             {"name": "fixed", "model": str(model), "tau": 0.67, "t_min": 5}]
     out = tmp_path / "w.json"
-    proc = ab_engine.launch(root, events, jobs, 1, None, out)
+    proc = ab_engine.launch(root, events, jobs, 1, None, out, simd="portable")
     assert proc.wait(timeout=300) == 0
     res = json.loads(out.read_text())
-    assert res["engine"].startswith(str(ROOT / "ext"))
+    assert res["engine"].startswith(str(ROOT / "ext")) and res["simd"] == "portable"
+
     default, fixed = res["jobs"]
     assert default["tau"] == 0.999 and default["t_min"] == 1  # the model's recommended point
     assert (fixed["tau"], fixed["t_min"]) == (0.67, 5)
     for j in res["jobs"]:
         assert j["cpu_ms"] > 0 and len(j["decisions"]) == 2
         assert all(steps >= j["t_min"] for _, steps in j["decisions"])
-    # The same decisions as the engine in this process.
+    # The same decisions as the engine in this process (its widest kernel path).
     from spikecast.ext import CompiledNetwork, Engine, EventSteps
     from spikecast.ext.core.network import Network
 
