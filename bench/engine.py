@@ -590,11 +590,17 @@ def bench_stream(n_recordings: int, repeats: int) -> dict[str, Any] | None:
         # Issue 10's goals, against the figures before the event-proportional engine
         # (STREAM_BASELINE: the same command on the previous engine).
         "baseline_before_issue10": STREAM_BASELINE,
+        "baseline_note": "STREAM_BASELINE is the 0.1.x run stored from another host and load, so "
+                         "the ratios below are rough; bench/ab_engine.py --baseline 64dad24 runs "
+                         "both engines at once on one host (bench/results/ab_engine.json)",
         "goals": {
             "stream_gsops_8_met": gsops >= GOAL_STREAM_GSOPS,
             "empty_step_5us_met": empty_us <= GOAL_EMPTY_STEP_US,
-            "cpu_per_decision_5x_less_met": default_ms * 5 <= STREAM_BASELINE["cpu_ms_default"],
-            "cpu_per_decision_speedup_default": STREAM_BASELINE["cpu_ms_default"] / default_ms,
+            # Not decided here: a ratio to a figure from another host moves with the host
+            # (4.8x and 5.5x in two runs of the same build an hour apart). bench/ab_engine.py
+            # measures it with both engines at once.
+            "cpu_per_decision_5x_less_met": None,
+            "cpu_per_decision_speedup_vs_stored_baseline": STREAM_BASELINE["cpu_ms_default"] / default_ms,
         },
     }
 
