@@ -53,8 +53,11 @@ PACKAGES = ("ext", "converters", "runtime")
 
 def export_baseline(ref: str) -> Path:
     """The baseline's tree at CACHE/<sha>, its extensions built in place (once)."""
-    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{ref}^{{commit}}"],
-                         check=True, capture_output=True, text=True).stdout.strip()
+    got = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        raise SystemExit(f"--baseline {ref!r} is not a commit of the git repository at {ROOT}")
+    sha = got.stdout.strip()
     tree = CACHE / sha
     if not (tree / ".built").exists():
         tree.mkdir(parents=True, exist_ok=True)

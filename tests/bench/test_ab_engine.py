@@ -86,3 +86,8 @@ def test_a_worker_decides_with_its_own_build_on_the_kernel_path_asked(tmp_path: 
     st = EventSteps.from_arrays(*(cols[k][:n0] for k in ("x", "y", "p", "step")), plan.input_shape)
     r = Engine(plan).run(st, 10_000, tau=0.67, t_min=5)
     assert fixed["decisions"][0] == [r.class_index, r.steps]
+
+
+def test_an_unknown_baseline_is_refused_with_its_name() -> None:
+    with pytest.raises(SystemExit, match="'no-such-ref' is not a commit"):
+        ab_engine.export_baseline("no-such-ref")
