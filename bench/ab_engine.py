@@ -138,12 +138,10 @@ def worker(events: Path, jobs: list[dict[str, Any]], repeats: int, expect_root: 
 
 
 def save_events(n_recordings: int, path: Path) -> None:
-    """The first n of bench/engine.py's 100 test recordings, as flat columns."""
+    """The first n held-out test recordings (bench/engine.py's stream section uses 100), as flat columns."""
     import nmnist as nm
 
-    paths, _ = nm.real_recordings()
-    test_i = np.sort(np.random.default_rng(0).permutation(nm.N_REAL)[:300])[:n_recordings]
-    recs = nm.read_all([paths[i] for i in test_i])
+    recs = nm.held_out_recordings(n_recordings)
     np.savez(path, x=np.concatenate([e["x"] for e in recs]), y=np.concatenate([e["y"] for e in recs]),
              p=np.concatenate([e["p"] for e in recs]).astype(np.int64),
              step=np.concatenate([nm.event_steps(e) for e in recs]), n=np.array([len(e) for e in recs]))

@@ -540,9 +540,7 @@ def bench_stream(n_recordings: int, repeats: int) -> dict[str, Any] | None:
     from spikecast.ext.engine import EventSteps
     from spikecast.runtime.decision import initial_point
 
-    paths, _ = nm.real_recordings()
-    test_i = np.sort(np.random.default_rng(0).permutation(nm.N_REAL)[:300])[:n_recordings]
-    recs = nm.read_all([paths[i] for i in test_i])
+    recs = nm.held_out_recordings(n_recordings)
     net = Network.load(MODELS / "nmnist.scn")
     plan = CompiledNetwork(net)
     shape = plan.input_shape

@@ -108,6 +108,13 @@ def real_recordings() -> tuple[list[Path], np.ndarray]:
     return paths, labels
 
 
+def held_out_recordings(n: int) -> list[np.ndarray]:
+    """The events of the first n of the 300 held-out test recordings (seed 0), in file order."""
+    paths, _ = real_recordings()
+    test_i = np.sort(np.random.default_rng(0).permutation(N_REAL)[:300])[:n]
+    return read_all([paths[i] for i in test_i])
+
+
 def read_all(paths: Sequence[Path]) -> list[np.ndarray]:
     from spikecast.runtime.readers import read_events
 

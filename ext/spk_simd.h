@@ -58,8 +58,8 @@ static int spk_sweep_row_portable(float* v, const float* drive, int n, float thr
 #define SPK_AVX2_FN __attribute__((target("avx2,popcnt")))
 
 /* AVX2 has no compress store: entry m of this table lists the set lanes of the 8-bit
-   mask m in ascending order, one byte each (unused slots 0), for a permute-and-store
-   left-pack. Filled by spk_cpu_path(), which the modules call at import. */
+   mask m in ascending order, one byte each (unused slots 0), widened and stored as a
+   left-pack (spk_emit_avx2). Filled by spk_cpu_path(), which the modules call at import. */
 static uint8_t spk_lpack[256 * 8];
 
 /* The widest path this CPU (and its OS: libgcc checks XGETBV) supports; asked once. */
@@ -239,37 +239,6 @@ SPK_AVX2_FN static inline __attribute__((always_inline)) int spk_sweep8_avx2(
     return n_sp;
 }
 
-/* The dense sweep (see spk_sweep_avx512), 8 lanes at a time. */
-SPK_AVX2_FN static int spk_sweep_avx2(float* v, const float* drive, int period, int n,
-                                      float threshold, int reset_zero, int branch_free,
-                                      int32_t* out) {
-    int n_sp = 0;
-    if (period % 8 == 0) {
-        if (branch_free)
-            return reset_zero ? spk_sweep8_avx2(v, drive, period, n, threshold, 1, 1, out)
-                              : spk_sweep8_avx2(v, drive, period, n, threshold, 0, 1, out);
-        return reset_zero ? spk_sweep8_avx2(v, drive, period, n, threshold, 1, 0, out)
-                          : spk_sweep8_avx2(v, drive, period, n, threshold, 0, 0, out);
-    }
-    const __m256 th = _mm256_set1_ps(threshold);
-    for (int p = 0; p < n; p += period) {
-        int j = 0;
-        for (; j + 8 <= period; j += 8) {
-            __m256 x = _mm256_add_ps(_mm256_loadu_ps(v + p + j), _mm256_loadu_ps(drive + j));
-            __m256 s = _mm256_cmp_ps(x, th, _CMP_GE_OQ);
-            x = reset_zero ? _mm256_andnot_ps(s, x) : _mm256_sub_ps(x, _mm256_and_ps(s, th));
-            _mm256_storeu_ps(v + p + j, x);
-            unsigned int bits = (unsigned int)_mm256_movemask_ps(s);
-            if (bits)
-                spk_emit_avx2(bits, p + j, out, &n_sp);
-        }
-        int unused = 0;  /* the dense sweep visits every neuron anyway */
-        n_sp += spk_sweep_row_portable(v + p + j, drive + j, period - j, threshold, reset_zero, p + j,
-                                       out + n_sp, &unused);
-    }
-    return n_sp;
-}
-
 /* spk_sweep_row_avx512 on AVX2 (the same lanes, 8 at a time, a scalar tail). */
 SPK_AVX2_FN static int spk_sweep_row_avx2(float* v, const float* drive, int n, float threshold,
                                           int reset_zero, int base, int32_t* out, int* pending) {
@@ -290,6 +259,24 @@ SPK_AVX2_FN static int spk_sweep_row_avx2(float* v, const float* drive, int n, f
     *pending |= still != 0;
     return n_sp + spk_sweep_row_portable(v + j, drive + j, n - j, threshold, reset_zero, base + j,
                                          out + n_sp, pending);
+}
+
+/* The dense sweep (see spk_sweep_avx512), 8 lanes at a time; a period that is not a
+   multiple of 8 goes row by row with a scalar tail. */
+SPK_AVX2_FN static int spk_sweep_avx2(float* v, const float* drive, int period, int n,
+                                      float threshold, int reset_zero, int branch_free,
+                                      int32_t* out) {
+    int n_sp = 0, unused = 0;  /* the dense sweep visits every neuron anyway */
+    if (period % 8 == 0) {
+        if (branch_free)
+            return reset_zero ? spk_sweep8_avx2(v, drive, period, n, threshold, 1, 1, out)
+                              : spk_sweep8_avx2(v, drive, period, n, threshold, 0, 1, out);
+        return reset_zero ? spk_sweep8_avx2(v, drive, period, n, threshold, 1, 0, out)
+                          : spk_sweep8_avx2(v, drive, period, n, threshold, 0, 0, out);
+    }
+    for (int p = 0; p < n; p += period)
+        n_sp += spk_sweep_row_avx2(v + p, drive, period, threshold, reset_zero, p, out + n_sp, &unused);
+    return n_sp;
 }
 
 #else  /* not x86-64 GCC/Clang: the portable Cython kernels only */
